@@ -1,0 +1,34 @@
+"""Redis key layout. Every key of one partition shares the hash tag `{p<N>}` so that a Redis Cluster keeps
+a partition (its stream, pending counters and lease) on one node and a MULTI over them stays legal."""
+
+from __future__ import annotations
+
+import zlib
+
+CONSUMER_GROUP = b"cutover-workers"
+
+
+def partition_of(tenant: str, partitions: int) -> int:
+    # crc32, not hash(): Python's str hash is salted per process, and every proxy and worker must agree.
+    return zlib.crc32(tenant.encode()) % partitions
+
+
+def stream_key(prefix: str, partition: int) -> str:
+    return f"{prefix}:{{p{partition}}}:intents"
+
+
+def pending_key(prefix: str, partition: int) -> str:
+    """Hash of `<tenant>|<side>` → intents appended but not applied yet."""
+    return f"{prefix}:{{p{partition}}}:pending"
+
+
+def lease_key(prefix: str, partition: int) -> str:
+    return f"{prefix}:{{p{partition}}}:lease"
+
+
+def dead_letter_key(prefix: str, partition: int) -> str:
+    return f"{prefix}:{{p{partition}}}:dead"
+
+
+def pending_field(tenant: str, side: str) -> str:
+    return f"{tenant}|{side}"

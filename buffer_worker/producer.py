@@ -1,0 +1,52 @@
+"""Append intents to their tenant's Redis Stream partition (the proxy side of the buffer)."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from buffer_worker.intent import Intent
+from buffer_worker.keys import partition_of, pending_field, pending_key, stream_key
+from buffer_worker.sink import BufferUnavailableError
+from routing.phases import Side
+
+
+class RedisIntentProducer:
+    """XADD + pending counter in one MULTI, so the counter never says 0 while an intent is in flight."""
+
+    def __init__(self, client: aioredis.Redis, *, prefix: str, partitions: int) -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._partitions = partitions
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, prefix: str, partitions: int, timeout_s: float = 2.0
+    ) -> RedisIntentProducer:
+        client = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        return cls(client, prefix=prefix, partitions=partitions)
+
+    async def append(self, intent: Intent) -> None:
+        partition = partition_of(intent.tenant, self._partitions)
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.xadd(stream_key(self._prefix, partition), intent.to_fields())  # type: ignore[arg-type]
+                pipe.hincrby(
+                    pending_key(self._prefix, partition), pending_field(intent.tenant, intent.target), 1
+                )
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise BufferUnavailableError(intent.tenant, type(exc).__name__) from exc
+
+    async def pending(self, tenant: str, target: Side) -> int:
+        partition = partition_of(tenant, self._partitions)
+        try:
+            value = await self._redis.hget(
+                pending_key(self._prefix, partition), pending_field(tenant, target)
+            )
+        except (RedisError, OSError) as exc:
+            raise BufferUnavailableError(tenant, type(exc).__name__) from exc
+        return int(value or 0)
+
+    async def close(self) -> None:
+        await self._redis.aclose()

@@ -1,0 +1,158 @@
+"""The settings model: every key cutover reads, validated once at start.
+
+Settings are immutable after load and passed down explicitly (`create_app(settings)`); nothing reads
+`os.environ` after start. Secrets are `SecretStr` so they never print in logs, errors or the admin API.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from enum import StrEnum
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from routing.phases import Phase
+from routing.tenant import TENANT_HEADER_DEFAULT
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ListenAddress(_Frozen):
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> ListenAddress:
+        host, sep, port = text.rpartition(":")
+        if not sep or not port.isdigit() or not host:
+            raise ValueError(f"expected HOST:PORT, got {text!r}")
+        host = host.strip("[]")
+        if not 0 <= int(port) <= 65535:
+            raise ValueError(f"port {port} is out of range 0-65535")
+        return cls(host=host, port=int(port))
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if _is_ipv6(self.host) else self.host
+        return f"{host}:{self.port}"
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).version == 6
+    except ValueError:
+        return False
+
+
+def _listen(value: object) -> object:
+    return ListenAddress.parse(value) if isinstance(value, str) else value
+
+
+class TokenScope(StrEnum):
+    READ = "read"
+    WRITE = "write"
+
+
+class AdminToken(_Frozen):
+    token: SecretStr = Field(min_length=16)
+    scope: TokenScope = TokenScope.READ
+
+
+class AdminSettings(_Frozen):
+    listen: ListenAddress = ListenAddress(host="127.0.0.1", port=8081)
+    tokens: dict[str, AdminToken] = Field(default_factory=dict)
+
+    _parse_listen = field_validator("listen", mode="before")(_listen)
+
+
+class HeaderRewrite(_Frozen):
+    """Header changes applied to every request sent to one backend (serving, shadow and mirror alike)."""
+
+    set: dict[str, str] = Field(default_factory=dict)
+    remove: list[str] = Field(default_factory=list)
+
+
+class BackendSettings(_Frozen):
+    url: SecretStr  # may carry credentials (user:password@host)
+    timeout_s: float = Field(default=30.0, gt=0)
+    connect_timeout_s: float = Field(default=2.0, gt=0)
+    max_connections: int = Field(default=512, ge=1)
+    headers: HeaderRewrite = HeaderRewrite()
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: SecretStr) -> SecretStr:
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute http:// or https:// URL")
+        if parts.query or parts.fragment:
+            raise ValueError("must not carry a query or fragment")
+        return value
+
+
+class Backends(_Frozen):
+    old: BackendSettings
+    new: BackendSettings
+
+
+class TenantSettings(_Frozen):
+    header: str = Field(default=TENANT_HEADER_DEFAULT, min_length=1)
+
+
+class PhaseCacheSettings(_Frozen):
+    reload_interval_s: float = Field(default=5.0, gt=0)
+    reconnect_interval_s: float = Field(default=1.0, gt=0)
+
+
+class ShadowSettings(_Frozen):
+    sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    timeout_s: float = Field(default=5.0, gt=0)
+    max_in_flight: int = Field(default=256, ge=1)
+    compare_max_bytes: int = Field(default=1_048_576, ge=0)
+    divergence_queue: int = Field(default=1000, ge=1)
+
+
+class BufferSettings(_Frozen):
+    partitions: int = Field(default=16, ge=1, le=1024)
+    key_prefix: str = Field(default="cutover", min_length=1)
+    spool_path: str = "cutover-intents.spool"
+    spool_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+
+
+class Settings(_Frozen):
+    listen: ListenAddress = ListenAddress(host="127.0.0.1", port=8080)
+    workers: int = Field(default=1, ge=1, le=64)
+    admin: AdminSettings = AdminSettings()
+    backends: Backends
+    tenant: TenantSettings = TenantSettings()
+    default_phase: Phase = Phase.LEGACY
+    postgres_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/cutover")
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
+    phases: PhaseCacheSettings = PhaseCacheSettings()
+    shadow: ShadowSettings = ShadowSettings()
+    buffer: BufferSettings = BufferSettings()
+    log_level: Annotated[str, Field(pattern="^(debug|info|warning|error)$")] = "info"
+    access_log: bool = False
+    proxy_id: str | None = None
+
+    _parse_listen = field_validator("listen", mode="before")(_listen)
+
+    @field_validator("postgres_url")
+    @classmethod
+    def _postgres_scheme(cls, value: SecretStr) -> SecretStr:
+        scheme = urlsplit(value.get_secret_value()).scheme
+        if scheme not in ("postgres", "postgresql"):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr) -> SecretStr:
+        scheme = urlsplit(value.get_secret_value()).scheme
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value

@@ -1,0 +1,129 @@
+"""The data plane: a raw ASGI callable. request → classify → decide → execute.
+
+No framework on this path: routing, middleware and request objects of a web framework cost more than the
+whole hop is allowed to (see BENCHMARKS.md), and a proxy has exactly one route.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+
+from proxy.errors import BadRequest, ProxyError, ServiceUnavailable
+from proxy.executor import Executor
+from proxy.phase_cache import PhaseCache
+from proxy.request import ClientDisconnected, ProxyRequest, read_body
+from proxy.types import Receive, Scope, Send
+from routing.classify import InvalidTargetError, check_target, classify
+from routing.decide import decide
+from routing.tenant import InvalidTenantError
+
+log = logging.getLogger("cutover.proxy")
+
+# Set by `proxy.server.TargetRecordingProtocol`: the request target exactly as sent (uvicorn's scope
+# only carries the parsed path, which hides an absolute-form target).
+REQUEST_TARGET_EXTENSION = "cutover.request_target"
+
+
+class DataPlane:
+    def __init__(
+        self, *, cache: PhaseCache, executor: Executor, tenant_header: str, max_body_bytes: int
+    ) -> None:
+        self._cache = cache
+        self._executor = executor
+        self._tenant_header = tenant_header.lower().encode("latin-1")
+        self._max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await _lifespan(receive, send)
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": 1003})
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        phase_header: bytes | None = None
+        try:
+            extensions = scope.get("extensions") or {}
+            check_target(
+                scope.get("raw_path") or scope["path"].encode(), extensions.get(REQUEST_TARGET_EXTENSION)
+            )
+            tenant_value: str | None = None
+            declared_length: int | None = None
+            for name, value in scope["headers"]:
+                if name == self._tenant_header:
+                    tenant_value = value.decode("latin-1")
+                elif name == b"content-length":
+                    declared_length = _content_length(value)
+            facts = classify(scope["method"], tenant_value)
+            if not self._cache.loaded:
+                raise ServiceUnavailable(
+                    "tenant phases have not been loaded from the phase store yet",
+                    code="not_ready",
+                    retry_after_s=2,
+                )
+            phase = self._cache.phase_of(facts.tenant)
+            phase_header = phase.value.encode()
+            plan = decide(phase, facts.kind)
+            body = await read_body(receive, limit=self._max_body_bytes, declared_length=declared_length)
+            client = scope.get("client")
+            request = ProxyRequest(
+                method=facts.method,
+                raw_path=(scope.get("raw_path") or scope["path"].encode()).decode("latin-1"),
+                query=scope.get("query_string", b"").decode("latin-1"),
+                headers=scope["headers"],
+                body=body,
+                tenant=facts.tenant,
+                client_host=client[0] if client else None,
+                scheme=scope.get("scheme", "http"),
+            )
+            await self._executor.run(plan, request, send)
+        except ProxyError as exc:
+            await _send_error(send, exc, phase_header)
+        except (InvalidTenantError, InvalidTargetError) as exc:
+            code = "invalid_tenant" if isinstance(exc, InvalidTenantError) else "invalid_target"
+            await _send_error(send, BadRequest(str(exc), code=code), phase_header)
+        except ClientDisconnected:
+            return
+
+
+def _content_length(value: bytes) -> int:
+    if not value.isdigit():
+        raise BadRequest("Content-Length must be a non-negative integer", code="bad_request")
+    return int(value)
+
+
+async def _send_error(send: Send, error: ProxyError, phase: bytes | None) -> None:
+    body = error.body()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-cutover-served-by", getattr(error, "backend", "proxy").encode()),
+        *error.headers(),
+    ]
+    if phase is not None:
+        headers.append((b"x-cutover-phase", phase))
+    try:
+        await send({"type": "http.response.start", "status": error.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+    except RuntimeError:
+        # The response had already started (a failure mid-stream): nothing more can be said.
+        log.warning("could not send %s: response already started", error.code)
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    # Components are started by `proxy.runtime.Runtime`, not by lifespan events; acknowledge them only.
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def error_json(code: str, detail: str) -> bytes:
+    return orjson.dumps({"error": code, "detail": detail})

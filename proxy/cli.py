@@ -1,0 +1,266 @@
+"""`cutover` command line: run the proxy, the worker and the demo; operate tenants through the admin API.
+
+Operator commands talk to the admin API (`--admin-url`, `CUTOVER_ADMIN_URL`; `--token`,
+`CUTOVER_ADMIN_TOKEN`), so they work against any running proxy without database credentials.
+Exit codes: 0 done, 1 refused or failed (the API said no), 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from config.loader import ConfigError, load_settings
+from proxy.admin_client import AdminClient, AdminClientError
+from routing.phases import Phase
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        code: int = args.run(args)
+        return code
+    except ConfigError as exc:
+        print(f"cutover: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except AdminClientError as exc:
+        print(f"cutover: {exc.code}: {exc.detail}", file=sys.stderr)
+        if "allowed" in exc.body:
+            print(f"  allowed moves: {', '.join(exc.body['allowed']) or 'none'}", file=sys.stderr)
+        return EXIT_REFUSED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cutover", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the proxy (data plane + admin API)")
+    serve.add_argument("--config", help="YAML settings file (default: $CUTOVER_CONFIG)")
+    serve.add_argument("--workers", type=int, help="data-plane processes (overrides the `workers` key)")
+    serve.set_defaults(run=_serve)
+
+    demo = commands.add_parser("demo", help="run the end-to-end demo against local PostgreSQL and Redis")
+    demo.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    demo.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    demo.set_defaults(run=_demo)
+
+    def admin_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text)
+        _admin_options(sub)
+        return sub
+
+    admin_command("tenants", "list tenants and their phases").set_defaults(run=_tenants)
+    admin_command("status", "proxy readiness, phase counts and data-plane counters").set_defaults(run=_status)
+    audit = admin_command("audit", "phase change history")
+    audit.add_argument("tenant", nargs="?")
+    audit.add_argument("--limit", type=int, default=20)
+    audit.set_defaults(run=_audit)
+    divergences = admin_command("divergences", "recent shadow divergences of a tenant")
+    divergences.add_argument("tenant")
+    divergences.add_argument("--limit", type=int, default=10)
+    divergences.set_defaults(run=_divergences)
+
+    phase = commands.add_parser("phase", help="read or change a tenant's phase")
+    phase_commands = phase.add_subparsers(title="phase commands", metavar="ACTION")
+    get = phase_commands.add_parser("get", help="show a tenant's phase")
+    _admin_options(get)
+    get.add_argument("tenant")
+    get.set_defaults(run=_phase_get)
+    set_ = phase_commands.add_parser("set", help="move a tenant to a phase (audited)")
+    _admin_options(set_)
+    set_.add_argument("tenant")
+    set_.add_argument("phase", choices=[p.value for p in Phase])
+    set_.add_argument("--reason", required=True, help="why (kept in the audit log)")
+    set_.add_argument("--force", action="store_true", help="allow leaving complete")
+    set_.add_argument("--expected-version", type=int, help="refuse if the tenant changed meanwhile")
+    set_.set_defaults(run=_phase_set)
+    rollback = phase_commands.add_parser("rollback", help="undo a tenant's last phase change (audited)")
+    _admin_options(rollback)
+    rollback.add_argument("tenant")
+    rollback.add_argument("--reason", required=True)
+    rollback.add_argument("--force", action="store_true", help="allow rolling back out of complete")
+    rollback.set_defaults(run=_phase_rollback)
+    return parser
+
+
+def _admin_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--admin-url",
+        default=os.environ.get("CUTOVER_ADMIN_URL", "http://127.0.0.1:8081"),
+        help="admin API base URL",
+    )
+    parser.add_argument("--token", default=os.environ.get("CUTOVER_ADMIN_TOKEN"), help="admin bearer token")
+    parser.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
+
+
+def _client(args: argparse.Namespace) -> AdminClient:
+    return AdminClient(args.admin_url, args.token)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from proxy.server import serve
+
+    settings = load_settings(args.config)
+    if args.workers is not None:
+        settings = settings.model_copy(update={"workers": args.workers})
+    return serve(settings)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from proxy.demo.runner import run_demo
+
+    return run_demo(postgres_url=args.postgres_url, redis_url=args.redis_url)
+
+
+def _tenants(args: argparse.Namespace) -> int:
+    body = _client(args).get("/tenants")
+    if args.json:
+        return _print_json(body)
+    print(f"default phase (tenants without a row): {body['default_phase']}")
+    rows = [
+        [t["tenant"], t["phase"], str(t["version"]), t["updated_at"] or "-", t["updated_by"] or "-"]
+        for t in body["tenants"]
+    ]
+    print(format_table(["TENANT", "PHASE", "VERSION", "UPDATED", "BY"], rows))
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    client = _client(args)
+    try:
+        ready = client.get("/readyz")
+    except AdminClientError as exc:
+        if exc.status != 503:
+            raise
+        ready = exc.body
+    tenants = client.get("/tenants")
+    stats = client.get("/stats")
+    if args.json:
+        return _print_json({"ready": ready, "tenants": tenants, "stats": stats})
+    print(
+        f"proxy: {ready.get('status')}  (phase store connected: {ready.get('phase_store_connected')}, "
+        f"cache stale: {ready.get('phase_cache_stale_s')} s)"
+    )
+    counts: dict[str, int] = {p.value: 0 for p in Phase}
+    for tenant in tenants["tenants"]:
+        counts[tenant["phase"]] += 1
+    print(format_table(["PHASE", "TENANTS"], [[phase, str(n)] for phase, n in counts.items()]))
+    shadow = stats["shadow"]
+    print(
+        f"shadow: compared {shadow['compared']}, equal {shadow['equal']}, divergent {shadow['divergent']}, "
+        f"skipped {shadow['skipped']}; fallbacks {sum(stats['fallbacks'].values())}, "
+        f"refused {stats['fallback_refused']}; intents appended {stats['intents']['appended']}"
+    )
+    return EXIT_OK
+
+
+def _audit(args: argparse.Namespace) -> int:
+    body = _client(args).get("/audit", tenant=args.tenant, limit=args.limit)
+    if args.json:
+        return _print_json(body)
+    rows = [
+        [str(e["id"]), e["at"], e["tenant"], f"{e['from']} -> {e['to']}", e["actor"], e["reason"]]
+        for e in body["entries"]
+    ]
+    print(format_table(["ID", "AT", "TENANT", "MOVE", "BY", "REASON"], rows))
+    return EXIT_OK
+
+
+def _divergences(args: argparse.Namespace) -> int:
+    body = _client(args).get(f"/tenants/{args.tenant}/divergences", limit=args.limit)
+    if args.json:
+        return _print_json(body)
+    rows = []
+    for d in body["divergences"]:
+        paths = ", ".join(diff["path"] for diff in d["differences"][:4])
+        rows.append(
+            [
+                str(d["id"]),
+                d["at"],
+                f"{d['method']} {d['path']}",
+                f"{d['serving_status']}/{d['shadow_status']}",
+                paths,
+            ]
+        )
+    print(format_table(["ID", "AT", "REQUEST", "STATUS serving/shadow", "DIFFERENT"], rows))
+    return EXIT_OK
+
+
+def _phase_get(args: argparse.Namespace) -> int:
+    body = _client(args).get(f"/tenants/{args.tenant}")
+    if args.json:
+        return _print_json(body)
+    print(
+        format_table(["TENANT", "PHASE", "VERSION"], [[body["tenant"], body["phase"], str(body["version"])]])
+    )
+    return EXIT_OK
+
+
+def _phase_set(args: argparse.Namespace) -> int:
+    body = _client(args).put(
+        f"/tenants/{args.tenant}/phase",
+        {
+            "phase": args.phase,
+            "reason": args.reason,
+            "force": args.force,
+            "expected_version": args.expected_version,
+        },
+    )
+    if args.json:
+        return _print_json(body)
+    print(f"{body['tenant']} is now {body['phase']} (version {body['version']})")
+    return EXIT_OK
+
+
+def _phase_rollback(args: argparse.Namespace) -> int:
+    client = _client(args)
+    entries = client.get("/audit", tenant=args.tenant, limit=1)["entries"]
+    if not entries:
+        print(f"cutover: tenant {args.tenant!r} has no phase change to roll back", file=sys.stderr)
+        return EXIT_REFUSED
+    last = entries[0]
+    body = client.put(
+        f"/tenants/{args.tenant}/phase",
+        {
+            "phase": last["from"],
+            "reason": f"rollback of change #{last['id']}: {args.reason}",
+            "force": args.force,
+            "expected_version": last["version"],
+        },
+    )
+    if args.json:
+        return _print_json(body)
+    print(f"{body['tenant']} rolled back {last['to']} -> {body['phase']} (version {body['version']})")
+    return EXIT_OK
+
+
+def _print_json(body: Any) -> int:
+    print(json.dumps(body, indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    if not rows:
+        return "  ".join(header) + "\n(none)"
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""Run a `Plan`: forward to the serving side, fall back when the plan and safety allow, shadow reads,
+and turn acknowledged writes into intents before the client sees the acknowledgement."""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+
+from buffer_worker.intent import Intent
+from buffer_worker.sink import BufferUnavailableError, IntentSink
+from proxy.compare import Observation
+from proxy.errors import BackendError, ServiceUnavailable
+from proxy.headers import response_headers
+from proxy.request import ProxyRequest
+from proxy.shadow import ShadowRunner
+from proxy.stats import DataPlaneStats
+from proxy.types import Send
+from proxy.upstream import Upstream
+from routing.classify import RequestKind
+from routing.decide import Action, Outcome, Plan, resolve
+from routing.phases import Side
+
+log = logging.getLogger("cutover.executor")
+
+# Bodies up to this size (by Content-Length) are read whole and sent in one ASGI message: two sends
+# instead of a chunk loop. Larger or unsized bodies are streamed chunk by chunk, never held whole.
+_SMALL_BODY_BYTES = 64 * 1024
+# Request headers an intent keeps for the apply; everything else is either hop-specific or rewritten.
+_INTENT_HEADERS = frozenset({b"content-type", b"content-encoding", b"content-language", b"if-match"})
+_NO_BODY: Observation = Observation(None, None, error="serving side did not answer")
+
+
+class Executor:
+    def __init__(
+        self,
+        upstreams: dict[Side, Upstream],
+        shadow: ShadowRunner,
+        sink: IntentSink,
+        stats: DataPlaneStats,
+        *,
+        capture_limit: int,
+    ) -> None:
+        self._upstreams = upstreams
+        self._shadow = shadow
+        self._sink = sink
+        self._stats = stats
+        self._capture_limit = capture_limit
+
+    async def run(self, plan: Plan, request: ProxyRequest, send: Send) -> None:
+        shadow_wait = self._shadow.start(plan, request) if plan.shadow is not None else None
+        served = _NO_BODY
+        try:
+            served = await self._serve(plan, request, send, capture=shadow_wait is not None)
+        finally:
+            if shadow_wait is not None and not shadow_wait.done():
+                shadow_wait.set_result(served)
+
+    async def _serve(self, plan: Plan, request: ProxyRequest, send: Send, *, capture: bool) -> Observation:
+        upstream = self._upstreams[plan.serving]
+        response: aiohttp.ClientResponse | None = None
+        failure: BackendError | None = None
+        try:
+            response = await self._send_upstream(upstream, request)
+            outcome = Outcome.OK if response.status < 500 else Outcome.SERVER_ERROR
+        except BackendError as exc:
+            failure = exc
+            outcome = Outcome.TIMEOUT if exc.timeout else Outcome.CONNECT_ERROR
+
+        fallback_safe = False
+        if outcome is not Outcome.OK and plan.fallback is not None:
+            fallback_safe = await self._fallback_safe(request, plan.fallback)
+        action = resolve(plan, outcome, fallback_safe=fallback_safe)
+
+        if action is Action.RESPOND:
+            assert response is not None  # RESPOND follows an answer (2xx-4xx, or a 5xx with no fallback)
+            self._stats.requests[(plan.phase, plan.kind, plan.serving)] += 1
+            if plan.mirror is not None:
+                return await self._respond_write(plan, request, upstream, response, send)
+            return await self._respond(plan, upstream, response, send, plan.serving, capture=capture)
+        if response is not None:
+            response.release()
+        if action is Action.FALLBACK:
+            assert plan.fallback is not None
+            self._stats.fallbacks[plan.phase] += 1
+            fallback = self._upstreams[plan.fallback]
+            log.info(
+                "serving %s %s for tenant %r from %s after %s",
+                request.method,
+                request.raw_path,
+                request.tenant,
+                plan.fallback,
+                outcome,
+            )
+            response = await self._send_upstream(fallback, request)
+            self._stats.requests[(plan.phase, plan.kind, plan.fallback)] += 1
+            return await self._respond(plan, fallback, response, send, plan.fallback, capture=capture)
+        if action is Action.UNAVAILABLE:
+            self._stats.fallback_refused += 1
+            raise ServiceUnavailable(
+                f"backend {plan.serving} failed ({outcome}) and falling back to {plan.fallback} is not safe "
+                "while writes toward it are still pending",
+                code="fallback_unsafe",
+                backend=plan.serving.value,
+            )
+        assert failure is not None  # BAD_GATEWAY / GATEWAY_TIMEOUT follow a transport failure
+        raise failure
+
+    async def _send_upstream(self, upstream: Upstream, request: ProxyRequest) -> aiohttp.ClientResponse:
+        headers = upstream.rewriter.build(
+            request.headers, client_host=request.client_host, scheme=request.scheme
+        )
+        return await upstream.request(
+            request.method, upstream.url_for(request.raw_path, request.query), headers, request.body
+        )
+
+    async def _fallback_safe(self, request: ProxyRequest, side: Side) -> bool:
+        try:
+            return await self._sink.pending(request.mirror_tenant, side) == 0
+        except BufferUnavailableError:
+            return False  # unknown is not safe
+
+    async def _respond(
+        self,
+        plan: Plan,
+        upstream: Upstream,
+        response: aiohttp.ClientResponse,
+        send: Send,
+        served_by: Side,
+        *,
+        capture: bool,
+    ) -> Observation:
+        try:
+            headers = _client_headers(response, plan, served_by)
+            length = response.content_length
+            if length is not None and length <= _SMALL_BODY_BYTES:
+                body = await upstream.read_body(response)
+                await send({"type": "http.response.start", "status": response.status, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return Observation(response.status, body if capture else None)
+            await send({"type": "http.response.start", "status": response.status, "headers": headers})
+            captured: bytearray | None = bytearray() if capture else None
+            limit = self._capture_limit
+            try:
+                async for chunk in response.content.iter_any():
+                    if captured is not None:
+                        captured = captured + chunk if len(captured) + len(chunk) <= limit else None
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                # The status line is out: the only honest signal left is to cut the connection.
+                raise ConnectionAbortedError(
+                    f"backend {served_by} failed mid-body: {type(exc).__name__}"
+                ) from exc
+            await send({"type": "http.response.body", "body": b""})
+            return Observation(response.status, bytes(captured) if captured is not None else None)
+        finally:
+            response.release()
+
+    async def _respond_write(
+        self,
+        plan: Plan,
+        request: ProxyRequest,
+        upstream: Upstream,
+        response: aiohttp.ClientResponse,
+        send: Send,
+    ) -> Observation:
+        """A write in a mirroring phase: the intent must be durable before the client sees the 2xx."""
+        assert plan.mirror is not None and plan.kind is RequestKind.WRITE
+        try:
+            body = await upstream.read_body(response)
+        finally:
+            response.release()
+        if 200 <= response.status < 300:
+            intent = Intent(
+                tenant=request.mirror_tenant,
+                target=plan.mirror,
+                method=request.method,
+                path=request.raw_path,
+                query=request.query,
+                headers=tuple(
+                    (name.decode("latin-1"), value.decode("latin-1"))
+                    for name, value in request.headers
+                    if name in _INTENT_HEADERS
+                ),
+                body=request.body,
+                status=response.status,
+                response_body=body,
+                response_headers=tuple(
+                    (name.decode("latin-1"), value.decode("latin-1"))
+                    for name, value in response.raw_headers
+                    if name.lower() in (b"location", b"content-type", b"etag")
+                ),
+            )
+            try:
+                await self._sink.append(intent)
+                self._stats.intents_appended += 1
+            except BufferUnavailableError as exc:
+                self._stats.intents_failed += 1
+                log.error(
+                    "write acknowledged by %s but its intent could not be buffered: %s", plan.serving, exc
+                )
+                raise ServiceUnavailable(
+                    f"the write was applied on {plan.serving} but could not be queued for {plan.mirror}; "
+                    "retry it (writes are applied idempotently by key)",
+                    code="buffer_unavailable",
+                    tenant=request.mirror_tenant,
+                ) from exc
+        headers = _client_headers(response, plan, plan.serving)
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return Observation(response.status, None)
+
+
+def _client_headers(
+    response: aiohttp.ClientResponse, plan: Plan, served_by: Side
+) -> list[tuple[bytes, bytes]]:
+    headers = response_headers(response.raw_headers)
+    headers.append((b"x-cutover-served-by", served_by.value.encode()))
+    headers.append((b"x-cutover-phase", plan.phase.value.encode()))
+    return headers

@@ -1,0 +1,86 @@
+"""Everything one proxy process runs, built from `Settings` once, started and stopped in order."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import asyncpg
+
+from buffer_worker.producer import RedisIntentProducer
+from buffer_worker.sink import IntentSink
+from config.settings import Settings
+from proxy.app import DataPlane
+from proxy.divergences import DivergenceRecorder
+from proxy.executor import Executor
+from proxy.phase_cache import PhaseCache
+from proxy.phase_store import PhaseStore
+from proxy.shadow import ShadowRunner
+from proxy.stats import DataPlaneStats
+from proxy.upstream import Upstream
+from routing.phases import Side
+
+log = logging.getLogger("cutover.runtime")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    stats: DataPlaneStats
+    cache: PhaseCache
+    store: PhaseStore
+    upstreams: dict[Side, Upstream]
+    sink: IntentSink
+    recorder: DivergenceRecorder
+    shadow: ShadowRunner
+    data_plane: DataPlane
+    pool: asyncpg.Pool
+
+    @classmethod
+    async def create(cls, settings: Settings, *, sink: IntentSink | None = None) -> Runtime:
+        """Connect and start every component. A phase store that cannot be reached is not fatal: the
+        process starts not-ready and the cache keeps trying to connect."""
+        stats = DataPlaneStats()
+        dsn = settings.postgres_url.get_secret_value()
+        store = await PhaseStore.connect(dsn, default_phase=settings.default_phase)
+        pool = store.pool
+        cache = PhaseCache(
+            dsn,
+            default_phase=settings.default_phase,
+            reload_interval_s=settings.phases.reload_interval_s,
+            reconnect_interval_s=settings.phases.reconnect_interval_s,
+        )
+        upstreams = {side: Upstream(side, getattr(settings.backends, side.value)) for side in Side}
+        for upstream in upstreams.values():
+            await upstream.start()
+        if sink is None:
+            sink = RedisIntentProducer.from_url(
+                settings.redis_url.get_secret_value(),
+                prefix=settings.buffer.key_prefix,
+                partitions=settings.buffer.partitions,
+            )
+        recorder = DivergenceRecorder(pool, stats, queue_size=settings.shadow.divergence_queue)
+        shadow = ShadowRunner(upstreams, settings.shadow, recorder, stats)
+        executor = Executor(upstreams, shadow, sink, stats, capture_limit=settings.shadow.compare_max_bytes)
+        data_plane = DataPlane(
+            cache=cache,
+            executor=executor,
+            tenant_header=settings.tenant.header,
+            max_body_bytes=settings.max_body_bytes,
+        )
+        recorder.start()
+        await cache.start()
+        if not cache.loaded:
+            log.warning(
+                "phases not loaded yet (%s); the data plane answers 503 until they are", cache.last_error
+            )
+        return cls(settings, stats, cache, store, upstreams, sink, recorder, shadow, data_plane, pool)
+
+    async def close(self) -> None:
+        await self.shadow.stop()
+        await self.recorder.stop()
+        await self.cache.stop()
+        for upstream in self.upstreams.values():
+            await upstream.close()
+        await self.sink.close()
+        await self.store.close()

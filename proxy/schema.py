@@ -1,0 +1,54 @@
+"""Control-plane tables in PostgreSQL. Created idempotently at start by whichever process comes first."""
+
+from __future__ import annotations
+
+import asyncpg
+
+PHASE_CHANNEL = "cutover_phase"
+# Any fixed 64-bit number: serialises concurrent schema creation by several proxies starting at once
+# (CREATE TABLE IF NOT EXISTS alone races on pg_type's unique index).
+_SCHEMA_LOCK = 0x6375_746F_7665_72
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS cutover_tenant_phase (
+    tenant      text PRIMARY KEY,
+    phase       text NOT NULL,
+    version     bigint NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    updated_by  text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cutover_phase_audit (
+    id          bigserial PRIMARY KEY,
+    tenant      text NOT NULL,
+    at          timestamptz NOT NULL DEFAULT now(),
+    actor       text NOT NULL,
+    from_phase  text NOT NULL,
+    to_phase    text NOT NULL,
+    version     bigint NOT NULL,
+    forced      boolean NOT NULL DEFAULT false,
+    reason      text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cutover_phase_audit_tenant ON cutover_phase_audit (tenant, id);
+CREATE TABLE IF NOT EXISTS cutover_divergence (
+    id              bigserial PRIMARY KEY,
+    tenant          text NOT NULL,
+    at              timestamptz NOT NULL DEFAULT now(),
+    phase           text NOT NULL,
+    method          text NOT NULL,
+    path            text NOT NULL,
+    query           text NOT NULL,
+    serving_side    text NOT NULL,
+    serving_status  integer,
+    shadow_status   integer,
+    serving_body    bytea,
+    shadow_body     bytea,
+    differences     jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cutover_divergence_tenant ON cutover_divergence (tenant, id);
+"""
+
+
+async def ensure_schema(conn: asyncpg.Connection) -> None:
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
+        await conn.execute(SCHEMA)

@@ -1,0 +1,42 @@
+"""Process-local counters of what the data plane did. Plain ints: incremented on the hot path, read by
+the admin API (`/readyz`, `/metrics`). One event loop per process, so no locking is needed."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class DataPlaneStats:
+    requests: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (phase, kind, served_by)
+    fallbacks: Counter[str] = field(default_factory=Counter)  # tenant-less: by phase
+    fallback_refused: int = 0
+    shadow_compared: int = 0
+    shadow_equal: int = 0
+    shadow_divergent: int = 0
+    shadow_skipped: int = 0  # over the in-flight cap or not sampled
+    shadow_failed: int = 0  # the shadow side errored (counted as divergent too)
+    divergences_dropped: int = 0  # recorder queue full
+    divergences_stored: int = 0
+    intents_appended: int = 0
+    intents_failed: int = 0
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "requests": [
+                {"phase": p, "kind": k, "served_by": s, "count": n}
+                for (p, k, s), n in sorted(self.requests.items())
+            ],
+            "fallbacks": dict(self.fallbacks),
+            "fallback_refused": self.fallback_refused,
+            "shadow": {
+                "compared": self.shadow_compared,
+                "equal": self.shadow_equal,
+                "divergent": self.shadow_divergent,
+                "skipped": self.shadow_skipped,
+                "failed": self.shadow_failed,
+            },
+            "divergences": {"stored": self.divergences_stored, "dropped": self.divergences_dropped},
+            "intents": {"appended": self.intents_appended, "failed": self.intents_failed},
+        }
