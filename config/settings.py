@@ -122,6 +122,17 @@ class BufferSettings(_Frozen):
     spool_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
 
 
+class WorkerSettings(_Frozen):
+    batch_size: int = Field(default=200, ge=1, le=10_000)
+    block_ms: int = Field(default=200, ge=1, le=4000)  # below redis-py's 5 s socket timeout
+    lease_ttl_s: float = Field(default=5.0, gt=0.5)
+    retry_initial_s: float = Field(default=0.1, gt=0)
+    retry_max_s: float = Field(default=5.0, gt=0)
+    max_attempts: int = Field(default=20, ge=1)  # error answers before an intent is dead-lettered
+    apply_timeout_s: float = Field(default=10.0, gt=0)
+    id_field: str = "id"  # response field carrying the id a create was assigned
+
+
 class Settings(_Frozen):
     listen: ListenAddress = ListenAddress(host="127.0.0.1", port=8080)
     workers: int = Field(default=1, ge=1, le=64)
@@ -135,6 +146,7 @@ class Settings(_Frozen):
     phases: PhaseCacheSettings = PhaseCacheSettings()
     shadow: ShadowSettings = ShadowSettings()
     buffer: BufferSettings = BufferSettings()
+    worker: WorkerSettings = WorkerSettings()
     log_level: Annotated[str, Field(pattern="^(debug|info|warning|error)$")] = "info"
     access_log: bool = False
     proxy_id: str | None = None

@@ -51,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="data-plane processes (overrides the `workers` key)")
     serve.set_defaults(run=_serve)
 
+    worker = commands.add_parser("worker", help="run a buffer worker (applies intents to the mirrored side)")
+    worker.add_argument("--config", help="YAML settings file (default: $CUTOVER_CONFIG)")
+    worker.set_defaults(run=_worker)
+
     demo = commands.add_parser("demo", help="run the end-to-end demo against local PostgreSQL and Redis")
     demo.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     demo.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
@@ -116,6 +120,12 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers is not None:
         settings = settings.model_copy(update={"workers": args.workers})
     return serve(settings)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from buffer_worker.runner import run_worker
+
+    return run_worker(load_settings(args.config))
 
 
 def _demo(args: argparse.Namespace) -> int:

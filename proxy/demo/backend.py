@@ -51,7 +51,7 @@ def create_backend_app(name: str, *, id_prefix: str = "") -> FastAPI:
     async def gate(write: bool) -> JSONResponse | None:
         if faults.delay_ms:
             await asyncio.sleep(faults.delay_ms / 1000)
-        if (faults.fail_writes if write else faults.fail_reads):
+        if faults.fail_writes if write else faults.fail_reads:
             return JSONResponse({"error": "injected_failure", "backend": name}, status_code=503)
         return None
 
@@ -99,7 +99,10 @@ def create_backend_app(name: str, *, id_prefix: str = "") -> FastAPI:
 
     @app.put("/items/{item_id}")
     async def put_item(
-        item_id: str, request: Request, x_tenant_id: str = Header(""), idempotency_key: str | None = Header(None)
+        item_id: str,
+        request: Request,
+        x_tenant_id: str = Header(""),
+        idempotency_key: str | None = Header(None),
     ) -> Response:
         if idempotency_key in storage.answers:
             status, body = storage.answers[idempotency_key]

@@ -1,0 +1,37 @@
+"""`cutover worker`: run one worker process until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from buffer_worker.http_applier import HttpApplier
+from buffer_worker.worker import Worker
+from config.settings import Settings
+
+
+async def serve_worker(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    worker = Worker(settings, HttpApplier(settings))
+    logging.getLogger("cutover.worker").info("worker %s starting", worker.worker_id)
+    await worker.run(stop)
+
+
+def run_worker(settings: Settings) -> int:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        import uvloop
+
+        uvloop.run(serve_worker(settings))
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(serve_worker(settings))
+    return 0

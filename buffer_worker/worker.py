@@ -1,0 +1,241 @@
+"""The buffer worker: owns partitions by lease and applies their intents in stream order.
+
+Ordering: one partition is read by one consumer name, `p<N>`, whoever holds its lease. Entries delivered
+but not acknowledged stay in that consumer's pending list, so a worker taking a partition over first
+re-reads the pending list from id 0 (the dead owner's unfinished batch, in order) and only then reads new
+entries with `>`. Acknowledgement (XACK) and the tenant's pending counter decrement happen in one MULTI,
+after the apply succeeded: a crash between apply and ack re-applies the entry, which the idempotent
+applier turns into a no-op.
+
+Failures: an unreachable mirror is an outage and is retried without limit (capped exponential backoff);
+error answers are retried up to `max_attempts`; a permanent error dead-letters the intent at once. A
+dead-lettered intent blocks its tenant (later intents of that tenant are parked behind it, in order,
+because applying them out of order could corrupt the mirror) but never the partition's other tenants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import socket
+import time
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from buffer_worker.http_applier import PermanentApplyError, TransientApplyError, UnreachableError
+from buffer_worker.intent import Intent, IntentDecodeError
+from buffer_worker.keys import CONSUMER_GROUP, dead_letter_key, pending_field, pending_key, stream_key
+from buffer_worker.lease import PartitionLeases
+from config.settings import Settings
+
+log = logging.getLogger("cutover.worker")
+_BLOCKED_SUFFIX = "blocked"
+
+
+class Applier(Protocol):
+    async def start(self) -> None: ...
+    async def apply(self, intent: Intent) -> None: ...
+    async def close(self) -> None: ...
+
+
+@dataclass
+class WorkerStats:
+    applied: int = 0
+    retries: int = 0
+    dead_lettered: int = 0
+    parked: int = 0
+
+
+def blocked_key(prefix: str, partition: int) -> str:
+    """Hash of tenant → id of the dead-lettered intent its later intents wait behind."""
+    return f"{prefix}:{{p{partition}}}:{_BLOCKED_SUFFIX}"
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        applier: Applier,
+        *,
+        client: aioredis.Redis | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self._settings = settings
+        self._buffer = settings.buffer
+        self._config = settings.worker
+        self._applier = applier
+        self._redis = client or aioredis.Redis.from_url(
+            settings.redis_url.get_secret_value(), socket_timeout=self._config.block_ms / 1000 + 5
+        )
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self._leases = PartitionLeases(
+            self._redis, prefix=self._buffer.key_prefix, owner=self.worker_id, ttl_s=self._config.lease_ttl_s
+        )
+        self._owned: dict[int, asyncio.Task[None]] = {}
+        self.stats = WorkerStats()
+
+    @property
+    def owned_partitions(self) -> list[int]:
+        return sorted(self._owned)
+
+    async def close_client(self) -> None:
+        await self._redis.aclose()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Hold leases and drain partitions until `stop` is set; then finish in-flight batches and release."""
+        await self._applier.start()
+        try:
+            while not stop.is_set():
+                try:
+                    await self._balance()
+                except (RedisError, OSError) as exc:
+                    log.warning("lease round failed: %s", type(exc).__name__)
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self._config.lease_ttl_s / 3)
+        finally:
+            for partition in list(self._owned):
+                await self._drop(partition)
+            await self._applier.close()
+            await self._redis.aclose()
+
+    async def _balance(self) -> None:
+        """Renew owned leases, drop lost ones, take free partitions up to a fair share of the live workers."""
+        workers_key = f"{self._buffer.key_prefix}:workers"
+        now_ms = time.time() * 1000
+        ttl_ms = self._config.lease_ttl_s * 1000
+        await self._redis.zadd(workers_key, {self.worker_id: now_ms})
+        await self._redis.zremrangebyscore(workers_key, 0, now_ms - 3 * ttl_ms)
+        alive = max(1, await self._redis.zcard(workers_key))
+        share = math.ceil(self._buffer.partitions / alive)
+        for partition, task in list(self._owned.items()):
+            if task.done() or not await self._leases.renew(partition):
+                log.warning("lost partition %d", partition)
+                await self._drop(partition)
+        for partition in range(self._buffer.partitions):
+            if len(self._owned) >= share:
+                break
+            if partition not in self._owned and await self._leases.acquire(partition):
+                log.info("worker %s took partition %d", self.worker_id, partition)
+                self._owned[partition] = asyncio.create_task(
+                    self._drain(partition), name=f"partition-{partition}"
+                )
+        while len(self._owned) > share:  # a worker joined: hand partitions back
+            await self._drop(max(self._owned))
+
+    async def _drop(self, partition: int) -> None:
+        task = self._owned.pop(partition)
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+        with suppress(RedisError, OSError):
+            await self._leases.release(partition)
+
+    async def _drain(self, partition: int) -> None:
+        prefix = self._buffer.key_prefix
+        stream = stream_key(prefix, partition)
+        consumer = f"p{partition}"
+        with suppress(ResponseError):  # BUSYGROUP: the group exists already
+            await self._redis.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
+        cursor = "0"  # first our pending list (a previous owner's unacknowledged entries), then new ones
+        while True:
+            try:
+                reply: Any = await self._redis.xreadgroup(
+                    CONSUMER_GROUP.decode(),
+                    consumer,
+                    {stream: cursor},
+                    count=self._config.batch_size,
+                    block=None if cursor == "0" else self._config.block_ms,
+                )
+            except (RedisError, OSError) as exc:
+                log.warning("partition %d: read failed (%s); retrying", partition, type(exc).__name__)
+                await asyncio.sleep(0.5)
+                continue
+            entries = reply[0][1] if reply else []
+            if cursor == "0" and not entries:
+                cursor = ">"
+                continue
+            if entries:
+                await self._process(partition, entries)
+                if cursor != ">":
+                    cursor = entries[-1][0].decode()
+
+    async def _process(self, partition: int, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        prefix = self._buffer.key_prefix
+        raw_blocked: Any = await self._redis.hgetall(blocked_key(prefix, partition))
+        blocked = {k.decode(): v.decode() for k, v in raw_blocked.items()}
+        applied: list[Intent] = []
+        done_ids: list[bytes] = []
+        for entry_id, fields in entries:
+            try:
+                intent = Intent.from_fields(fields)
+            except IntentDecodeError as exc:
+                log.error("partition %d: dropping undecodable entry %s: %s", partition, entry_id, exc)
+                await self._dead_letter(partition, entry_id, fields, f"undecodable: {exc}")
+                done_ids.append(entry_id)
+                continue
+            if intent.tenant in blocked:
+                await self._dead_letter(
+                    partition, entry_id, fields, f"parked behind {blocked[intent.tenant]}"
+                )
+                self.stats.parked += 1
+            elif await self._apply_with_retry(intent):
+                applied.append(intent)
+            else:
+                await self._dead_letter(partition, entry_id, fields, "apply failed", blocks=intent)
+                blocked[intent.tenant] = intent.intent_id
+            done_ids.append(entry_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.xack(stream_key(prefix, partition), CONSUMER_GROUP, *done_ids)
+            for intent in applied:
+                pipe.hincrby(pending_key(prefix, partition), pending_field(intent.tenant, intent.target), -1)
+            # Everything up to the last entry is acknowledged and nothing earlier is pending (one ordered
+            # consumer per partition), so entries below it can go.
+            pipe.xtrim(stream_key(prefix, partition), minid=done_ids[-1].decode(), approximate=False)
+            await pipe.execute()
+        self.stats.applied += len(applied)
+
+    async def _apply_with_retry(self, intent: Intent) -> bool:
+        delay_s = self._config.retry_initial_s
+        attempts = 0
+        while True:
+            try:
+                await self._applier.apply(intent)
+                return True
+            except PermanentApplyError as exc:
+                log.error("dead-lettering: %s", exc)
+                return False
+            except TransientApplyError as exc:
+                if not isinstance(exc, UnreachableError):
+                    attempts += 1
+                    if attempts >= self._config.max_attempts:
+                        log.error("dead-lettering after %d attempts: %s", attempts, exc)
+                        return False
+                self.stats.retries += 1
+                log.warning("retrying in %.1f s: %s", delay_s, exc)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, self._config.retry_max_s)
+
+    async def _dead_letter(
+        self,
+        partition: int,
+        entry_id: bytes,
+        fields: dict[bytes, bytes],
+        reason: str,
+        *,
+        blocks: Intent | None = None,
+    ) -> None:
+        """Move an entry to the dead-letter stream; with `blocks`, stop that intent's tenant behind it."""
+        prefix = self._buffer.key_prefix
+        record = {**fields, b"reason": reason.encode(), b"source_id": entry_id}
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(dead_letter_key(prefix, partition), record)  # type: ignore[arg-type]
+            if blocks is not None:
+                pipe.hsetnx(blocked_key(prefix, partition), blocks.tenant, blocks.intent_id)
+            await pipe.execute()
+        self.stats.dead_lettered += 1
