@@ -108,7 +108,7 @@ class HttpApplier:
         headers = {name.lower(): value for name, value in intent.headers}
         for name in rewrite.remove:
             headers.pop(name.lower(), None)
-        headers.update((name.lower(), value) for name, value in rewrite.set.items())
+        headers.update((name.lower(), value.get_secret_value()) for name, value in rewrite.set.items())
         if intent.tenant:
             headers[self._tenant_header.lower()] = intent.tenant
         headers["idempotency-key"] = intent.intent_id

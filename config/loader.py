@@ -4,8 +4,8 @@ Order of precedence (later wins): model defaults < YAML file < environment.
 - `CUTOVER_BACKENDS__NEW__URL=...` sets `backends.new.url` (`__` nests, names are case-insensitive).
 - Any key may instead be given as `<key>_file: PATH` (or `CUTOVER_<KEY>_FILE`); the file's content,
   stripped, becomes the value. This is how secrets come from mounted files.
-Environment values are parsed as YAML scalars/flow collections, so `CUTOVER_WORKERS=4` is an int and
-`CUTOVER_BACKENDS__OLD__HEADERS__REMOVE=[Cookie]` a list.
+Environment values are strings (the model converts `CUTOVER_WORKERS=4` to an int); a value written as a
+flow collection, `[Cookie]` or `{a: b}`, is parsed as YAML so lists and maps can be given too.
 
 The environment overlay is a small function rather than pydantic-settings: it must report an unknown
 `CUTOVER_*` variable by name (a typo must not pass silently) and it must merge into YAML-loaded maps such
@@ -46,12 +46,13 @@ def load_settings(
     if path is None:
         path = env.get("CUTOVER_CONFIG") or None
     raw: dict[str, Any] = _read_yaml(Path(path)) if path is not None else {}
-    _merge(raw, _environment_overlay(env))
+    overlay, sources = _environment_overlay(env)
+    _merge(raw, overlay)
     raw = _resolve_files(raw, prefix="")
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError([_describe(error) for error in exc.errors()]) from None
+        raise ConfigError([_describe(error, sources) for error in exc.errors()]) from None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -62,7 +63,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError([f"config file {str(path)!r} is not valid YAML: {exc}"]) from None
+        # Only the problem and its position: PyYAML's own message quotes the line, which may hold a secret.
+        problem = getattr(exc, "problem", None) or "syntax error"
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError([f"config file {str(path)!r} is not valid YAML{where}: {problem}"]) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -70,34 +75,47 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _environment_overlay(env: Mapping[str, str]) -> dict[str, Any]:
+def _environment_overlay(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The overlay, and which variable set each dotted key (so errors can name the variable)."""
     overlay: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     known = set(Settings.model_fields)
     problems: list[str] = []
-    for name, value in env.items():
+    for name in sorted(env):
         if not name.startswith(ENV_PREFIX) or name in _NOT_KEYS:
             continue
         path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
-        top = path[0].removesuffix(_FILE_SUFFIX)
-        if not all(path) or top not in known:
+        if not all(path) or path[0].removesuffix(_FILE_SUFFIX) not in known:
             problems.append(f"{name}: not a settings key (expected CUTOVER_<KEY>[__<SUBKEY>...])")
             continue
         node = overlay
         for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = _parse_env_value(value)
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                problems.append(
+                    f"{name}: conflicts with another variable that sets {part!r} to a single value"
+                )
+                break
+            node = child
+        else:
+            if isinstance(node.get(path[-1]), dict):
+                problems.append(f"{name}: conflicts with variables that set keys below it")
+                continue
+            node[path[-1]] = _parse_env_value(env[name])
+            sources[".".join(path)] = name
     if problems:
         raise ConfigError(problems)
-    return overlay
+    return overlay, sources
 
 
 def _parse_env_value(value: str) -> Any:
-    try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError:
-        return value
-    # Keep strings that YAML would turn into mappings by accident (`a: b`) or into None (`""`).
-    return value if parsed is None or isinstance(parsed, dict) else parsed
+    stripped = value.strip()
+    if stripped[:1] in ("[", "{"):
+        try:
+            return yaml.safe_load(stripped)
+        except yaml.YAMLError:
+            return value
+    return value
 
 
 def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> None:
@@ -126,10 +144,13 @@ def _resolve_files(node: dict[str, Any], prefix: str) -> dict[str, Any]:
     return resolved
 
 
-def _describe(error: Mapping[str, Any]) -> str:
+def _describe(error: Mapping[str, Any], sources: Mapping[str, str]) -> str:
     key = ".".join(str(part) for part in error["loc"]) or "(top level)"
     message = str(error["msg"])
     if error["type"] == "extra_forbidden":
         message = "unknown key"
+    origin = next(
+        (f" (set by {var})" for path, var in sources.items() if key == path or key.startswith(path + ".")), ""
+    )
     # Never echo the offending input: it may be a secret.
-    return f"{key}: {message}"
+    return f"{key}: {message}{origin}"

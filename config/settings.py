@@ -71,7 +71,7 @@ class AdminSettings(_Frozen):
 class HeaderRewrite(_Frozen):
     """Header changes applied to every request sent to one backend (serving, shadow and mirror alike)."""
 
-    set: dict[str, str] = Field(default_factory=dict)
+    set: dict[str, SecretStr] = Field(default_factory=dict)  # values are often credentials
     remove: list[str] = Field(default_factory=list)
 
 

@@ -67,10 +67,13 @@ def _json_or_missing(body: bytes) -> Any:
 
 
 def _diff(left: Any, right: Any, path: str, out: list[dict[str, Any]]) -> None:
-    if len(out) >= MAX_DIFFERENCES or left == right and type(left) is type(right):
+    if len(out) >= MAX_DIFFERENCES:
         return
     if isinstance(left, dict) and isinstance(right, dict):
+        # No `left == right` shortcut for containers: Python's `True == 1` would hide a bool/number change.
         for key in left.keys() | right.keys():
+            if len(out) >= MAX_DIFFERENCES:
+                return
             child = f"{path}.{key}"
             if key not in right:
                 out.append({"path": child, "kind": "missing_in_shadow", "serving": left[key]})
@@ -85,10 +88,12 @@ def _diff(left: Any, right: Any, path: str, out: list[dict[str, Any]]) -> None:
             )
         for index, (a, b) in enumerate(zip(left, right, strict=False)):
             _diff(a, b, f"{path}[{index}]", out)
-    elif type(left) is not type(right) and not (_is_number(left) and _is_number(right) and left == right):
-        out.append(
-            {"path": path, "kind": "type", "serving": type(left).__name__, "shadow": type(right).__name__}
-        )
+    elif _is_number(left) and _is_number(right):
+        if left != right:  # 1 and 1.0 are the same JSON number
+            out.append({"path": path, "kind": "changed", "serving": left, "shadow": right})
+    elif type(left) is not type(right):
+        types = [type(left).__name__, type(right).__name__]
+        out.append({"path": path, "kind": "type", "serving": left, "shadow": right, "types": types})
     elif left != right:
         out.append({"path": path, "kind": "changed", "serving": left, "shadow": right})
 

@@ -51,7 +51,7 @@ class RequestHeaderRewriter:
 
     def __init__(self, rewrite: HeaderRewrite) -> None:
         self._remove = frozenset(name.lower().encode("latin-1") for name in rewrite.remove)
-        self._set = tuple((name, value) for name, value in rewrite.set.items())
+        self._set = tuple((name, value.get_secret_value()) for name, value in rewrite.set.items())
         self._set_names = frozenset(name.lower().encode("latin-1") for name, _ in self._set)
         self._drop = _REQUEST_DROP | self._remove | self._set_names
 
@@ -64,13 +64,13 @@ class RequestHeaderRewriter:
     ) -> list[tuple[str, str]]:
         drop = self._drop
         out: list[tuple[str, str]] = []
-        prior_for: str | None = None
+        prior_for: list[str] = []
         host: str | None = None
         connection_listed = False
         for name, value in headers:
             if name in drop:
                 if name == b"x-forwarded-for":
-                    prior_for = value.decode("latin-1")
+                    prior_for.append(value.decode("latin-1"))
                 elif name == b"host":
                     host = value.decode("latin-1")
                 elif name == b"connection":
@@ -81,7 +81,8 @@ class RequestHeaderRewriter:
             listed = _connection_tokens(headers)
             out = [(n, v) for n, v in out if n.encode("latin-1") not in listed]
         if client_host is not None:
-            out.append(("x-forwarded-for", f"{prior_for}, {client_host}" if prior_for else client_host))
+            # Several X-Forwarded-For lines form one list (RFC 9110 §5.3); the peer is appended last.
+            out.append(("x-forwarded-for", ", ".join([*prior_for, client_host])))
         out.append(("x-forwarded-proto", scheme))
         if host is not None:
             out.append(("x-forwarded-host", host))

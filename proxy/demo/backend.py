@@ -7,6 +7,7 @@
     DELETE /items/{id}            delete (204; 404 if absent)
     POST   /_control              {"fail_reads": bool, "fail_writes": bool, "delay_ms": int, "stamp": bool}
     GET    /_dump                 every tenant's items (for convergence checks)
+    POST   /_load                 bulk-load {tenant: {id: item}} (the demo's stand-in for a backfill)
 
 The tenant comes from the `X-Tenant-ID` header. A request carrying `Idempotency-Key` that was seen before
 gets the first answer again without applying twice, as a real service with idempotent writes would.
@@ -136,8 +137,31 @@ def create_backend_app(name: str, *, id_prefix: str = "") -> FastAPI:
                 setattr(faults, key, type(getattr(faults, key))(value))
         return faults.__dict__
 
+    @app.post("/_load")
+    async def load(request: Request) -> dict[str, int]:
+        """Bulk-load items ({tenant: {id: item}}) without counting them as writes: the demo's backfill."""
+        loaded = 0
+        for tenant, items in (await request.json()).items():
+            storage.items.setdefault(tenant, {}).update(items)
+            loaded += len(items)
+        return {"loaded": loaded}
+
     @app.get("/_dump")
     async def dump() -> dict[str, Any]:
         return {"items": storage.items, "writes_applied": storage.writes_applied}
 
     return app
+
+
+def main() -> None:
+    """`python -m proxy.demo.backend NAME PORT`: serve one demo data service on 127.0.0.1:PORT."""
+    import sys
+
+    import uvicorn
+
+    name, port = sys.argv[1], int(sys.argv[2])
+    uvicorn.run(create_backend_app(name), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
