@@ -259,10 +259,9 @@ async def _run(demo: Demo) -> int:
                 "divergences"
             ]
             paths = sorted({d["path"] for d in divergences[0]["differences"]}) if divergences else []
-            demo.say(
-                f"  shadow compared {stats['compared']}: equal {stats['equal']}, divergent {stats['divergent']}"
-                f" (differing: {', '.join(paths) or '-'})"
-            )
+            counts = f"equal {stats['equal']}, divergent {stats['divergent']}"
+            differing = ", ".join(paths) or "-"
+            demo.say(f"  shadow compared {stats['compared']}: {counts} (differing: {differing})")
             await demo.move(admin, "globex", "dual_write", "rollback: new side adds a field old lacks")
             await _control(demo.ports["new"], stamp=False)
             await demo.move(admin, "acme", "live", "new serves reads and takes writes first")
