@@ -26,6 +26,15 @@ class RedisIntentProducer:
         client = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         return cls(client, prefix=prefix, partitions=partitions)
 
+    async def start(self) -> None:
+        pass
+
+    def can_accept(self) -> bool:
+        return True
+
+    def status(self) -> dict[str, object]:
+        return {"spooled": 0, "spool_bytes": 0, "accepting": True}
+
     async def append(self, intent: Intent) -> None:
         partition = partition_of(intent.tenant, self._partitions)
         try:

@@ -24,6 +24,14 @@ class BufferUnavailableError(Exception):
 
 
 class IntentSink(Protocol):
+    async def start(self) -> None: ...
+
+    def can_accept(self) -> bool:
+        """False when an append would fail for sure (spool full): refuse the write before forwarding it."""
+
+    def status(self) -> dict[str, object]:
+        """Depth figures for readiness and metrics."""
+
     async def append(self, intent: Intent) -> None:
         """Make `intent` durable or raise `BufferUnavailableError`."""
 

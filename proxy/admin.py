@@ -116,6 +116,7 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
             "phase_store_error": cache.last_error,
             "tenants_cached": len(cache.snapshot()),
             "shadow_in_flight": runtime.shadow.in_flight,
+            "buffer": runtime.sink.status(),
         }
         return JSONResponse(body, status_code=200 if cache.loaded else 503)
 

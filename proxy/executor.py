@@ -48,6 +48,14 @@ class Executor:
         self._capture_limit = capture_limit
 
     async def run(self, plan: Plan, request: ProxyRequest, send: Send) -> None:
+        if plan.mirror is not None and not self._sink.can_accept():
+            # Checked before the authoritative side sees the write: never acknowledge what cannot be mirrored.
+            raise ServiceUnavailable(
+                f"the write buffer is full (Redis unreachable and the local spool at its limit); "
+                f"the write was not sent to {plan.serving}",
+                code="buffer_full",
+                retry_after_s=5,
+            )
         shadow_wait = self._shadow.start(plan, request) if plan.shadow is not None else None
         served = _NO_BODY
         try:

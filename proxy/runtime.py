@@ -9,6 +9,7 @@ import asyncpg
 
 from buffer_worker.producer import RedisIntentProducer
 from buffer_worker.sink import IntentSink
+from buffer_worker.spool import SpoolingSink
 from config.settings import Settings
 from proxy.app import DataPlane
 from proxy.divergences import DivergenceRecorder
@@ -37,7 +38,9 @@ class Runtime:
     pool: asyncpg.Pool
 
     @classmethod
-    async def create(cls, settings: Settings, *, sink: IntentSink | None = None) -> Runtime:
+    async def create(
+        cls, settings: Settings, *, sink: IntentSink | None = None, process_index: int = 0
+    ) -> Runtime:
         """Connect and start every component. A phase store that cannot be reached is not fatal: the
         process starts not-ready and the cache keeps trying to connect."""
         stats = DataPlaneStats()
@@ -54,11 +57,18 @@ class Runtime:
         for upstream in upstreams.values():
             await upstream.start()
         if sink is None:
-            sink = RedisIntentProducer.from_url(
+            producer = RedisIntentProducer.from_url(
                 settings.redis_url.get_secret_value(),
                 prefix=settings.buffer.key_prefix,
                 partitions=settings.buffer.partitions,
             )
+            # One spool file per proxy process: a restarted process resumes its own predecessor's spool.
+            sink = SpoolingSink(
+                producer,
+                f"{settings.buffer.spool_path}.{process_index}",
+                max_bytes=settings.buffer.spool_max_bytes,
+            )
+        await sink.start()
         recorder = DivergenceRecorder(pool, stats, queue_size=settings.shadow.divergence_queue)
         shadow = ShadowRunner(upstreams, settings.shadow, recorder, stats)
         executor = Executor(upstreams, shadow, sink, stats, capture_limit=settings.shadow.compare_max_bytes)

@@ -81,7 +81,7 @@ def _uvicorn_config(app: Any, settings: Settings, *, data_plane: bool) -> uvicor
 
 async def run_process(settings: Settings, *, index: int, reuse_port: bool) -> None:
     """One proxy process: start the runtime, serve until SIGINT/SIGTERM, then shut down in order."""
-    runtime = await Runtime.create(settings)
+    runtime = await Runtime.create(settings, process_index=index)
     servers: list[tuple[_Server, socket.socket]] = [
         (
             _Server(_uvicorn_config(runtime.data_plane, settings, data_plane=True)),
