@@ -30,5 +30,15 @@ def dead_letter_key(prefix: str, partition: int) -> str:
     return f"{prefix}:{{p{partition}}}:dead"
 
 
+def blocked_key(prefix: str, partition: int) -> str:
+    """Hash of tenant → id of the dead-lettered intent its later intents wait behind."""
+    return f"{prefix}:{{p{partition}}}:blocked"
+
+
+def redrive_key(prefix: str, partition: int) -> str:
+    """Set of tenants whose dead letters the partition's worker should re-apply."""
+    return f"{prefix}:{{p{partition}}}:redrive"
+
+
 def pending_field(tenant: str, side: str) -> str:
     return f"{tenant}|{side}"

@@ -30,12 +30,20 @@ from redis.exceptions import RedisError, ResponseError
 
 from buffer_worker.http_applier import PermanentApplyError, TransientApplyError, UnreachableError
 from buffer_worker.intent import Intent, IntentDecodeError
-from buffer_worker.keys import CONSUMER_GROUP, dead_letter_key, pending_field, pending_key, stream_key
+from buffer_worker.keys import (
+    CONSUMER_GROUP,
+    blocked_key,
+    dead_letter_key,
+    pending_field,
+    pending_key,
+    redrive_key,
+    stream_key,
+)
 from buffer_worker.lease import PartitionLeases
 from config.settings import Settings
 
 log = logging.getLogger("cutover.worker")
-_BLOCKED_SUFFIX = "blocked"
+_REDRIVE_CHECK_S = 0.5
 
 
 class Applier(Protocol):
@@ -50,11 +58,6 @@ class WorkerStats:
     retries: int = 0
     dead_lettered: int = 0
     parked: int = 0
-
-
-def blocked_key(prefix: str, partition: int) -> str:
-    """Hash of tenant → id of the dead-lettered intent its later intents wait behind."""
-    return f"{prefix}:{{p{partition}}}:{_BLOCKED_SUFFIX}"
 
 
 class Worker:
@@ -143,7 +146,11 @@ class Worker:
         with suppress(ResponseError):  # BUSYGROUP: the group exists already
             await self._redis.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
         cursor = "0"  # first our pending list (a previous owner's unacknowledged entries), then new ones
+        next_redrive_check = 0.0
         while True:
+            if time.monotonic() >= next_redrive_check:
+                next_redrive_check = time.monotonic() + _REDRIVE_CHECK_S
+                await self._redrive_requested(partition)
             try:
                 reply: Any = await self._redis.xreadgroup(
                     CONSUMER_GROUP.decode(),
@@ -199,6 +206,43 @@ class Worker:
             pipe.xtrim(stream_key(prefix, partition), minid=done_ids[-1].decode(), approximate=False)
             await pipe.execute()
         self.stats.applied += len(applied)
+
+    async def _redrive_requested(self, partition: int) -> None:
+        """Re-apply, in order, the dead letters of every tenant a re-drive was requested for. Runs in the
+        partition's own loop, between batches, so nothing newer of the tenant can overtake them."""
+        prefix = self._buffer.key_prefix
+        try:
+            requested: Any = await self._redis.smembers(redrive_key(prefix, partition))
+            for raw_tenant in requested:
+                await self._redrive(partition, raw_tenant.decode())
+                await self._redis.srem(redrive_key(prefix, partition), raw_tenant)
+        except (RedisError, OSError) as exc:
+            log.warning("partition %d: re-drive check failed (%s)", partition, type(exc).__name__)
+
+    async def _redrive(self, partition: int, tenant: str) -> None:
+        prefix = self._buffer.key_prefix
+        dead = dead_letter_key(prefix, partition)
+        entries: Any = await self._redis.xrange(dead)
+        redriven = 0
+        for entry_id, fields in entries:
+            try:
+                intent = Intent.from_fields(fields)
+            except IntentDecodeError:
+                continue
+            if intent.tenant != tenant:
+                continue
+            if not await self._apply_with_retry(intent):
+                await self._redis.hset(blocked_key(prefix, partition), tenant, intent.intent_id)
+                log.error("re-drive of tenant %r stopped at intent %s again", tenant, intent.intent_id)
+                return
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.xdel(dead, entry_id)
+                pipe.hincrby(pending_key(prefix, partition), pending_field(intent.tenant, intent.target), -1)
+                await pipe.execute()
+            redriven += 1
+            self.stats.applied += 1
+        await self._redis.hdel(blocked_key(prefix, partition), tenant)
+        log.info("re-drove %d dead-lettered intents of tenant %r", redriven, tenant)
 
     async def _apply_with_retry(self, intent: Intent) -> bool:
         delay_s = self._config.retry_initial_s

@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from redis.exceptions import RedisError
 
 from proxy.admin_auth import Principal, TokenAuthenticator
 from proxy.divergences import list_divergences
@@ -21,6 +22,7 @@ from routing.phases import Phase, PhaseMoveError
 from routing.tenant import InvalidTenantError, validate_tenant
 
 _STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+_BUFFER_ERRORS = (RedisError,)
 
 
 class AdminError(Exception):
@@ -99,6 +101,13 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
     for error_type in _STORE_ERRORS:
         app.add_exception_handler(error_type, _store_error)
 
+    async def _buffer_error(_request: Request, exc: Exception) -> JSONResponse:
+        detail = f"the intent buffer (Redis) is unavailable ({type(exc).__name__})"
+        return AdminError(503, "buffer_unavailable", detail).response()
+
+    for error_type in _BUFFER_ERRORS:
+        app.add_exception_handler(error_type, _buffer_error)
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -135,6 +144,17 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
 
     @app.put("/tenants/{tenant}/phase")
     async def set_phase(tenant: Tenant, change: PhaseChange, who: Writer) -> dict[str, Any]:
+        current = (await store.get(tenant)).phase
+        if change.phase.rank > max(current.rank, Phase.DUAL_WRITE.rank) and not change.force:
+            dead = await runtime.inspector.dead_letter_count(tenant)
+            if dead:
+                raise AdminError(
+                    422,
+                    "dead_letters",
+                    f"tenant {tenant!r} has {dead} dead-lettered intents; inspect or re-drive them"
+                    " before moving past dual_write (or use force)",
+                    dead_letters=dead,
+                )
         try:
             updated = await store.set_phase(
                 tenant,
@@ -172,5 +192,26 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
         tenant: Tenant, _who: Reader, limit: Annotated[int, Query(ge=1, le=500)] = 50
     ) -> dict[str, Any]:
         return {"tenant": tenant, "divergences": await list_divergences(runtime.pool, tenant, limit=limit)}
+
+    @app.get("/buffer")
+    async def buffer(_who: Reader) -> dict[str, Any]:
+        report = await runtime.inspector.report()
+        report["spool"] = runtime.sink.status()
+        return report
+
+    @app.get("/buffer/dead-letters")
+    async def dead_letters(
+        _who: Reader,
+        tenant: Annotated[str | None, Query(max_length=128)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> dict[str, Any]:
+        if tenant is not None:
+            _tenant_id(tenant)
+        return {"dead_letters": await runtime.inspector.dead_letters(tenant, limit=limit)}
+
+    @app.post("/buffer/dead-letters/{tenant}/redrive")
+    async def redrive(tenant: Tenant, _who: Writer) -> dict[str, Any]:
+        count = await runtime.inspector.request_redrive(tenant)
+        return {"tenant": tenant, "requested": count}
 
     return app

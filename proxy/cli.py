@@ -76,6 +76,17 @@ def _parser() -> argparse.ArgumentParser:
     divergences.add_argument("--limit", type=int, default=10)
     divergences.set_defaults(run=_divergences)
 
+    admin_command("buffer", "intent buffer: partitions, lag, owners, per-tenant pending").set_defaults(
+        run=_buffer
+    )
+    dead = admin_command("dead-letters", "intents that could not be applied")
+    dead.add_argument("tenant", nargs="?")
+    dead.add_argument("--limit", type=int, default=50)
+    dead.set_defaults(run=_dead_letters)
+    redrive = admin_command("redrive", "re-apply a tenant's dead-lettered intents, in order")
+    redrive.add_argument("tenant")
+    redrive.set_defaults(run=_redrive)
+
     phase = commands.add_parser("phase", help="read or change a tenant's phase")
     phase_commands = phase.add_subparsers(title="phase commands", metavar="ACTION")
     get = phase_commands.add_parser("get", help="show a tenant's phase")
@@ -205,6 +216,59 @@ def _divergences(args: argparse.Namespace) -> int:
             ]
         )
     print(format_table(["ID", "AT", "REQUEST", "STATUS serving/shadow", "DIFFERENT"], rows))
+    return EXIT_OK
+
+
+def _buffer(args: argparse.Namespace) -> int:
+    body = _client(args).get("/buffer")
+    if args.json:
+        return _print_json(body)
+    rows = [
+        [str(p["partition"]), str(p["length"]), str(p["pending"]), f"{p['lag_s']:.1f}", p["owner"] or "-"]
+        for p in body["partitions"]
+    ]
+    print(format_table(["PARTITION", "LENGTH", "PENDING", "LAG_S", "OWNER"], rows))
+    tenants = [
+        [
+            t["tenant"],
+            ", ".join(f"{side} {n}" for side, n in t["pending"].items()) or "-",
+            str(t["dead_letters"]),
+            t.get("blocked_behind") or "-",
+        ]
+        for t in body["tenants"]
+    ]
+    print(format_table(["TENANT", "PENDING", "DEAD", "BLOCKED BEHIND"], tenants))
+    spool = body["spool"]
+    print(f"spool: {spool['spooled']} intents, {spool['spool_bytes']} bytes, accepting: {spool['accepting']}")
+    return EXIT_OK
+
+
+def _dead_letters(args: argparse.Namespace) -> int:
+    body = _client(args).get("/buffer/dead-letters", tenant=args.tenant, limit=args.limit)
+    if args.json:
+        return _print_json(body)
+    rows = [
+        [
+            d["dead_id"],
+            d.get("tenant", "?"),
+            f"{d.get('method', '?')} {d.get('path', '?')}",
+            d.get("target", "?"),
+            d["reason"][:60],
+        ]
+        for d in body["dead_letters"]
+    ]
+    print(format_table(["ID", "TENANT", "REQUEST", "TO", "REASON"], rows))
+    return EXIT_OK
+
+
+def _redrive(args: argparse.Namespace) -> int:
+    body = _client(args).post(f"/buffer/dead-letters/{args.tenant}/redrive")
+    if args.json:
+        return _print_json(body)
+    print(
+        f"re-drive of {body['requested']} dead-lettered intents of {body['tenant']} requested; "
+        "the partition's worker applies them in order"
+    )
     return EXIT_OK
 
 

@@ -6,7 +6,9 @@ import logging
 from dataclasses import dataclass
 
 import asyncpg
+import redis.asyncio as aioredis
 
+from buffer_worker.inspect import BufferInspector
 from buffer_worker.producer import RedisIntentProducer
 from buffer_worker.sink import IntentSink
 from buffer_worker.spool import SpoolingSink
@@ -36,6 +38,7 @@ class Runtime:
     shadow: ShadowRunner
     data_plane: DataPlane
     pool: asyncpg.Pool
+    inspector: BufferInspector
 
     @classmethod
     async def create(
@@ -84,7 +87,16 @@ class Runtime:
             log.warning(
                 "phases not loaded yet (%s); the data plane answers 503 until they are", cache.last_error
             )
-        return cls(settings, stats, cache, store, upstreams, sink, recorder, shadow, data_plane, pool)
+        inspector = BufferInspector(
+            aioredis.Redis.from_url(
+                settings.redis_url.get_secret_value(), socket_timeout=5, socket_connect_timeout=2
+            ),
+            prefix=settings.buffer.key_prefix,
+            partitions=settings.buffer.partitions,
+        )
+        return cls(
+            settings, stats, cache, store, upstreams, sink, recorder, shadow, data_plane, pool, inspector
+        )
 
     async def close(self) -> None:
         await self.shadow.stop()
@@ -93,4 +105,5 @@ class Runtime:
         for upstream in self.upstreams.values():
             await upstream.close()
         await self.sink.close()
+        await self.inspector.close()
         await self.store.close()

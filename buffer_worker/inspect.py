@@ -1,0 +1,158 @@
+"""Read-only views of the buffer (per partition and per tenant), dead letters, and re-drive requests.
+
+Re-drive is a request, not an action: the worker that owns the partition applies the tenant's dead
+letters itself, before anything newer of that tenant, so order holds even while new intents arrive.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from buffer_worker.intent import Intent, IntentDecodeError
+from buffer_worker.keys import (
+    CONSUMER_GROUP,
+    blocked_key,
+    dead_letter_key,
+    lease_key,
+    partition_of,
+    pending_key,
+    redrive_key,
+    stream_key,
+)
+
+
+def _ms_of(entry_id: bytes | str) -> int:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(text.split("-", 1)[0])
+
+
+class BufferInspector:
+    def __init__(self, client: aioredis.Redis, *, prefix: str, partitions: int) -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._partitions = partitions
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    async def report(self) -> dict[str, Any]:
+        now_ms = time.time() * 1000
+        partitions: list[dict[str, Any]] = []
+        tenants: dict[str, dict[str, Any]] = {}
+        for partition in range(self._partitions):
+            stream = stream_key(self._prefix, partition)
+            entry = await self._partition(partition, stream, now_ms)
+            partitions.append(entry)
+            pending: Any = await self._redis.hgetall(pending_key(self._prefix, partition))
+            for field, count in pending.items():
+                tenant, _, side = field.decode().rpartition("|")
+                if int(count) > 0:
+                    row = tenants.setdefault(tenant, {"tenant": tenant, "pending": {}, "dead_letters": 0})
+                    row["pending"][side] = int(count)
+            dead: Any = await self._redis.xrange(dead_letter_key(self._prefix, partition))
+            for _id, fields in dead:
+                tenant = _tenant_of(fields)
+                row = tenants.setdefault(tenant, {"tenant": tenant, "pending": {}, "dead_letters": 0})
+                row["dead_letters"] += 1
+            blocked: Any = await self._redis.hgetall(blocked_key(self._prefix, partition))
+            for tenant, intent_id in blocked.items():
+                row = tenants.setdefault(
+                    tenant.decode(), {"tenant": tenant.decode(), "pending": {}, "dead_letters": 0}
+                )
+                row["blocked_behind"] = intent_id.decode()
+            for row in tenants.values():
+                if partition_of(row["tenant"], self._partitions) == partition and row.get("pending"):
+                    row["oldest_age_s"] = entry["lag_s"]
+        return {"partitions": partitions, "tenants": sorted(tenants.values(), key=lambda r: r["tenant"])}
+
+    async def _partition(self, partition: int, stream: str, now_ms: float) -> dict[str, Any]:
+        length = int(await self._redis.xlen(stream))
+        owner: Any = await self._redis.get(lease_key(self._prefix, partition))
+        pending_count = 0
+        oldest_ms: int | None = None
+        try:
+            summary: Any = await self._redis.xpending(stream, CONSUMER_GROUP.decode())
+            pending_count = int(summary["pending"])
+            if pending_count and summary["min"]:
+                oldest_ms = _ms_of(summary["min"])
+            groups: Any = await self._redis.xinfo_groups(stream)
+            last_delivered = next(
+                (
+                    g["last-delivered-id"]
+                    for g in groups
+                    if g["name"] in (CONSUMER_GROUP, CONSUMER_GROUP.decode())
+                ),
+                None,
+            )
+        except ResponseError:  # no stream or no group yet
+            last_delivered = None
+        if oldest_ms is None and length:
+            start = f"({last_delivered.decode()}" if last_delivered else "-"
+            undelivered: Any = await self._redis.xrange(stream, min=start, count=1)
+            if undelivered:
+                oldest_ms = _ms_of(undelivered[0][0])
+        return {
+            "partition": partition,
+            "length": length,
+            "pending": pending_count,
+            "lag_s": round(max(0.0, (now_ms - oldest_ms) / 1000), 3) if oldest_ms is not None else 0.0,
+            "owner": owner.decode() if owner else None,
+        }
+
+    async def dead_letters(self, tenant: str | None = None, *, limit: int = 100) -> list[dict[str, Any]]:
+        partitions = (
+            [partition_of(tenant, self._partitions)] if tenant is not None else range(self._partitions)
+        )
+        letters: list[dict[str, Any]] = []
+        for partition in partitions:
+            entries: Any = await self._redis.xrange(dead_letter_key(self._prefix, partition))
+            for entry_id, fields in entries:
+                if tenant is not None and _tenant_of(fields) != tenant:
+                    continue
+                letters.append(_describe(partition, entry_id, fields))
+        letters.sort(key=lambda letter: letter["dead_id"])
+        return letters[:limit]
+
+    async def dead_letter_count(self, tenant: str) -> int:
+        return len(await self.dead_letters(tenant, limit=1_000_000))
+
+    async def request_redrive(self, tenant: str) -> int:
+        """Ask the partition's worker to re-apply the tenant's dead letters; returns how many there are."""
+        count = await self.dead_letter_count(tenant)
+        if count:
+            await self._redis.sadd(redrive_key(self._prefix, partition_of(tenant, self._partitions)), tenant)
+        return count
+
+
+def _tenant_of(fields: dict[bytes, bytes]) -> str:
+    try:
+        return Intent.from_fields(fields).tenant
+    except IntentDecodeError:
+        return "?"
+
+
+def _describe(partition: int, entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:
+    letter: dict[str, Any] = {
+        "partition": partition,
+        "dead_id": entry_id.decode(),
+        "source_id": fields.get(b"source_id", b"").decode(),
+        "reason": fields.get(b"reason", b"").decode(errors="replace"),
+    }
+    try:
+        intent = Intent.from_fields(fields)
+    except IntentDecodeError as exc:
+        letter["error"] = str(exc)
+        return letter
+    letter.update(
+        intent_id=intent.intent_id,
+        tenant=intent.tenant,
+        target=intent.target.value,
+        method=intent.method,
+        path=intent.path,
+        created_ms=intent.created_ms,
+    )
+    return letter
