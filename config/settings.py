@@ -113,6 +113,7 @@ class ShadowSettings(_Frozen):
     max_in_flight: int = Field(default=256, ge=1)
     compare_max_bytes: int = Field(default=1_048_576, ge=0)
     divergence_queue: int = Field(default=1000, ge=1)
+    process_nice: int = Field(default=10, ge=0, le=19)  # CPU priority of the shadow process, below serving
 
 
 class BufferSettings(_Frozen):

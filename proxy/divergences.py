@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,6 @@ import asyncpg
 import orjson
 
 from proxy.compare import Comparison, Observation
-from proxy.stats import DataPlaneStats
 
 log = logging.getLogger("cutover.divergences")
 _BATCH = 100
@@ -36,9 +36,20 @@ class Divergence:
 
 
 class DivergenceRecorder:
-    def __init__(self, pool: asyncpg.Pool, stats: DataPlaneStats, *, queue_size: int) -> None:
+    """`on_stored(n)` / `on_dropped(n)` report outcomes (the recorder runs in the shadow process, the
+    counters live in the serving process)."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        queue_size: int,
+        on_stored: Callable[[int], None],
+        on_dropped: Callable[[int], None],
+    ) -> None:
         self._pool = pool
-        self._stats = stats
+        self._on_stored = on_stored
+        self._on_dropped = on_dropped
         self._queue: asyncio.Queue[Divergence] = asyncio.Queue(queue_size)
         self._task: asyncio.Task[None] | None = None
 
@@ -46,7 +57,7 @@ class DivergenceRecorder:
         try:
             self._queue.put_nowait(divergence)
         except asyncio.QueueFull:
-            self._stats.divergences_dropped += 1
+            self._on_dropped(1)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="divergence-recorder")
@@ -75,9 +86,9 @@ class DivergenceRecorder:
                     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb)",
                     [_row(d) for d in batch],
                 )
-                self._stats.divergences_stored += len(batch)
+                self._on_stored(len(batch))
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                self._stats.divergences_dropped += len(batch)
+                self._on_dropped(len(batch))
                 log.warning("could not store %d divergence samples: %s", len(batch), type(exc).__name__)
             finally:
                 for _ in batch:

@@ -28,7 +28,6 @@ log = logging.getLogger("cutover.executor")
 _SMALL_BODY_BYTES = 64 * 1024
 # Request headers an intent keeps for the apply; everything else is either hop-specific or rewritten.
 _INTENT_HEADERS = frozenset({b"content-type", b"content-encoding", b"content-language", b"if-match"})
-_NO_BODY: Observation = Observation(None, None, error="serving side did not answer")
 
 
 class Executor:
@@ -56,13 +55,15 @@ class Executor:
                 code="buffer_full",
                 retry_after_s=5,
             )
-        shadow_wait = self._shadow.start(plan, request) if plan.shadow is not None else None
-        served = _NO_BODY
+        if plan.shadow is None or not self._shadow.admit():
+            await self._serve(plan, request, send, capture=False)
+            return
         try:
-            served = await self._serve(plan, request, send, capture=shadow_wait is not None)
-        finally:
-            if shadow_wait is not None and not shadow_wait.done():
-                shadow_wait.set_result(served)
+            served = await self._serve(plan, request, send, capture=True)
+        except BaseException:
+            self._shadow.cancel()
+            raise
+        self._shadow.launch(plan, request, served)
 
     async def _serve(self, plan: Plan, request: ProxyRequest, send: Send, *, capture: bool) -> Observation:
         upstream = self._upstreams[plan.serving]

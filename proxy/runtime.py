@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -14,7 +15,6 @@ from buffer_worker.sink import IntentSink
 from buffer_worker.spool import SpoolingSink
 from config.settings import Settings
 from proxy.app import DataPlane
-from proxy.divergences import DivergenceRecorder
 from proxy.executor import Executor
 from proxy.phase_cache import PhaseCache
 from proxy.phase_store import PhaseStore
@@ -34,7 +34,6 @@ class Runtime:
     store: PhaseStore
     upstreams: dict[Side, Upstream]
     sink: IntentSink
-    recorder: DivergenceRecorder
     shadow: ShadowRunner
     data_plane: DataPlane
     pool: asyncpg.Pool
@@ -72,8 +71,7 @@ class Runtime:
                 max_bytes=settings.buffer.spool_max_bytes,
             )
         await sink.start()
-        recorder = DivergenceRecorder(pool, stats, queue_size=settings.shadow.divergence_queue)
-        shadow = ShadowRunner(upstreams, settings.shadow, recorder, stats)
+        shadow = ShadowRunner(settings, stats)
         executor = Executor(upstreams, shadow, sink, stats, capture_limit=settings.shadow.compare_max_bytes)
         data_plane = DataPlane(
             cache=cache,
@@ -81,8 +79,7 @@ class Runtime:
             tenant_header=settings.tenant.header,
             max_body_bytes=settings.max_body_bytes,
         )
-        recorder.start()
-        await cache.start()
+        await asyncio.gather(cache.start(), shadow.start())
         if not cache.loaded:
             log.warning(
                 "phases not loaded yet (%s); the data plane answers 503 until they are", cache.last_error
@@ -94,13 +91,10 @@ class Runtime:
             prefix=settings.buffer.key_prefix,
             partitions=settings.buffer.partitions,
         )
-        return cls(
-            settings, stats, cache, store, upstreams, sink, recorder, shadow, data_plane, pool, inspector
-        )
+        return cls(settings, stats, cache, store, upstreams, sink, shadow, data_plane, pool, inspector)
 
     async def close(self) -> None:
         await self.shadow.stop()
-        await self.recorder.stop()
         await self.cache.stop()
         for upstream in self.upstreams.values():
             await upstream.close()

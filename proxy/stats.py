@@ -17,6 +17,7 @@ class DataPlaneStats:
     shadow_divergent: int = 0
     shadow_skipped: int = 0  # over the in-flight cap or not sampled
     shadow_failed: int = 0  # the shadow side errored (counted as divergent too)
+    shadow_errors: int = 0  # the comparison machinery failed (see the shadow process log)
     divergences_dropped: int = 0  # recorder queue full
     divergences_stored: int = 0
     intents_appended: int = 0
@@ -36,6 +37,7 @@ class DataPlaneStats:
                 "divergent": self.shadow_divergent,
                 "skipped": self.shadow_skipped,
                 "failed": self.shadow_failed,
+                "errors": self.shadow_errors,
             },
             "divergences": {"stored": self.divergences_stored, "dropped": self.divergences_dropped},
             "intents": {"appended": self.intents_appended, "failed": self.intents_failed},
