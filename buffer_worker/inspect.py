@@ -19,10 +19,12 @@ from buffer_worker.keys import (
     dead_letter_key,
     lease_key,
     partition_of,
+    pending_field,
     pending_key,
     redrive_key,
     stream_key,
 )
+from routing.phases import Side
 
 
 def _ms_of(entry_id: bytes | str) -> int:
@@ -102,6 +104,14 @@ class BufferInspector:
             "lag_s": round(max(0.0, (now_ms - oldest_ms) / 1000), 3) if oldest_ms is not None else 0.0,
             "owner": owner.decode() if owner else None,
         }
+
+    async def pending(self, tenant: str, target: Side) -> int:
+        """Intents of `tenant` toward `target` appended to Redis and not applied yet."""
+        partition = partition_of(tenant, self._partitions)
+        value: Any = await self._redis.hget(
+            pending_key(self._prefix, partition), pending_field(tenant, target)
+        )
+        return int(value or 0)
 
     async def dead_letters(self, tenant: str | None = None, *, limit: int = 100) -> list[dict[str, Any]]:
         partitions = (

@@ -32,6 +32,9 @@ class RedisIntentProducer:
     def can_accept(self) -> bool:
         return True
 
+    def spooled(self, tenant: str) -> int:
+        return 0
+
     def status(self) -> dict[str, object]:
         return {"spooled": 0, "spool_bytes": 0, "accepting": True}
 

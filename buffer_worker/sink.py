@@ -29,6 +29,9 @@ class IntentSink(Protocol):
     def can_accept(self) -> bool:
         """False when an append would fail for sure (spool full): refuse the write before forwarding it."""
 
+    def spooled(self, tenant: str) -> int:
+        """Intents of `tenant` waiting in a local spool (not yet in Redis)."""
+
     def status(self) -> dict[str, object]:
         """Depth figures for readiness and metrics."""
 

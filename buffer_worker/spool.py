@@ -94,6 +94,9 @@ class SpoolingSink:
     def can_accept(self) -> bool:
         return self.spooled_bytes < self._max_bytes
 
+    def spooled(self, tenant: str) -> int:
+        return sum(count for (owner, _side), count in self._spooled.items() if owner == tenant)
+
     def status(self) -> dict[str, object]:
         return {
             "spooled": self.spooled_records,

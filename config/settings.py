@@ -134,6 +134,10 @@ class WorkerSettings(_Frozen):
     id_field: str = "id"  # response field carrying the id a create was assigned
 
 
+class BarrierSettings(_Frozen):
+    hold_timeout_s: float = Field(default=2.0, gt=0, le=60)
+
+
 class Settings(_Frozen):
     listen: ListenAddress = ListenAddress(host="127.0.0.1", port=8080)
     workers: int = Field(default=1, ge=1, le=64)
@@ -148,6 +152,7 @@ class Settings(_Frozen):
     shadow: ShadowSettings = ShadowSettings()
     buffer: BufferSettings = BufferSettings()
     worker: WorkerSettings = WorkerSettings()
+    barrier: BarrierSettings = BarrierSettings()
     log_level: Annotated[str, Field(pattern="^(debug|info|warning|error)$")] = "info"
     access_log: bool = False
     proxy_id: str | None = None

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
 from proxy.admin_auth import Principal, TokenAuthenticator
+from proxy.barrier import BarrierAbortedError, changes_authority, switch_authority
 from proxy.divergences import list_divergences
 from proxy.phase_store import VersionConflictError
 from proxy.runtime import Runtime
@@ -156,14 +157,29 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
                     dead_letters=dead,
                 )
         try:
-            updated = await store.set_phase(
-                tenant,
-                change.phase,
-                actor=who.name,
-                reason=change.reason,
-                expected_version=change.expected_version,
-                force=change.force,
-            )
+            if changes_authority(current, change.phase):
+                updated = await switch_authority(
+                    store,
+                    tenant,
+                    change.phase,
+                    actor=who.name,
+                    reason=change.reason,
+                    expected_version=change.expected_version,
+                    force=change.force,
+                    hold_timeout_s=runtime.settings.barrier.hold_timeout_s,
+                    pending_toward=runtime.inspector.pending,
+                )
+            else:
+                updated = await store.set_phase(
+                    tenant,
+                    change.phase,
+                    actor=who.name,
+                    reason=change.reason,
+                    expected_version=change.expected_version,
+                    force=change.force,
+                )
+        except BarrierAbortedError as exc:
+            raise AdminError(409, "barrier_aborted", str(exc), reason=exc.reason) from None
         except VersionConflictError as exc:
             raise AdminError(409, "version_conflict", str(exc), current_version=exc.actual) from None
         except PhaseMoveError as exc:

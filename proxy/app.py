@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import logging
 
-import orjson
-
 from proxy.errors import BadRequest, ProxyError, ServiceUnavailable
 from proxy.executor import Executor
 from proxy.phase_cache import PhaseCache
 from proxy.request import ClientDisconnected, ProxyRequest, read_body
 from proxy.types import Receive, Scope, Send
-from routing.classify import InvalidTargetError, check_target, classify
+from proxy.write_gate import WriteGate
+from routing.classify import InvalidTargetError, RequestKind, check_target, classify
 from routing.decide import decide
 from routing.tenant import InvalidTenantError
 
@@ -28,10 +27,17 @@ REQUEST_TARGET_EXTENSION = "cutover.request_target"
 
 class DataPlane:
     def __init__(
-        self, *, cache: PhaseCache, executor: Executor, tenant_header: str, max_body_bytes: int
+        self,
+        *,
+        cache: PhaseCache,
+        executor: Executor,
+        gate: WriteGate,
+        tenant_header: str,
+        max_body_bytes: int,
     ) -> None:
         self._cache = cache
         self._executor = executor
+        self._gate = gate
         self._tenant_header = tenant_header.lower().encode("latin-1")
         self._max_body_bytes = max_body_bytes
 
@@ -46,11 +52,11 @@ class DataPlane:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         phase_header: bytes | None = None
+        gated: str | None = None
         try:
             extensions = scope.get("extensions") or {}
-            check_target(
-                scope.get("raw_path") or scope["path"].encode(), extensions.get(REQUEST_TARGET_EXTENSION)
-            )
+            raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+            check_target(raw_path, extensions.get(REQUEST_TARGET_EXTENSION))
             tenant_value: str | None = None
             declared_length: int | None = None
             for name, value in scope["headers"]:
@@ -65,14 +71,17 @@ class DataPlane:
                     code="not_ready",
                     retry_after_s=2,
                 )
+            body = await read_body(receive, limit=self._max_body_bytes, declared_length=declared_length)
+            if facts.kind is RequestKind.WRITE and facts.tenant is not None:
+                # May wait while the tenant's authoritative side is being switched: read the phase after.
+                await self._gate.enter(facts.tenant)
+                gated = facts.tenant
             phase = self._cache.phase_of(facts.tenant)
             phase_header = phase.value.encode()
-            plan = decide(phase, facts.kind)
-            body = await read_body(receive, limit=self._max_body_bytes, declared_length=declared_length)
             client = scope.get("client")
             request = ProxyRequest(
                 method=facts.method,
-                raw_path=(scope.get("raw_path") or scope["path"].encode()).decode("latin-1"),
+                raw_path=raw_path.decode("latin-1"),
                 query=scope.get("query_string", b"").decode("latin-1"),
                 headers=scope["headers"],
                 body=body,
@@ -80,7 +89,7 @@ class DataPlane:
                 client_host=client[0] if client else None,
                 scheme=scope.get("scheme", "http"),
             )
-            await self._executor.run(plan, request, send)
+            await self._executor.run(decide(phase, facts.kind), request, send)
         except ProxyError as exc:
             await _send_error(send, exc, phase_header)
         except (InvalidTenantError, InvalidTargetError) as exc:
@@ -88,6 +97,9 @@ class DataPlane:
             await _send_error(send, BadRequest(str(exc), code=code), phase_header)
         except ClientDisconnected:
             return
+        finally:
+            if gated is not None:
+                self._gate.exit(gated)
 
 
 def _content_length(value: bytes) -> int:
@@ -123,7 +135,3 @@ async def _lifespan(receive: Receive, send: Send) -> None:
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
-
-
-def error_json(code: str, detail: str) -> bytes:
-    return orjson.dumps({"error": code, "detail": detail})

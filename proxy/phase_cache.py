@@ -15,11 +15,13 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from contextlib import suppress
+from typing import Any
 
 import asyncpg
 
-from proxy.schema import PHASE_CHANNEL, ensure_schema
+from proxy.schema import BARRIER_CHANNEL, PHASE_CHANNEL, ensure_schema
 from routing.phases import Phase
 
 log = logging.getLogger("cutover.phases")
@@ -40,6 +42,8 @@ class PhaseCache:
         self.last_error: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._first_load = asyncio.Event()
+        # Barrier notifications ride on the same LISTEN connection (see proxy.write_gate).
+        self.on_barrier: Callable[[dict[str, Any]], None] | None = None
 
     # -- hot path -------------------------------------------------------------------------------------
     def phase_of(self, tenant: str | None) -> Phase:
@@ -110,6 +114,7 @@ class PhaseCache:
         conn.add_termination_listener(lambda _conn: lost.set())
         await ensure_schema(conn)
         await conn.add_listener(PHASE_CHANNEL, self._on_notify)
+        await conn.add_listener(BARRIER_CHANNEL, self._on_barrier_notify)
         while not lost.is_set():
             await self._reload(conn)
             with suppress(TimeoutError):
@@ -125,6 +130,14 @@ class PhaseCache:
         self.last_error = None
         self.last_sync_monotonic = time.monotonic()
         self._first_load.set()
+
+    def _on_barrier_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        if self.on_barrier is None:
+            return
+        try:
+            self.on_barrier(json.loads(payload))
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring malformed barrier notification %r", payload[:200])
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         try:

@@ -130,45 +130,67 @@ class PhaseStore:
     ) -> TenantPhase:
         """Move `tenant` to `phase` if the rules and `expected_version` allow; audit and notify atomically."""
         async with self._pool.acquire() as conn, conn.transaction():
-            # Materialise the row first so that concurrent first changes serialise on its row lock
-            # (the insert is undone with the transaction if the move is refused).
-            await conn.execute(
-                "INSERT INTO cutover_tenant_phase (tenant, phase, version, updated_by) VALUES ($1, $2, 0, '')"
-                " ON CONFLICT (tenant) DO NOTHING",
+            return await self.set_phase_in(
+                conn,
                 tenant,
-                self.default_phase.value,
+                phase,
+                actor=actor,
+                reason=reason,
+                expected_version=expected_version,
+                force=force,
             )
-            row = await conn.fetchrow(
-                "SELECT phase, version FROM cutover_tenant_phase WHERE tenant = $1 FOR UPDATE", tenant
-            )
-            assert row is not None  # inserted above, and rows are never deleted
-            current, version = Phase(row["phase"]), int(row["version"])
-            if expected_version is not None and expected_version != version:
-                raise VersionConflictError(tenant, expected_version, version)
-            check_move(tenant, current, phase, force=force)
-            updated = await conn.fetchrow(
-                "UPDATE cutover_tenant_phase SET phase = $2, version = version + 1, updated_at = now(),"
-                " updated_by = $3 WHERE tenant = $1 RETURNING *",
-                tenant,
-                phase.value,
-                actor,
-            )
-            assert updated is not None
-            await conn.execute(
-                "INSERT INTO cutover_phase_audit"
-                " (tenant, actor, from_phase, to_phase, version, forced, reason)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                tenant,
-                actor,
-                current.value,
-                phase.value,
-                updated["version"],
-                force,
-                reason,
-            )
-            payload = json.dumps({"tenant": tenant, "phase": phase.value, "version": updated["version"]})
-            await conn.execute("SELECT pg_notify($1, $2)", PHASE_CHANNEL, payload)
-            return _tenant_phase(updated)
+
+    async def set_phase_in(
+        self,
+        conn: asyncpg.Connection,
+        tenant: str,
+        phase: Phase,
+        *,
+        actor: str,
+        reason: str,
+        expected_version: int | None = None,
+        force: bool = False,
+    ) -> TenantPhase:
+        """`set_phase` inside the caller's transaction on `conn`."""
+        # Materialise the row first so that concurrent first changes serialise on its row lock
+        # (the insert is undone with the transaction if the move is refused).
+        await conn.execute(
+            "INSERT INTO cutover_tenant_phase (tenant, phase, version, updated_by) VALUES ($1, $2, 0, '')"
+            " ON CONFLICT (tenant) DO NOTHING",
+            tenant,
+            self.default_phase.value,
+        )
+        row = await conn.fetchrow(
+            "SELECT phase, version FROM cutover_tenant_phase WHERE tenant = $1 FOR UPDATE", tenant
+        )
+        assert row is not None  # inserted above, and rows are never deleted
+        current, version = Phase(row["phase"]), int(row["version"])
+        if expected_version is not None and expected_version != version:
+            raise VersionConflictError(tenant, expected_version, version)
+        check_move(tenant, current, phase, force=force)
+        updated = await conn.fetchrow(
+            "UPDATE cutover_tenant_phase SET phase = $2, version = version + 1, updated_at = now(),"
+            " updated_by = $3 WHERE tenant = $1 RETURNING *",
+            tenant,
+            phase.value,
+            actor,
+        )
+        assert updated is not None
+        await conn.execute(
+            "INSERT INTO cutover_phase_audit"
+            " (tenant, actor, from_phase, to_phase, version, forced, reason)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            tenant,
+            actor,
+            current.value,
+            phase.value,
+            updated["version"],
+            force,
+            reason,
+        )
+        payload = json.dumps({"tenant": tenant, "phase": phase.value, "version": updated["version"]})
+        await conn.execute("SELECT pg_notify($1, $2)", PHASE_CHANNEL, payload)
+        return _tenant_phase(updated)
 
     async def audit(self, tenant: str | None = None, *, limit: int = 100) -> list[AuditEntry]:
         rows = await self._pool.fetch(

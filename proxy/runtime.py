@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from dataclasses import dataclass
 
 import asyncpg
@@ -18,9 +20,11 @@ from proxy.app import DataPlane
 from proxy.executor import Executor
 from proxy.phase_cache import PhaseCache
 from proxy.phase_store import PhaseStore
+from proxy.presence import ProxyPresence
 from proxy.shadow import ShadowRunner
 from proxy.stats import DataPlaneStats
 from proxy.upstream import Upstream
+from proxy.write_gate import WriteGate
 from routing.phases import Side
 
 log = logging.getLogger("cutover.runtime")
@@ -38,6 +42,8 @@ class Runtime:
     data_plane: DataPlane
     pool: asyncpg.Pool
     inspector: BufferInspector
+    presence: ProxyPresence
+    gate: WriteGate
 
     @classmethod
     async def create(
@@ -72,14 +78,22 @@ class Runtime:
             )
         await sink.start()
         shadow = ShadowRunner(settings, stats)
+        proxy_id = f"{settings.proxy_id or socket.gethostname() + ':' + str(os.getpid())}/{process_index}"
+        presence = ProxyPresence(pool, proxy_id)
+        gate = WriteGate(
+            hold_timeout_s=settings.barrier.hold_timeout_s, confirm=presence.confirm, spooled=sink.spooled
+        )
+        cache.on_barrier = gate.handle
         executor = Executor(upstreams, shadow, sink, stats, capture_limit=settings.shadow.compare_max_bytes)
         data_plane = DataPlane(
             cache=cache,
             executor=executor,
+            gate=gate,
             tenant_header=settings.tenant.header,
             max_body_bytes=settings.max_body_bytes,
         )
         await asyncio.gather(cache.start(), shadow.start())
+        presence.start(lambda: cache.loaded)
         if not cache.loaded:
             log.warning(
                 "phases not loaded yet (%s); the data plane answers 503 until they are", cache.last_error
@@ -91,9 +105,24 @@ class Runtime:
             prefix=settings.buffer.key_prefix,
             partitions=settings.buffer.partitions,
         )
-        return cls(settings, stats, cache, store, upstreams, sink, shadow, data_plane, pool, inspector)
+        return cls(
+            settings,
+            stats,
+            cache,
+            store,
+            upstreams,
+            sink,
+            shadow,
+            data_plane,
+            pool,
+            inspector,
+            presence,
+            gate,
+        )
 
     async def close(self) -> None:
+        await self.gate.stop()
+        await self.presence.stop()
         await self.shadow.stop()
         await self.cache.stop()
         for upstream in self.upstreams.values():

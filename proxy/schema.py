@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 PHASE_CHANNEL = "cutover_phase"
+BARRIER_CHANNEL = "cutover_barrier"
 # Any fixed 64-bit number: serialises concurrent schema creation by several proxies starting at once
 # (CREATE TABLE IF NOT EXISTS alone races on pg_type's unique index).
 _SCHEMA_LOCK = 0x6375_746F_7665_72
@@ -45,6 +46,28 @@ CREATE TABLE IF NOT EXISTS cutover_divergence (
     differences     jsonb NOT NULL
 );
 CREATE INDEX IF NOT EXISTS cutover_divergence_tenant ON cutover_divergence (tenant, id);
+CREATE TABLE IF NOT EXISTS cutover_proxy (
+    proxy_id      text PRIMARY KEY,
+    started_at    timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at  timestamptz NOT NULL DEFAULT now(),
+    phases_loaded boolean NOT NULL DEFAULT false
+);
+CREATE TABLE IF NOT EXISTS cutover_barrier (
+    id            bigserial PRIMARY KEY,
+    tenant        text NOT NULL,
+    from_phase    text NOT NULL,
+    to_phase      text NOT NULL,
+    from_version  bigint NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    finished_at   timestamptz,
+    outcome       text
+);
+CREATE TABLE IF NOT EXISTS cutover_barrier_ack (
+    barrier_id  bigint NOT NULL REFERENCES cutover_barrier (id) ON DELETE CASCADE,
+    proxy_id    text NOT NULL,
+    acked_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (barrier_id, proxy_id)
+);
 """
 
 

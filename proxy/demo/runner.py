@@ -81,11 +81,13 @@ class Demo:
 
     # -- admin --------------------------------------------------------------------------------------------
     async def move(self, admin: httpx.AsyncClient, tenant: str, phase: str, reason: str) -> None:
+        started = time.monotonic()
         response = await admin.put(f"/tenants/{tenant}/phase", json={"phase": phase, "reason": reason})
+        took_ms = (time.monotonic() - started) * 1000
         body = response.json()
         if response.status_code != 200:
             raise RuntimeError(f"phase change refused: {body}")
-        self.say(f"{tenant:8} → {phase:10} (version {body['version']}: {reason})")
+        self.say(f"{tenant:8} → {phase:10} (version {body['version']}: {reason}; took {took_ms:.0f} ms)")
 
     # -- traffic ------------------------------------------------------------------------------------------
     async def drive(self, client: httpx.AsyncClient, tenant: str) -> None:
