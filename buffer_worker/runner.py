@@ -8,8 +8,16 @@ import signal
 import sys
 
 from buffer_worker.http_applier import HttpApplier
-from buffer_worker.worker import Worker
+from buffer_worker.pg_applier import PostgresApplier
+from buffer_worker.worker import Applier, Worker
 from config.settings import Settings
+
+
+def build_applier(settings: Settings) -> Applier:
+    if settings.worker.applier == "postgres":
+        assert settings.worker.postgres is not None  # enforced by the settings model
+        return PostgresApplier(settings.worker.postgres, id_field=settings.worker.id_field)
+    return HttpApplier(settings)
 
 
 async def serve_worker(settings: Settings) -> None:
@@ -17,7 +25,7 @@ async def serve_worker(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    worker = Worker(settings, HttpApplier(settings))
+    worker = Worker(settings, build_applier(settings))
     logging.getLogger("cutover.worker").info("worker %s starting", worker.worker_id)
     await worker.run(stop)
 

@@ -21,6 +21,7 @@ import math
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -40,6 +41,7 @@ from buffer_worker.keys import (
     stream_key,
 )
 from buffer_worker.lease import PartitionLeases
+from buffer_worker.throttle import TenantThrottle
 from config.settings import Settings
 
 log = logging.getLogger("cutover.worker")
@@ -50,6 +52,10 @@ class Applier(Protocol):
     async def start(self) -> None: ...
     async def apply(self, intent: Intent) -> None: ...
     async def close(self) -> None: ...
+
+
+# An applier may also offer `async def apply_batch(intents: Sequence[Intent]) -> None`, applying all of
+# them atomically, in order (see PostgresApplier); the worker uses it when a batch allows.
 
 
 @dataclass
@@ -81,6 +87,7 @@ class Worker:
             self._redis, prefix=self._buffer.key_prefix, owner=self.worker_id, ttl_s=self._config.lease_ttl_s
         )
         self._owned: dict[int, asyncio.Task[None]] = {}
+        self._throttle = TenantThrottle(self._config.tenant_rate_per_s)
         self.stats = WorkerStats()
 
     @property
@@ -176,36 +183,67 @@ class Worker:
         prefix = self._buffer.key_prefix
         raw_blocked: Any = await self._redis.hgetall(blocked_key(prefix, partition))
         blocked = {k.decode(): v.decode() for k, v in raw_blocked.items()}
+        applied = await self._apply_whole_batch(entries, blocked)
+        if applied is None:
+            applied = await self._apply_one_by_one(partition, entries, blocked)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.xack(stream_key(prefix, partition), CONSUMER_GROUP, *(entry_id for entry_id, _ in entries))
+            for intent in applied:
+                pipe.hincrby(pending_key(prefix, partition), pending_field(intent.tenant, intent.target), -1)
+            # Everything up to the last entry is acknowledged and nothing earlier is pending (one ordered
+            # consumer per partition), so entries below it can go.
+            pipe.xtrim(stream_key(prefix, partition), minid=entries[-1][0].decode(), approximate=False)
+            await pipe.execute()
+        self.stats.applied += len(applied)
+
+    async def _apply_whole_batch(
+        self, entries: list[tuple[bytes, dict[bytes, bytes]]], blocked: dict[str, str]
+    ) -> list[Intent] | None:
+        """The fast path: an applier with `apply_batch` applies every entry in one call (one transaction).
+        Taken only when every entry decodes and no tenant in it is blocked; returns None when not taken or
+        when the batch fails, and the caller then applies entry by entry, which isolates the bad intent."""
+        apply_batch = getattr(self._applier, "apply_batch", None)
+        if apply_batch is None:
+            return None
+        intents: list[Intent] = []
+        for _entry_id, fields in entries:
+            try:
+                intent = Intent.from_fields(fields)
+            except IntentDecodeError:
+                return None
+            if intent.tenant in blocked:
+                return None
+            intents.append(intent)
+        for intent in intents:
+            await self._throttle.take(intent.tenant)
+        if await self._with_retry(lambda: apply_batch(intents), what=f"batch of {len(intents)}"):
+            return intents
+        return None
+
+    async def _apply_one_by_one(
+        self, partition: int, entries: list[tuple[bytes, dict[bytes, bytes]]], blocked: dict[str, str]
+    ) -> list[Intent]:
         applied: list[Intent] = []
-        done_ids: list[bytes] = []
         for entry_id, fields in entries:
             try:
                 intent = Intent.from_fields(fields)
             except IntentDecodeError as exc:
                 log.error("partition %d: dropping undecodable entry %s: %s", partition, entry_id, exc)
                 await self._dead_letter(partition, entry_id, fields, f"undecodable: {exc}")
-                done_ids.append(entry_id)
                 continue
             if intent.tenant in blocked:
                 await self._dead_letter(
                     partition, entry_id, fields, f"parked behind {blocked[intent.tenant]}"
                 )
                 self.stats.parked += 1
-            elif await self._apply_with_retry(intent):
+                continue
+            await self._throttle.take(intent.tenant)
+            if await self._apply_with_retry(intent):
                 applied.append(intent)
             else:
                 await self._dead_letter(partition, entry_id, fields, "apply failed", blocks=intent)
                 blocked[intent.tenant] = intent.intent_id
-            done_ids.append(entry_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.xack(stream_key(prefix, partition), CONSUMER_GROUP, *done_ids)
-            for intent in applied:
-                pipe.hincrby(pending_key(prefix, partition), pending_field(intent.tenant, intent.target), -1)
-            # Everything up to the last entry is acknowledged and nothing earlier is pending (one ordered
-            # consumer per partition), so entries below it can go.
-            pipe.xtrim(stream_key(prefix, partition), minid=done_ids[-1].decode(), approximate=False)
-            await pipe.execute()
-        self.stats.applied += len(applied)
+        return applied
 
     async def _redrive_requested(self, partition: int) -> None:
         """Re-apply, in order, the dead letters of every tenant a re-drive was requested for. Runs in the
@@ -245,23 +283,28 @@ class Worker:
         log.info("re-drove %d dead-lettered intents of tenant %r", redriven, tenant)
 
     async def _apply_with_retry(self, intent: Intent) -> bool:
+        return await self._with_retry(lambda: self._applier.apply(intent), what=f"intent {intent.intent_id}")
+
+    async def _with_retry(self, attempt: Callable[[], Awaitable[None]], *, what: str) -> bool:
+        """Run `attempt` until it succeeds (True) or fails for good (False): a permanent error at once,
+        error answers after `max_attempts`, an unreachable mirror never (that is an outage)."""
         delay_s = self._config.retry_initial_s
         attempts = 0
         while True:
             try:
-                await self._applier.apply(intent)
+                await attempt()
                 return True
             except PermanentApplyError as exc:
-                log.error("dead-lettering: %s", exc)
+                log.error("%s failed for good: %s", what, exc)
                 return False
             except TransientApplyError as exc:
                 if not isinstance(exc, UnreachableError):
                     attempts += 1
                     if attempts >= self._config.max_attempts:
-                        log.error("dead-lettering after %d attempts: %s", attempts, exc)
+                        log.error("%s failed %d times: %s", what, attempts, exc)
                         return False
                 self.stats.retries += 1
-                log.warning("retrying in %.1f s: %s", delay_s, exc)
+                log.warning("%s: retrying in %.2f s: %s", what, delay_s, exc)
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, self._config.retry_max_s)
 

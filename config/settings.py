@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from routing.phases import Phase
 from routing.tenant import TENANT_HEADER_DEFAULT
@@ -132,6 +132,33 @@ class WorkerSettings(_Frozen):
     max_attempts: int = Field(default=20, ge=1)  # error answers before an intent is dead-lettered
     apply_timeout_s: float = Field(default=10.0, gt=0)
     id_field: str = "id"  # response field carrying the id a create was assigned
+    applier: Literal["http", "postgres"] = "http"
+    tenant_rate_per_s: float = Field(default=0.0, ge=0)  # intents applied per tenant per second; 0: no limit
+    postgres: PostgresApplierSettings | None = None
+
+    @model_validator(mode="after")
+    def _applier_configured(self) -> WorkerSettings:
+        if self.applier == "postgres" and self.postgres is None:
+            raise ValueError("applier 'postgres' needs worker.postgres (url and resources)")
+        return self
+
+
+class PostgresApplierSettings(_Frozen):
+    """The mirrored side is a PostgreSQL database: intents become row upserts and deletes."""
+
+    url: SecretStr
+    resources: list[PostgresResource] = Field(min_length=1)
+
+
+class PostgresResource(_Frozen):
+    """Writes to `path` (a pattern with one `{key}` segment, e.g. `/items/{key}`) map to rows of `table`.
+    The JSON body is stored whole in `document_column` (jsonb), keyed by tenant and key."""
+
+    path: str = Field(pattern=r"^/.*\{key\}")
+    table: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+    tenant_column: str = Field(default="tenant_id", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    key_column: str = Field(default="id", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    document_column: str = Field(default="doc", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class BarrierSettings(_Frozen):
