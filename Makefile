@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench bench-tools bench-proxy bench-buffer clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,9 +27,19 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest
 
-# Benchmarks are not tests: they install nginx and wrk and take minutes.
-bench: $(STAMP)
+# Benchmarks are not tests: they install nginx and wrk (their reference server and load generator) and
+# take minutes. Figures go to BENCHMARKS.md with the command, machine and date.
+bench-tools:
+	command -v nginx >/dev/null && command -v wrk >/dev/null || \
+	  (apt-get update -q && apt-get install -y -q nginx wrk)
+
+bench: bench-proxy bench-buffer
+
+bench-proxy: $(STAMP) bench-tools
 	$(BIN)/python loadtests/bench_proxy.py --write BENCHMARKS.md
+
+bench-buffer: $(STAMP) bench-tools
+	$(BIN)/python benchmarks/bench_buffer.py --write BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache *.egg-info
