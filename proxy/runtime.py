@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import socket
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 import asyncpg
@@ -49,12 +50,21 @@ class Runtime:
     async def create(
         cls, settings: Settings, *, sink: IntentSink | None = None, process_index: int = 0
     ) -> Runtime:
-        """Connect and start every component. A phase store that cannot be reached is not fatal: the
-        process starts not-ready and the cache keeps trying to connect."""
+        """Connect and start every component, in order; if one fails, stop those already started.
+        A phase store that cannot be reached is not fatal: the process starts not-ready and the cache
+        keeps trying to connect."""
         stats = DataPlaneStats()
         dsn = settings.postgres_url.get_secret_value()
-        store = await PhaseStore.connect(dsn, default_phase=settings.default_phase)
-        pool = store.pool
+        redis_url = settings.redis_url.get_secret_value()
+        buffer = settings.buffer
+        if sink is None:
+            producer = RedisIntentProducer.from_url(
+                redis_url, prefix=buffer.key_prefix, partitions=buffer.partitions
+            )
+            # One spool file per proxy process: a restarted process resumes its own predecessor's spool.
+            sink = SpoolingSink(
+                producer, f"{buffer.spool_path}.{process_index}", max_bytes=buffer.spool_max_bytes
+            )
         cache = PhaseCache(
             dsn,
             default_phase=settings.default_phase,
@@ -62,71 +72,72 @@ class Runtime:
             reconnect_interval_s=settings.phases.reconnect_interval_s,
         )
         upstreams = {side: Upstream(side, getattr(settings.backends, side.value)) for side in Side}
-        for upstream in upstreams.values():
-            await upstream.start()
-        if sink is None:
-            producer = RedisIntentProducer.from_url(
-                settings.redis_url.get_secret_value(),
-                prefix=settings.buffer.key_prefix,
-                partitions=settings.buffer.partitions,
-            )
-            # One spool file per proxy process: a restarted process resumes its own predecessor's spool.
-            sink = SpoolingSink(
-                producer,
-                f"{settings.buffer.spool_path}.{process_index}",
-                max_bytes=settings.buffer.spool_max_bytes,
-            )
-        await sink.start()
         shadow = ShadowRunner(settings, stats)
-        proxy_id = f"{settings.proxy_id or socket.gethostname() + ':' + str(os.getpid())}/{process_index}"
-        presence = ProxyPresence(pool, proxy_id)
-        gate = WriteGate(
-            hold_timeout_s=settings.barrier.hold_timeout_s, confirm=presence.confirm, spooled=sink.spooled
-        )
-        cache.on_barrier = gate.handle
-        executor = Executor(upstreams, shadow, sink, stats, capture_limit=settings.shadow.compare_max_bytes)
-        data_plane = DataPlane(
-            cache=cache,
-            executor=executor,
-            gate=gate,
-            tenant_header=settings.tenant.header,
-            max_body_bytes=settings.max_body_bytes,
-        )
-        await asyncio.gather(cache.start(), shadow.start())
-        presence.start(lambda: cache.loaded)
-        if not cache.loaded:
-            log.warning(
-                "phases not loaded yet (%s); the data plane answers 503 until they are", cache.last_error
-            )
         inspector = BufferInspector(
-            aioredis.Redis.from_url(
-                settings.redis_url.get_secret_value(), socket_timeout=5, socket_connect_timeout=2
-            ),
-            prefix=settings.buffer.key_prefix,
-            partitions=settings.buffer.partitions,
+            aioredis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2),
+            prefix=buffer.key_prefix,
+            partitions=buffer.partitions,
         )
-        return cls(
-            settings,
-            stats,
-            cache,
-            store,
-            upstreams,
-            sink,
-            shadow,
-            data_plane,
-            pool,
-            inspector,
-            presence,
-            gate,
-        )
+        async with AsyncExitStack() as started:
+            started.push_async_callback(inspector.close)
+            store = await PhaseStore.connect(dsn, default_phase=settings.default_phase)
+            started.push_async_callback(store.close)
+            proxy_id = f"{settings.proxy_id or socket.gethostname() + ':' + str(os.getpid())}/{process_index}"
+            presence = ProxyPresence(store.pool, proxy_id)
+            gate = WriteGate(
+                hold_timeout_s=settings.barrier.hold_timeout_s, confirm=presence.confirm, spooled=sink.spooled
+            )
+            cache.on_barrier = gate.handle
+            for upstream in upstreams.values():
+                await upstream.start()
+                started.push_async_callback(upstream.close)
+            started.push_async_callback(sink.close)
+            await sink.start()
+            started.push_async_callback(shadow.stop)
+            started.push_async_callback(cache.stop)
+            await asyncio.gather(cache.start(), shadow.start())
+            started.push_async_callback(gate.stop)
+            started.push_async_callback(presence.stop)
+            presence.start(lambda: cache.loaded)
+            if not cache.loaded:
+                log.warning(
+                    "phases not loaded yet (%s); the data plane answers 503 until they are", cache.last_error
+                )
+            executor = Executor(
+                upstreams, shadow, sink, stats, capture_limit=settings.shadow.compare_max_bytes
+            )
+            data_plane = DataPlane(
+                cache=cache,
+                executor=executor,
+                gate=gate,
+                tenant_header=settings.tenant.header,
+                max_body_bytes=settings.max_body_bytes,
+            )
+            runtime = cls(
+                settings,
+                stats,
+                cache,
+                store,
+                upstreams,
+                sink,
+                shadow,
+                data_plane,
+                store.pool,
+                inspector,
+                presence,
+                gate,
+            )
+            started.pop_all()  # success: from now on `close` owns the shutdown
+        return runtime
 
     async def close(self) -> None:
-        await self.gate.stop()
+        """Stop in the reverse order of `create`."""
         await self.presence.stop()
-        await self.shadow.stop()
+        await self.gate.stop()
         await self.cache.stop()
+        await self.shadow.stop()
+        await self.sink.close()
         for upstream in self.upstreams.values():
             await upstream.close()
-        await self.sink.close()
-        await self.inspector.close()
         await self.store.close()
+        await self.inspector.close()

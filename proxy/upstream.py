@@ -8,12 +8,14 @@ decompression, no default User-Agent / Accept headers, no cookie jar, no redirec
 
 from __future__ import annotations
 
+import base64
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 import aiohttp
+from pydantic import SecretStr
 
-from config.settings import BackendSettings
+from config.settings import BackendSettings, HeaderRewrite
 from proxy.errors import BackendError
 from proxy.headers import RequestHeaderRewriter
 from routing.phases import Side
@@ -27,12 +29,14 @@ class Upstream:
     def __init__(self, side: Side, settings: BackendSettings) -> None:
         self.side = side
         self.name = side.value
-        url = settings.url.get_secret_value()
-        parts = urlsplit(url)
-        self._base = url.rstrip("/")
+        parts = urlsplit(settings.url.get_secret_value())
+        netloc = parts.hostname or ""
+        netloc = f"[{netloc}]" if ":" in netloc else netloc
+        netloc += f":{parts.port}" if parts.port else ""
+        self._base = urlunsplit((parts.scheme, netloc, parts.path, "", "")).rstrip("/")
         # Shown in errors and logs: never the userinfo (it may hold credentials).
-        self.display = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        self.rewriter = RequestHeaderRewriter(settings.headers)
+        self.display = f"{parts.scheme}://{netloc}"
+        self.rewriter = RequestHeaderRewriter(_with_url_credentials(settings.headers, parts))
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=settings.connect_timeout_s, sock_read=settings.timeout_s
         )
@@ -79,6 +83,10 @@ class Upstream:
             kwargs["timeout"] = timeout
         try:
             return await self._session.request(method, url, **kwargs)
+        except ValueError as exc:  # aiohttp refuses to build the request (e.g. a malformed header value)
+            raise BackendError(
+                self.name, timeout=False, detail=f"request to backend {self.name} could not be built: {exc}"
+            ) from exc
         except TimeoutError as exc:
             raise self._error(timeout=True, exc=exc) from exc
         except aiohttp.ClientError as exc:
@@ -96,3 +104,14 @@ class Upstream:
     def _error(self, *, timeout: bool, exc: BaseException) -> BackendError:
         what = "did not answer in time" if timeout else f"could not be reached ({type(exc).__name__})"
         return BackendError(self.name, timeout=timeout, detail=f"backend {self.name} ({self.display}) {what}")
+
+
+def _with_url_credentials(rewrite: HeaderRewrite, parts: SplitResult) -> HeaderRewrite:
+    """Credentials in a backend URL become that backend's `Authorization: Basic` header. They are the
+    operator's choice for this backend, so they replace the client's own Authorization (unless
+    `headers.set` names one explicitly, which wins)."""
+    if parts.username is None or any(name.lower() == "authorization" for name in rewrite.set):
+        return rewrite
+    pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+    basic = SecretStr("Basic " + base64.b64encode(pair).decode())
+    return HeaderRewrite(set={**rewrite.set, "Authorization": basic}, remove=rewrite.remove)
