@@ -48,6 +48,10 @@ class PermanentApplyError(ApplyError):
 
 class HttpApplier:
     def __init__(self, settings: Settings) -> None:
+        self._base_paths = {
+            side: urlsplit(getattr(settings.backends, side.value).url.get_secret_value()).path.rstrip("/")
+            for side in Side
+        }
         self._bases = {
             side: getattr(settings.backends, side.value).url.get_secret_value().rstrip("/") for side in Side
         }
@@ -92,9 +96,15 @@ class HttpApplier:
         for name, value in intent.response_headers:
             if name.lower() == "location":
                 location = urlsplit(value)
-                # Only a location on the same service names the created resource.
+                # Only a location on the same service names the created resource. It is in the
+                # authoritative backend's URL space: strip that backend's base path to get the path as
+                # clients (and so the mirror's base URL) see it.
                 if location.path.startswith("/") and not location.netloc:
-                    return "PUT", location.path, intent.body
+                    base = self._base_paths[intent.target.other]
+                    path = location.path
+                    if base and (path == base or path.startswith(base + "/")):
+                        path = path[len(base) :] or "/"
+                    return "PUT", path, intent.body
         created_id = _json_field(intent.response_body, self._id_field)
         if created_id is not None:
             document = _json_object(intent.body)

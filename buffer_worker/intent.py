@@ -57,6 +57,8 @@ class Intent:
     def from_fields(cls, fields: dict[bytes, bytes]) -> Intent:
         try:
             meta = orjson.loads(fields[b"m"])
+            if not isinstance(meta, dict):
+                raise IntentDecodeError("intent metadata is not a JSON object")
             if meta.get("v") != WIRE_VERSION:
                 raise IntentDecodeError(f"unsupported intent wire version {meta.get('v')!r}")
             return cls(

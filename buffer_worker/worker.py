@@ -21,6 +21,7 @@ import math
 import os
 import socket
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -87,6 +88,8 @@ class Worker:
             self._redis, prefix=self._buffer.key_prefix, owner=self.worker_id, ttl_s=self._config.lease_ttl_s
         )
         self._owned: dict[int, asyncio.Task[None]] = {}
+        self._releasing: set[int] = set()
+        self._workers_key = f"{self._buffer.key_prefix}:workers"
         self._throttle = TenantThrottle(self._config.tenant_rate_per_s)
         self.stats = WorkerStats()
 
@@ -110,17 +113,21 @@ class Worker:
                     await asyncio.wait_for(stop.wait(), self._config.lease_ttl_s / 3)
         finally:
             for partition in list(self._owned):
-                await self._drop(partition)
+                await self._drop(partition, graceful=True)
+            with suppress(RedisError, OSError):
+                await self._redis.zrem(self._workers_key, self.worker_id)  # no longer counted in fair shares
             await self._applier.close()
             await self._redis.aclose()
 
     async def _balance(self) -> None:
         """Renew owned leases, drop lost ones, take free partitions up to a fair share of the live workers."""
-        workers_key = f"{self._buffer.key_prefix}:workers"
+        workers_key = self._workers_key
         now_ms = time.time() * 1000
         ttl_ms = self._config.lease_ttl_s * 1000
         await self._redis.zadd(workers_key, {self.worker_id: now_ms})
-        await self._redis.zremrangebyscore(workers_key, 0, now_ms - 3 * ttl_ms)
+        # A worker is alive while its last beat is younger than one lease TTL (it beats every TTL/3): by the
+        # time a dead worker's leases expire it no longer counts, so the survivors' share covers them.
+        await self._redis.zremrangebyscore(workers_key, 0, now_ms - ttl_ms)
         alive = max(1, await self._redis.zcard(workers_key))
         share = math.ceil(self._buffer.partitions / alive)
         for partition, task in list(self._owned.items()):
@@ -136,10 +143,19 @@ class Worker:
                     self._drain(partition), name=f"partition-{partition}"
                 )
         while len(self._owned) > share:  # a worker joined: hand partitions back
-            await self._drop(max(self._owned))
+            await self._drop(max(self._owned), graceful=True)
 
-    async def _drop(self, partition: int) -> None:
+    async def _drop(self, partition: int, *, graceful: bool = False) -> None:
+        """Stop draining `partition`. Graceful: let the batch in hand finish (so the next owner starts
+        clean), bounded in time; otherwise (the lease is lost) stop at once."""
         task = self._owned.pop(partition)
+        if graceful:
+            self._releasing.add(partition)
+            with suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(
+                    asyncio.shield(task), self._config.block_ms / 1000 + self._config.lease_ttl_s
+                )
+            self._releasing.discard(partition)
         task.cancel()
         with suppress(asyncio.CancelledError):
             await task
@@ -154,7 +170,7 @@ class Worker:
             await self._redis.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
         cursor = "0"  # first our pending list (a previous owner's unacknowledged entries), then new ones
         next_redrive_check = 0.0
-        while True:
+        while partition not in self._releasing:
             if time.monotonic() >= next_redrive_check:
                 next_redrive_check = time.monotonic() + _REDRIVE_CHECK_S
                 await self._redrive_requested(partition)
@@ -171,13 +187,17 @@ class Worker:
                 await asyncio.sleep(0.5)
                 continue
             entries = reply[0][1] if reply else []
-            if cursor == "0" and not entries:
-                cursor = ">"
+            if not entries:
+                cursor = ">"  # the pending list is exhausted (or there was none): new entries from now on
                 continue
-            if entries:
-                await self._process(partition, entries)
-                if cursor != ">":
-                    cursor = entries[-1][0].decode()
+            # Re-check ownership right before applying: a worker that stalled past its TTL must not apply
+            # a batch that the partition's new owner is applying too.
+            if not await self._leases.renew(partition):
+                log.warning("partition %d: lease lost before applying a batch; stopping", partition)
+                return
+            await self._process(partition, entries)
+            if cursor != ">":
+                cursor = entries[-1][0].decode()
 
     async def _process(self, partition: int, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         prefix = self._buffer.key_prefix
@@ -188,8 +208,8 @@ class Worker:
             applied = await self._apply_one_by_one(partition, entries, blocked)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.xack(stream_key(prefix, partition), CONSUMER_GROUP, *(entry_id for entry_id, _ in entries))
-            for intent in applied:
-                pipe.hincrby(pending_key(prefix, partition), pending_field(intent.tenant, intent.target), -1)
+            for field, count in Counter(pending_field(i.tenant, i.target) for i in applied).items():
+                pipe.hincrby(pending_key(prefix, partition), field, -count)
             # Everything up to the last entry is acknowledged and nothing earlier is pending (one ordered
             # consumer per partition), so entries below it can go.
             pipe.xtrim(stream_key(prefix, partition), minid=entries[-1][0].decode(), approximate=False)

@@ -124,7 +124,8 @@ def create_backend_app(name: str, *, id_prefix: str = "") -> FastAPI:
         if failed := await gate(write=True):
             return failed
         if storage.items.get(x_tenant_id, {}).pop(item_id, None) is None:
-            return JSONResponse({"error": "not_found", "id": item_id}, status_code=404)
+            # Remembered too: a replay of this DELETE after a later PUT must not delete that PUT's item.
+            return remembered(idempotency_key, 404, {"error": "not_found", "id": item_id})
         storage.writes_applied += 1
         if idempotency_key is not None:
             storage.answers[idempotency_key] = (204, None)
