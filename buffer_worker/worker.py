@@ -109,8 +109,13 @@ class Worker:
                     await self._balance()
                 except (RedisError, OSError) as exc:
                     log.warning("lease round failed: %s", type(exc).__name__)
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self._config.lease_ttl_s / 3)
+                # asyncio.wait, not wait_for: on Python 3.11 a cancel landing as wait_for times out comes
+                # out as TimeoutError, and suppressing that would swallow the cancellation.
+                stopping = asyncio.ensure_future(stop.wait())
+                try:
+                    await asyncio.wait({stopping}, timeout=self._config.lease_ttl_s / 3)
+                finally:
+                    stopping.cancel()
         finally:
             for partition in list(self._owned):
                 await self._drop(partition, graceful=True)

@@ -117,8 +117,12 @@ class PhaseCache:
         await conn.add_listener(BARRIER_CHANNEL, self._on_barrier_notify)
         while not lost.is_set():
             await self._reload(conn)
-            with suppress(TimeoutError):
-                await asyncio.wait_for(lost.wait(), self._reload_interval_s)
+            # asyncio.wait, not wait_for: a cancel (stop) must never be mistaken for the timeout.
+            lost_wait = asyncio.ensure_future(lost.wait())
+            try:
+                await asyncio.wait({lost_wait}, timeout=self._reload_interval_s)
+            finally:
+                lost_wait.cancel()
         raise ConnectionError("phase store connection closed")
 
     async def _reload(self, conn: asyncpg.Connection) -> None:

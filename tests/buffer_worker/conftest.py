@@ -1,0 +1,414 @@
+"""Fixtures for the buffer worker tests: a unique Redis key prefix per test, real uvicorn backends on
+loopback ports (started inside the test event loop), settings and worker helpers.
+
+Self-contained on purpose: nothing here depends on `tests/conftest.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import redis.asyncio as aioredis
+import uvicorn
+
+from buffer_worker.http_applier import HttpApplier
+from buffer_worker.intent import Intent
+from buffer_worker.keys import partition_of, pending_key
+from buffer_worker.worker import Worker
+from config.settings import Settings
+from routing.phases import Side
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+PARTITIONS = 4
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+# -- Redis -----------------------------------------------------------------------------------------------
+def new_prefix() -> str:
+    return f"cutover-test-{uuid.uuid4().hex[:12]}"
+
+
+async def delete_prefix(prefix: str) -> None:
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    """A key prefix unique to the test; every key under it is deleted afterwards."""
+    value = new_prefix()
+    yield value
+    await delete_prefix(value)
+
+
+@pytest.fixture
+async def rclient() -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(REDIS_URL)
+    yield client
+    await client.aclose()
+
+
+# -- servers ---------------------------------------------------------------------------------------------
+class _QuietServer(uvicorn.Server):
+    """Several servers share the test process: none of them may take over the signal handlers."""
+
+    @contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _bind(port: int = 0) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.setblocking(False)
+    return sock
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (connecting to it is refused)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Backend:
+    """A real uvicorn server serving `app` on a loopback port; can go down and come back on the same port."""
+
+    app: Any
+    sock: socket.socket
+    port: int
+    server: _QuietServer | None = None
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.server is not None
+
+    async def start(self) -> None:
+        assert self.server is None
+        config = uvicorn.Config(
+            self.app,
+            loop="none",
+            lifespan="off",
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            ws="none",
+            timeout_graceful_shutdown=2,
+        )
+        server = _QuietServer(config)
+        task = asyncio.create_task(server.serve(sockets=[self.sock]))
+        for _ in range(500):
+            if server.started:
+                break
+            if task.done():
+                task.result()
+                raise RuntimeError("server exited during start-up")
+            await asyncio.sleep(0.01)
+        else:
+            raise RuntimeError("server did not start within 5 s")
+        self.server, self.task = server, task
+
+    async def stop(self, *, hold_port: bool = False) -> None:
+        """Stop serving; with `hold_port`, keep the port bound but not listening (connections are refused)."""
+        if self.server is not None and self.task is not None:
+            self.server.should_exit = True
+            try:
+                await asyncio.wait_for(self.task, 15)
+            finally:
+                self.server = self.task = None
+        self.sock.close()
+        if hold_port:
+            self.sock = _bind(self.port)
+
+    async def get_json(self, path: str) -> Any:
+        async with httpx.AsyncClient(base_url=self.url, timeout=10) as client:
+            response = await client.get(path)
+            response.raise_for_status()
+            return response.json()
+
+    async def post_json(self, path: str, body: Any) -> Any:
+        async with httpx.AsyncClient(base_url=self.url, timeout=10) as client:
+            response = await client.post(path, json=body)
+            response.raise_for_status()
+            return response.json()
+
+
+BackendFactory = Callable[[Any], Awaitable[Backend]]
+
+
+@pytest.fixture
+async def start_backend() -> AsyncIterator[BackendFactory]:
+    started: list[Backend] = []
+
+    async def factory(app: Any) -> Backend:
+        sock = _bind()
+        backend = Backend(app, sock, sock.getsockname()[1])
+        started.append(backend)
+        await backend.start()
+        return backend
+
+    yield factory
+    for backend in started:
+        await backend.stop()
+
+
+# -- ASGI helpers ----------------------------------------------------------------------------------------
+async def read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def respond(
+    send: Send, status: int, body: bytes = b"", content_type: bytes = b"application/json"
+) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+@dataclass(frozen=True)
+class Seen:
+    method: str
+    path: str
+    query: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        values = [v for k, v in self.headers if k == name.lower()]
+        return values[0] if values else None
+
+    @property
+    def tenant(self) -> str | None:
+        return self.header("x-tenant-id")
+
+    @property
+    def idempotency_key(self) -> str | None:
+        return self.header("idempotency-key")
+
+
+class RecordingApp:
+    """ASGI middleware: records every HTTP request (with its body) before the wrapped app handles it."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.seen: list[Seen] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body = await read_body(receive)
+        self.seen.append(
+            Seen(
+                scope["method"],
+                scope["raw_path"].decode("latin-1"),
+                scope["query_string"].decode("latin-1"),
+                tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]),
+                body,
+            )
+        )
+        sent = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    def keys_for(self, tenant: str) -> list[str]:
+        """Idempotency keys (intent ids) of the requests `tenant` sent, in arrival order."""
+        return [s.idempotency_key or "" for s in self.seen if s.tenant == tenant and s.path != "/_dump"]
+
+
+# -- settings, intents, workers --------------------------------------------------------------------------
+def make_settings(prefix: str, old_url: str, new_url: str, **overrides: Any) -> Settings:
+    worker = {"lease_ttl_s": 1, "retry_initial_s": 0.01, "retry_max_s": 0.05, "block_ms": 50}
+    worker.update(overrides.pop("worker", {}))
+    data: dict[str, Any] = {
+        "backends": {"old": {"url": old_url}, "new": {"url": new_url}},
+        "buffer": {"key_prefix": prefix, "partitions": PARTITIONS},
+        "worker": worker,
+        "redis_url": REDIS_URL,
+    }
+    data.update(overrides)
+    return Settings.model_validate(data)
+
+
+def put_intent(tenant: str, key: str, value: Any, *, target: Side = Side.NEW) -> Intent:
+    return Intent(
+        tenant=tenant,
+        target=target,
+        method="PUT",
+        path=f"/items/{key}",
+        query="",
+        headers=(("content-type", "application/json"),),
+        body=orjson.dumps({"v": value}),
+        status=200,
+        response_body=orjson.dumps({"v": value, "id": key}),
+    )
+
+
+def delete_intent(tenant: str, key: str, *, target: Side = Side.NEW) -> Intent:
+    return Intent(
+        tenant=tenant,
+        target=target,
+        method="DELETE",
+        path=f"/items/{key}",
+        query="",
+        headers=(),
+        body=b"",
+        status=204,
+        response_body=b"",
+    )
+
+
+def tenants_on_same_partition(count: int, *, partitions: int = PARTITIONS, label: str = "t") -> list[str]:
+    """`count` fresh tenant names that all hash to one partition."""
+    by_partition: dict[int, list[str]] = {}
+    while True:
+        name = f"{label}-{uuid.uuid4().hex[:10]}"
+        group = by_partition.setdefault(partition_of(name, partitions), [])
+        group.append(name)
+        if len(group) == count:
+            return group
+
+
+def tenants_on_distinct_partitions(*, partitions: int = PARTITIONS, label: str = "t") -> list[str]:
+    """One fresh tenant name per partition (index = partition)."""
+    found: dict[int, str] = {}
+    while len(found) < partitions:
+        name = f"{label}-{uuid.uuid4().hex[:10]}"
+        found.setdefault(partition_of(name, partitions), name)
+    return [found[p] for p in range(partitions)]
+
+
+@dataclass
+class RunningWorker:
+    worker: Worker
+    stop_event: asyncio.Event
+    task: asyncio.Task[None]
+
+    async def stop(self) -> None:
+        """Graceful stop; if the worker does not finish within a few seconds, cancel it until it does."""
+        self.stop_event.set()
+        done, _ = await asyncio.wait({self.task}, timeout=1.5)
+        for _ in range(100):
+            if done:
+                break
+            self.task.cancel()
+            done, _ = await asyncio.wait({self.task}, timeout=0.05)
+        if not done:
+            raise AssertionError("worker did not stop")
+        if not self.task.cancelled():
+            self.task.result()
+
+    async def kill(self) -> None:
+        """Cancel the worker mid-batch: the batch in flight is not acknowledged.
+
+        Cancelled again until it is done: on Python 3.11 a cancellation that meets the timeout of the
+        worker's `asyncio.wait_for(stop.wait(), ...)` comes out as the TimeoutError the loop suppresses.
+        """
+        for _ in range(200):
+            self.task.cancel()
+            done, _ = await asyncio.wait({self.task}, timeout=0.05)
+            if done:
+                break
+        if not self.task.done():
+            raise AssertionError("worker did not stop")
+        if not self.task.cancelled() and self.task.exception() is not None:
+            raise self.task.exception()  # type: ignore[misc]
+
+    def check_alive(self) -> None:
+        if self.task.done():
+            self.task.result()
+            raise AssertionError("worker exited unexpectedly")
+
+
+@dataclass
+class WorkerPool:
+    started: list[RunningWorker] = field(default_factory=list)
+
+    def start(
+        self, settings: Settings, *, worker_id: str | None = None, applier: Any = None
+    ) -> RunningWorker:
+        worker = Worker(
+            settings,
+            applier or HttpApplier(settings),
+            worker_id=worker_id or f"w-{uuid.uuid4().hex[:8]}",
+        )
+        stop_event = asyncio.Event()
+        running = RunningWorker(worker, stop_event, asyncio.create_task(worker.run(stop_event)))
+        self.started.append(running)
+        return running
+
+
+@pytest.fixture
+async def workers() -> AsyncIterator[WorkerPool]:
+    pool = WorkerPool()
+    yield pool
+    for running in pool.started:
+        if not running.task.done():
+            await running.stop()
+
+
+async def wait_until(
+    predicate: Callable[[], Awaitable[bool]],
+    *,
+    timeout_s: float = 10.0,
+    interval_s: float = 0.02,
+    alive: Iterable[RunningWorker] = (),
+) -> float:
+    """Poll `predicate` until it holds; returns the seconds it took. Fails fast if a worker died."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while True:
+        for running in alive:
+            running.check_alive()
+        if await predicate():
+            return loop.time() - start
+        if loop.time() - start > timeout_s:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        await asyncio.sleep(interval_s)
+
+
+async def pending_counts(client: aioredis.Redis, prefix: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for partition in range(PARTITIONS):
+        raw: Any = await client.hgetall(pending_key(prefix, partition))
+        counts.update({k.decode(): int(v) for k, v in raw.items()})
+    return counts
