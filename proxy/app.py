@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from proxy.errors import BadRequest, ProxyError, ServiceUnavailable
-from proxy.executor import Executor
+from proxy.executor import PHASE_HEADERS, Executor
 from proxy.phase_cache import PhaseCache
 from proxy.request import ClientDisconnected, ProxyRequest, read_body
 from proxy.types import Receive, Scope, Send
@@ -77,7 +77,7 @@ class DataPlane:
                 await self._gate.enter(facts.tenant)
                 gated = facts.tenant
             phase = self._cache.phase_of(facts.tenant)
-            phase_header = phase.value.encode()
+            phase_header = PHASE_HEADERS[phase][1]
             client = scope.get("client")
             request = ProxyRequest(
                 method=facts.method,

@@ -19,7 +19,7 @@ from proxy.types import Send
 from proxy.upstream import Upstream
 from routing.classify import RequestKind
 from routing.decide import Action, Outcome, Plan, resolve
-from routing.phases import Side
+from routing.phases import Phase, Side
 
 log = logging.getLogger("cutover.executor")
 
@@ -83,7 +83,7 @@ class Executor:
 
         if action is Action.RESPOND:
             assert response is not None  # RESPOND follows an answer (2xx-4xx, or a 5xx with no fallback)
-            self._stats.requests[(plan.phase, plan.kind, plan.serving)] += 1
+            self._stats.requests[plan.serving_key] += 1
             if plan.mirror is not None:
                 return await self._respond_write(plan, request, upstream, response, send)
             return await self._respond(plan, upstream, response, send, plan.serving, capture=capture)
@@ -102,7 +102,8 @@ class Executor:
                 outcome,
             )
             response = await self._send_upstream(fallback, request)
-            self._stats.requests[(plan.phase, plan.kind, plan.fallback)] += 1
+            assert plan.fallback_key is not None
+            self._stats.requests[plan.fallback_key] += 1
             return await self._respond(plan, fallback, response, send, plan.fallback, capture=capture)
         if action is Action.UNAVAILABLE:
             self._stats.fallback_refused += 1
@@ -224,6 +225,11 @@ def _client_headers(
     response: aiohttp.ClientResponse, plan: Plan, served_by: Side
 ) -> list[tuple[bytes, bytes]]:
     headers = response_headers(response.raw_headers)
-    headers.append((b"x-cutover-served-by", served_by.value.encode()))
-    headers.append((b"x-cutover-phase", plan.phase.value.encode()))
+    headers.append(SERVED_BY_HEADERS[served_by])
+    headers.append(PHASE_HEADERS[plan.phase])
     return headers
+
+
+# Built once: `Enum.value` is a Python-level property, and these go on every response.
+SERVED_BY_HEADERS = {side: (b"x-cutover-served-by", side.value.encode()) for side in Side}
+PHASE_HEADERS = {phase: (b"x-cutover-phase", phase.value.encode()) for phase in Phase}

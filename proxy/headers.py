@@ -91,8 +91,23 @@ class RequestHeaderRewriter:
 
 
 def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """Upstream response headers minus hop-by-hop fields (and those its `Connection` names)."""
-    pairs = list(raw)
-    listed = _connection_tokens(pairs)
-    drop = HOP_BY_HOP | listed if listed else HOP_BY_HOP
-    return [(name, value) for name, value in pairs if name.lower() not in drop]
+    """Upstream response headers minus hop-by-hop fields (and those its `Connection` names).
+
+    One pass in the common case (no `Connection` header naming extra fields): this runs per response."""
+    out: list[tuple[bytes, bytes]] = []
+    listed: set[bytes] | None = None
+    for name, value in raw:
+        lowered = name.lower()
+        if lowered in HOP_BY_HOP:
+            if lowered == b"connection":
+                # Usually just `keep-alive` or `close`: names already dropped, nothing more to filter.
+                for token in value.split(b","):
+                    token = token.strip().lower()
+                    if token and token not in HOP_BY_HOP and token != b"close":
+                        listed = listed or set()
+                        listed.add(token)
+            continue
+        out.append((name, value))
+    if listed:
+        out = [(name, value) for name, value in out if name.lower() not in listed]
+    return out

@@ -18,6 +18,8 @@ class RequestKind(StrEnum):
     READ = "read"
     WRITE = "write"
 
+    __hash__ = str.__hash__  # see routing.phases.Side
+
 
 class InvalidTargetError(ValueError):
     """The request target cannot be forwarded: absolute-form, or a path that would leave the base URL."""

@@ -14,7 +14,7 @@ The whole table lives here as data so that one glance (and one table test) cover
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from routing.classify import RequestKind
@@ -31,6 +31,15 @@ class Plan:
     shadow: Side | None = None  # reads: the side compared against, off the critical path
     fallback: Side | None = None  # reads: served from here when `serving` fails and it is safe
     mirror: Side | None = None  # writes: an acknowledged write becomes an intent toward this side
+    # (phase, kind, side) as plain strings, for per-request counters: str tuples hash in C, while an
+    # Enum's __hash__ is a Python call (this is on the hot path of every request).
+    serving_key: tuple[str, str, str] = field(init=False, compare=False, repr=False)
+    fallback_key: tuple[str, str, str] | None = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "serving_key", (self.phase.value, self.kind.value, self.serving.value))
+        fallback = None if self.fallback is None else (self.phase.value, self.kind.value, self.fallback.value)
+        object.__setattr__(self, "fallback_key", fallback)
 
 
 def _plans() -> dict[tuple[Phase, RequestKind], Plan]:

@@ -14,6 +14,10 @@ class Side(StrEnum):
     OLD = "old"
     NEW = "new"
 
+    # Enum's own __hash__ is a Python-level call and hashes the *name*, although a StrEnum member equals
+    # its *value*; str's hash is consistent with that equality and runs in C (routing is per request).
+    __hash__ = str.__hash__
+
     @property
     def other(self) -> Side:
         return Side.NEW if self is Side.OLD else Side.OLD
@@ -26,6 +30,8 @@ class Phase(StrEnum):
     LIVE = "live"
     RAMPDOWN = "rampdown"
     COMPLETE = "complete"
+
+    __hash__ = str.__hash__  # see Side
 
     @property
     def rank(self) -> int:
