@@ -6,6 +6,12 @@ side answered with a `Location` header, the mirror gets a `PUT` to that location
 JSON body carried the configured id field, the id is put into the replayed body. A `DELETE` the mirror
 answers 404 or 410 is already applied.
 
+State transfer: for resources listed in `worker.state_transfer`, the apply does not replay the write.
+It reads the key's current representation from the authoritative side and PUTs it to the mirror (or
+DELETEs it there when the authoritative side answers 404/410). Replay applies writes in stream order,
+which can differ from the order the authoritative side applied them when several proxies write one key
+at once; state transfer makes the last apply of a key carry the key's final state whatever the order.
+
 Errors:
     ApplyError
     ├── TransientApplyError   408/425/429/5xx: retry with backoff, up to `max_attempts`
@@ -15,6 +21,7 @@ Errors:
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -60,10 +67,18 @@ class HttpApplier:
         self._id_field = settings.worker.id_field
         self._timeout = aiohttp.ClientTimeout(total=settings.worker.apply_timeout_s)
         self._session: aiohttp.ClientSession | None = None
+        self._state_transfer = [_pattern(path) for path in settings.worker.state_transfer]
+        self._settings_backends = settings.backends
 
     async def start(self) -> None:
+        keepalive_s = min(
+            self._settings_backends.old.idle_keepalive_s, self._settings_backends.new.idle_keepalive_s
+        )
         self._session = aiohttp.ClientSession(
-            timeout=self._timeout, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+            connector=aiohttp.TCPConnector(keepalive_timeout=keepalive_s),
+            timeout=self._timeout,
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
 
     async def close(self) -> None:
@@ -73,8 +88,14 @@ class HttpApplier:
     async def apply(self, intent: Intent) -> None:
         assert self._session is not None, "HttpApplier.start() was not awaited"
         method, path, body = self._replay_form(intent)
-        url = f"{self._bases[intent.target]}{path}" + (f"?{intent.query}" if intent.query else "")
-        headers = self._headers(intent)
+        query = intent.query
+        headers = self._headers(intent, intent.target)
+        if any(pattern.fullmatch(path) for pattern in self._state_transfer):
+            method, body, content_type = await self._current_state(intent, path)
+            query = ""
+            if content_type is not None:
+                headers["content-type"] = content_type
+        url = f"{self._bases[intent.target]}{path}" + (f"?{query}" if query else "")
         try:
             async with self._session.request(
                 method, url, data=body, headers=headers, allow_redirects=False
@@ -113,8 +134,30 @@ class HttpApplier:
                 return "POST", intent.path, orjson.dumps(document)
         return intent.method, intent.path, intent.body
 
-    def _headers(self, intent: Intent) -> dict[str, str]:
-        rewrite = self._rewrites[intent.target]
+    async def _current_state(self, intent: Intent, path: str) -> tuple[str, bytes, str | None]:
+        """The key's state on the authoritative side, as the write that sets the mirror to it."""
+        assert self._session is not None
+        source = intent.target.other
+        headers = self._headers(intent, source)
+        headers.pop("idempotency-key", None)
+        headers.pop("content-type", None)
+        try:
+            async with self._session.get(f"{self._bases[source]}{path}", headers=headers) as response:
+                status = response.status
+                body = await response.read()
+                content_type = response.headers.get("content-type")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise UnreachableError(
+                intent, f"{source} unreachable for state transfer: {type(exc).__name__}"
+            ) from exc
+        if status == 200:
+            return "PUT", body, content_type
+        if status in (404, 410):
+            return "DELETE", b"", None
+        raise TransientApplyError(intent, f"{source} answered {status} to the state-transfer read of {path}")
+
+    def _headers(self, intent: Intent, side: Side) -> dict[str, str]:
+        rewrite = self._rewrites[side]
         headers = {name.lower(): value for name, value in intent.headers}
         for name in rewrite.remove:
             headers.pop(name.lower(), None)
@@ -136,3 +179,9 @@ def _json_object(body: bytes) -> dict[str, object] | None:
 def _json_field(body: bytes, field: str) -> object | None:
     document = _json_object(body)
     return None if document is None else document.get(field)
+
+
+def _pattern(path: str) -> re.Pattern[str]:
+    """`/items/{key}` → a regex where each `{…}` is one path segment."""
+    parts = re.split(r"\{[^/{}]+\}", path)
+    return re.compile("[^/]+".join(re.escape(part) for part in parts))

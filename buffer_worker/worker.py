@@ -25,10 +25,11 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from buffer_worker.http_applier import PermanentApplyError, TransientApplyError, UnreachableError
 from buffer_worker.intent import Intent, IntentDecodeError
@@ -46,6 +47,7 @@ from buffer_worker.throttle import TenantThrottle
 from config.settings import Settings
 
 log = logging.getLogger("cutover.worker")
+T = TypeVar("T")
 _REDRIVE_CHECK_S = 0.5
 
 
@@ -89,6 +91,7 @@ class Worker:
         )
         self._owned: dict[int, asyncio.Task[None]] = {}
         self._releasing: set[int] = set()
+        self._redis_deadline_s = self._config.block_ms / 1000 + 5.0
         self._workers_key = f"{self._buffer.key_prefix}:workers"
         self._throttle = TenantThrottle(self._config.tenant_rate_per_s)
         self.stats = WorkerStats()
@@ -106,7 +109,7 @@ class Worker:
         try:
             while not stop.is_set():
                 try:
-                    await self._balance()
+                    await self._bounded(self._balance())
                 except (RedisError, OSError) as exc:
                     log.warning("lease round failed: %s", type(exc).__name__)
                 # asyncio.wait, not wait_for: on Python 3.11 a cancel landing as wait_for times out comes
@@ -180,33 +183,57 @@ class Worker:
                 next_redrive_check = time.monotonic() + _REDRIVE_CHECK_S
                 await self._redrive_requested(partition)
             try:
-                reply: Any = await self._redis.xreadgroup(
-                    CONSUMER_GROUP.decode(),
-                    consumer,
-                    {stream: cursor},
-                    count=self._config.batch_size,
-                    block=None if cursor == "0" else self._config.block_ms,
+                reply: Any = await self._bounded(
+                    self._redis.xreadgroup(
+                        CONSUMER_GROUP.decode(),
+                        consumer,
+                        {stream: cursor},
+                        count=self._config.batch_size,
+                        block=None if cursor == "0" else self._config.block_ms,
+                    )
                 )
+                entries = reply[0][1] if reply else []
+                if not entries:
+                    cursor = ">"  # the pending list is exhausted (or there was none): new entries from now on
+                    continue
+                if cursor == ">" and len(entries) < self._config.batch_size and self._config.linger_ms:
+                    entries += await self._linger(stream, consumer, self._config.batch_size - len(entries))
+                # Re-check ownership right before applying: a worker that stalled past its TTL must not
+                # apply a batch that the partition's new owner is applying too.
+                if not await self._bounded(self._leases.renew(partition)):
+                    log.warning("partition %d: lease lost before applying a batch; stopping", partition)
+                    return
+                await self._process(partition, entries)
+                if cursor != ">":
+                    cursor = entries[-1][0].decode()
             except (RedisError, OSError) as exc:
-                log.warning("partition %d: read failed (%s); retrying", partition, type(exc).__name__)
+                # A read that failed on our side may still have been served by Redis (the entries are
+                # then delivered to us, in the pending list, but never seen), and a failed acknowledgement
+                # leaves a batch pending: either way, start over from our pending list.
+                log.warning("partition %d: %s; re-reading the pending list", partition, type(exc).__name__)
+                cursor = "0"
                 await asyncio.sleep(0.5)
-                continue
-            entries = reply[0][1] if reply else []
-            if not entries:
-                cursor = ">"  # the pending list is exhausted (or there was none): new entries from now on
-                continue
-            # Re-check ownership right before applying: a worker that stalled past its TTL must not apply
-            # a batch that the partition's new owner is applying too.
-            if not await self._leases.renew(partition):
-                log.warning("partition %d: lease lost before applying a batch; stopping", partition)
-                return
-            await self._process(partition, entries)
-            if cursor != ">":
-                cursor = entries[-1][0].decode()
+
+    async def _bounded(self, call: Awaitable[T]) -> T:
+        """Every Redis round trip gets a hard deadline (block time + socket timeout). A call stuck beyond
+        it (seen after Redis was paused while commands were being cancelled) is abandoned: wait_for
+        cancels it, which makes redis-py drop that connection, and the caller retries."""
+        try:
+            return await asyncio.wait_for(call, self._redis_deadline_s)
+        except TimeoutError as exc:
+            raise RedisTimeoutError(f"no answer from Redis within {self._redis_deadline_s:.1f} s") from exc
+
+    async def _linger(self, stream: str, consumer: str, room: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """Wait `linger_ms` once for a short batch to fill up: fewer, larger applies under steady load."""
+        await asyncio.sleep(self._config.linger_ms / 1000)
+        more: Any = await self._bounded(
+            self._redis.xreadgroup(CONSUMER_GROUP.decode(), consumer, {stream: ">"}, count=room, block=None)
+        )
+        return list(more[0][1]) if more else []
 
     async def _process(self, partition: int, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         prefix = self._buffer.key_prefix
-        raw_blocked: Any = await self._redis.hgetall(blocked_key(prefix, partition))
+        raw_blocked: Any = await self._bounded(self._redis.hgetall(blocked_key(prefix, partition)))
         blocked = {k.decode(): v.decode() for k, v in raw_blocked.items()}
         applied = await self._apply_whole_batch(entries, blocked)
         if applied is None:
@@ -218,7 +245,7 @@ class Worker:
             # Everything up to the last entry is acknowledged and nothing earlier is pending (one ordered
             # consumer per partition), so entries below it can go.
             pipe.xtrim(stream_key(prefix, partition), minid=entries[-1][0].decode(), approximate=False)
-            await pipe.execute()
+            await self._bounded(pipe.execute())
         self.stats.applied += len(applied)
 
     async def _apply_whole_batch(
@@ -315,10 +342,18 @@ class Worker:
         error answers after `max_attempts`, an unreachable mirror never (that is an outage)."""
         delay_s = self._config.retry_initial_s
         attempts = 0
+        # A hard deadline over the applier's own timeouts: an apply that produces no outcome at all (a
+        # hung connection) must turn into a retry, never into a partition that stops for good.
+        deadline_s = 2 * self._config.apply_timeout_s + 1
         while True:
             try:
-                await attempt()
+                await asyncio.wait_for(attempt(), deadline_s)
                 return True
+            except TimeoutError:
+                self.stats.retries += 1
+                log.warning("%s: no outcome within %.0f s; retrying in %.2f s", what, deadline_s, delay_s)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, self._config.retry_max_s)
             except PermanentApplyError as exc:
                 log.error("%s failed for good: %s", what, exc)
                 return False

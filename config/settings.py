@@ -80,6 +80,9 @@ class BackendSettings(_Frozen):
     timeout_s: float = Field(default=30.0, gt=0)
     connect_timeout_s: float = Field(default=2.0, gt=0)
     max_connections: int = Field(default=512, ge=1)
+    # Idle pooled connections are closed after this long. Keep it below the backend's own keep-alive
+    # timeout (uvicorn: 5 s, nginx: 75 s): reusing a connection the server is just closing loses the request.
+    idle_keepalive_s: float = Field(default=4.0, gt=0)
     headers: HeaderRewrite = HeaderRewrite()
 
     @field_validator("url")
@@ -133,6 +136,11 @@ class WorkerSettings(_Frozen):
     apply_timeout_s: float = Field(default=10.0, gt=0)
     id_field: str = "id"  # response field carrying the id a create was assigned
     applier: Literal["http", "postgres"] = "http"
+    # HTTP applier: resources applied by state transfer instead of replay (path patterns, `{x}` = one
+    # segment). The mirror gets the key's current representation read from the authoritative side, so
+    # concurrent writers of one key, through any number of proxies, cannot leave the sides different.
+    state_transfer: list[Annotated[str, Field(pattern=r"^/")]] = Field(default_factory=list)
+    linger_ms: int = Field(default=0, ge=0, le=1000)  # wait this long to fill a short batch
     tenant_rate_per_s: float = Field(default=0.0, ge=0)  # intents applied per tenant per second; 0: no limit
     postgres: PostgresApplierSettings | None = None
 

@@ -57,6 +57,7 @@ class Upstream:
             total=None, sock_connect=settings.connect_timeout_s, sock_read=settings.timeout_s
         )
         self._max_connections = settings.max_connections
+        self._keepalive_s = settings.idle_keepalive_s
         self._session: aiohttp.ClientSession | None = None
 
     def url_for(self, raw_path: str, query: str) -> str:
@@ -64,7 +65,10 @@ class Upstream:
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
-            limit=self._max_connections, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=60
+            limit=self._max_connections,
+            limit_per_host=0,
+            keepalive_timeout=self._keepalive_s,
+            ttl_dns_cache=60,
         )
         self._session = aiohttp.ClientSession(
             connector=connector,

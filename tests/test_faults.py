@@ -1,0 +1,256 @@
+"""Adversity, bounded in time: Redis stops answering under write load; workers are SIGKILLed mid-batch.
+
+Each test owns its Redis (a private redis-server process) or its key prefix, so pausing or killing
+things never disturbs another test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+import yaml
+
+from buffer_worker.http_applier import HttpApplier
+from buffer_worker.worker import Worker
+from routing.phases import Phase, Side
+from tests.conftest import RUNTIME_DEFAULT_SINK, DemoBackend, Proxy, ProxyFactory
+
+# 3 s in the default suite; `CUTOVER_TEST_REDIS_PAUSE_S=10` is the longer outage (see the open issue
+# notes: with a 10 s pause one worker apply has been seen to stall past the drain deadline).
+REDIS_PAUSE_S = float(os.environ.get("CUTOVER_TEST_REDIS_PAUSE_S", "3"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def private_redis(tmp_path: Path) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A redis-server of this test only, so it can be paused (SIGSTOP) without touching anyone else."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed")
+    port = _free_port()
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = aioredis.Redis.from_url(url)
+    for _ in range(100):
+        try:
+            await client.ping()
+            break
+        except (OSError, aioredis.ConnectionError):
+            await asyncio.sleep(0.05)
+    await client.aclose()
+    try:
+        yield url, process
+    finally:
+        process.send_signal(signal.SIGCONT)
+        process.terminate()
+        process.wait(timeout=10)
+
+
+async def _items(backend: DemoBackend, tenant: str) -> dict[str, Any]:
+    async with httpx.AsyncClient() as client:
+        dump = (await client.get(f"{backend.url}/_dump")).json()
+    items: dict[str, Any] = dump["items"].get(tenant, {})
+    return items
+
+
+async def _wait(condition: Any, timeout_s: float, what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not await condition():
+        assert loop.time() < deadline, f"{what} within {timeout_s} s"
+        await asyncio.sleep(0.05)
+
+
+async def _write_load(proxy: Proxy, tenant: str, *, clients: int, seconds: float) -> list[int]:
+    statuses: list[int] = []
+    loop = asyncio.get_running_loop()
+    stop_at = loop.time() + seconds
+
+    async def client(number: int) -> None:
+        rng = random.Random(number)
+        while loop.time() < stop_at:
+            key = f"k{rng.randrange(20)}"
+            response = await proxy.client.put(
+                f"/items/{key}",
+                json={"client": number, "n": rng.randrange(10**6)},
+                headers={"X-Tenant-ID": tenant},
+            )
+            statuses.append(response.status_code)
+            await asyncio.sleep(0.01)
+
+    await asyncio.gather(*(client(n) for n in range(clients)))
+    return statuses
+
+
+async def test_redis_paused_under_write_load_spools_and_converges(
+    make_proxy: ProxyFactory,
+    demo_backends: dict[Side, DemoBackend],
+    private_redis: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    redis_url, redis_process = private_redis
+    proxy = await make_proxy(
+        {
+            "redis_url": redis_url,
+            "buffer": {"key_prefix": "faults"},
+            "worker": {"lease_ttl_s": 2, "block_ms": 100, "retry_initial_s": 0.02, "retry_max_s": 0.2},
+        },
+        sink=RUNTIME_DEFAULT_SINK,  # the real producer behind the local spool
+    )
+    tenant = f"spool-{uuid.uuid4().hex[:8]}"
+    await proxy.set_phase_api(tenant, Phase.DUAL_WRITE)
+    settings = proxy.runtime.settings
+    stop = asyncio.Event()
+    the_worker = Worker(settings, HttpApplier(settings))
+    worker = asyncio.create_task(the_worker.run(stop))
+
+    async def pause_redis() -> None:
+        await asyncio.sleep(1.0)
+        redis_process.send_signal(signal.SIGSTOP)
+        await asyncio.sleep(REDIS_PAUSE_S)
+        redis_process.send_signal(signal.SIGCONT)
+
+    try:
+        statuses, _ = await asyncio.gather(
+            _write_load(proxy, tenant, clients=8, seconds=REDIS_PAUSE_S + 3.0), pause_redis()
+        )
+        sink = proxy.runtime.sink.status()
+        assert sink["spooled_total"], "Redis was paused but nothing was spooled: the test proved nothing"
+
+        async def spool_empty() -> bool:
+            return proxy.runtime.sink.status()["spooled"] == 0
+
+        async def drained() -> bool:
+            return await proxy.runtime.inspector.pending(tenant, Side.NEW) == 0
+
+        await _wait(spool_empty, 20, "the spool was not moved to Redis")
+        try:
+            await _wait(drained, 30, "the buffer did not drain")
+        except AssertionError as exc:
+            report = await proxy.runtime.inspector.report()
+            raise AssertionError(f"not drained: {the_worker.stats} {report}") from exc
+    finally:
+        stop.set()
+        await worker
+    assert statuses and all(status == 200 for status in statuses), sorted(set(statuses))
+    old_items = await _items(demo_backends[Side.OLD], tenant)
+    assert old_items
+    assert await _items(demo_backends[Side.NEW], tenant) == old_items
+
+
+def _worker_config(proxy: Proxy, prefix: str, path: Path) -> Path:
+    settings = proxy.runtime.settings
+    config = {
+        "backends": {
+            side: {"url": getattr(settings.backends, side).url.get_secret_value()} for side in ("old", "new")
+        },
+        "postgres_url": settings.postgres_url.get_secret_value(),
+        "redis_url": settings.redis_url.get_secret_value(),
+        "buffer": {"key_prefix": prefix, "partitions": settings.buffer.partitions},
+        "worker": {
+            "lease_ttl_s": 1,
+            "block_ms": 50,
+            "batch_size": 50,
+            "retry_initial_s": 0.02,
+            "retry_max_s": 0.2,
+        },
+        "log_level": "warning",
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _start_worker(config: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "proxy.cli", "worker", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def test_workers_sigkilled_mid_batch_lose_and_double_nothing(
+    make_proxy: ProxyFactory, demo_backends: dict[Side, DemoBackend], redis_prefix: str, tmp_path: Path
+) -> None:
+    prefix = f"{redis_prefix}:kill-{uuid.uuid4().hex[:6]}"
+    proxy = await make_proxy({"buffer": {"key_prefix": prefix}})
+    tenant = f"kill-{uuid.uuid4().hex[:8]}"
+    await proxy.set_phase_api(tenant, Phase.DUAL_WRITE)
+    new_app = demo_backends[Side.NEW].app
+    new_app.state.faults.delay_ms = 5  # slow applies: a kill lands inside a batch
+    applied_before = new_app.state.storage.writes_applied
+    config = _worker_config(proxy, prefix, tmp_path / "worker.yaml")
+    workers = [_start_worker(config)]
+    kills = 0
+
+    async def kill_repeatedly() -> None:
+        nonlocal kills
+        for _ in range(4):
+            await asyncio.sleep(1.2)
+            victim = workers[-1]
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(timeout=10)
+            kills += 1
+            workers.append(_start_worker(config))
+
+    try:
+        statuses, _ = await asyncio.gather(
+            _write_load(proxy, tenant, clients=6, seconds=6.0), kill_repeatedly()
+        )
+
+        async def drained() -> bool:
+            return await proxy.runtime.inspector.pending(tenant, Side.NEW) == 0
+
+        await _wait(drained, 40, "the buffer did not drain after the kills")
+    finally:
+        new_app.state.faults.delay_ms = 0
+        for worker in workers:
+            if worker.poll() is None:
+                worker.terminate()
+                worker.wait(timeout=10)
+    assert kills == 4
+    assert statuses and all(status == 200 for status in statuses)
+    old_items = await _items(demo_backends[Side.OLD], tenant)
+    assert await _items(demo_backends[Side.NEW], tenant) == old_items
+    # Applied once in effect: every acknowledged write produced exactly one intent, and the mirror
+    # applied each intent id once (re-deliveries after a kill are answered from its idempotency memory).
+    recorder = demo_backends[Side.NEW].recorder
+    keys = [seen.headers.get("idempotency-key") for seen in recorder.requests_for(tenant, method="PUT")]
+    applied_ids = {key for key in keys if key}
+    assert len(applied_ids) == len(statuses)
+    # ...and the mirror's own count of writes it really applied grew by exactly that much (no other
+    # worker or writer touches the new backend while this test runs).
+    assert new_app.state.storage.writes_applied - applied_before == len(statuses)
