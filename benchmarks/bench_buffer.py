@@ -78,7 +78,7 @@ MIN_TABLE = "bench_min"
 HOLD_TARGET_S = 2.0
 SWITCH_RATE_PER_S = 500
 SWITCH_TENANT = "bench-switch"
-LEASE_TTL_S = 5.0
+LEASE_TTL_S = 3.0  # the project default (worker.lease_ttl_s)
 
 
 def log(message: str) -> None:
@@ -1150,7 +1150,8 @@ class Bench:
         self.report.details += [
             "### 6. Takeover",
             "",
-            "Two `cutover worker --config` subprocesses (HTTP applier to nginx, lease_ttl_s 5, 16 partitions)"
+            "Two `cutover worker --config` subprocesses (HTTP applier to nginx, lease_ttl_s 3 as by default,"
+            " 16 partitions)"
             " on a fresh prefix, intents flowing at ~1,000/s from this script; once both hold partitions,"
             " one is killed with SIGKILL and the lease keys `<prefix>:{p<N>}:lease` are polled every 20 ms"
             " until every partition names the survivor (bounded at 45 s).",

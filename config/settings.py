@@ -129,7 +129,7 @@ class BufferSettings(_Frozen):
 class WorkerSettings(_Frozen):
     batch_size: int = Field(default=200, ge=1, le=10_000)
     block_ms: int = Field(default=200, ge=1, le=4000)  # below redis-py's 5 s socket timeout
-    lease_ttl_s: float = Field(default=5.0, gt=0.5)
+    lease_ttl_s: float = Field(default=3.0, gt=0.5)  # a dead worker's partitions move within about this
     retry_initial_s: float = Field(default=0.1, gt=0)
     retry_max_s: float = Field(default=5.0, gt=0)
     max_attempts: int = Field(default=20, ge=1)  # error answers before an intent is dead-lettered

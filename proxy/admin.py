@@ -71,7 +71,12 @@ def _tenant_id(tenant: str) -> str:
         raise AdminError(400, "invalid_tenant", str(exc)) from None
 
 
+def _tenant_filter(tenant: Annotated[str | None, Query(max_length=128)] = None) -> str | None:
+    return None if tenant is None else _tenant_id(tenant)
+
+
 Reader = Annotated[Principal, Depends(_principal)]
+TenantFilter = Annotated[str | None, Depends(_tenant_filter)]
 Writer = Annotated[Principal, Depends(_writer)]
 Tenant = Annotated[str, Depends(_tenant_id)]
 
@@ -157,27 +162,23 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
                     dead_letters=dead,
                 )
         try:
+            move: dict[str, Any] = {
+                "actor": who.name,
+                "reason": change.reason,
+                "expected_version": change.expected_version,
+                "force": change.force,
+            }
             if changes_authority(current, change.phase):
                 updated = await switch_authority(
                     store,
                     tenant,
                     change.phase,
-                    actor=who.name,
-                    reason=change.reason,
-                    expected_version=change.expected_version,
-                    force=change.force,
+                    **move,
                     hold_timeout_s=runtime.settings.barrier.hold_timeout_s,
                     pending_toward=runtime.inspector.pending,
                 )
             else:
-                updated = await store.set_phase(
-                    tenant,
-                    change.phase,
-                    actor=who.name,
-                    reason=change.reason,
-                    expected_version=change.expected_version,
-                    force=change.force,
-                )
+                updated = await store.set_phase(tenant, change.phase, **move)
         except BarrierAbortedError as exc:
             raise AdminError(409, "barrier_aborted", str(exc), reason=exc.reason) from None
         except VersionConflictError as exc:
@@ -195,12 +196,8 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
 
     @app.get("/audit")
     async def audit(
-        _who: Reader,
-        tenant: Annotated[str | None, Query(max_length=128)] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        _who: Reader, tenant: TenantFilter, limit: Annotated[int, Query(ge=1, le=1000)] = 100
     ) -> dict[str, Any]:
-        if tenant is not None:
-            _tenant_id(tenant)
         return {"entries": [entry.as_json() for entry in await store.audit(tenant, limit=limit)]}
 
     @app.get("/tenants/{tenant}/divergences")
@@ -217,12 +214,8 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
 
     @app.get("/buffer/dead-letters")
     async def dead_letters(
-        _who: Reader,
-        tenant: Annotated[str | None, Query(max_length=128)] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        _who: Reader, tenant: TenantFilter, limit: Annotated[int, Query(ge=1, le=1000)] = 100
     ) -> dict[str, Any]:
-        if tenant is not None:
-            _tenant_id(tenant)
         return {"dead_letters": await runtime.inspector.dead_letters(tenant, limit=limit)}
 
     @app.post("/buffer/dead-letters/{tenant}/redrive")
