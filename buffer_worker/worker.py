@@ -100,9 +100,6 @@ class Worker:
     def owned_partitions(self) -> list[int]:
         return sorted(self._owned)
 
-    async def close_client(self) -> None:
-        await self._redis.aclose()
-
     async def run(self, stop: asyncio.Event) -> None:
         """Hold leases and drain partitions until `stop` is set; then finish in-flight batches and release."""
         await self._applier.start()
