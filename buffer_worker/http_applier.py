@@ -68,14 +68,14 @@ class HttpApplier:
         self._timeout = aiohttp.ClientTimeout(total=settings.worker.apply_timeout_s)
         self._session: aiohttp.ClientSession | None = None
         self._state_transfer = [_pattern(path) for path in settings.worker.state_transfer]
-        self._settings_backends = settings.backends
+        # One pool serves both sides: keep idle connections no longer than either backend's limit allows.
+        self._keepalive_s = min(
+            settings.backends.old.idle_keepalive_s, settings.backends.new.idle_keepalive_s
+        )
 
     async def start(self) -> None:
-        keepalive_s = min(
-            self._settings_backends.old.idle_keepalive_s, self._settings_backends.new.idle_keepalive_s
-        )
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(keepalive_timeout=keepalive_s),
+            connector=aiohttp.TCPConnector(keepalive_timeout=self._keepalive_s),
             timeout=self._timeout,
             auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),

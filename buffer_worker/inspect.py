@@ -45,6 +45,10 @@ class BufferInspector:
         now_ms = time.time() * 1000
         partitions: list[dict[str, Any]] = []
         tenants: dict[str, dict[str, Any]] = {}
+
+        def row_of(tenant: str) -> dict[str, Any]:
+            return tenants.setdefault(tenant, {"tenant": tenant, "pending": {}, "dead_letters": 0})
+
         for partition in range(self._partitions):
             stream = stream_key(self._prefix, partition)
             entry = await self._partition(partition, stream, now_ms)
@@ -53,19 +57,13 @@ class BufferInspector:
             for field, count in pending.items():
                 tenant, _, side = field.decode().rpartition("|")
                 if int(count) > 0:
-                    row = tenants.setdefault(tenant, {"tenant": tenant, "pending": {}, "dead_letters": 0})
-                    row["pending"][side] = int(count)
+                    row_of(tenant)["pending"][side] = int(count)
             dead: Any = await self._redis.xrange(dead_letter_key(self._prefix, partition))
             for _id, fields in dead:
-                tenant = _tenant_of(fields)
-                row = tenants.setdefault(tenant, {"tenant": tenant, "pending": {}, "dead_letters": 0})
-                row["dead_letters"] += 1
+                row_of(_tenant_of(fields))["dead_letters"] += 1
             blocked: Any = await self._redis.hgetall(blocked_key(self._prefix, partition))
-            for tenant, intent_id in blocked.items():
-                row = tenants.setdefault(
-                    tenant.decode(), {"tenant": tenant.decode(), "pending": {}, "dead_letters": 0}
-                )
-                row["blocked_behind"] = intent_id.decode()
+            for raw_tenant, intent_id in blocked.items():
+                row_of(raw_tenant.decode())["blocked_behind"] = intent_id.decode()
             for row in tenants.values():
                 if partition_of(row["tenant"], self._partitions) == partition and row.get("pending"):
                     row["oldest_age_s"] = entry["lag_s"]

@@ -37,13 +37,19 @@ _REQUEST_DROP = HOP_BY_HOP | {
 }
 
 
-def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    """Field names the sender listed in `Connection`: hop-by-hop for this message only."""
+def _listed_fields(connection: bytes) -> set[bytes]:
+    """Field names one `Connection` value lists (hop-by-hop for this message only), leaving out those
+    dropped anyway and `close`; usually `keep-alive` or `close`, so usually nothing."""
+    tokens = (token.strip().lower() for token in connection.split(b","))
+    return {token for token in tokens if token and token not in HOP_BY_HOP and token != b"close"}
+
+
+def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
     tokens: set[bytes] = set()
     for name, value in headers:
         if name.lower() == b"connection":
-            tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
-    return frozenset(tokens)
+            tokens |= _listed_fields(value)
+    return tokens
 
 
 class RequestHeaderRewriter:
@@ -100,12 +106,7 @@ def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, by
         lowered = name.lower()
         if lowered in HOP_BY_HOP:
             if lowered == b"connection":
-                # Usually just `keep-alive` or `close`: names already dropped, nothing more to filter.
-                for token in value.split(b","):
-                    token = token.strip().lower()
-                    if token and token not in HOP_BY_HOP and token != b"close":
-                        listed = listed or set()
-                        listed.add(token)
+                listed = (listed or set()) | _listed_fields(value)
             continue
         out.append((name, value))
     if listed:
