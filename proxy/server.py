@@ -52,7 +52,10 @@ class _Server(uvicorn.Server):
 
 def bind_socket(address: ListenAddress, *, reuse_port: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY only on accepted sockets whose protocol
+    # says TCP. Without it a response written as headers then body waits for the peer's delayed ACK
+    # (~40 ms on Linux) before its body leaves.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)

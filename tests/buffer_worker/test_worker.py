@@ -4,6 +4,7 @@ outages, dead letters and an idempotence property."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import uuid
 from collections.abc import AsyncIterator
@@ -316,25 +317,39 @@ async def test_two_workers_share_partitions_exclusively_and_take_over(
 
 
 # -- outages ----------------------------------------------------------------------------------------------
+# The issue's outage is 30 s; `CUTOVER_TEST_MIRROR_OUTAGE_S` shortens it for a quick local run.
+MIRROR_OUTAGE_S = float(os.environ.get("CUTOVER_TEST_MIRROR_OUTAGE_S", "30"))
+
+
 async def test_mirror_down_then_up_drops_nothing_and_keeps_order(
     mirror: Mirror, producer: RedisIntentProducer, rclient: aioredis.Redis, prefix: str, workers: WorkerPool
 ) -> None:
     tenants = tenants_on_distinct_partitions(label="down") + tenants_on_same_partition(2, label="down")
     rng = random.Random(99)
-    intents = [put_intent(rng.choice(tenants), f"k{rng.randrange(3)}", i) for i in range(90)]
-    # a short max_attempts proves the outage is not counted against it
-    running = workers.start(settings_for(prefix, mirror.backend.url, worker={"max_attempts": 2}))
+    intents = [put_intent(rng.choice(tenants), f"k{rng.randrange(3)}", i) for i in range(150)]
+    # a short max_attempts proves the outage is not counted against it; retry_max_s caps the backoff so
+    # the worker notices the mirror's return within a second
+    running = workers.start(
+        settings_for(prefix, mirror.backend.url, worker={"max_attempts": 2, "retry_max_s": 1.0})
+    )
     for intent in intents[:30]:
         await producer.append(intent)
     await wait_until(lambda: drained(rclient, prefix, tenants), alive=[running])
 
     await mirror.backend.stop(hold_port=True)  # connections are refused from now on
-    for intent in intents[30:]:
+    loop = asyncio.get_running_loop()
+    down_at = loop.time()
+    during = intents[30:]
+    retries_at_half = 0
+    for number, intent in enumerate(during):  # writes keep arriving all through the outage
         await producer.append(intent)
-    await asyncio.sleep(2.0)
-    running.check_alive()
-    assert sum((await pending_counts(rclient, prefix)).values()) == 60
-    assert running.worker.stats.retries > 0
+        await asyncio.sleep(max(0.0, down_at + MIRROR_OUTAGE_S * (number + 1) / len(during) - loop.time()))
+        if number == len(during) // 2:
+            retries_at_half = running.worker.stats.retries
+        running.check_alive()
+    assert sum((await pending_counts(rclient, prefix)).values()) == len(during)
+    assert retries_at_half > 0
+    assert running.worker.stats.retries > retries_at_half, "the worker stopped retrying during the outage"
     assert running.worker.stats.dead_lettered == 0
 
     await mirror.backend.start()  # same port, same in-memory data
@@ -342,7 +357,7 @@ async def test_mirror_down_then_up_drops_nothing_and_keeps_order(
 
     assert_mirror_matches(await mirror.items(), intents)
     assert_order(mirror.recorder, intents)
-    assert await mirror.writes_applied() == 90
+    assert await mirror.writes_applied() == len(intents)
     assert running.worker.stats.dead_lettered == 0
     _lengths, unacked, dead = await stream_state(rclient, prefix)
     assert unacked == [0] * PARTITIONS and dead == [0] * PARTITIONS
