@@ -2,9 +2,13 @@
 
 Each configured resource maps a REST path (`/items/{key}`) to a table keyed by (tenant, key) with the
 JSON body in a jsonb column. PUT/POST/PATCH upsert the row (PATCH merges into the stored document),
-DELETE removes it. The batch's intent ids go into `cutover_applied_intent` first, in the same
-transaction; only the ids that insert (were never applied) are applied, so a re-delivered batch, or a
-batch re-read after a worker crash, changes nothing.
+DELETE removes it. Every intent id goes into the ledger `cutover_applied_intent` atomically with its
+effect, so a re-delivered batch, or a batch re-read after a worker crash, changes nothing.
+
+A batch is first tried as one statement (`pg_batch`: the batch collapsed to its final effect per row).
+That is only right when no intent of it was applied before; the statement checks this and rolls itself
+back otherwise, and the batch is then applied intent by intent in one transaction, skipping the intents
+the ledger already holds.
 """
 
 from __future__ import annotations
@@ -19,6 +23,15 @@ import orjson
 
 from buffer_worker.http_applier import PermanentApplyError, TransientApplyError, UnreachableError
 from buffer_worker.intent import Intent
+from buffer_worker.pg_batch import (
+    REQUIRE_FRESH_DDL,
+    STALE_SQLSTATE,
+    RowWrite,
+    Table,
+    batch_arguments,
+    batch_statement,
+    collapse,
+)
 from config.settings import PostgresApplierSettings, PostgresResource
 
 LEDGER_DDL = """
@@ -27,6 +40,8 @@ CREATE TABLE IF NOT EXISTS cutover_applied_intent (
     applied_at  timestamptz NOT NULL DEFAULT now()
 )
 """
+# Creating the ledger and the check function from several workers at once races in the catalog: serialise.
+_DDL_LOCK = "SELECT pg_advisory_xact_lock(hashtext('cutover_applier_ddl'))"
 # SQLSTATE classes that retrying cannot fix: data exceptions, integrity violations, syntax/access rules.
 _PERMANENT_CLASSES = ("22", "23", "42")
 
@@ -66,12 +81,18 @@ class PostgresApplier:
     def __init__(self, settings: PostgresApplierSettings, *, id_field: str = "id") -> None:
         self._dsn = settings.url.get_secret_value()
         self._routes = [_route(resource) for resource in settings.resources]
+        self._batch_sql = batch_statement(
+            [Table(r.table, r.tenant_column, r.key_column, r.document_column) for r in settings.resources]
+        )
         self._id_field = id_field
         self._pool: asyncpg.Pool | None = None
 
     async def start(self) -> None:
         self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=4)
-        await self._pool.execute(LEDGER_DDL)
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(_DDL_LOCK)
+            await conn.execute(LEDGER_DDL)
+            await conn.execute(REQUIRE_FRESH_DDL)
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -83,30 +104,12 @@ class PostgresApplier:
     async def apply_batch(self, intents: Sequence[Intent]) -> None:
         """Apply all of `intents`, in order, atomically; raise (and apply none) if any cannot be."""
         assert self._pool is not None, "PostgresApplier.start() was not awaited"
-        statements = [self._statement(intent) for intent in intents]
+        writes = [self._resolve(intent) for intent in intents]
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                fresh = {
-                    row["intent_id"]
-                    for row in await conn.fetch(
-                        "INSERT INTO cutover_applied_intent (intent_id) SELECT unnest($1::text[])"
-                        " ON CONFLICT DO NOTHING RETURNING intent_id",
-                        [intent.intent_id for intent in intents],
-                    )
-                }
-                # Consecutive statements of one kind go in one executemany; order is kept throughout.
-                run: list[tuple[Any, ...]] = []
-                run_sql: str | None = None
-                for intent, (sql, args) in zip(intents, statements, strict=True):
-                    if intent.intent_id not in fresh or sql is None:
-                        continue
-                    if sql != run_sql and run:
-                        await conn.executemany(run_sql, run)
-                        run = []
-                    run_sql = sql
-                    run.append(args)
-                if run and run_sql is not None:
-                    await conn.executemany(run_sql, run)
+            async with self._pool.acquire() as conn:
+                if await self._apply_collapsed(conn, intents, writes):
+                    return
+                await self._apply_in_order(conn, intents, writes)
         except (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError) as exc:
             raise UnreachableError(intents[0], f"mirror database unreachable: {type(exc).__name__}") from exc
         except asyncpg.PostgresError as exc:
@@ -116,23 +119,74 @@ class PostgresApplier:
                 raise PermanentApplyError(intents[0], detail) from exc
             raise TransientApplyError(intents[0], detail) from exc
 
-    def _statement(self, intent: Intent) -> tuple[str | None, tuple[Any, ...]]:
-        for route in self._routes:
+    async def _apply_collapsed(
+        self, conn: asyncpg.Connection, intents: Sequence[Intent], writes: Sequence[RowWrite]
+    ) -> bool:
+        """The fast path: the whole batch in one statement. False when some intent was applied before
+        (nothing changed then); errors of the batch itself propagate."""
+        arguments = batch_arguments([i.intent_id for i in intents], collapse(writes), len(self._routes))
+        try:
+            await conn.fetchval(self._batch_sql, *arguments)
+        except asyncpg.PostgresError as exc:
+            if getattr(exc, "sqlstate", None) == STALE_SQLSTATE:
+                return False
+            raise
+        return True
+
+    async def _apply_in_order(
+        self, conn: asyncpg.Connection, intents: Sequence[Intent], writes: Sequence[RowWrite]
+    ) -> None:
+        """Intent by intent, in one transaction, skipping what the ledger holds already."""
+        async with conn.transaction():
+            fresh = {
+                row["intent_id"]
+                for row in await conn.fetch(
+                    "INSERT INTO cutover_applied_intent (intent_id) SELECT unnest($1::text[])"
+                    " ON CONFLICT DO NOTHING RETURNING intent_id",
+                    [intent.intent_id for intent in intents],
+                )
+            }
+            # Consecutive statements of one kind go in one executemany; order is kept throughout.
+            run: list[tuple[Any, ...]] = []
+            run_sql: str | None = None
+            for intent, write in zip(intents, writes, strict=True):
+                if intent.intent_id not in fresh:
+                    continue
+                # An intent twice in one batch (an append that was sent again) applies once.
+                fresh.discard(intent.intent_id)
+                sql, args = self._statement(write)
+                if sql != run_sql and run:
+                    await conn.executemany(run_sql, run)
+                    run = []
+                run_sql = sql
+                run.append(args)
+            if run and run_sql is not None:
+                await conn.executemany(run_sql, run)
+
+    def _resolve(self, intent: Intent) -> RowWrite:
+        """The row `intent` writes and how; a write no resource maps is an error no retry can fix."""
+        for number, route in enumerate(self._routes):
             match = route.pattern.match(intent.path)
             if match is None:
                 continue
             key = match.group("key")
             if intent.method == "DELETE":
-                return route.delete, (intent.tenant, key)
+                return RowWrite(number, intent.tenant, key, "DELETE", None)
             document = _document(intent.body, intent)
             document.setdefault(self._id_field, key)
-            sql = route.merge if intent.method == "PATCH" else route.upsert
-            return sql, (intent.tenant, key, orjson.dumps(document).decode())
+            return RowWrite(number, intent.tenant, key, intent.method, document)
         if intent.method == "POST":
             created = _created_key(intent, self._id_field)
             if created is not None:
-                return self._statement(_as_put(intent, created))
+                return self._resolve(_as_put(intent, created))
         raise PermanentApplyError(intent, f"no postgres resource maps {intent.method} {intent.path}")
+
+    def _statement(self, write: RowWrite) -> tuple[str, tuple[Any, ...]]:
+        route = self._routes[write.table]
+        if write.method == "DELETE":
+            return route.delete, (write.tenant, write.key)
+        sql = route.merge if write.method == "PATCH" else route.upsert
+        return sql, (write.tenant, write.key, orjson.dumps(write.document).decode())
 
 
 def _document(body: bytes, intent: Intent) -> dict[str, Any]:
