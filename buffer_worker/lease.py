@@ -10,6 +10,7 @@ that overlap to one batch.
 from __future__ import annotations
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from buffer_worker.keys import lease_key
 
@@ -43,6 +44,11 @@ class PartitionLeases:
     async def renew(self, partition: int) -> bool:
         key = lease_key(self._prefix, partition)
         return bool(await self._renew(keys=[key], args=[self._owner, self._ttl_ms]))
+
+    async def queue_renew(self, pipe: Pipeline, partition: int) -> None:
+        """Queue a renewal in `pipe` (its result, 1 when still owned, comes back with the pipeline's)."""
+        key = lease_key(self._prefix, partition)
+        await self._renew(keys=[key], args=[self._owner, self._ttl_ms], client=pipe)
 
     async def release(self, partition: int) -> None:
         await self._release(keys=[lease_key(self._prefix, partition)], args=[self._owner])

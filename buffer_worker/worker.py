@@ -197,10 +197,11 @@ class Worker:
                     entries += await self._linger(stream, consumer, self._config.batch_size - len(entries))
                 # Re-check ownership right before applying: a worker that stalled past its TTL must not
                 # apply a batch that the partition's new owner is applying too.
-                if not await self._bounded(self._leases.renew(partition)):
+                owned, blocked = await self._bounded(self._renew_and_read_blocked(partition))
+                if not owned:
                     log.warning("partition %d: lease lost before applying a batch; stopping", partition)
                     return
-                await self._process(partition, entries)
+                await self._process(partition, entries, blocked)
                 if cursor != ">":
                     cursor = entries[-1][0].decode()
             except (RedisError, OSError) as exc:
@@ -228,10 +229,18 @@ class Worker:
         )
         return list(more[0][1]) if more else []
 
-    async def _process(self, partition: int, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+    async def _renew_and_read_blocked(self, partition: int) -> tuple[bool, dict[str, str]]:
+        """Renew the lease and read the partition's blocked tenants in one round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            await self._leases.queue_renew(pipe, partition)
+            pipe.hgetall(blocked_key(self._buffer.key_prefix, partition))
+            renewed, raw_blocked = await pipe.execute()
+        return bool(renewed), {k.decode(): v.decode() for k, v in raw_blocked.items()}
+
+    async def _process(
+        self, partition: int, entries: list[tuple[bytes, dict[bytes, bytes]]], blocked: dict[str, str]
+    ) -> None:
         prefix = self._buffer.key_prefix
-        raw_blocked: Any = await self._bounded(self._redis.hgetall(blocked_key(prefix, partition)))
-        blocked = {k.decode(): v.decode() for k, v in raw_blocked.items()}
         applied = await self._apply_whole_batch(entries, blocked)
         if applied is None:
             applied = await self._apply_one_by_one(partition, entries, blocked)
