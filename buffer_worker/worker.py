@@ -3,7 +3,8 @@
 Ordering: one partition is read by one consumer name, `p<N>`, whoever holds its lease. Entries delivered
 but not acknowledged stay in that consumer's pending list, so a worker taking a partition over first
 re-reads the pending list from id 0 (the dead owner's unfinished batch, in order) and only then reads new
-entries with `>`. Acknowledgement (XACK) and the tenant's pending counter decrement happen in one MULTI,
+entries with `>`. Entries pending under any other consumer name are XAUTOCLAIMed into that list first.
+Acknowledgement (XACK) and the tenant's pending counter decrement happen in one MULTI,
 after the apply succeeded: a crash between apply and ack re-applies the entry, which the idempotent
 applier turns into a no-op.
 
@@ -175,7 +176,11 @@ class Worker:
             await self._redis.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
         cursor = "0"  # first our pending list (a previous owner's unacknowledged entries), then new ones
         next_redrive_check = 0.0
+        claimed = False
         while partition not in self._releasing:
+            if not claimed:
+                await self._claim_foreign_pending(stream, consumer)
+                claimed = True
             if time.monotonic() >= next_redrive_check:
                 next_redrive_check = time.monotonic() + _REDRIVE_CHECK_S
                 await self._redrive_requested(partition)
@@ -211,6 +216,21 @@ class Worker:
                 log.warning("partition %d: %s; re-reading the pending list", partition, type(exc).__name__)
                 cursor = "0"
                 await asyncio.sleep(0.5)
+
+    async def _claim_foreign_pending(self, stream: str, consumer: str) -> None:
+        """XAUTOCLAIM every entry pending under another consumer name (one that read the stream without
+        following the one-name-per-partition rule, e.g. by hand) into this partition's pending list, which
+        is then read from id 0 in stream order. Normally there is none: every owner reads as `consumer`."""
+        start = "0-0"
+        while True:
+            reply: Any = await self._bounded(
+                self._redis.xautoclaim(
+                    stream, CONSUMER_GROUP.decode(), consumer, min_idle_time=0, start_id=start, count=500
+                )
+            )
+            start = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+            if start == "0-0":
+                return
 
     async def _bounded(self, call: Awaitable[T]) -> T:
         """Every Redis round trip gets a hard deadline (block time + socket timeout). A call stuck beyond

@@ -219,6 +219,30 @@ async def test_unacknowledged_entries_of_a_dead_worker_are_applied_in_order(
     assert unacked == [0] * PARTITIONS and dead == [0] * PARTITIONS
 
 
+async def test_entries_pending_under_another_consumer_name_are_claimed_and_applied_in_order(
+    mirror: Mirror, producer: RedisIntentProducer, rclient: aioredis.Redis, prefix: str, workers: WorkerPool
+) -> None:
+    tenant = tenants_on_same_partition(1, label="claim")[0]
+    partition = partition_of(tenant, PARTITIONS)
+    stream = stream_key(prefix, partition)
+    await rclient.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
+    intents = [put_intent(tenant, f"k{i % 3}", i) for i in range(30)]
+    for intent in intents[:20]:
+        await producer.append(intent)
+    # someone read 20 entries under a name of their own and never acknowledged them
+    await rclient.xreadgroup(CONSUMER_GROUP.decode(), "by-hand", {stream: ">"}, count=20)
+    for intent in intents[20:]:
+        await producer.append(intent)
+
+    running = workers.start(settings_for(prefix, mirror.backend.url))
+    await wait_until(lambda: drained(rclient, prefix, [tenant]), timeout_s=4, alive=[running])
+
+    assert_mirror_matches(await mirror.items(), intents)
+    assert_order(mirror.recorder, intents)
+    _lengths, unacked, _dead = await stream_state(rclient, prefix)
+    assert unacked == [0] * PARTITIONS
+
+
 async def test_worker_killed_mid_batch_is_taken_over_without_double_applies(
     mirror: Mirror, producer: RedisIntentProducer, rclient: aioredis.Redis, prefix: str, workers: WorkerPool
 ) -> None:
