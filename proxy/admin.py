@@ -19,6 +19,7 @@ from proxy.barrier import BarrierAbortedError, changes_authority, switch_authori
 from proxy.divergences import list_divergences
 from proxy.phase_store import VersionConflictError
 from proxy.runtime import Runtime
+from proxy.seen_tenants import list_seen_only
 from routing.phases import Phase, PhaseMoveError
 from routing.tenant import InvalidTenantError, validate_tenant
 
@@ -142,7 +143,12 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
     @app.get("/tenants")
     async def tenants(_who: Reader) -> dict[str, Any]:
         rows = await store.list_all()
-        return {"default_phase": store.default_phase.value, "tenants": [row.as_json() for row in rows]}
+        return {
+            "default_phase": store.default_phase.value,
+            "tenants": [row.as_json() for row in rows],
+            # Tenants seen in traffic without a phase row: they follow default_phase.
+            "seen_in_traffic": await list_seen_only(store.pool),
+        }
 
     @app.get("/tenants/{tenant}")
     async def tenant(tenant: Tenant, _who: Reader) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from config.loader import ConfigError, load_settings
 from proxy.admin_client import AdminClient, AdminClientError
+from proxy.fleet_cli import add_fleet_arguments, is_fleet_move, run_fleet_move
 from routing.phases import Phase
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
@@ -65,7 +66,9 @@ def _parser() -> argparse.ArgumentParser:
         _admin_options(sub)
         return sub
 
-    admin_command("tenants", "list tenants and their phases").set_defaults(run=_tenants)
+    admin_command("tenants", "list tenants (phase rows, then tenants only seen in traffic)").set_defaults(
+        run=_tenants
+    )
     admin_command("status", "proxy readiness, phase counts and data-plane counters").set_defaults(run=_status)
     audit = admin_command("audit", "phase change history")
     audit.add_argument("tenant", nargs="?")
@@ -93,10 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     _admin_options(get)
     get.add_argument("tenant")
     get.set_defaults(run=_phase_get)
-    set_ = phase_commands.add_parser("set", help="move a tenant to a phase (audited)")
+    set_ = phase_commands.add_parser("set", help="move a tenant, or many, to a phase (audited)")
     _admin_options(set_)
-    set_.add_argument("tenant")
-    set_.add_argument("phase", choices=[p.value for p in Phase])
+    add_fleet_arguments(set_)
     set_.add_argument("--reason", required=True, help="why (kept in the audit log)")
     set_.add_argument("--force", action="store_true", help="allow leaving complete")
     set_.add_argument("--expected-version", type=int, help="refuse if the tenant changed meanwhile")
@@ -153,6 +155,10 @@ def _tenants(args: argparse.Namespace) -> int:
     rows = [
         [t["tenant"], t["phase"], str(t["version"]), t["updated_at"] or "-", t["updated_by"] or "-"]
         for t in body["tenants"]
+    ]
+    rows += [
+        [t["tenant"], body["default_phase"], "0", "-", f"(seen in traffic {t['last_seen']})"]
+        for t in body.get("seen_in_traffic", [])
     ]
     print(format_table(["TENANT", "PHASE", "VERSION", "UPDATED", "BY"], rows))
     return EXIT_OK
@@ -283,6 +289,8 @@ def _phase_get(args: argparse.Namespace) -> int:
 
 
 def _phase_set(args: argparse.Namespace) -> int:
+    if is_fleet_move(args):
+        return run_fleet_move(args, _client(args))
     body = _client(args).put(
         f"/tenants/{args.tenant}/phase",
         {
