@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench bench-tools bench-proxy bench-buffer clean
+.PHONY: demo test lint typecheck unit bench bench-tools bench-proxy bench-buffer clean loadtest
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ bench-proxy: $(STAMP) bench-tools
 
 bench-buffer: $(STAMP) bench-tools
 	$(BIN)/python benchmarks/bench_buffer.py --write BENCHMARKS.md
+
+# Starts the demo set-up (old/new services, proxy, worker), runs the read-heavy then the write-heavy
+# locust profile (15 s each, one tenant per phase) and prints the verdict against loadtests/budgets.yaml.
+loadtest: $(STAMP)
+	$(BIN)/python -m loadtests.run_loadtest --demo --profile all --run-time 15s
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache *.egg-info

@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the end-to-end demo against local PostgreSQL and Redis")
     demo.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     demo.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    demo.add_argument("--serve", action="store_true", help="start the set-up and keep it running, no script")
+    demo.add_argument("--env-file", help="with --serve: write the URLs and tokens here as NAME=value lines")
     demo.set_defaults(run=_demo)
 
     def admin_command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -142,6 +144,10 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.serve:
+        from proxy.demo.serve import serve_demo
+
+        return serve_demo(postgres_url=args.postgres_url, redis_url=args.redis_url, env_file=args.env_file)
     from proxy.demo.runner import run_demo
 
     return run_demo(postgres_url=args.postgres_url, redis_url=args.redis_url)

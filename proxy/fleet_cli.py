@@ -102,7 +102,10 @@ def _run(args: argparse.Namespace, client: AdminClient) -> int:
             steps, target, selector, known=len(states), unknown=[s for s in steps if s.tenant not in states]
         )
     if args.dry_run:
-        return _print_json(report) if args.json else EXIT_OK
+        if args.json:
+            return _print_json(report)
+        print("dry run: nothing was changed")
+        return EXIT_OK
     moved, refused = _execute(client, steps, args, selector, quiet=args.json)
     attempted = len(moved) + (refused is not None)
     to_move = [s for s in steps if s.kind is not StepKind.ALREADY_THERE]
