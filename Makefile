@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench bench-tools bench-proxy bench-buffer clean loadtest
+.PHONY: demo test lint typecheck unit bench bench-tools bench-proxy bench-buffer clean loadtest browser-tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) browser-tools
 	$(BIN)/pytest
+
+# The status page's end-to-end test drives headless Chromium (Debian packages); installed when missing.
+browser-tools:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -q && apt-get install -y -q chromium chromium-driver)
 
 # Benchmarks are not tests: they install nginx and wrk (their reference server and load generator) and
 # take minutes. Figures go to BENCHMARKS.md with the command, machine and date.

@@ -20,6 +20,7 @@ from proxy.divergences import list_divergences
 from proxy.phase_store import VersionConflictError
 from proxy.runtime import Runtime
 from proxy.seen_tenants import list_seen_only
+from proxy.status_page import create_status_router
 from routing.phases import Phase, PhaseMoveError
 from routing.tenant import InvalidTenantError, validate_tenant
 
@@ -114,6 +115,8 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
 
     for error_type in _BUFFER_ERRORS:
         app.add_exception_handler(error_type, _buffer_error)
+
+    app.include_router(create_status_router(runtime))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
