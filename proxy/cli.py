@@ -189,6 +189,7 @@ def _status(args: argparse.Namespace) -> int:
     counts: dict[str, int] = {p.value: 0 for p in Phase}
     for tenant in tenants["tenants"]:
         counts[tenant["phase"]] += 1
+    counts[tenants["default_phase"]] += len(tenants.get("seen_in_traffic", []))  # no row: default phase
     print(format_table(["PHASE", "TENANTS"], [[phase, str(n)] for phase, n in counts.items()]))
     shadow = stats["shadow"]
     print(
