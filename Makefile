@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench bench-tools bench-proxy bench-buffer clean
+.PHONY: demo test lint typecheck unit bench bench-tools bench-proxy bench-buffer clean loadtest browser-tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) browser-tools
 	$(BIN)/pytest
+
+# The status page's end-to-end test drives headless Chromium (Debian packages); installed when missing.
+browser-tools:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -q && apt-get install -y -q chromium chromium-driver)
 
 # Benchmarks are not tests: they install nginx and wrk (their reference server and load generator) and
 # take minutes. Figures go to BENCHMARKS.md with the command, machine and date.
@@ -40,6 +45,11 @@ bench-proxy: $(STAMP) bench-tools
 
 bench-buffer: $(STAMP) bench-tools
 	$(BIN)/python benchmarks/bench_buffer.py --write BENCHMARKS.md
+
+# Starts the demo set-up (old/new services, proxy, worker), runs the read-heavy then the write-heavy
+# locust profile (15 s each, one tenant per phase) and prints the verdict against loadtests/budgets.yaml.
+loadtest: $(STAMP)
+	$(BIN)/python -m loadtests.run_loadtest --demo --profile all --run-time 15s
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache *.egg-info

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from config.operator import OperatorSettings
 from routing.phases import Phase
 from routing.tenant import TENANT_HEADER_DEFAULT
 
@@ -191,6 +192,7 @@ class Settings(_Frozen):
     log_level: Annotated[str, Field(pattern="^(debug|info|warning|error)$")] = "info"
     access_log: bool = False
     proxy_id: str | None = None
+    operator: OperatorSettings = OperatorSettings()
 
     _parse_listen = field_validator("listen", mode="before")(_listen)
 

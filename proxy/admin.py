@@ -19,6 +19,8 @@ from proxy.barrier import BarrierAbortedError, changes_authority, switch_authori
 from proxy.divergences import list_divergences
 from proxy.phase_store import VersionConflictError
 from proxy.runtime import Runtime
+from proxy.seen_tenants import list_seen_only
+from proxy.status_page import create_status_router
 from routing.phases import Phase, PhaseMoveError
 from routing.tenant import InvalidTenantError, validate_tenant
 
@@ -114,6 +116,8 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
     for error_type in _BUFFER_ERRORS:
         app.add_exception_handler(error_type, _buffer_error)
 
+    app.include_router(create_status_router(runtime))
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -142,7 +146,12 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
     @app.get("/tenants")
     async def tenants(_who: Reader) -> dict[str, Any]:
         rows = await store.list_all()
-        return {"default_phase": store.default_phase.value, "tenants": [row.as_json() for row in rows]}
+        return {
+            "default_phase": store.default_phase.value,
+            "tenants": [row.as_json() for row in rows],
+            # Tenants seen in traffic without a phase row: they follow default_phase.
+            "seen_in_traffic": await list_seen_only(store.pool),
+        }
 
     @app.get("/tenants/{tenant}")
     async def tenant(tenant: Tenant, _who: Reader) -> dict[str, Any]:

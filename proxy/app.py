@@ -7,6 +7,7 @@ whole hop is allowed to (see BENCHMARKS.md), and a proxy has exactly one route.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from proxy.errors import BadRequest, ProxyError, ServiceUnavailable
 from proxy.executor import PHASE_HEADERS, Executor
@@ -34,12 +35,14 @@ class DataPlane:
         gate: WriteGate,
         tenant_header: str,
         max_body_bytes: int,
+        note_tenant: Callable[[str], None] | None = None,
     ) -> None:
         self._cache = cache
         self._executor = executor
         self._gate = gate
         self._tenant_header = tenant_header.lower().encode("latin-1")
         self._max_body_bytes = max_body_bytes
+        self._note_tenant = note_tenant  # records tenants seen in traffic (proxy.seen_tenants)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -78,6 +81,8 @@ class DataPlane:
                 gated = facts.tenant
             phase = self._cache.phase_of(facts.tenant)
             phase_header = PHASE_HEADERS[phase][1]
+            if facts.tenant is not None and self._note_tenant is not None:
+                self._note_tenant(facts.tenant)
             client = scope.get("client")
             request = ProxyRequest(
                 method=facts.method,

@@ -16,6 +16,7 @@ from typing import Any
 
 from config.loader import ConfigError, load_settings
 from proxy.admin_client import AdminClient, AdminClientError
+from proxy.fleet_cli import add_fleet_arguments, is_fleet_move, run_fleet_move
 from routing.phases import Phase
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
@@ -58,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the end-to-end demo against local PostgreSQL and Redis")
     demo.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     demo.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    demo.add_argument("--serve", action="store_true", help="start the set-up and keep it running, no script")
+    demo.add_argument("--env-file", help="with --serve: write the URLs and tokens here as NAME=value lines")
     demo.set_defaults(run=_demo)
 
     def admin_command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -65,7 +68,9 @@ def _parser() -> argparse.ArgumentParser:
         _admin_options(sub)
         return sub
 
-    admin_command("tenants", "list tenants and their phases").set_defaults(run=_tenants)
+    admin_command("tenants", "list tenants (phase rows, then tenants only seen in traffic)").set_defaults(
+        run=_tenants
+    )
     admin_command("status", "proxy readiness, phase counts and data-plane counters").set_defaults(run=_status)
     audit = admin_command("audit", "phase change history")
     audit.add_argument("tenant", nargs="?")
@@ -93,10 +98,9 @@ def _parser() -> argparse.ArgumentParser:
     _admin_options(get)
     get.add_argument("tenant")
     get.set_defaults(run=_phase_get)
-    set_ = phase_commands.add_parser("set", help="move a tenant to a phase (audited)")
+    set_ = phase_commands.add_parser("set", help="move a tenant, or many, to a phase (audited)")
     _admin_options(set_)
-    set_.add_argument("tenant")
-    set_.add_argument("phase", choices=[p.value for p in Phase])
+    add_fleet_arguments(set_)
     set_.add_argument("--reason", required=True, help="why (kept in the audit log)")
     set_.add_argument("--force", action="store_true", help="allow leaving complete")
     set_.add_argument("--expected-version", type=int, help="refuse if the tenant changed meanwhile")
@@ -140,6 +144,10 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.serve:
+        from proxy.demo.serve import serve_demo
+
+        return serve_demo(postgres_url=args.postgres_url, redis_url=args.redis_url, env_file=args.env_file)
     from proxy.demo.runner import run_demo
 
     return run_demo(postgres_url=args.postgres_url, redis_url=args.redis_url)
@@ -153,6 +161,10 @@ def _tenants(args: argparse.Namespace) -> int:
     rows = [
         [t["tenant"], t["phase"], str(t["version"]), t["updated_at"] or "-", t["updated_by"] or "-"]
         for t in body["tenants"]
+    ]
+    rows += [
+        [t["tenant"], body["default_phase"], "0", "-", f"(seen in traffic {t['last_seen']})"]
+        for t in body.get("seen_in_traffic", [])
     ]
     print(format_table(["TENANT", "PHASE", "VERSION", "UPDATED", "BY"], rows))
     return EXIT_OK
@@ -177,6 +189,7 @@ def _status(args: argparse.Namespace) -> int:
     counts: dict[str, int] = {p.value: 0 for p in Phase}
     for tenant in tenants["tenants"]:
         counts[tenant["phase"]] += 1
+    counts[tenants["default_phase"]] += len(tenants.get("seen_in_traffic", []))  # no row: default phase
     print(format_table(["PHASE", "TENANTS"], [[phase, str(n)] for phase, n in counts.items()]))
     shadow = stats["shadow"]
     print(
@@ -283,6 +296,8 @@ def _phase_get(args: argparse.Namespace) -> int:
 
 
 def _phase_set(args: argparse.Namespace) -> int:
+    if is_fleet_move(args):
+        return run_fleet_move(args, _client(args))
     body = _client(args).put(
         f"/tenants/{args.tenant}/phase",
         {

@@ -22,6 +22,7 @@ from proxy.executor import Executor
 from proxy.phase_cache import PhaseCache
 from proxy.phase_store import PhaseStore
 from proxy.presence import ProxyPresence
+from proxy.seen_tenants import SeenTenants
 from proxy.shadow import ShadowRunner
 from proxy.stats import DataPlaneStats
 from proxy.upstream import Upstream
@@ -45,6 +46,7 @@ class Runtime:
     inspector: BufferInspector
     presence: ProxyPresence
     gate: WriteGate
+    seen: SeenTenants
 
     @classmethod
     async def create(
@@ -99,6 +101,9 @@ class Runtime:
             started.push_async_callback(gate.stop)
             started.push_async_callback(presence.stop)
             presence.start(lambda: cache.loaded)
+            seen = SeenTenants(store.pool, settings.operator.seen_tenants)
+            started.push_async_callback(seen.stop)
+            seen.start()
             if not cache.loaded:
                 log.warning(
                     "phases not loaded yet (%s); the data plane answers 503 until they are", cache.last_error
@@ -112,6 +117,7 @@ class Runtime:
                 gate=gate,
                 tenant_header=settings.tenant.header,
                 max_body_bytes=settings.max_body_bytes,
+                note_tenant=seen.note if settings.operator.seen_tenants.enabled else None,
             )
             runtime = cls(
                 settings,
@@ -126,12 +132,14 @@ class Runtime:
                 inspector,
                 presence,
                 gate,
+                seen,
             )
             started.pop_all()  # success: from now on `close` owns the shutdown
         return runtime
 
     async def close(self) -> None:
         """Stop in the reverse order of `create`."""
+        await self.seen.stop()
         await self.presence.stop()
         await self.gate.stop()
         await self.cache.stop()

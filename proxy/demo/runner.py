@@ -30,6 +30,7 @@ import redis.asyncio as aioredis
 import yaml
 
 _TOKEN = secrets.token_urlsafe(24)
+_READ_TOKEN = secrets.token_urlsafe(24)
 _KEYS_PER_TENANT = 40
 
 
@@ -135,7 +136,7 @@ async def _wait_http(url: str, timeout_s: float = 30.0) -> None:
 
 
 @asynccontextmanager
-async def _resources(demo: Demo) -> AsyncIterator[Path]:
+async def resources(demo: Demo) -> AsyncIterator[Path]:
     conn = await asyncpg.connect(demo.admin_postgres_url)
     await conn.execute(f'CREATE DATABASE "{demo.database}"')
     await conn.close()
@@ -159,7 +160,10 @@ def _config(demo: Demo, directory: Path) -> Path:
         "listen": f"127.0.0.1:{demo.ports['proxy']}",
         "admin": {
             "listen": f"127.0.0.1:{demo.ports['admin']}",
-            "tokens": {"sre": {"token": _TOKEN, "scope": "write"}},
+            "tokens": {
+                "sre": {"token": _TOKEN, "scope": "write"},
+                "viewer": {"token": _READ_TOKEN, "scope": "read"},
+            },
         },
         "backends": {
             "old": {"url": f"http://127.0.0.1:{demo.ports['old']}", "timeout_s": 5},
@@ -210,17 +214,22 @@ async def _control(port: int, **faults: Any) -> None:
         await client.post(f"http://127.0.0.1:{port}/_control", json=faults)
 
 
+async def start_stack(demo: Demo, directory: Path) -> None:
+    """Spawn the old and new data services, the proxy and a worker; return once all answer."""
+    config = _config(demo, directory)
+    demo.spawn("old", "-m", "proxy.demo.backend", "old", str(demo.ports["old"]), log_dir=directory)
+    demo.spawn("new", "-m", "proxy.demo.backend", "new", str(demo.ports["new"]), log_dir=directory)
+    demo.spawn("proxy", "-m", "proxy.cli", "serve", "--config", str(config), log_dir=directory)
+    demo.spawn("worker", "-m", "proxy.cli", "worker", "--config", str(config), log_dir=directory)
+    for name in ("old", "new"):
+        await _wait_http(f"http://127.0.0.1:{demo.ports[name]}/_dump")
+    await _wait_http(f"http://127.0.0.1:{demo.ports['admin']}/readyz")
+    demo.say(f"old and new data services, proxy on :{demo.ports['proxy']} and a worker are up")
+
+
 async def _run(demo: Demo) -> int:
-    async with _resources(demo) as directory:
-        config = _config(demo, directory)
-        demo.spawn("old", "-m", "proxy.demo.backend", "old", str(demo.ports["old"]), log_dir=directory)
-        demo.spawn("new", "-m", "proxy.demo.backend", "new", str(demo.ports["new"]), log_dir=directory)
-        demo.spawn("proxy", "-m", "proxy.cli", "serve", "--config", str(config), log_dir=directory)
-        demo.spawn("worker", "-m", "proxy.cli", "worker", "--config", str(config), log_dir=directory)
-        for name in ("old", "new"):
-            await _wait_http(f"http://127.0.0.1:{demo.ports[name]}/_dump")
-        await _wait_http(f"http://127.0.0.1:{demo.ports['admin']}/readyz")
-        demo.say(f"old and new data services, proxy on :{demo.ports['proxy']} and a worker are up")
+    async with resources(demo) as directory:
+        await start_stack(demo, directory)
 
         proxy_url = f"http://127.0.0.1:{demo.ports['proxy']}"
         admin_url = f"http://127.0.0.1:{demo.ports['admin']}"

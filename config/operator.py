@@ -1,0 +1,39 @@
+"""Settings of the operator's tools: the record of tenants seen in traffic, and the status page.
+
+Referenced from `Settings.operator`; frozen like every settings model.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SeenTenantSettings(_Frozen):
+    """Tenants seen in traffic are remembered in memory and written to PostgreSQL in batches, so that
+    fleet moves (`cutover phase set --match/--percent`) also find tenants that have no phase row yet."""
+
+    enabled: bool = True
+    flush_interval_s: float = Field(default=5.0, gt=0)
+    # New tenants remembered between two flushes; beyond this they are counted as dropped (and caught on
+    # a later flush, as they keep sending requests).
+    max_pending: int = Field(default=10_000, ge=1)
+    # Tenants this process already wrote are not written again until this many seconds have passed, which
+    # keeps `last_seen` roughly fresh without a write per request.
+    refresh_s: float = Field(default=300.0, gt=0)
+
+
+class StatusPageSettings(_Frozen):
+    enabled: bool = True
+    refresh_s: float = Field(default=2.0, ge=0.5, le=60)  # how often the page polls its data
+    session_ttl_s: int = Field(default=8 * 3600, ge=60)  # lifetime of the cookie set by `?token=`
+    divergence_window_s: int = Field(default=900, ge=60)  # divergences counted over this window
+    tenants_per_phase: int = Field(default=200, ge=1, le=10_000)  # listed per phase; the rest are counted
+
+
+class OperatorSettings(_Frozen):
+    seen_tenants: SeenTenantSettings = SeenTenantSettings()
+    status_page: StatusPageSettings = StatusPageSettings()

@@ -1,0 +1,62 @@
+"""`cutover demo --serve`: the demo's set-up (old and new data services, proxy, worker, a fresh database and
+Redis prefix) left running for load tests, the runbook and a look at the status page, until SIGINT/SIGTERM.
+
+What a client needs is printed as one JSON line and, with `--env-file`, written as `NAME=value` lines
+(`CUTOVER_ADMIN_URL` and `CUTOVER_ADMIN_TOKEN` are what the CLI reads; the `DEMO_*` names are the demo's
+own). Everything is removed on exit, as after `cutover demo`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from pathlib import Path
+
+from proxy.demo import runner
+from proxy.demo.runner import Demo, resources, start_stack
+
+
+def stack_info(demo: Demo) -> dict[str, str]:
+    return {
+        "CUTOVER_ADMIN_URL": f"http://127.0.0.1:{demo.ports['admin']}",
+        "CUTOVER_ADMIN_TOKEN": runner._TOKEN,
+        "DEMO_READ_TOKEN": runner._READ_TOKEN,
+        "DEMO_PROXY_URL": f"http://127.0.0.1:{demo.ports['proxy']}",
+        "DEMO_OLD_URL": f"http://127.0.0.1:{demo.ports['old']}",
+        "DEMO_NEW_URL": f"http://127.0.0.1:{demo.ports['new']}",
+    }
+
+
+async def _serve(demo: Demo, env_file: Path | None) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with resources(demo) as directory:
+        await start_stack(demo, directory)
+        info = stack_info(demo)
+        if env_file is not None:
+            # Written whole, then renamed: a reader polling for the file never sees half of it.
+            partial = env_file.with_name(env_file.name + ".partial")
+            partial.write_text("".join(f"{name}={value}\n" for name, value in info.items()))
+            partial.rename(env_file)
+        print(json.dumps(info), flush=True)
+        demo.say(f"serving until interrupted; logs in {directory}")
+        while not stop.is_set():
+            dead = [p.args for p in demo.processes if p.poll() is not None]
+            if dead:
+                demo.say(f"a demo process exited: {dead[0]!r}; stopping")
+                return 1
+            try:
+                await asyncio.wait_for(stop.wait(), 0.5)
+            except TimeoutError:
+                pass
+        demo.say("stopping")
+    if env_file is not None:
+        env_file.unlink(missing_ok=True)
+    return 0
+
+
+def serve_demo(*, postgres_url: str, redis_url: str, env_file: str | None) -> int:
+    return asyncio.run(_serve(Demo(postgres_url, redis_url), Path(env_file) if env_file else None))

@@ -1,0 +1,143 @@
+"""Everything the status page shows, gathered in one JSON document (`GET /status/data`).
+
+Each section comes from the same source as the admin API's own endpoint (`/tenants`, `/audit`, `/stats`,
+`/buffer`, divergences), so the page and the API cannot disagree. A section whose store is unreachable
+carries `{"error": ...}` and the others are still shown: an outage is when the page is needed most.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter, defaultdict
+from typing import TYPE_CHECKING, Any, cast
+
+import asyncpg
+from redis.exceptions import RedisError
+
+from config.operator import StatusPageSettings
+from proxy.seen_tenants import list_seen_only
+from routing.phases import Phase
+
+if TYPE_CHECKING:
+    from proxy.runtime import Runtime
+
+_STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+_TOP_FIELDS = 3
+
+
+async def gather(runtime: Runtime, settings: StatusPageSettings) -> dict[str, Any]:
+    cache = runtime.cache
+    stats = runtime.stats
+    shadow = cast(dict[str, Any], stats.as_json()["shadow"])
+    by_side: Counter[str] = Counter()
+    for (_phase, _kind, served_by), count in stats.requests.items():
+        by_side[served_by] += count
+    compared = stats.shadow_compared
+    return {
+        "generated_at": dt.datetime.now(dt.UTC).isoformat(),
+        "refresh_s": settings.refresh_s,
+        "proxy": {
+            "status": "ready"
+            if cache.loaded and cache.connected
+            else ("degraded" if cache.loaded else "not_ready"),
+            "phase_cache_stale_s": cache.staleness_s(),
+            "phase_store_error": cache.last_error,
+        },
+        "tenants": await _section(_tenants(runtime, settings)),
+        "requests": {
+            "by_side": {side: by_side.get(side, 0) for side in ("old", "new")},
+            "rows": stats.as_json()["requests"],
+        },
+        "fallbacks": {"served": sum(stats.fallbacks.values()), "refused": stats.fallback_refused},
+        "shadow": {
+            **shadow,
+            "divergent_ratio": round(stats.shadow_divergent / compared, 4) if compared else None,
+        },
+        "divergences": await _section(_divergences(runtime, settings.divergence_window_s)),
+        "buffer": await _section(_buffer(runtime)),
+    }
+
+
+async def _section(coro: Any) -> Any:
+    try:
+        return await coro
+    except _STORE_ERRORS as exc:
+        return {"error": f"the phase store is unavailable ({type(exc).__name__})"}
+    except RedisError as exc:
+        return {"error": f"the intent buffer (Redis) is unavailable ({type(exc).__name__})"}
+
+
+async def _tenants(runtime: Runtime, settings: StatusPageSettings) -> dict[str, Any]:
+    store = runtime.store
+    rows = await store.list_all()
+    last = {
+        row["tenant"]: row
+        for row in await store.pool.fetch(
+            "SELECT DISTINCT ON (tenant) tenant, at, actor, from_phase, reason FROM cutover_phase_audit"
+            " ORDER BY tenant, id DESC"
+        )
+    }
+    seen_only = await list_seen_only(store.pool)
+    phases: dict[str, dict[str, Any]] = {p.value: {"count": 0, "tenants": [], "more": 0} for p in Phase}
+    for row in rows:
+        entry = phases[row.phase.value]
+        entry["count"] += 1
+        if len(entry["tenants"]) >= settings.tenants_per_phase:
+            entry["more"] += 1
+            continue
+        change = last.get(row.tenant)
+        entry["tenants"].append(
+            {
+                "tenant": row.tenant,
+                "version": row.version,
+                "changed_at": row.updated_at.isoformat() if row.updated_at else None,
+                "changed_by": row.updated_by,
+                "from": change["from_phase"] if change else None,
+                "reason": change["reason"] if change else None,
+            }
+        )
+    # Tenants seen in traffic without a phase row follow the default phase: counted there, not listed.
+    phases[store.default_phase.value]["count"] += len(seen_only)
+    phases[store.default_phase.value]["seen_in_traffic"] = len(seen_only)
+    return {"default_phase": store.default_phase.value, "by_phase": phases}
+
+
+async def _divergences(runtime: Runtime, window_s: int) -> dict[str, Any]:
+    counts = await runtime.pool.fetch(
+        "SELECT tenant, count(*) AS n, max(at) AS last_at FROM cutover_divergence"
+        " WHERE at > now() - make_interval(secs => $1) GROUP BY tenant ORDER BY n DESC, tenant LIMIT 100",
+        float(window_s),
+    )
+    fields = await runtime.pool.fetch(
+        "SELECT tenant, d->>'path' AS path, count(*) AS n"
+        " FROM cutover_divergence, jsonb_array_elements(differences) AS d"
+        " WHERE at > now() - make_interval(secs => $1) GROUP BY 1, 2 ORDER BY n DESC, path LIMIT 2000",
+        float(window_s),
+    )
+    top: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in fields:
+        if len(top[row["tenant"]]) < _TOP_FIELDS:
+            top[row["tenant"]].append({"path": row["path"], "count": row["n"]})
+    return {
+        "window_s": window_s,
+        "tenants": [
+            {
+                "tenant": row["tenant"],
+                "count": row["n"],
+                "per_min": round(row["n"] * 60 / window_s, 2),
+                "last_at": row["last_at"].isoformat(),
+                "top_fields": top.get(row["tenant"], []),
+            }
+            for row in counts
+        ],
+    }
+
+
+async def _buffer(runtime: Runtime) -> dict[str, Any]:
+    report = await runtime.inspector.report()
+    dead = {row["tenant"]: row["dead_letters"] for row in report["tenants"] if row["dead_letters"]}
+    return {
+        "partitions": report["partitions"],
+        "dead_letters": {"total": sum(dead.values()), "by_tenant": dead},
+        "spool": runtime.sink.status(),
+    }
