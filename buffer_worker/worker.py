@@ -16,6 +16,7 @@ because applying them out of order could corrupt the mirror) but never the parti
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import os
@@ -41,6 +42,7 @@ from buffer_worker.keys import (
     pending_key,
     redrive_key,
     stream_key,
+    worker_stats_key,
 )
 from buffer_worker.lease import PartitionLeases
 from buffer_worker.throttle import TenantThrottle
@@ -95,6 +97,7 @@ class Worker:
         self._workers_key = f"{self._buffer.key_prefix}:workers"
         self._throttle = TenantThrottle(self._config.tenant_rate_per_s)
         self.stats = WorkerStats()
+        self._published = WorkerStats()  # the part of `stats` already added to the shared totals
 
     @property
     def owned_partitions(self) -> list[int]:
@@ -109,6 +112,7 @@ class Worker:
                     await self._bounded(self._balance())
                 except (RedisError, OSError) as exc:
                     log.warning("lease round failed: %s", type(exc).__name__)
+                await self._publish_stats()
                 # asyncio.wait, not wait_for: on Python 3.11 a cancel landing as wait_for times out comes
                 # out as TimeoutError, and suppressing that would swallow the cancellation.
                 stopping = asyncio.ensure_future(stop.wait())
@@ -119,10 +123,32 @@ class Worker:
         finally:
             for partition in list(self._owned):
                 await self._drop(partition, graceful=True)
+            await self._publish_stats()
             with suppress(RedisError, OSError):
                 await self._redis.zrem(self._workers_key, self.worker_id)  # no longer counted in fair shares
             await self._applier.close()
             await self._redis.aclose()
+
+    async def _publish_stats(self) -> None:
+        """Add what this worker counted since the last call to the buffer-wide totals in Redis, which the
+        proxies' `/metrics` report (a worker serves no HTTP itself)."""
+        snapshot = dataclasses.replace(self.stats)
+        delta = {
+            f.name: getattr(snapshot, f.name) - getattr(self._published, f.name)
+            for f in dataclasses.fields(WorkerStats)
+        }
+        if not any(delta.values()):
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for name, count in delta.items():
+                    if count:
+                        pipe.hincrby(worker_stats_key(self._buffer.key_prefix), name, count)
+                await self._bounded(pipe.execute())
+        except (RedisError, OSError) as exc:
+            log.warning("could not publish worker counters: %s", type(exc).__name__)  # retried next round
+            return
+        self._published = snapshot
 
     async def _balance(self) -> None:
         """Renew owned leases, drop lost ones, take free partitions up to a fair share of the live workers."""

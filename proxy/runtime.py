@@ -22,11 +22,13 @@ from proxy.executor import Executor
 from proxy.phase_cache import PhaseCache
 from proxy.phase_store import PhaseStore
 from proxy.presence import ProxyPresence
+from proxy.request_telemetry import RequestTelemetry
 from proxy.shadow import ShadowRunner
 from proxy.stats import DataPlaneStats
 from proxy.upstream import Upstream
 from proxy.write_gate import WriteGate
 from routing.phases import Side
+from telemetry.tracing import build_tracer_provider
 
 log = logging.getLogger("cutover.runtime")
 
@@ -45,6 +47,7 @@ class Runtime:
     inspector: BufferInspector
     presence: ProxyPresence
     gate: WriteGate
+    telemetry: RequestTelemetry
 
     @classmethod
     async def create(
@@ -54,6 +57,9 @@ class Runtime:
         A phase store that cannot be reached is not fatal: the process starts not-ready and the cache
         keeps trying to connect."""
         stats = DataPlaneStats()
+        telemetry = RequestTelemetry(
+            settings.telemetry, build_tracer_provider(settings.telemetry, component="proxy")
+        )
         dsn = settings.postgres_url.get_secret_value()
         redis_url = settings.redis_url.get_secret_value()
         buffer = settings.buffer
@@ -104,7 +110,12 @@ class Runtime:
                     "phases not loaded yet (%s); the data plane answers 503 until they are", cache.last_error
                 )
             executor = Executor(
-                upstreams, shadow, sink, stats, capture_limit=settings.shadow.compare_max_bytes
+                upstreams,
+                shadow,
+                sink,
+                stats,
+                capture_limit=settings.shadow.compare_max_bytes,
+                telemetry=telemetry,
             )
             data_plane = DataPlane(
                 cache=cache,
@@ -112,6 +123,7 @@ class Runtime:
                 gate=gate,
                 tenant_header=settings.tenant.header,
                 max_body_bytes=settings.max_body_bytes,
+                telemetry=telemetry,
             )
             runtime = cls(
                 settings,
@@ -126,6 +138,7 @@ class Runtime:
                 inspector,
                 presence,
                 gate,
+                telemetry,
             )
             started.pop_all()  # success: from now on `close` owns the shutdown
         return runtime
@@ -141,3 +154,4 @@ class Runtime:
             await upstream.close()
         await self.store.close()
         await self.inspector.close()
+        await asyncio.to_thread(self.telemetry.shutdown)  # flushes spans still queued for export
