@@ -29,6 +29,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import redis.asyncio as aioredis
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -47,6 +51,7 @@ from buffer_worker.keys import (
 from buffer_worker.lease import PartitionLeases
 from buffer_worker.throttle import TenantThrottle
 from config.settings import Settings
+from telemetry.tracing import context_from_traceparent
 
 log = logging.getLogger("cutover.worker")
 T = TypeVar("T")
@@ -79,6 +84,7 @@ class Worker:
         *,
         client: aioredis.Redis | None = None,
         worker_id: str | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self._settings = settings
         self._buffer = settings.buffer
@@ -98,6 +104,7 @@ class Worker:
         self._throttle = TenantThrottle(self._config.tenant_rate_per_s)
         self.stats = WorkerStats()
         self._published = WorkerStats()  # the part of `stats` already added to the shared totals
+        self._tracer = None if tracer_provider is None else tracer_provider.get_tracer("cutover.worker")
 
     @property
     def owned_partitions(self) -> list[int]:
@@ -291,7 +298,9 @@ class Worker:
             intents.append(intent)
         for intent in intents:
             await self._throttle.take(intent.tenant)
-        if await self._with_retry(lambda: apply_batch(intents), what=f"batch of {len(intents)}"):
+        if await self._traced(
+            intents, lambda: self._with_retry(lambda: apply_batch(intents), what=f"batch of {len(intents)}")
+        ):
             return intents
         return None
 
@@ -358,7 +367,48 @@ class Worker:
         log.info("re-drove %d dead-lettered intents of tenant %r", redriven, tenant)
 
     async def _apply_with_retry(self, intent: Intent) -> bool:
-        return await self._with_retry(lambda: self._applier.apply(intent), what=f"intent {intent.intent_id}")
+        return await self._traced(
+            [intent],
+            lambda: self._with_retry(lambda: self._applier.apply(intent), what=f"intent {intent.intent_id}"),
+        )
+
+    async def _traced(self, intents: list[Intent], apply: Callable[[], Awaitable[bool]]) -> bool:
+        """Run `apply` inside one consumer span per intent, each continuing the trace of the write that
+        made it (its `traceparent`). A single intent's span is made current, so the applier's request to
+        the mirror carries it on."""
+        if self._tracer is None:
+            return await apply()
+        spans = [
+            self._tracer.start_span(
+                f"process {intent.target.value}",
+                context=context_from_traceparent(intent.traceparent),
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "redis",
+                    "messaging.operation.type": "process",
+                    "messaging.operation.name": "process",
+                    "messaging.destination.name": f"{self._buffer.key_prefix}:intents",
+                    "messaging.message.id": intent.intent_id,
+                    "messaging.batch.message_count": len(intents),
+                    "cutover.tenant": intent.tenant,
+                    "cutover.target": intent.target.value,
+                    "http.request.method": intent.method,
+                },
+            )
+            for intent in intents
+        ]
+        token = otel_context.attach(trace.set_span_in_context(spans[0])) if len(spans) == 1 else None
+        applied = False
+        try:
+            applied = await apply()
+            return applied
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+            for span in spans:
+                if not applied:
+                    span.set_status(Status(StatusCode.ERROR, "not applied"))
+                span.end()
 
     async def _with_retry(self, attempt: Callable[[], Awaitable[None]], *, what: str) -> bool:
         """Run `attempt` until it succeeds (True) or fails for good (False): a permanent error at once,
