@@ -51,6 +51,7 @@ _CREDENTIAL_PATTERNS = (
         r"\1=" + MASK,
     ),
 )
+_AUTH_SCHEMES = frozenset({"bearer", "basic", "token", "apikey", "digest"})
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is logged as a field.
 _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
@@ -146,7 +147,8 @@ class ScrubbingTextFormatter(logging.Formatter):
 
 
 def secret_values(model: BaseModel) -> list[str]:
-    """Every `SecretStr` value in a settings tree, plus the password inside any URL-shaped one."""
+    """Every `SecretStr` value in a settings tree, plus the password inside any URL-shaped one and the
+    credential of an `Authorization`-style value."""
     found: list[str] = []
 
     def walk(value: Any) -> None:
@@ -156,6 +158,9 @@ def secret_values(model: BaseModel) -> list[str]:
             password = re.match(r"^[a-z][a-z0-9+.-]*://[^/@:]*:([^/@]+)@", secret, re.I)
             if password:
                 found.append(password.group(1))
+            scheme, _, credential = secret.partition(" ")
+            if credential and scheme.lower() in _AUTH_SCHEMES:  # "Bearer x": x alone is the secret
+                found.append(credential.strip())
         elif isinstance(value, BaseModel):
             for name in type(value).model_fields:
                 walk(getattr(value, name))
