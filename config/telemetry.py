@@ -46,8 +46,9 @@ class TelemetrySettings(BaseModel):
     # Spans on or off. Unset: on exactly when `otlp_endpoint` is set. On without an endpoint still makes
     # trace ids (in logs, in `traceparent` to the backends and in intents) but exports nothing.
     tracing: bool | None = None
-    # Head sampling of new traces (a request that arrives with a sampled `traceparent` follows its parent).
-    trace_sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    # Head sampling of new traces; a request that arrives with a `traceparent` follows its parent's choice.
+    # A recorded request costs ~50 µs of CPU here (two spans), a third of a proxied request: sample.
+    trace_sample_rate: float = Field(default=0.1, ge=0.0, le=1.0)
     # Per-request metrics (counts and latency histograms). Off: `GET /metrics` answers 404.
     metrics: bool = True
     # Who may scrape `GET /metrics`: `read` needs an admin token (any scope) as a Bearer token; `none` is

@@ -13,7 +13,7 @@ from proxy.executor import PHASE_HEADERS, Executor
 from proxy.phase_cache import PhaseCache
 from proxy.request import ClientDisconnected, ProxyRequest, read_body
 from proxy.request_telemetry import REJECTED, Exchange, RequestTelemetry
-from proxy.types import Message, Receive, Scope, Send
+from proxy.types import Receive, Scope, Send
 from proxy.write_gate import WriteGate
 from routing.classify import InvalidTargetError, RequestKind, check_target, classify
 from routing.decide import decide
@@ -63,14 +63,8 @@ class DataPlane:
         self, scope: Scope, receive: Receive, send: Send, telemetry: RequestTelemetry
     ) -> None:
         exchange = telemetry.begin(scope)
-
-        async def observed_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                exchange.status = message["status"]
-            await send(message)
-
         try:
-            await self._http(scope, receive, observed_send, exchange)
+            await self._http(scope, receive, send, exchange)
         except BaseException as exc:
             telemetry.finish(exchange, exc)
             raise
@@ -93,7 +87,7 @@ class DataPlane:
             facts = classify(scope["method"], tenant_value)
             if exchange is not None:
                 exchange.tenant = facts.tenant
-                exchange.kind = facts.kind.value
+                exchange.kind = facts.kind  # StrEnum members are their values (no `.value` call)
             if not self._cache.loaded:
                 raise ServiceUnavailable(
                     "tenant phases have not been loaded from the phase store yet",
@@ -108,7 +102,7 @@ class DataPlane:
             phase = self._cache.phase_of(facts.tenant)
             phase_header = PHASE_HEADERS[phase][1]
             if exchange is not None:
-                exchange.phase = phase.value
+                exchange.phase = phase
             client = scope.get("client")
             request = ProxyRequest(
                 method=facts.method,
@@ -122,10 +116,10 @@ class DataPlane:
             )
             await self._executor.run(decide(phase, facts.kind), request, send, exchange)
         except ProxyError as exc:
-            _answered_by_proxy(exchange)
+            _answered_by_proxy(exchange, exc.status)
             await _send_error(send, exc, phase_header)
         except (InvalidTenantError, InvalidTargetError) as exc:
-            _answered_by_proxy(exchange)
+            _answered_by_proxy(exchange, BadRequest.status)
             code = "invalid_tenant" if isinstance(exc, InvalidTenantError) else "invalid_target"
             await _send_error(send, BadRequest(str(exc), code=code), phase_header)
         except ClientDisconnected:
@@ -135,11 +129,12 @@ class DataPlane:
                 self._gate.exit(gated)
 
 
-def _answered_by_proxy(exchange: Exchange | None) -> None:
+def _answered_by_proxy(exchange: Exchange | None, status: int) -> None:
     """An error answer is the proxy's own; keep the executor's decision when it made one (a backend
     failure, an unsafe fallback), else the proxy refused the request by itself."""
     if exchange is not None:
         exchange.served_by = "proxy"
+        exchange.status = status
         if exchange.decision == "respond":  # the backend answered, then buffering the write failed
             exchange.decision = REJECTED
 

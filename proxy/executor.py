@@ -88,13 +88,14 @@ class Executor:
             fallback_safe = await self._fallback_safe(request, plan.fallback)
         action = resolve(plan, outcome, fallback_safe=fallback_safe)
         if exchange is not None:
-            exchange.decision = action.value
+            exchange.decision = action
 
         if action is Action.RESPOND:
             assert response is not None  # RESPOND follows an answer (2xx-4xx, or a 5xx with no fallback)
             self._stats.requests[plan.serving_key] += 1
             if exchange is not None:
-                exchange.served_by = plan.serving.value
+                exchange.served_by = plan.serving
+                exchange.status = response.status
             if plan.mirror is not None:
                 return await self._respond_write(plan, request, upstream, response, send, exchange)
             return await self._respond(plan, upstream, response, send, plan.serving, capture=capture)
@@ -114,7 +115,8 @@ class Executor:
             )
             response = await self._send_upstream(fallback, request, exchange, "fallback")
             if exchange is not None:
-                exchange.served_by = plan.fallback.value
+                exchange.served_by = plan.fallback
+                exchange.status = response.status
             assert plan.fallback_key is not None
             self._stats.requests[plan.fallback_key] += 1
             return await self._respond(plan, fallback, response, send, plan.fallback, capture=capture)

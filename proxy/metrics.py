@@ -62,7 +62,10 @@ class ProxyMetrics:
         names = ("tenant", "phase", "kind", "decision", "served_by", "status_class")
 
         def requests() -> Points:
-            return [(n, dict(zip(names, key, strict=True))) for key, n in list(telemetry.requests.items())]
+            return [
+                (n, dict(zip(names, map(str, key), strict=True)))
+                for key, n in list(telemetry.requests.items())
+            ]
 
         e.counter(
             "cutover_requests",

@@ -12,6 +12,7 @@ HTTP attributes follow the current semantic conventions (`http.request.method`, 
 
 from __future__ import annotations
 
+import random
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -61,6 +62,7 @@ class RequestTelemetry:
     def __init__(self, settings: TelemetrySettings, tracer_provider: TracerProvider | None) -> None:
         self.tracer_provider = tracer_provider
         self._tracer = None if tracer_provider is None else tracer_provider.get_tracer("cutover.proxy")
+        self._sample_rate = settings.trace_sample_rate
         self.metrics = settings.metrics
         self.enabled = self._tracer is not None or self.metrics
         self.labels = TenantLabels(settings.tenant_labels, top_n=settings.tenant_top_n)
@@ -84,6 +86,11 @@ class RequestTelemetry:
                 traceparent = value.decode("latin-1")
             elif name == b"tracestate":
                 tracestate = value.decode("latin-1")
+        if traceparent is None and self._sample_rate < 1.0 and random.random() >= self._sample_rate:
+            # Head sampling of a new trace, decided before the SDK is touched: an unsampled request costs
+            # one random number, not a non-recording span, a context switch and a traceparent header.
+            # (The provider's sampler is ALWAYS_ON for roots, so the rate is not applied twice.)
+            return exchange
         method = scope["method"]
         client = scope.get("client")
         attributes = {
@@ -124,10 +131,10 @@ class RequestTelemetry:
         if span is None:
             return
         attributes: dict[str, str | int] = {
-            "cutover.phase": exchange.phase,
-            "cutover.request.kind": exchange.kind,
-            "cutover.decision": exchange.decision,
-            "cutover.served_by": exchange.served_by,
+            "cutover.phase": str(exchange.phase),
+            "cutover.request.kind": str(exchange.kind),
+            "cutover.decision": str(exchange.decision),
+            "cutover.served_by": str(exchange.served_by),
         }
         if exchange.tenant is not None:
             attributes["cutover.tenant"] = exchange.tenant

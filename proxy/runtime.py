@@ -58,7 +58,8 @@ class Runtime:
         keeps trying to connect."""
         stats = DataPlaneStats()
         telemetry = RequestTelemetry(
-            settings.telemetry, build_tracer_provider(settings.telemetry, component="proxy")
+            settings.telemetry,
+            build_tracer_provider(settings.telemetry, component="proxy", roots_sampled_by_caller=True),
         )
         dsn = settings.postgres_url.get_secret_value()
         redis_url = settings.redis_url.get_secret_value()

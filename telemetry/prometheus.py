@@ -73,7 +73,7 @@ class FastHistogram:
             values = key if isinstance(key, tuple) else (key,)
             points.append(
                 HistogramDataPoint(
-                    attributes=dict(zip(label_names, values, strict=True)),
+                    attributes=dict(zip(label_names, map(str, values), strict=True)),
                     start_time_unix_nano=self._start_ns,
                     time_unix_nano=now,
                     count=sum(counts),

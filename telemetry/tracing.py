@@ -13,7 +13,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanContext
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -25,16 +25,24 @@ _QUEUE_SIZE = 8192  # spans held while the collector is slow; beyond it new span
 
 
 def build_tracer_provider(
-    settings: TelemetrySettings, *, component: str, exporter: SpanExporter | None = None
+    settings: TelemetrySettings,
+    *,
+    component: str,
+    exporter: SpanExporter | None = None,
+    roots_sampled_by_caller: bool = False,
 ) -> TracerProvider | None:
     """A provider for one process, or None when tracing is off (then no span is ever created).
 
     `exporter` replaces the OTLP exporter (tests pass an in-memory one). Tracing on without an endpoint
-    records spans and propagates their ids, and exports nothing."""
+    records spans and propagates their ids, and exports nothing. Spans with a parent follow the parent's
+    sampling decision; new traces are sampled at `trace_sample_rate`, by the SDK, or by the caller
+    before it starts a root span at all (`roots_sampled_by_caller`: the data plane does, to keep
+    unsampled requests free)."""
     if not settings.tracing_enabled:
         return None
+    root: Sampler = ALWAYS_ON if roots_sampled_by_caller else TraceIdRatioBased(settings.trace_sample_rate)
     provider = TracerProvider(
-        sampler=ParentBased(TraceIdRatioBased(settings.trace_sample_rate)),
+        sampler=ParentBased(root),
         resource=Resource({"service.name": settings.service_name, "cutover.component": component}),
         shutdown_on_exit=False,
     )

@@ -61,7 +61,7 @@ async def test_requests_and_admin_calls_leave_no_secret_in_logs(
         {
             "log_level": "debug",
             "access_log": True,
-            "telemetry": {"tracing": True},
+            "telemetry": {"tracing": True, "trace_sample_rate": 1.0},
             "backends": {
                 "new": {
                     "url": new.url.replace("http://", f"http://svc:{backend_password}@"),

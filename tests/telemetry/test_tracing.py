@@ -47,7 +47,7 @@ def h(tenant: str, **extra: str) -> dict[str, str]:
 async def traced_proxy(
     make_proxy: ProxyFactory, overrides: dict[str, Any] | None = None, **kw: Any
 ) -> tuple[Proxy, InMemorySpanExporter]:
-    settings = {"telemetry": {"tracing": True}}
+    settings = {"telemetry": {"tracing": True, "trace_sample_rate": 1.0}}
     proxy = await make_proxy({**settings, **(overrides or {})}, **kw)
     exporter = InMemorySpanExporter()
     provider = proxy.runtime.telemetry.tracer_provider
@@ -137,14 +137,22 @@ async def test_the_intent_carries_the_writes_trace(make_proxy: ProxyFactory) -> 
     assert intent.traceparent == traceparent_of(server)
 
 
-async def test_unsampled_traces_still_propagate(make_proxy: ProxyFactory, old: DemoBackend) -> None:
+async def test_unsampled_requests_cost_no_span(make_proxy: ProxyFactory, old: DemoBackend) -> None:
     proxy, exporter = await traced_proxy(
         make_proxy, {"telemetry": {"tracing": True, "trace_sample_rate": 0.0}}
     )
     tenant = fresh_tenant()
+    # A new trace not sampled: no span at all, nothing added toward the backend.
     assert (await proxy.client.get("/items/u", headers=h(tenant))).status_code == 404
     assert exporter.get_finished_spans() == ()
-    [seen] = old.recorder.requests_for(tenant)
+    assert "traceparent" not in old.recorder.requests_for(tenant)[0].headers
+    # A caller's unsampled trace is continued (not recorded), and the backend is told so.
+    incoming = f"00-{INCOMING_TRACE}-{INCOMING_SPAN}-00"
+    await proxy.client.get("/items/u2", headers=h(tenant, traceparent=incoming))
+    assert exporter.get_finished_spans() == ()
+    [seen] = old.recorder.requests_for(tenant, path="/items/u2")
+    assert seen.headers["traceparent"].startswith(f"00-{INCOMING_TRACE}-")
+    assert seen.headers["traceparent"] != incoming
     assert int(seen.headers["traceparent"].rsplit("-", 1)[1], 16) & 1 == 0  # told: not sampled
 
 
@@ -225,7 +233,7 @@ async def test_shadow_is_linked_and_worker_continues_the_write(
     received, server = collector
     proxy = await make_proxy(
         {
-            "telemetry": {"otlp_endpoint": server.url, "otlp_export_delay_ms": 50},
+            "telemetry": {"otlp_endpoint": server.url, "otlp_export_delay_ms": 50, "trace_sample_rate": 1.0},
             "buffer": {"key_prefix": f"{redis_prefix}:tr{uuid.uuid4().hex[:6]}"},
         }
     )
