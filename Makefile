@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench bench-tools bench-proxy bench-buffer clean
+.PHONY: demo test lint typecheck unit bench bench-tools bench-proxy bench-buffer bench-telemetry clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ bench-proxy: $(STAMP) bench-tools
 
 bench-buffer: $(STAMP) bench-tools
 	$(BIN)/python benchmarks/bench_buffer.py --write BENCHMARKS.md
+
+bench-telemetry: $(STAMP) bench-tools
+	$(BIN)/python benchmarks/bench_telemetry.py --write BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache *.egg-info

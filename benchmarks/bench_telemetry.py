@@ -10,10 +10,10 @@ loopback. Three cutover instances (same backend, phase legacy) differ only in th
               (exporter disabled: sampled requests get their spans, ids and traceparent, nothing is sent)
     traced-all  the same with trace_sample_rate: 1.0 (every request recorded), for information
 
-Rounds interleave the targets (off, metrics, traced, ...) because the CPU speed of these VMs drifts
-over minutes; the ratio of medians is checked against the target (traced / off >= 0.90). After the
-rounds, each instrumented instance's `GET /metrics` is scraped and its request count compared with what
-wrk sent, so a run where telemetry silently recorded nothing cannot pass.
+Rounds interleave the targets, each round starting with the next one, because the CPU speed of these
+VMs drifts over minutes and other work shares them; the ratio of medians is checked against the target
+(traced / off >= 0.90). After the rounds, each instrumented instance's `GET /metrics` is scraped and its
+request count compared with what wrk sent, so a run where telemetry silently recorded nothing cannot pass.
 
     .venv/bin/python benchmarks/bench_telemetry.py --write BENCHMARKS.md       # 3 rounds of 10 s
     .venv/bin/python benchmarks/bench_telemetry.py --duration 5 --rounds 3
@@ -133,6 +133,7 @@ class Target:
     admin: str = ""
     proc: subprocess.Popen[bytes] | None = None
     runs: list[Wrk] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)  # proxy CPU time per request, per run
     sent: int = 0  # every request wrk sent, warm-up included
 
     def median(self, attr: str) -> float:
@@ -246,6 +247,30 @@ def scraped_requests(target: Target) -> float | None:
     return sum(float(m.group(1)) for m in pattern.finditer(body.decode()))
 
 
+LOADS: list[str] = []
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process tree (the proxy and its shadow process)."""
+    total = 0.0
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    for one in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
+    return total
+
+
+def load_average() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "?"
+
+
 def render(args: argparse.Namespace, targets: dict[str, Target], pin: bool, checks: list[str]) -> str:
     off = targets["off"]
     lines = [
@@ -256,19 +281,23 @@ def render(args: argparse.Namespace, targets: dict[str, Target], pin: bool, chec
         f"--rounds {args.rounds} --connections {args.connections}`",
         f"- Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; machine: {os.cpu_count()} vCPU, "
         f"{platform.platform()}, Python {platform.python_version()} (the project venv)",
-        "- The machine was shared with other work while measuring; ratios come from one run, targets "
-        "interleaved per round.",
+        "- The machine was shared with other work while measuring (1-min load average "
+        f"{LOADS[0]} at start, {LOADS[-1]} at end on 2 CPUs); ratios come from one run, targets interleaved "
+        "per round with a rotating start.",
         f"- Pinning: {'proxies on CPU0, wrk and nginx on CPU1' if pin else 'none'}; backend nginx returning "
         f"{len(BODY)} bytes; phase legacy; `wrk -t1 -c{args.connections} -d{args.duration}s`",
         "",
-        "| target | telemetry | req/s (median) | p50 ms | p99 ms | vs off | per round req/s |",
-        "|---|---|---:|---:|---:|---:|---|",
+        "| target | telemetry | req/s (median) | p50 ms | p99 ms | req/s vs off | proxy CPU µs/request "
+        "(median) | CPU vs off | per round req/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, target in targets.items():
         config = ", ".join(line.strip() for line in TELEMETRY[name] if "tenant_labels" not in line)
         lines.append(
             f"| {name} | {config} | {target.median('rps'):,.0f} | {target.median('p50_ms'):.3f} "
             f"| {target.median('p99_ms'):.3f} | {target.median('rps') / off.median('rps'):.3f} "
+            f"| {statistics.median(target.cpu_us):.1f} "
+            f"| {statistics.median(target.cpu_us) / statistics.median(off.cpu_us):.3f} "
             f"| {', '.join(f'{run.rps:,.0f}' for run in target.runs)} |"
         )
     lines += ["", "| check | value | target | result |", "|---|---|---|---|", *checks, "", MARK_END]
@@ -300,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench_telemetry_"))
     harness = Harness(workdir, pin)
     targets = {name: Target(name) for name in TELEMETRY}
+    LOADS.append(load_average())
     try:
         old_port, new_port = harness.nginx("nginx-old"), harness.nginx("nginx-new")
         for target in targets.values():
@@ -311,13 +341,20 @@ def main(argv: list[str] | None = None) -> int:
             warm = run_wrk(target.url, args.connections, 2, pin)
             target.sent += warm.requests
             log(f"{target.name} warm-up: {warm.rps:,.0f} req/s")
+        names = list(targets)
         for round_number in range(1, args.rounds + 1):
-            for target in targets.values():
+            # Each round starts with a different target, so no target always runs right after another.
+            shift = (round_number - 1) % len(names)
+            for target in (targets[name] for name in names[shift:] + names[:shift]):
+                assert target.proc is not None
+                cpu_before = cpu_seconds(target.proc.pid)
                 run = run_wrk(target.url, args.connections, args.duration, pin)
+                target.cpu_us.append((cpu_seconds(target.proc.pid) - cpu_before) / max(1, run.requests) * 1e6)
                 target.runs.append(run)
                 target.sent += run.requests
                 log(f"round {round_number} {target.name:<8} {run.rps:>8,.0f} req/s p50 {run.p50_ms:.3f} ms")
         counted = {name: scraped_requests(targets[name]) for name in ("metrics", "traced", "traced-all")}
+        LOADS.append(load_average())
     finally:
         harness.stop_all()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -327,9 +364,13 @@ def main(argv: list[str] | None = None) -> int:
 
     traced = ratio("traced")
     verdict = "PASS" if traced >= TARGET_RATIO else "FAIL"
+    cpu = statistics.median(targets["traced"].cpu_us) / statistics.median(targets["off"].cpu_us)
+    cpu_verdict = "PASS" if cpu <= 1 / TARGET_RATIO else "FAIL"
     errors = sum(run.errors for target in targets.values() for run in target.runs)
     checks = [
         f"| traced (default sampling) / off, req/s | {traced:.3f} | >= {TARGET_RATIO:.2f} | **{verdict}** |",
+        f"| traced / off, proxy CPU per request | {cpu:.3f} | <= {1 / TARGET_RATIO:.3f} (the same 10 % when "
+        f"CPU-bound) | **{cpu_verdict}** |",
         f"| metrics / off, req/s | {ratio('metrics'):.3f} | (informative) | – |",
         f"| traced-all (all recorded) / off, req/s | {ratio('traced-all'):.3f} | (informative) | – |",
         f"| errors (non-2xx + socket) | {errors} | 0 | **{'PASS' if errors == 0 else 'FAIL'}** |",
