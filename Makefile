@@ -4,7 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench bench-tools bench-proxy bench-buffer clean loadtest browser-tools
+.PHONY: demo test lint typecheck unit bench bench-tools bench-proxy bench-buffer bench-telemetry clean \
+	loadtest browser-tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +51,9 @@ bench-buffer: $(STAMP) bench-tools
 # locust profile (15 s each, one tenant per phase) and prints the verdict against loadtests/budgets.yaml.
 loadtest: $(STAMP)
 	$(BIN)/python -m loadtests.run_loadtest --demo --profile all --run-time 15s
+
+bench-telemetry: $(STAMP) bench-tools
+	$(BIN)/python benchmarks/bench_telemetry.py --write BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache *.egg-info

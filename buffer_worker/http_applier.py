@@ -26,10 +26,12 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
+from opentelemetry import trace
 
 from buffer_worker.intent import Intent
 from config.settings import Settings
 from routing.phases import Side
+from telemetry.tracing import traceparent_of
 
 _TRANSIENT_STATUSES = frozenset({408, 425, 429})
 
@@ -165,6 +167,10 @@ class HttpApplier:
         if intent.tenant:
             headers[self._tenant_header.lower()] = intent.tenant
         headers["idempotency-key"] = intent.intent_id
+        # The worker's span for this apply, when tracing: the mirror continues the write's trace.
+        traceparent = traceparent_of(trace.get_current_span())
+        if traceparent is not None:
+            headers["traceparent"] = traceparent
         return headers
 
 

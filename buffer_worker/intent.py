@@ -2,6 +2,8 @@
 
 Wire format: three Redis Stream fields per entry, `m` (orjson metadata), `b` (request body bytes) and
 `r` (authoritative response body bytes). Bodies stay raw bytes: no base64, no re-encoding cost.
+The metadata's optional `tp` is the W3C traceparent of the write's request span: the worker's apply
+continues that trace. Readers ignore metadata keys they do not know, so adding one keeps the version.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Intent:
     response_headers: tuple[tuple[str, str], ...] = ()
     intent_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created_ms: int = field(default_factory=lambda: time.time_ns() // 1_000_000)
+    traceparent: str | None = None
 
     def to_fields(self) -> dict[bytes, bytes]:
         meta: dict[str, Any] = {
@@ -51,6 +54,8 @@ class Intent:
             "rh": self.response_headers,
             "c": self.created_ms,
         }
+        if self.traceparent is not None:
+            meta["tp"] = self.traceparent
         return {b"m": orjson.dumps(meta), b"b": self.body, b"r": self.response_body}
 
     @classmethod
@@ -74,6 +79,7 @@ class Intent:
                 response_headers=tuple((k, v) for k, v in meta.get("rh", ())),
                 intent_id=meta["id"],
                 created_ms=int(meta["c"]),
+                traceparent=meta.get("tp"),
             )
         except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
             if isinstance(exc, IntentDecodeError):

@@ -42,3 +42,9 @@ def redrive_key(prefix: str, partition: int) -> str:
 
 def pending_field(tenant: str, side: str) -> str:
     return f"{tenant}|{side}"
+
+
+def worker_stats_key(prefix: str) -> str:
+    """Hash of counter name → total over every worker (applied, retries, dead_lettered, parked). One key for
+    the whole buffer (no hash tag): workers add their deltas about once a second."""
+    return f"{prefix}:worker-stats"

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 
 from buffer_worker.http_applier import HttpApplier
 from buffer_worker.pg_applier import PostgresApplier
 from buffer_worker.worker import Applier, Worker
 from config.settings import Settings
+from telemetry.logs import configure_logging
+from telemetry.process import run_async
+from telemetry.tracing import build_tracer_provider
 
 
 def build_applier(settings: Settings) -> Applier:
@@ -25,21 +27,17 @@ async def serve_worker(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    worker = Worker(settings, build_applier(settings))
+    tracer_provider = build_tracer_provider(settings.telemetry, component="worker")
+    worker = Worker(settings, build_applier(settings), tracer_provider=tracer_provider)
     logging.getLogger("cutover.worker").info("worker %s starting", worker.worker_id)
-    await worker.run(stop)
+    try:
+        await worker.run(stop)
+    finally:
+        if tracer_provider is not None:
+            await asyncio.to_thread(tracer_provider.shutdown)  # export what is still queued
 
 
 def run_worker(settings: Settings) -> int:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    try:
-        import uvloop
-
-        uvloop.run(serve_worker(settings))
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        asyncio.run(serve_worker(settings))
+    configure_logging(settings, component="worker")
+    run_async(serve_worker(settings))
     return 0

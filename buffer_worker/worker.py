@@ -17,6 +17,7 @@ because applying them out of order could corrupt the mirror) but never the parti
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import os
@@ -29,6 +30,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import redis.asyncio as aioredis
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -42,10 +47,12 @@ from buffer_worker.keys import (
     pending_key,
     redrive_key,
     stream_key,
+    worker_stats_key,
 )
 from buffer_worker.lease import PartitionLeases
 from buffer_worker.throttle import TenantThrottle
 from config.settings import Settings
+from telemetry.tracing import context_from_traceparent
 
 log = logging.getLogger("cutover.worker")
 T = TypeVar("T")
@@ -78,6 +85,7 @@ class Worker:
         *,
         client: aioredis.Redis | None = None,
         worker_id: str | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self._settings = settings
         self._buffer = settings.buffer
@@ -96,6 +104,8 @@ class Worker:
         self._workers_key = f"{self._buffer.key_prefix}:workers"
         self._throttle = TenantThrottle(self._config.tenant_rate_per_s)
         self.stats = WorkerStats()
+        self._published = WorkerStats()  # the part of `stats` already added to the shared totals
+        self._tracer = None if tracer_provider is None else tracer_provider.get_tracer("cutover.worker")
 
     @property
     def owned_partitions(self) -> list[int]:
@@ -110,6 +120,7 @@ class Worker:
                     await self._bounded(self._balance())
                 except (RedisError, OSError) as exc:
                     log.warning("lease round failed: %s", type(exc).__name__)
+                await self._publish_stats()
                 # asyncio.wait, not wait_for: on Python 3.11 a cancel landing as wait_for times out comes
                 # out as TimeoutError, and suppressing that would swallow the cancellation.
                 stopping = asyncio.ensure_future(stop.wait())
@@ -120,10 +131,32 @@ class Worker:
         finally:
             for partition in list(self._owned):
                 await self._drop(partition, graceful=True)
+            await self._publish_stats()
             with suppress(RedisError, OSError):
                 await self._redis.zrem(self._workers_key, self.worker_id)  # no longer counted in fair shares
             await self._applier.close()
             await self._redis.aclose()
+
+    async def _publish_stats(self) -> None:
+        """Add what this worker counted since the last call to the buffer-wide totals in Redis, which the
+        proxies' `/metrics` report (a worker serves no HTTP itself)."""
+        snapshot = dataclasses.replace(self.stats)
+        delta = {
+            f.name: getattr(snapshot, f.name) - getattr(self._published, f.name)
+            for f in dataclasses.fields(WorkerStats)
+        }
+        if not any(delta.values()):
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for name, count in delta.items():
+                    if count:
+                        pipe.hincrby(worker_stats_key(self._buffer.key_prefix), name, count)
+                await self._bounded(pipe.execute())
+        except (RedisError, OSError) as exc:
+            log.warning("could not publish worker counters: %s", type(exc).__name__)  # retried next round
+            return
+        self._published = snapshot
 
     async def _balance(self) -> None:
         """Renew owned leases, drop lost ones, take free partitions up to a fair share of the live workers."""
@@ -294,7 +327,9 @@ class Worker:
             intents.append(intent)
         for intent in intents:
             await self._throttle.take(intent.tenant)
-        if await self._with_retry(lambda: apply_batch(intents), what=f"batch of {len(intents)}"):
+        if await self._traced(
+            intents, lambda: self._with_retry(lambda: apply_batch(intents), what=f"batch of {len(intents)}")
+        ):
             return intents
         return None
 
@@ -361,7 +396,48 @@ class Worker:
         log.info("re-drove %d dead-lettered intents of tenant %r", redriven, tenant)
 
     async def _apply_with_retry(self, intent: Intent) -> bool:
-        return await self._with_retry(lambda: self._applier.apply(intent), what=f"intent {intent.intent_id}")
+        return await self._traced(
+            [intent],
+            lambda: self._with_retry(lambda: self._applier.apply(intent), what=f"intent {intent.intent_id}"),
+        )
+
+    async def _traced(self, intents: list[Intent], apply: Callable[[], Awaitable[bool]]) -> bool:
+        """Run `apply` inside one consumer span per intent, each continuing the trace of the write that
+        made it (its `traceparent`). A single intent's span is made current, so the applier's request to
+        the mirror carries it on."""
+        if self._tracer is None:
+            return await apply()
+        spans = [
+            self._tracer.start_span(
+                f"process {intent.target.value}",
+                context=context_from_traceparent(intent.traceparent),
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "redis",
+                    "messaging.operation.type": "process",
+                    "messaging.operation.name": "process",
+                    "messaging.destination.name": f"{self._buffer.key_prefix}:intents",
+                    "messaging.message.id": intent.intent_id,
+                    "messaging.batch.message_count": len(intents),
+                    "cutover.tenant": intent.tenant,
+                    "cutover.target": intent.target.value,
+                    "http.request.method": intent.method,
+                },
+            )
+            for intent in intents
+        ]
+        token = otel_context.attach(trace.set_span_in_context(spans[0])) if len(spans) == 1 else None
+        applied = False
+        try:
+            applied = await apply()
+            return applied
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+            for span in spans:
+                if not applied:
+                    span.set_status(Status(StatusCode.ERROR, "not applied"))
+                span.end()
 
     async def _with_retry(self, attempt: Callable[[], Awaitable[None]], *, what: str) -> bool:
         """Run `attempt` until it succeeds (True) or fails for good (False): a permanent error at once,

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from config.operator import OperatorSettings
+from config.telemetry import TelemetrySettings
 from routing.phases import Phase
 from routing.tenant import TENANT_HEADER_DEFAULT
 
@@ -189,6 +190,7 @@ class Settings(_Frozen):
     buffer: BufferSettings = BufferSettings()
     worker: WorkerSettings = WorkerSettings()
     barrier: BarrierSettings = BarrierSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
     log_level: Annotated[str, Field(pattern="^(debug|info|warning|error)$")] = "info"
     access_log: bool = False
     proxy_id: str | None = None

@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from proxy.admin_auth import Principal, TokenAuthenticator
 from proxy.barrier import BarrierAbortedError, changes_authority, switch_authority
 from proxy.divergences import list_divergences
+from proxy.metrics_api import register_metrics
 from proxy.phase_store import VersionConflictError
 from proxy.runtime import Runtime
 from proxy.seen_tenants import list_seen_only
@@ -232,4 +233,5 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
         count = await runtime.inspector.request_redrive(tenant)
         return {"tenant": tenant, "requested": count}
 
+    register_metrics(app, runtime)
     return app

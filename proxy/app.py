@@ -13,11 +13,13 @@ from proxy.errors import BadRequest, ProxyError, ServiceUnavailable
 from proxy.executor import PHASE_HEADERS, Executor
 from proxy.phase_cache import PhaseCache
 from proxy.request import ClientDisconnected, ProxyRequest, read_body
+from proxy.request_telemetry import REJECTED, Exchange, RequestTelemetry
 from proxy.types import Receive, Scope, Send
 from proxy.write_gate import WriteGate
 from routing.classify import InvalidTargetError, RequestKind, check_target, classify
 from routing.decide import decide
 from routing.tenant import InvalidTenantError
+from telemetry.logs import REQUEST_SCOPE
 
 log = logging.getLogger("cutover.proxy")
 
@@ -36,6 +38,7 @@ class DataPlane:
         tenant_header: str,
         max_body_bytes: int,
         note_tenant: Callable[[str], None] | None = None,
+        telemetry: RequestTelemetry | None = None,
     ) -> None:
         self._cache = cache
         self._executor = executor
@@ -43,17 +46,34 @@ class DataPlane:
         self._tenant_header = tenant_header.lower().encode("latin-1")
         self._max_body_bytes = max_body_bytes
         self._note_tenant = note_tenant  # records tenants seen in traffic (proxy.seen_tenants)
+        # None when tracing and metrics are both off: then no request pays for telemetry at all.
+        self._telemetry = telemetry if telemetry is not None and telemetry.enabled else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            REQUEST_SCOPE.set(scope)  # log lines of this request carry its request id (made lazily)
+            if self._telemetry is None:
+                await self._http(scope, receive, send, None)
+            else:
+                await self._observed(scope, receive, send, self._telemetry)
         elif kind == "lifespan":
             await _lifespan(receive, send)
         elif kind == "websocket":
             await send({"type": "websocket.close", "code": 1003})
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _observed(
+        self, scope: Scope, receive: Receive, send: Send, telemetry: RequestTelemetry
+    ) -> None:
+        exchange = telemetry.begin(scope)
+        try:
+            await self._http(scope, receive, send, exchange)
+        except BaseException as exc:
+            telemetry.finish(exchange, exc)
+            raise
+        telemetry.finish(exchange)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send, exchange: Exchange | None) -> None:
         phase_header: bytes | None = None
         gated: str | None = None
         try:
@@ -68,6 +88,9 @@ class DataPlane:
                 elif name == b"content-length":
                     declared_length = _content_length(value)
             facts = classify(scope["method"], tenant_value)
+            if exchange is not None:
+                exchange.tenant = facts.tenant
+                exchange.kind = facts.kind  # StrEnum members are their values (no `.value` call)
             if not self._cache.loaded:
                 raise ServiceUnavailable(
                     "tenant phases have not been loaded from the phase store yet",
@@ -83,6 +106,8 @@ class DataPlane:
             phase_header = PHASE_HEADERS[phase][1]
             if facts.tenant is not None and self._note_tenant is not None:
                 self._note_tenant(facts.tenant)
+            if exchange is not None:
+                exchange.phase = phase
             client = scope.get("client")
             request = ProxyRequest(
                 method=facts.method,
@@ -94,10 +119,12 @@ class DataPlane:
                 client_host=client[0] if client else None,
                 scheme=scope.get("scheme", "http"),
             )
-            await self._executor.run(decide(phase, facts.kind), request, send)
+            await self._executor.run(decide(phase, facts.kind), request, send, exchange)
         except ProxyError as exc:
+            _answered_by_proxy(exchange, exc.status)
             await _send_error(send, exc, phase_header)
         except (InvalidTenantError, InvalidTargetError) as exc:
+            _answered_by_proxy(exchange, BadRequest.status)
             code = "invalid_tenant" if isinstance(exc, InvalidTenantError) else "invalid_target"
             await _send_error(send, BadRequest(str(exc), code=code), phase_header)
         except ClientDisconnected:
@@ -105,6 +132,16 @@ class DataPlane:
         finally:
             if gated is not None:
                 self._gate.exit(gated)
+
+
+def _answered_by_proxy(exchange: Exchange | None, status: int) -> None:
+    """An error answer is the proxy's own; keep the executor's decision when it made one (a backend
+    failure, an unsafe fallback), else the proxy refused the request by itself."""
+    if exchange is not None:
+        exchange.served_by = "proxy"
+        exchange.status = status
+        if exchange.decision == "respond":  # the backend answered, then buffering the write failed
+            exchange.decision = REJECTED
 
 
 def _content_length(value: bytes) -> int:

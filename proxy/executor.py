@@ -13,6 +13,7 @@ from proxy.compare import Observation
 from proxy.errors import BackendError, ServiceUnavailable
 from proxy.headers import response_headers
 from proxy.request import ProxyRequest
+from proxy.request_telemetry import Exchange, RequestTelemetry
 from proxy.shadow import ShadowRunner
 from proxy.stats import DataPlaneStats
 from proxy.types import Send
@@ -39,14 +40,18 @@ class Executor:
         stats: DataPlaneStats,
         *,
         capture_limit: int,
+        telemetry: RequestTelemetry | None = None,
     ) -> None:
         self._upstreams = upstreams
         self._shadow = shadow
         self._sink = sink
         self._stats = stats
         self._capture_limit = capture_limit
+        self._telemetry = telemetry
 
-    async def run(self, plan: Plan, request: ProxyRequest, send: Send) -> None:
+    async def run(
+        self, plan: Plan, request: ProxyRequest, send: Send, exchange: Exchange | None = None
+    ) -> None:
         if plan.mirror is not None and not self._sink.can_accept():
             # Checked before the authoritative side sees the write: never acknowledge what cannot be mirrored.
             raise ServiceUnavailable(
@@ -56,21 +61,23 @@ class Executor:
                 retry_after_s=5,
             )
         if plan.shadow is None or not self._shadow.admit():
-            await self._serve(plan, request, send, capture=False)
+            await self._serve(plan, request, send, exchange, capture=False)
             return
         try:
-            served = await self._serve(plan, request, send, capture=True)
+            served = await self._serve(plan, request, send, exchange, capture=True)
         except BaseException:
             self._shadow.cancel()
             raise
-        self._shadow.launch(plan, request, served)
+        self._shadow.launch(plan, request, served, None if exchange is None else exchange.traceparent)
 
-    async def _serve(self, plan: Plan, request: ProxyRequest, send: Send, *, capture: bool) -> Observation:
+    async def _serve(
+        self, plan: Plan, request: ProxyRequest, send: Send, exchange: Exchange | None, *, capture: bool
+    ) -> Observation:
         upstream = self._upstreams[plan.serving]
         response: aiohttp.ClientResponse | None = None
         failure: BackendError | None = None
         try:
-            response = await self._send_upstream(upstream, request)
+            response = await self._send_upstream(upstream, request, exchange, "serving")
             outcome = Outcome.OK if response.status < 500 else Outcome.SERVER_ERROR
         except BackendError as exc:
             failure = exc
@@ -80,12 +87,17 @@ class Executor:
         if outcome is not Outcome.OK and plan.fallback is not None:
             fallback_safe = await self._fallback_safe(request, plan.fallback)
         action = resolve(plan, outcome, fallback_safe=fallback_safe)
+        if exchange is not None:
+            exchange.decision = action
 
         if action is Action.RESPOND:
             assert response is not None  # RESPOND follows an answer (2xx-4xx, or a 5xx with no fallback)
             self._stats.requests[plan.serving_key] += 1
+            if exchange is not None:
+                exchange.served_by = plan.serving
+                exchange.status = response.status
             if plan.mirror is not None:
-                return await self._respond_write(plan, request, upstream, response, send)
+                return await self._respond_write(plan, request, upstream, response, send, exchange)
             return await self._respond(plan, upstream, response, send, plan.serving, capture=capture)
         if response is not None:
             response.release()
@@ -101,7 +113,10 @@ class Executor:
                 plan.fallback,
                 outcome,
             )
-            response = await self._send_upstream(fallback, request)
+            response = await self._send_upstream(fallback, request, exchange, "fallback")
+            if exchange is not None:
+                exchange.served_by = plan.fallback
+                exchange.status = response.status
             assert plan.fallback_key is not None
             self._stats.requests[plan.fallback_key] += 1
             return await self._respond(plan, fallback, response, send, plan.fallback, capture=capture)
@@ -116,12 +131,17 @@ class Executor:
         assert failure is not None  # BAD_GATEWAY / GATEWAY_TIMEOUT follow a transport failure
         raise failure
 
-    async def _send_upstream(self, upstream: Upstream, request: ProxyRequest) -> aiohttp.ClientResponse:
+    async def _send_upstream(
+        self, upstream: Upstream, request: ProxyRequest, exchange: Exchange | None, role: str
+    ) -> aiohttp.ClientResponse:
         headers = upstream.rewriter.build(
             request.headers, client_host=request.client_host, scheme=request.scheme
         )
-        return await upstream.request(
-            request.method, upstream.url_for(request.raw_path, request.query), headers, request.body
+        url = upstream.url_for(request.raw_path, request.query)
+        if exchange is None or self._telemetry is None:
+            return await upstream.request(request.method, url, headers, request.body)
+        return await self._telemetry.call_backend(
+            upstream, request.method, url, request.raw_path, headers, request.body, exchange, role
         )
 
     async def _fallback_safe(self, request: ProxyRequest, side: Side) -> bool:
@@ -173,6 +193,7 @@ class Executor:
         upstream: Upstream,
         response: aiohttp.ClientResponse,
         send: Send,
+        exchange: Exchange | None,
     ) -> Observation:
         """A write in a mirroring phase: the intent must be durable before the client sees the 2xx."""
         assert plan.mirror is not None and plan.kind is RequestKind.WRITE
@@ -200,6 +221,8 @@ class Executor:
                     for name, value in response.raw_headers
                     if name.lower() in (b"location", b"content-type", b"etag")
                 ),
+                # The worker's apply continues the trace of this write.
+                traceparent=None if exchange is None else exchange.traceparent,
             )
             try:
                 await self._sink.append(intent)

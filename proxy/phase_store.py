@@ -20,6 +20,8 @@ from proxy.schema import PHASE_CHANNEL, ensure_schema
 from routing.phases import Phase, check_move
 
 log = logging.getLogger("cutover.phases")
+# Actors of automatic phase changes (rules, not people) are named `auto:<rule>`; metrics count them apart.
+AUTO_ACTOR_PREFIX = "auto:"
 
 
 class PhaseStoreError(Exception):
@@ -191,6 +193,16 @@ class PhaseStore:
         payload = json.dumps({"tenant": tenant, "phase": phase.value, "version": updated["version"]})
         await conn.execute("SELECT pg_notify($1, $2)", PHASE_CHANNEL, payload)
         return _tenant_phase(updated)
+
+    async def change_counts(self) -> list[tuple[Phase, bool, int]]:
+        """How many phase changes moved tenants into each phase: (to phase, automatic?, count).
+        Automatic: the actor starts with `AUTO_ACTOR_PREFIX` (a person's token name does not)."""
+        rows = await self._pool.fetch(
+            "SELECT to_phase, starts_with(actor, $1) AS auto, count(*) AS n FROM cutover_phase_audit"
+            " GROUP BY 1, 2",
+            AUTO_ACTOR_PREFIX,
+        )
+        return [(Phase(row["to_phase"]), bool(row["auto"]), int(row["n"])) for row in rows]
 
     async def audit(self, tenant: str | None = None, *, limit: int = 100) -> list[AuditEntry]:
         rows = await self._pool.fetch(

@@ -22,12 +22,14 @@ from proxy.executor import Executor
 from proxy.phase_cache import PhaseCache
 from proxy.phase_store import PhaseStore
 from proxy.presence import ProxyPresence
+from proxy.request_telemetry import RequestTelemetry
 from proxy.seen_tenants import SeenTenants
 from proxy.shadow import ShadowRunner
 from proxy.stats import DataPlaneStats
 from proxy.upstream import Upstream
 from proxy.write_gate import WriteGate
 from routing.phases import Side
+from telemetry.tracing import build_tracer_provider
 
 log = logging.getLogger("cutover.runtime")
 
@@ -47,6 +49,7 @@ class Runtime:
     presence: ProxyPresence
     gate: WriteGate
     seen: SeenTenants
+    telemetry: RequestTelemetry
 
     @classmethod
     async def create(
@@ -56,6 +59,10 @@ class Runtime:
         A phase store that cannot be reached is not fatal: the process starts not-ready and the cache
         keeps trying to connect."""
         stats = DataPlaneStats()
+        telemetry = RequestTelemetry(
+            settings.telemetry,
+            build_tracer_provider(settings.telemetry, component="proxy", roots_sampled_by_caller=True),
+        )
         dsn = settings.postgres_url.get_secret_value()
         redis_url = settings.redis_url.get_secret_value()
         buffer = settings.buffer
@@ -109,7 +116,12 @@ class Runtime:
                     "phases not loaded yet (%s); the data plane answers 503 until they are", cache.last_error
                 )
             executor = Executor(
-                upstreams, shadow, sink, stats, capture_limit=settings.shadow.compare_max_bytes
+                upstreams,
+                shadow,
+                sink,
+                stats,
+                capture_limit=settings.shadow.compare_max_bytes,
+                telemetry=telemetry,
             )
             data_plane = DataPlane(
                 cache=cache,
@@ -118,6 +130,7 @@ class Runtime:
                 tenant_header=settings.tenant.header,
                 max_body_bytes=settings.max_body_bytes,
                 note_tenant=seen.note if settings.operator.seen_tenants.enabled else None,
+                telemetry=telemetry,
             )
             runtime = cls(
                 settings,
@@ -133,6 +146,7 @@ class Runtime:
                 presence,
                 gate,
                 seen,
+                telemetry,
             )
             started.pop_all()  # success: from now on `close` owns the shutdown
         return runtime
@@ -149,3 +163,4 @@ class Runtime:
             await upstream.close()
         await self.store.close()
         await self.inspector.close()
+        await asyncio.to_thread(self.telemetry.shutdown)  # flushes spans still queued for export

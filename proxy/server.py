@@ -14,7 +14,6 @@ import multiprocessing
 import os
 import signal
 import socket
-import sys
 from collections.abc import Generator
 from contextlib import contextmanager, suppress
 from typing import Any, cast
@@ -26,6 +25,8 @@ from config.settings import ListenAddress, Settings
 from proxy.admin import create_admin_app
 from proxy.app import REQUEST_TARGET_EXTENSION
 from proxy.runtime import Runtime
+from telemetry.logs import configure_logging
+from telemetry.process import run_async
 
 log = logging.getLogger("cutover.server")
 _SHUTDOWN_GRACE_S = 10
@@ -117,29 +118,12 @@ async def run_process(settings: Settings, *, index: int, reuse_port: bool) -> No
 
 
 def _process_main(settings: Settings, index: int, reuse_port: bool) -> None:
-    configure_logging(settings.log_level)
+    configure_logging(settings, component=f"proxy/{index}")
     run_async(run_process(settings, index=index, reuse_port=reuse_port))
 
 
-def run_async(coro: Any) -> Any:
-    try:
-        import uvloop
-
-        loop_factory: Any = uvloop.new_event_loop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        loop_factory = None
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(coro)
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
-    )
-
-
 def serve(settings: Settings) -> int:
-    configure_logging(settings.log_level)
+    configure_logging(settings, component="proxy")
     if settings.workers == 1:
         run_async(run_process(settings, index=0, reuse_port=False))
         return 0

@@ -69,12 +69,16 @@ class ShadowRunner:
         self._in_flight += 1
         return True
 
-    def launch(self, plan: Plan, request: ProxyRequest, served: Observation) -> None:
+    def launch(
+        self, plan: Plan, request: ProxyRequest, served: Observation, traceparent: str | None = None
+    ) -> None:
+        """Hand the read to the shadow process; `traceparent` names the request's span, which the shadow
+        call links to."""
         if self._writer is None:  # the shadow process went away since admission
             self.cancel()
             self._stats.shadow_skipped += 1
             return
-        self._writer.write(encode_job(plan, request, served))
+        self._writer.write(encode_job(plan, request, served, traceparent))
 
     def cancel(self) -> None:
         """Give back the slot of an admitted read that will not be shadowed (the serving path failed)."""

@@ -35,9 +35,12 @@ class ShadowJob:
     shadow_side: Side
     request: ProxyRequest
     served: Observation
+    traceparent: str | None = None  # the request's span, which the shadow call links to
 
 
-def encode_job(plan: Plan, request: ProxyRequest, served: Observation) -> bytes:
+def encode_job(
+    plan: Plan, request: ProxyRequest, served: Observation, traceparent: str | None = None
+) -> bytes:
     assert plan.shadow is not None
     meta = orjson.dumps(
         {
@@ -54,6 +57,7 @@ def encode_job(plan: Plan, request: ProxyRequest, served: Observation) -> bytes:
             "st": served.status,
             "se": served.error,
             "nb": served.body is None,
+            "tp": traceparent,
         }
     )
     served_body = served.body or b""
@@ -82,4 +86,5 @@ def decode_job(payload: bytes, meta_len: int, body_len: int) -> ShadowJob:
         shadow_side=Side(meta["sh"]),
         request=request,
         served=Observation(meta["st"], served_body, error=meta["se"]),
+        traceparent=meta.get("tp"),
     )

@@ -14,6 +14,7 @@ from contextlib import suppress
 
 import aiohttp
 import asyncpg
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer
 
 from config.settings import Settings
 from proxy.compare import Observation, compare
@@ -33,6 +34,9 @@ from proxy.shadow_job import (
 )
 from proxy.upstream import Upstream
 from routing.phases import Side
+from telemetry.logs import configure_logging
+from telemetry.process import run_async
+from telemetry.tracing import build_tracer_provider, span_context_from_traceparent
 
 log = logging.getLogger("cutover.shadow")
 
@@ -41,14 +45,52 @@ class ShadowComparer:
     """Observe the shadow side for one job, compare, and submit a divergence when they differ."""
 
     def __init__(
-        self, settings: Settings, upstreams: dict[Side, Upstream], recorder: DivergenceRecorder
+        self,
+        settings: Settings,
+        upstreams: dict[Side, Upstream],
+        recorder: DivergenceRecorder,
+        tracer: Tracer | None = None,
     ) -> None:
         self._upstreams = upstreams
         self._recorder = recorder
         self._limit = settings.shadow.compare_max_bytes
         self._timeout = aiohttp.ClientTimeout(total=settings.shadow.timeout_s)
+        self._tracer = tracer
 
     async def run(self, job: ShadowJob) -> bytes:
+        if self._tracer is None:
+            return await self._run(job)
+        # A span of its own trace, linked to the request's span: the shadow call happens after the client
+        # has its answer, so it is not part of the request's latency (a child span would suggest it is).
+        upstream = self._upstreams[job.shadow_side]
+        linked = span_context_from_traceparent(job.traceparent)
+        request = job.request
+        span = self._tracer.start_span(
+            request.method,
+            kind=SpanKind.CLIENT,
+            links=[Link(linked)] if linked is not None else None,
+            attributes={
+                "http.request.method": request.method,
+                "server.address": upstream.host,
+                "server.port": upstream.port,
+                "url.full": upstream.display + request.raw_path,
+                "cutover.backend": upstream.name,
+                "cutover.role": "shadow",
+                "cutover.phase": job.phase.value,
+                "cutover.tenant": request.mirror_tenant,
+            },
+        )
+        try:
+            outcome = await self._run(job)
+        except BaseException as exc:
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            span.end()
+            raise
+        span.set_attribute("cutover.shadow.result", _RESULTS.get(outcome, "unknown"))
+        span.end()
+        return outcome
+
+    async def _run(self, job: ShadowJob) -> bytes:
         shadow = await self._observe(self._upstreams[job.shadow_side], job.request)
         comparison = compare(job.served, shadow)
         if comparison.equal:
@@ -112,7 +154,9 @@ async def serve_shadow(settings: Settings, socket_path: str) -> None:
         on_stored=lambda n: emit(STORED, n),
         on_dropped=lambda n: emit(DROPPED, n),
     )
-    comparer = ShadowComparer(settings, upstreams, recorder)
+    tracer_provider = build_tracer_provider(settings.telemetry, component="shadow")
+    tracer = None if tracer_provider is None else tracer_provider.get_tracer("cutover.shadow")
+    comparer = ShadowComparer(settings, upstreams, recorder, tracer)
 
     async def work(job: ShadowJob) -> None:
         try:
@@ -146,15 +190,16 @@ async def serve_shadow(settings: Settings, socket_path: str) -> None:
         for upstream in upstreams.values():
             await upstream.close()
         await pool.close()
+        if tracer_provider is not None:
+            await asyncio.to_thread(tracer_provider.shutdown)  # export what is still queued
+
+
+_RESULTS = {EQUAL: "equal", DIVERGENT: "divergent", SHADOW_FAILED: "failed"}
 
 
 def shadow_process_main(settings: Settings, socket_path: str) -> None:
     """Entry point of the spawned shadow process."""
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s [shadow] %(message)s"
-    )
+    configure_logging(settings, component="shadow")
     with suppress(OSError):
         os.nice(settings.shadow.process_nice)
-    import uvloop
-
-    uvloop.run(serve_shadow(settings, socket_path))
+    run_async(serve_shadow(settings, socket_path))

@@ -52,6 +52,8 @@ class Upstream:
         self._base = urlunsplit((parts.scheme, netloc, parts.path, "", "")).rstrip("/")
         # Shown in errors and logs: never the userinfo (it may hold credentials).
         self.display = f"{parts.scheme}://{netloc}"
+        self.host = parts.hostname or ""
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.rewriter = RequestHeaderRewriter(_with_url_credentials(settings.headers, parts))
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=settings.connect_timeout_s, sock_read=settings.timeout_s

@@ -1,0 +1,398 @@
+#!/usr/bin/env python3
+"""Proxy throughput with telemetry off, with metrics on, and with metrics and tracing on, in one run.
+
+Self-contained: imports nothing from the project; every server is a subprocess driven over HTTP on
+loopback. Three cutover instances (same backend, phase legacy) differ only in their `telemetry:` block:
+
+    off       metrics: false, tracing: false
+    metrics   metrics: true,  tracing: false
+    traced    metrics: true,  tracing: true, default sampling (trace_sample_rate 0.1), no otlp_endpoint
+              (exporter disabled: sampled requests get their spans, ids and traceparent, nothing is sent)
+    traced-all  the same with trace_sample_rate: 1.0 (every request recorded), for information
+
+Rounds interleave the targets, each round starting with the next one, because the CPU speed of these
+VMs drifts over minutes and other work shares them; the ratio of medians is checked against the target
+(traced / off >= 0.90). After the rounds, each instrumented instance's `GET /metrics` is scraped and its
+request count compared with what wrk sent, so a run where telemetry silently recorded nothing cannot pass.
+
+    .venv/bin/python benchmarks/bench_telemetry.py --write BENCHMARKS.md       # 3 rounds of 10 s
+    .venv/bin/python benchmarks/bench_telemetry.py --duration 5 --rounds 3
+
+Pinning (2+ cores): the proxies on CPU0, wrk and nginx on CPU1. Needs nginx, wrk, psql, PostgreSQL, Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+REPO = Path(__file__).resolve().parent.parent
+CUTOVER = REPO / ".venv" / "bin" / "cutover"
+MARK_START = "<!-- bench_telemetry:start -->"
+MARK_END = "<!-- bench_telemetry:end -->"
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+WRK = shutil.which("wrk") or "/usr/bin/wrk"
+PATH = "/v1/orders/42?include=items"
+TENANT = "bench-tenant"
+BODY = '{"id":42,"tenant":"bench-tenant","status":"shipped","items":[{"sku":"SKU-1","qty":2}]}'
+TOKEN = "bench-metrics-token-" + secrets.token_hex(8)
+TARGET_RATIO = 0.90
+
+TELEMETRY = {
+    "off": ["  metrics: false", "  tracing: false"],
+    "metrics": ["  metrics: true", "  tracing: false", f"  tenant_labels: [{TENANT}]"],
+    "traced": ["  metrics: true", "  tracing: true", f"  tenant_labels: [{TENANT}]"],
+    "traced-all": [
+        "  metrics: true",
+        "  tracing: true",
+        "  trace_sample_rate: 1.0",
+        f"  tenant_labels: [{TENANT}]",
+    ],
+}
+
+
+def log(message: str) -> None:
+    print(f"[{dt.datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 3.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout) as r:
+            return int(r.status), r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@dataclass
+class Wrk:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def run_wrk(url: str, connections: int, duration: int, pin: bool) -> Wrk:
+    argv = [
+        WRK,
+        "-t1",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--latency",
+        "-H",
+        f"X-Tenant-ID: {TENANT}",
+        url,
+    ]
+    argv = ["taskset", "-c", "1", *argv] if pin else argv
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30, check=True).stdout
+    pct = {
+        m.group(1): float(m.group(2)) * _UNITS[m.group(3)]
+        for m in re.finditer(r"^\s+(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    }
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
+    total = re.search(r"^\s*(\d+) requests in", out, re.M)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if rps is None or total is None or "50" not in pct:
+        raise RuntimeError(f"cannot parse wrk output:\n{out}")
+    errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sock.groups())) if sock else 0)
+    return Wrk(float(rps.group(1)), pct["50"], pct["99"], int(total.group(1)), errors)
+
+
+@dataclass
+class Target:
+    name: str
+    url: str = ""
+    admin: str = ""
+    proc: subprocess.Popen[bytes] | None = None
+    runs: list[Wrk] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)  # proxy CPU time per request, per run
+    sent: int = 0  # every request wrk sent, warm-up included
+
+    def median(self, attr: str) -> float:
+        return float(statistics.median(getattr(run, attr) for run in self.runs))
+
+
+class Harness:
+    def __init__(self, workdir: Path, pin: bool) -> None:
+        self.workdir = workdir
+        self.pin = pin
+        self.procs: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
+        self.run_id = secrets.token_hex(4)
+        self.databases: list[str] = []
+
+    def start(self, name: str, argv: list[str], cpu: str) -> subprocess.Popen[bytes]:
+        out = (self.workdir / f"{name}.log").open("wb")
+        argv = ["taskset", "-c", cpu, *argv] if self.pin else argv
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("CUTOVER_")}
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        self.procs.append((proc, out))
+        return proc
+
+    def psql(self, sql: str) -> None:
+        subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc", sql],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+
+    def nginx(self, name: str) -> int:
+        prefix = self.workdir / name
+        prefix.mkdir()
+        port = free_port()
+        (prefix / "nginx.conf").write_text(
+            f"""daemon off; worker_processes 1; pid {prefix}/nginx.pid; error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{ access_log off; client_body_temp_path {prefix}/b; proxy_temp_path {prefix}/p;
+  fastcgi_temp_path {prefix}/f; uwsgi_temp_path {prefix}/u; scgi_temp_path {prefix}/s;
+  keepalive_requests 100000000; keepalive_timeout 120s;
+  server {{ listen 127.0.0.1:{port}; default_type application/json; location / {{ return 200 '{BODY}'; }} }}
+}}
+"""
+        )
+        self.start(name, [NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf")], "1")
+        self.wait(f"http://127.0.0.1:{port}/", None)
+        return port
+
+    def cutover(self, target: Target, old_port: int, new_port: int) -> None:
+        database = f"cutover_bench_tel_{self.run_id}_{target.name}"
+        self.psql(f'CREATE DATABASE "{database}"')
+        self.databases.append(database)
+        port, admin = free_port(), free_port()
+        config = self.workdir / f"{target.name}.yaml"
+        config.write_text(
+            "\n".join(
+                [
+                    f'listen: "127.0.0.1:{port}"',
+                    "admin:",
+                    f'  listen: "127.0.0.1:{admin}"',
+                    f"  tokens: {{bench: {{token: {TOKEN}, scope: read}}}}",
+                    "backends:",
+                    f'  old: {{url: "http://127.0.0.1:{old_port}"}}',
+                    f'  new: {{url: "http://127.0.0.1:{new_port}"}}',
+                    "default_phase: legacy",
+                    f'postgres_url: "postgresql://postgres@127.0.0.1:5432/{database}"',
+                    f'buffer: {{key_prefix: "cutover-bench-tel-{self.run_id}-{target.name}"}}',
+                    "log_level: warning",
+                    "telemetry:",
+                    *TELEMETRY[target.name],
+                    "",
+                ]
+            )
+        )
+        target.proc = self.start(target.name, [str(CUTOVER), "serve", "--config", str(config)], "0")
+        target.url = f"http://127.0.0.1:{port}{PATH}"
+        target.admin = f"http://127.0.0.1:{admin}"
+        self.wait(f"{target.admin}/readyz", target.proc)
+
+    def wait(self, url: str, proc: subprocess.Popen[bytes] | None, timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"{url}: server exited with {proc.returncode}")
+            with contextlib.suppress(OSError):
+                if http_get(url, timeout=1)[0] == 200:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"{url} not ready within {timeout_s:.0f} s")
+
+    def stop_all(self) -> None:
+        for proc, out in reversed(self.procs):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+            out.close()
+        for database in self.databases:
+            with contextlib.suppress(subprocess.SubprocessError, OSError):
+                self.psql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def scraped_requests(target: Target) -> float | None:
+    status, body = http_get(f"{target.admin}/metrics", {"Authorization": f"Bearer {TOKEN}"})
+    if status != 200:
+        return None
+    pattern = re.compile(r'^cutover_requests_total\{[^}]*tenant="' + TENANT + r'"[^}]*\} ([\d.e+]+)$', re.M)
+    return sum(float(m.group(1)) for m in pattern.finditer(body.decode()))
+
+
+LOADS: list[str] = []
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process tree (the proxy and its shadow process)."""
+    total = 0.0
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    for one in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
+    return total
+
+
+def load_average() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "?"
+
+
+def render(args: argparse.Namespace, targets: dict[str, Target], pin: bool, checks: list[str]) -> str:
+    off = targets["off"]
+    lines = [
+        MARK_START,
+        "## Telemetry overhead (`benchmarks/bench_telemetry.py`)",
+        "",
+        f"- Command: `.venv/bin/python benchmarks/bench_telemetry.py --duration {args.duration} "
+        f"--rounds {args.rounds} --connections {args.connections}`",
+        f"- Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; machine: {os.cpu_count()} vCPU, "
+        f"{platform.platform()}, Python {platform.python_version()} (the project venv)",
+        "- The machine was shared with other work while measuring (1-min load average "
+        f"{LOADS[0]} at start, {LOADS[-1]} at end on 2 CPUs); ratios come from one run, targets interleaved "
+        "per round with a rotating start.",
+        f"- Pinning: {'proxies on CPU0, wrk and nginx on CPU1' if pin else 'none'}; backend nginx returning "
+        f"{len(BODY)} bytes; phase legacy; `wrk -t1 -c{args.connections} -d{args.duration}s`",
+        "",
+        "| target | telemetry | req/s (median) | p50 ms | p99 ms | req/s vs off | proxy CPU µs/request "
+        "(median) | CPU vs off | per round req/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, target in targets.items():
+        config = ", ".join(line.strip() for line in TELEMETRY[name] if "tenant_labels" not in line)
+        lines.append(
+            f"| {name} | {config} | {target.median('rps'):,.0f} | {target.median('p50_ms'):.3f} "
+            f"| {target.median('p99_ms'):.3f} | {target.median('rps') / off.median('rps'):.3f} "
+            f"| {statistics.median(target.cpu_us):.1f} "
+            f"| {statistics.median(target.cpu_us) / statistics.median(off.cpu_us):.3f} "
+            f"| {', '.join(f'{run.rps:,.0f}' for run in target.runs)} |"
+        )
+    lines += ["", "| check | value | target | result |", "|---|---|---|---|", *checks, "", MARK_END]
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path: Path, section: str) -> None:
+    text = path.read_text() if path.exists() else ""
+    start, end = text.find(MARK_START), text.find(MARK_END)
+    if start != -1 and end > start:
+        text = text[:start] + section.rstrip("\n") + text[end + len(MARK_END) :]
+    else:
+        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + section
+    path.write_text(text if text.endswith("\n") else text + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--write", type=Path, help="write/replace the Markdown section in this file")
+    parser.add_argument("--no-pin", action="store_true")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a check fails")
+    args = parser.parse_args(argv)
+    pin = not args.no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+    workdir = Path(tempfile.mkdtemp(prefix="bench_telemetry_"))
+    harness = Harness(workdir, pin)
+    targets = {name: Target(name) for name in TELEMETRY}
+    LOADS.append(load_average())
+    try:
+        old_port, new_port = harness.nginx("nginx-old"), harness.nginx("nginx-new")
+        for target in targets.values():
+            harness.cutover(target, old_port, new_port)
+            status, body = http_get(target.url, {"X-Tenant-ID": TENANT})
+            if status != 200 or body.decode() != BODY:
+                raise RuntimeError(f"{target.name}: probe answered {status} {body[:80]!r}")
+            target.sent += 1
+            warm = run_wrk(target.url, args.connections, 2, pin)
+            target.sent += warm.requests
+            log(f"{target.name} warm-up: {warm.rps:,.0f} req/s")
+        names = list(targets)
+        for round_number in range(1, args.rounds + 1):
+            # Each round starts with a different target, so no target always runs right after another.
+            shift = (round_number - 1) % len(names)
+            for target in (targets[name] for name in names[shift:] + names[:shift]):
+                assert target.proc is not None
+                cpu_before = cpu_seconds(target.proc.pid)
+                run = run_wrk(target.url, args.connections, args.duration, pin)
+                target.cpu_us.append((cpu_seconds(target.proc.pid) - cpu_before) / max(1, run.requests) * 1e6)
+                target.runs.append(run)
+                target.sent += run.requests
+                log(f"round {round_number} {target.name:<8} {run.rps:>8,.0f} req/s p50 {run.p50_ms:.3f} ms")
+        counted = {name: scraped_requests(targets[name]) for name in ("metrics", "traced", "traced-all")}
+        LOADS.append(load_average())
+    finally:
+        harness.stop_all()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    def ratio(name: str) -> float:
+        return targets[name].median("rps") / targets["off"].median("rps")
+
+    traced = ratio("traced")
+    verdict = "PASS" if traced >= TARGET_RATIO else "FAIL"
+    cpu = statistics.median(targets["traced"].cpu_us) / statistics.median(targets["off"].cpu_us)
+    cpu_verdict = "PASS" if cpu <= 1 / TARGET_RATIO else "FAIL"
+    errors = sum(run.errors for target in targets.values() for run in target.runs)
+    checks = [
+        f"| traced (default sampling) / off, req/s | {traced:.3f} | >= {TARGET_RATIO:.2f} | **{verdict}** |",
+        f"| traced / off, proxy CPU per request | {cpu:.3f} | <= {1 / TARGET_RATIO:.3f} (the same 10 % when "
+        f"CPU-bound) | **{cpu_verdict}** |",
+        f"| metrics / off, req/s | {ratio('metrics'):.3f} | (informative) | – |",
+        f"| traced-all (all recorded) / off, req/s | {ratio('traced-all'):.3f} | (informative) | – |",
+        f"| errors (non-2xx + socket) | {errors} | 0 | **{'PASS' if errors == 0 else 'FAIL'}** |",
+    ]
+    for name, count in counted.items():
+        sent = targets[name].sent
+        # wrk counts completed requests only; those in flight when it stops reached the proxy too.
+        slack = args.connections * (args.rounds + 1)
+        ok = count is not None and sent <= count <= sent + slack
+        checks.append(
+            f"| {name}: cutover_requests_total vs requests wrk completed | {count:,.0f} vs {sent:,} "
+            f"| equal, up to {slack} in flight more | **{'PASS' if ok else 'FAIL'}** |"
+            if count is not None
+            else f"| {name}: scrape of /metrics | failed | 200 | **FAIL** |"
+        )
+    section = render(args, targets, pin, checks)
+    print(section)
+    if args.write:
+        write_section(args.write, section)
+        log(f"wrote {args.write}")
+    return 1 if args.strict and any("**FAIL**" in check for check in checks) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
