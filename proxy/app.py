@@ -12,9 +12,10 @@ from proxy.errors import BadRequest, ProxyError, ServiceUnavailable
 from proxy.executor import PHASE_HEADERS, Executor
 from proxy.phase_cache import PhaseCache
 from proxy.request import ClientDisconnected, ProxyRequest, read_body
+from proxy.sql_endpoint import SqlRouter
 from proxy.types import Receive, Scope, Send
 from proxy.write_gate import WriteGate
-from routing.classify import InvalidTargetError, RequestKind, check_target, classify
+from routing.classify import InvalidTargetError, RequestFacts, RequestKind, check_target, classify
 from routing.decide import decide
 from routing.tenant import InvalidTenantError
 
@@ -34,12 +35,14 @@ class DataPlane:
         gate: WriteGate,
         tenant_header: str,
         max_body_bytes: int,
+        sql: SqlRouter | None = None,
     ) -> None:
         self._cache = cache
         self._executor = executor
         self._gate = gate
         self._tenant_header = tenant_header.lower().encode("latin-1")
         self._max_body_bytes = max_body_bytes
+        self._sql = sql
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -72,12 +75,20 @@ class DataPlane:
                     retry_after_s=2,
                 )
             body = await read_body(receive, limit=self._max_body_bytes, declared_length=declared_length)
+            sql = None
+            if self._sql is not None and (endpoint := self._sql.endpoint(facts.method, raw_path)) is not None:
+                # A SQL endpoint: what the statements do decides read or write, and may name the tenant.
+                sql = self._sql.classify(endpoint, body, facts.tenant)
+                facts = RequestFacts(tenant=sql.tenant, kind=sql.kind, method=facts.method)
             if facts.kind is RequestKind.WRITE and facts.tenant is not None:
                 # May wait while the tenant's authoritative side is being switched: read the phase after.
                 await self._gate.enter(facts.tenant)
                 gated = facts.tenant
             phase = self._cache.phase_of(facts.tenant)
             phase_header = PHASE_HEADERS[phase][1]
+            plan, new_body = decide(phase, facts.kind), None
+            if sql is not None and self._sql is not None:
+                plan, new_body = self._sql.plan(phase, sql)
             client = scope.get("client")
             request = ProxyRequest(
                 method=facts.method,
@@ -88,8 +99,9 @@ class DataPlane:
                 tenant=facts.tenant,
                 client_host=client[0] if client else None,
                 scheme=scope.get("scheme", "http"),
+                new_body=new_body,
             )
-            await self._executor.run(decide(phase, facts.kind), request, send)
+            await self._executor.run(plan, request, send)
         except ProxyError as exc:
             await _send_error(send, exc, phase_header)
         except (InvalidTenantError, InvalidTargetError) as exc:

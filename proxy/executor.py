@@ -63,7 +63,7 @@ class Executor:
         except BaseException:
             self._shadow.cancel()
             raise
-        self._shadow.launch(plan, request, served)
+        self._shadow.launch(plan, request.for_side(plan.shadow), served)
 
     async def _serve(self, plan: Plan, request: ProxyRequest, send: Send, *, capture: bool) -> Observation:
         upstream = self._upstreams[plan.serving]
@@ -121,7 +121,10 @@ class Executor:
             request.headers, client_host=request.client_host, scheme=request.scheme
         )
         return await upstream.request(
-            request.method, upstream.url_for(request.raw_path, request.query), headers, request.body
+            request.method,
+            upstream.url_for(request.raw_path, request.query),
+            headers,
+            request.body_for(upstream.side),
         )
 
     async def _fallback_safe(self, request: ProxyRequest, side: Side) -> bool:
@@ -192,7 +195,7 @@ class Executor:
                     for name, value in request.headers
                     if name in _INTENT_HEADERS
                 ),
-                body=request.body,
+                body=request.body_for(plan.mirror),
                 status=response.status,
                 response_body=body,
                 response_headers=tuple(

@@ -23,6 +23,7 @@ from proxy.phase_cache import PhaseCache
 from proxy.phase_store import PhaseStore
 from proxy.presence import ProxyPresence
 from proxy.shadow import ShadowRunner
+from proxy.sql_endpoint import SqlRouter
 from proxy.stats import DataPlaneStats
 from proxy.upstream import Upstream
 from proxy.write_gate import WriteGate
@@ -112,6 +113,7 @@ class Runtime:
                 gate=gate,
                 tenant_header=settings.tenant.header,
                 max_body_bytes=settings.max_body_bytes,
+                sql=SqlRouter(settings) if settings.sql.endpoints else None,
             )
             runtime = cls(
                 settings,

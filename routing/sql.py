@@ -18,6 +18,7 @@ from routing.sql_errors import (
     SqlError,
     SqlLimitError,
     SqlParamsError,
+    SqlSyntaxError,
     SqlTenantError,
     UntranspilableError,
 )
@@ -84,6 +85,12 @@ class SqlAnalyzer:
             parsed = parse(text, dialect, self.rules, max_statements=self.limits.max_statements)
         except SqlError as exc:
             return exc
+        except RecursionError:
+            return SqlSyntaxError("the statement is nested too deeply to classify", line=None, col=None)
+        except Exception as exc:  # noqa: BLE001 - a tree shape no rule expected: refuse it, never crash
+            return SqlSyntaxError(
+                f"the statement could not be classified ({type(exc).__name__})", line=None, col=None
+            )
         return Analysis(dialect, parsed)
 
     def transpile(self, analysis: Analysis, target: str) -> Transpiled:
@@ -94,6 +101,12 @@ class SqlAnalyzer:
                 result = transpile(analysis.parsed, analysis.dialect, target, self.rules)
             except UntranspilableError as exc:
                 result = exc
+            except Exception as exc:  # noqa: BLE001 - RecursionError, or a tree no rule expected
+                result = UntranspilableError(
+                    f"cannot transpile safely from {analysis.dialect} to {target}: {type(exc).__name__}",
+                    source=analysis.dialect,
+                    target=target,
+                )
             analysis._transpiled[target] = result
         if isinstance(result, UntranspilableError):
             raise result.with_traceback(None) from None

@@ -251,6 +251,11 @@ def _parsed(tree: exp.Expr, dialect: str, rules: Rules) -> Parsed:
         # Statements sqlglot reads as `word alias`: START TRANSACTION, SAVEPOINT name (PostgreSQL)
         if tree.this.name.upper() in ("START", "SAVEPOINT"):
             return Parsed(StatementFacts(StatementKind.CONTROL), None, tree.sql())
+    if isinstance(tree, exp.Condition | exp.Tuple | exp.Star | exp.Alias):
+        # sqlglot reads a bare expression (`foo`, `1 + 1`, `f(x)`) where a statement was expected.
+        shown = tree.sql()
+        shown = shown if len(shown) <= 40 else shown[:40] + "…"
+        raise SqlSyntaxError(f"expected a statement, found the expression {shown!r}", line=None, col=None)
     return Parsed(_facts(tree, rules), tree)
 
 
@@ -410,9 +415,10 @@ def term(node: exp.Expression | None) -> Term | _NoTerm:
         return Param(name=node.name) if node.name else _NO_TERM
     if isinstance(node, exp.Parameter) and isinstance(node.this, exp.Literal) and not node.this.is_string:
         try:
-            return Param(index=int(node.this.this) - 1)
+            index = int(node.this.this) - 1
         except ValueError:
             return _NO_TERM
+        return Param(index=index) if index >= 0 else _NO_TERM
     return _NO_TERM
 
 

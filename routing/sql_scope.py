@@ -65,6 +65,11 @@ def route_sql(phase: Phase, request: SqlRequest, covered: frozenset[str]) -> Pla
     return decide(phase, kind)
 
 
+def without_shadow(plan: Plan) -> Plan:
+    """`plan` with no shadow side (a read whose statement cannot be sent to the shadow side)."""
+    return Plan(plan.phase, plan.kind, plan.serving, fallback=plan.fallback, mirror=plan.mirror)
+
+
 def needs_new(plan: Plan) -> bool:
     """Whether anything of this plan is sent to `new` (serving, shadow, or mirrored)."""
     return Side.NEW in (plan.serving, plan.shadow, plan.mirror)

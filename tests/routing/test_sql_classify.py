@@ -434,7 +434,17 @@ def test_positions_refer_to_the_text_sent_even_with_positional_placeholders(anal
 
 @pytest.mark.parametrize(
     "sql",
-    ["SELECT 'unterminated", "SELECT * FROM", "SELEC 1 FROM t", "SELECT (1", "SELECT " + "(" * 3000 + "1"],
+    [
+        "SELECT 'unterminated",
+        "SELECT * FROM",
+        "SELEC 1 FROM t",
+        "SELECT (1",
+        "SELECT " + "(" * 3000 + "1",
+        "orders",  # sqlglot reads these as bare expressions, not statements
+        "1 + 1",
+        "f(tenant_id)",
+        "\x1d\x8e",
+    ],
 )
 def test_unparseable_text_is_a_syntax_error(analyzer: SqlAnalyzer, sql: str) -> None:
     big = SqlAnalyzer(RULES, SqlLimits(max_text_chars=100_000, max_statements=5))
