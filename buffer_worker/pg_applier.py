@@ -5,6 +5,10 @@ JSON body in a jsonb column. PUT/POST/PATCH upsert the row (PATCH merges into th
 DELETE removes it. The batch's intent ids go into `cutover_applied_intent` first, in the same
 transaction; only the ids that insert (were never applied) are applied, so a re-delivered batch, or a
 batch re-read after a worker crash, changes nothing.
+
+Writes to a configured SQL endpoint (`sql.endpoints`) are not mapped to rows: the statements they carry
+are executed as they are, transpiled to PostgreSQL when needed (`buffer_worker.sql_apply`), in the same
+batch transaction and under the same ledger.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import orjson
 
 from buffer_worker.http_applier import PermanentApplyError, TransientApplyError, UnreachableError
 from buffer_worker.intent import Intent
+from buffer_worker.sql_apply import SqlIntents, coerce
 from config.settings import PostgresApplierSettings, PostgresResource
 
 LEDGER_DDL = """
@@ -63,10 +68,13 @@ def _route(resource: PostgresResource) -> _Route:
 
 
 class PostgresApplier:
-    def __init__(self, settings: PostgresApplierSettings, *, id_field: str = "id") -> None:
+    def __init__(
+        self, settings: PostgresApplierSettings, *, id_field: str = "id", sql: SqlIntents | None = None
+    ) -> None:
         self._dsn = settings.url.get_secret_value()
         self._routes = [_route(resource) for resource in settings.resources]
         self._id_field = id_field
+        self._sql = sql  # writes to SQL endpoints: executed as the statements they carry
         self._pool: asyncpg.Pool | None = None
 
     async def start(self) -> None:
@@ -83,7 +91,7 @@ class PostgresApplier:
     async def apply_batch(self, intents: Sequence[Intent]) -> None:
         """Apply all of `intents`, in order, atomically; raise (and apply none) if any cannot be."""
         assert self._pool is not None, "PostgresApplier.start() was not awaited"
-        statements = [self._statement(intent) for intent in intents]
+        statements = [self._statements(intent) for intent in intents]
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 fresh = {
@@ -96,17 +104,18 @@ class PostgresApplier:
                 }
                 # Consecutive statements of one kind go in one executemany; order is kept throughout.
                 run: list[tuple[Any, ...]] = []
-                run_sql: str | None = None
-                for intent, (sql, args) in zip(intents, statements, strict=True):
-                    if intent.intent_id not in fresh or sql is None:
+                run_sql: _Sql | None = None
+                for intent, planned in zip(intents, statements, strict=True):
+                    if intent.intent_id not in fresh:
                         continue
-                    if sql != run_sql and run:
-                        await conn.executemany(run_sql, run)
-                        run = []
-                    run_sql = sql
-                    run.append(args)
+                    for sql, args in planned:
+                        if run_sql is not None and sql != run_sql and run:
+                            await _execute(conn, run_sql, run)
+                            run = []
+                        run_sql = sql
+                        run.append(args)
                 if run and run_sql is not None:
-                    await conn.executemany(run_sql, run)
+                    await _execute(conn, run_sql, run)
         except (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError) as exc:
             raise UnreachableError(intents[0], f"mirror database unreachable: {type(exc).__name__}") from exc
         except asyncpg.PostgresError as exc:
@@ -116,7 +125,13 @@ class PostgresApplier:
                 raise PermanentApplyError(intents[0], detail) from exc
             raise TransientApplyError(intents[0], detail) from exc
 
-    def _statement(self, intent: Intent) -> tuple[str | None, tuple[Any, ...]]:
+    def _statements(self, intent: Intent) -> list[tuple[_Sql, tuple[Any, ...]]]:
+        if self._sql is not None and self._sql.matches(intent):
+            return [(_Sql(text, typed=True), args) for text, args in self._sql.statements(intent)]
+        sql, args = self._statement(intent)
+        return [(_Sql(sql), args)]
+
+    def _statement(self, intent: Intent) -> tuple[str, tuple[Any, ...]]:
         for route in self._routes:
             match = route.pattern.match(intent.path)
             if match is None:
@@ -133,6 +148,21 @@ class PostgresApplier:
             if created is not None:
                 return self._statement(_as_put(intent, created))
         raise PermanentApplyError(intent, f"no postgres resource maps {intent.method} {intent.path}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Sql:
+    text: str
+    typed: bool = False  # a mirrored SQL statement: its JSON arguments are converted to the inferred types
+
+
+async def _execute(conn: asyncpg.Connection, sql: _Sql, run: list[tuple[Any, ...]]) -> None:
+    if not sql.typed:
+        await conn.executemany(sql.text, run)
+        return
+    statement = await conn.prepare(sql.text)
+    types = [parameter.name for parameter in statement.get_parameters()]
+    await statement.executemany([coerce(args, types) for args in run])
 
 
 def _document(body: bytes, intent: Intent) -> dict[str, Any]:

@@ -13,13 +13,10 @@ is an observation, and what it cannot observe must not change the client's answe
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import orjson
 
 from config.settings import Settings
 from config.sql import SqlEndpoint
@@ -28,6 +25,7 @@ from routing.classify import RequestKind
 from routing.decide import Plan
 from routing.phases import Phase, Side
 from routing.sql import Params, SqlAnalyzer, SqlLimits, SqlRequest
+from routing.sql_body import dump_document, read_body
 from routing.sql_classify import Rules
 from routing.sql_errors import SqlError, SqlRefusedError, SqlTenantError
 from routing.sql_scope import needs_new, route_sql, without_shadow
@@ -82,12 +80,9 @@ class SqlRouter:
 
     def classify(self, endpoint: SqlEndpoint, body: bytes, header_tenant: str | None) -> SqlRouted:
         """Raises `BadRequest` (400) for a body or SQL that cannot be routed."""
-        document = _load(body)
-        if not isinstance(document, dict):
-            raise BadRequest("the body of a SQL endpoint must be a JSON object", code="sql_body")
-        texts, params, as_list = _texts_and_params(document, endpoint)
         try:
-            sql = self.analyzer.request(self.source, texts, params)
+            body_sql = read_body(body, endpoint.sql_field, endpoint.params_field)
+            sql = self.analyzer.request(self.source, body_sql.texts, body_sql.params)
         except SqlError as exc:
             raise _client_error(exc) from None
         except Exception:  # noqa: BLE001 - a bug must not become a 5xx for a request nothing was sent for
@@ -103,7 +98,7 @@ class SqlRouter:
                     )
                 )
             tenant = sql.tenant
-        return SqlRouted(endpoint, document, as_list, tuple(params), sql, tenant)
+        return SqlRouted(endpoint, body_sql.document, body_sql.as_list, tuple(body_sql.params), sql, tenant)
 
     def plan(self, phase: Phase, routed: SqlRouted) -> tuple[Plan, bytes | None]:
         """The plan, and the body to send to `new` (None: the same body as `old`). Raises `Unprocessable`."""
@@ -130,55 +125,6 @@ def _client_error(exc: SqlError) -> ProxyError:
     return BadRequest(exc.detail, code=exc.code, **fields)
 
 
-def _load(body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        pass
-    try:
-        return json.loads(body)  # integers beyond 64 bits, which orjson refuses
-    except (ValueError, RecursionError):
-        raise BadRequest("the body of a SQL endpoint must be JSON", code="sql_body") from None
-
-
-def _dump(document: dict[str, Any]) -> bytes:
-    try:
-        return orjson.dumps(document)
-    except TypeError:
-        return json.dumps(document, separators=(",", ":")).encode()
-
-
-def _texts_and_params(
-    document: dict[str, Any], endpoint: SqlEndpoint
-) -> tuple[list[str], list[Params], bool]:
-    field, params_field = endpoint.sql_field, endpoint.params_field
-    value = document.get(field)
-    params = document.get(params_field)
-    if isinstance(value, str):
-        return [value], [_params(params, params_field)], False
-    if isinstance(value, list) and all(isinstance(text, str) for text in value):
-        if params is None:
-            return value, [None] * len(value), True
-        if not isinstance(params, list) or len(params) != len(value):
-            raise BadRequest(
-                f"with a list of statements in {field!r}, {params_field!r} must be a list of as many "
-                "parameter lists",
-                code="sql_params",
-            )
-        return value, [_params(item, f"{params_field}[{i}]") for i, item in enumerate(params)], True
-    raise BadRequest(
-        f"field {field!r} must hold the SQL text or a list of texts", code="sql_body", field=field
-    )
-
-
-def _params(value: object, where: str) -> Params:
-    if value is None or isinstance(value, list):
-        return value
-    if isinstance(value, dict):
-        return value
-    raise BadRequest(f"{where!r} must be a list or an object", code="sql_params")
-
-
 def _rewrite(routed: SqlRouted, rewritten: Sequence[Transpiled]) -> bytes:
     """The body for `new`: the same document with the SQL (and parameter order) in the target dialect."""
     endpoint = routed.endpoint
@@ -192,7 +138,7 @@ def _rewrite(routed: SqlRouted, rewritten: Sequence[Transpiled]) -> bytes:
         document[endpoint.sql_field] = rewritten[0].text
         if endpoint.params_field in document:
             document[endpoint.params_field] = params[0]
-    return _dump(document)
+    return dump_document(document)
 
 
 def _reordered(values: Params, result: Transpiled) -> Params:

@@ -137,7 +137,7 @@ class SqlAnalyzer:
         tenants: set[str] = set()
         keys: list[tuple[str, tuple[object, ...]]] = []
         for analysis, values in zip(analyses, params, strict=True):
-            _check_params(analysis.parsed, values)
+            check_params(analysis.parsed, values)
             for statement in analysis.parsed.statements:
                 facts = statement.facts
                 ddl |= facts.kind is StatementKind.DDL
@@ -166,7 +166,7 @@ class SqlAnalyzer:
         )
 
 
-def _check_params(parsed: ParseResult, values: Params) -> None:
+def check_params(parsed: ParseResult, values: Params) -> None:
     if parsed.positional:
         if not isinstance(values, Sequence) or isinstance(values, str | bytes):
             raise SqlParamsError(
@@ -192,7 +192,7 @@ def _value(part: Term, values: Params) -> object:
     if not isinstance(part, Param):
         return part
     if part.index is not None:
-        assert isinstance(values, Sequence)  # checked by _check_params
+        assert isinstance(values, Sequence)  # checked by check_params
         return values[part.index]
     assert isinstance(values, Mapping) and part.name is not None
     return values[part.name]

@@ -250,7 +250,7 @@ def _parsed(tree: exp.Expr, dialect: str, rules: Rules) -> Parsed:
     if isinstance(tree, exp.Alias) and isinstance(tree.this, exp.Column):
         # Statements sqlglot reads as `word alias`: START TRANSACTION, SAVEPOINT name (PostgreSQL)
         if tree.this.name.upper() in ("START", "SAVEPOINT"):
-            return Parsed(StatementFacts(StatementKind.CONTROL), None, tree.sql())
+            return Parsed(StatementFacts(StatementKind.CONTROL), None, f"{tree.this.name} {tree.alias}")
     if isinstance(tree, exp.Condition | exp.Tuple | exp.Star | exp.Alias):
         # sqlglot reads a bare expression (`foo`, `1 + 1`, `f(x)`) where a statement was expected.
         shown = tree.sql()

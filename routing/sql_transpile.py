@@ -23,7 +23,7 @@ import sqlglot.errors
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel
 
-from routing.sql_classify import Param, Parsed, ParseResult, Rules, dialect_of, table_name, term
+from routing.sql_classify import MARKER, Param, Parsed, ParseResult, Rules, dialect_of, table_name, term
 from routing.sql_errors import UntranspilableError
 
 _SLOT = "_cvq"
@@ -73,19 +73,26 @@ def _refuse(detail: str, source: str, target: str) -> UntranspilableError:
 def _statement(
     statement: Parsed, source: str, target: str, rules: Rules
 ) -> tuple[str, list[int], tuple[str, tuple[int, ...]]]:
+    same = source == target  # only parameters are renumbered (for a client that runs statements one by one)
     if statement.tree is None:
+        if same and MARKER not in statement.command:
+            return statement.command, [], (statement.command, ())
         verb = statement.command.split(" ", 1)[0].upper() or "this"
         raise _refuse(f"{verb} statements are passed through unparsed and have no rewrite", source, target)
     if statement.replace:
         raise _refuse("REPLACE deletes and re-inserts rows; it has no faithful equivalent", source, target)
-    if statement.explain is not None and statement.explain.upper() not in _PLAIN_EXPLAIN:
+    explain = (statement.explain or "").upper()
+    if not same and statement.explain is not None and explain not in _PLAIN_EXPLAIN:
         raise _refuse(f"EXPLAIN options {statement.explain!r} differ between dialects", source, target)
     tree = statement.tree.copy()
-    if target == "postgres":
+    if same:
+        pass
+    elif target == "postgres":
         _to_postgres(tree, source, rules)
     elif target == "mysql":
         _to_mysql(tree, source)
-    _refuse_unknown_functions(tree, source, target)
+    if not same:
+        _refuse_unknown_functions(tree, source, target)
     used = sorted(
         {
             ref.index
