@@ -20,7 +20,7 @@ from typing import Any
 
 from config.settings import Settings
 from config.sql import SqlEndpoint
-from proxy.errors import BadRequest, ProxyError
+from proxy.errors import BadRequest, ProxyError, Unprocessable
 from routing.classify import RequestKind
 from routing.decide import Plan
 from routing.phases import Phase, Side
@@ -32,11 +32,6 @@ from routing.sql_scope import needs_new, route_sql, without_shadow
 from routing.sql_transpile import Transpiled
 
 log = logging.getLogger("cutover.sql")
-
-
-class Unprocessable(ProxyError):
-    status = 422
-    code = "sql_refused"
 
 
 @dataclass(frozen=True, slots=True)
