@@ -29,6 +29,7 @@ class Db:
     conn: asyncpg.Connection
     orders: str  # table names unique to the test
     events: str
+    items: str
 
     async def rows(self, sql: str) -> list[tuple[Any, ...]]:
         return [tuple(row) for row in await self.conn.fetch(sql.format(o=self.orders, e=self.events))]
@@ -37,17 +38,18 @@ class Db:
 @pytest.fixture
 async def db(pg_url: str) -> AsyncIterator[Db]:
     suffix = uuid.uuid4().hex[:8]
-    orders, events = f"orders_{suffix}", f"events_{suffix}"
+    orders, events, items = f"orders_{suffix}", f"events_{suffix}", f"items_{suffix}"
     conn = await asyncpg.connect(pg_url)
     await conn.execute(
         f"CREATE TABLE {orders} (id int PRIMARY KEY, tenant_id text NOT NULL,"
         " total numeric NOT NULL DEFAULT 0, n int NOT NULL DEFAULT 0, note text, at timestamptz, doc jsonb);"
-        f"CREATE TABLE {events} (id int PRIMARY KEY, order_id int NOT NULL REFERENCES {orders} (id))"
+        f"CREATE TABLE {events} (id int PRIMARY KEY, order_id int NOT NULL REFERENCES {orders} (id));"
+        f"CREATE TABLE {items} (tenant_id text, id text, doc jsonb, PRIMARY KEY (tenant_id, id))"
     )
     try:
-        yield Db(conn, orders, events)
+        yield Db(conn, orders, events, items)
     finally:
-        await conn.execute(f"DROP TABLE {events}; DROP TABLE {orders}")
+        await conn.execute(f"DROP TABLE {events}; DROP TABLE {orders}; DROP TABLE {items}")
         await conn.close()
 
 
@@ -63,7 +65,7 @@ def settings_for(pg_url: str, db: Db, prefix: str = "unused") -> Settings:
         sql={"endpoints": [{"path": "/query"}], "primary_keys": {db.orders: ["id"]}},
         worker={
             "applier": "postgres",
-            "postgres": {"url": pg_url, "resources": [{"path": "/items/{key}", "table": "unused_items"}]},
+            "postgres": {"url": pg_url, "resources": [{"path": "/items/{key}", "table": db.items}]},
         },
     )
 
@@ -112,6 +114,27 @@ async def test_postgres_statements_run_with_their_parameters(applier: PostgresAp
         ]
     )
     assert await db.rows("SELECT id, tenant_id, total, n FROM {o} ORDER BY id") == [(1, "acme", 7, 1)]
+
+
+async def test_rest_and_sql_intents_share_one_batch(applier: PostgresApplier, db: Db) -> None:
+    rest = Intent(
+        tenant="acme",
+        target=Side.NEW,
+        method="PUT",
+        path="/items/k1",
+        query="",
+        headers=(("content-type", "application/json"),),
+        body=b'{"v": 1}',
+        status=200,
+        response_body=b"{}",
+    )
+    await applier.apply_batch(
+        [rest, sql_intent(f"INSERT INTO {db.orders} (id, tenant_id) VALUES ($1, $2)", [50, "acme"])]
+    )
+    assert await db.rows(f"SELECT tenant_id, id, doc FROM {db.items}") == [
+        ("acme", "k1", '{"v": 1, "id": "k1"}')
+    ]
+    assert await db.rows("SELECT id FROM {o}") == [(50,)]
 
 
 async def test_mysql_writes_toward_a_postgres_mirror_are_transpiled(applier: PostgresApplier, db: Db) -> None:
