@@ -9,6 +9,10 @@ A batch is first tried as one statement (`pg_batch`: the batch collapsed to its 
 That is only right when no intent of it was applied before; the statement checks this and rolls itself
 back otherwise, and the batch is then applied intent by intent in one transaction, skipping the intents
 the ledger already holds.
+
+Writes to a configured SQL endpoint (`sql.endpoints`) are not mapped to rows: the statements they carry
+are executed as they are, transpiled to PostgreSQL when needed (`buffer_worker.sql_apply`), in the same
+batch transaction and under the same ledger (always on the intent-by-intent path).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from buffer_worker.pg_batch import (
     batch_statement,
     collapse,
 )
+from buffer_worker.sql_apply import SqlIntents, coerce
 from config.settings import PostgresApplierSettings, PostgresResource
 
 LEDGER_DDL = """
@@ -78,13 +83,16 @@ def _route(resource: PostgresResource) -> _Route:
 
 
 class PostgresApplier:
-    def __init__(self, settings: PostgresApplierSettings, *, id_field: str = "id") -> None:
+    def __init__(
+        self, settings: PostgresApplierSettings, *, id_field: str = "id", sql: SqlIntents | None = None
+    ) -> None:
         self._dsn = settings.url.get_secret_value()
         self._routes = [_route(resource) for resource in settings.resources]
         self._batch_sql = batch_statement(
             [Table(r.table, r.tenant_column, r.key_column, r.document_column) for r in settings.resources]
         )
         self._id_field = id_field
+        self._sql = sql  # writes to SQL endpoints: executed as the statements they carry
         self._pool: asyncpg.Pool | None = None
 
     async def start(self) -> None:
@@ -104,12 +112,13 @@ class PostgresApplier:
     async def apply_batch(self, intents: Sequence[Intent]) -> None:
         """Apply all of `intents`, in order, atomically; raise (and apply none) if any cannot be."""
         assert self._pool is not None, "PostgresApplier.start() was not awaited"
-        writes = [self._resolve(intent) for intent in intents]
+        plans = [self._plan(intent) for intent in intents]
+        writes = [plan for plan in plans if isinstance(plan, RowWrite)]
         try:
             async with self._pool.acquire() as conn:
-                if await self._apply_collapsed(conn, intents, writes):
+                if len(writes) == len(plans) and await self._apply_collapsed(conn, intents, writes):
                     return
-                await self._apply_in_order(conn, intents, writes)
+                await self._apply_in_order(conn, intents, plans)
         except (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError) as exc:
             raise UnreachableError(intents[0], f"mirror database unreachable: {type(exc).__name__}") from exc
         except asyncpg.PostgresError as exc:
@@ -134,7 +143,7 @@ class PostgresApplier:
         return True
 
     async def _apply_in_order(
-        self, conn: asyncpg.Connection, intents: Sequence[Intent], writes: Sequence[RowWrite]
+        self, conn: asyncpg.Connection, intents: Sequence[Intent], plans: Sequence[_Plan]
     ) -> None:
         """Intent by intent, in one transaction, skipping what the ledger holds already."""
         async with conn.transaction():
@@ -148,20 +157,25 @@ class PostgresApplier:
             }
             # Consecutive statements of one kind go in one executemany; order is kept throughout.
             run: list[tuple[Any, ...]] = []
-            run_sql: str | None = None
-            for intent, write in zip(intents, writes, strict=True):
+            run_sql: _Sql | None = None
+            for intent, plan in zip(intents, plans, strict=True):
                 if intent.intent_id not in fresh:
                     continue
                 # An intent twice in one batch (an append that was sent again) applies once.
                 fresh.discard(intent.intent_id)
-                sql, args = self._statement(write)
-                if sql != run_sql and run:
-                    await conn.executemany(run_sql, run)
-                    run = []
-                run_sql = sql
-                run.append(args)
+                for sql, args in [self._statement(plan)] if isinstance(plan, RowWrite) else plan:
+                    if run_sql is not None and sql != run_sql and run:
+                        await _execute(conn, run_sql, run)
+                        run = []
+                    run_sql = sql
+                    run.append(args)
             if run and run_sql is not None:
-                await conn.executemany(run_sql, run)
+                await _execute(conn, run_sql, run)
+
+    def _plan(self, intent: Intent) -> _Plan:
+        if self._sql is not None and self._sql.matches(intent):
+            return [(_Sql(text, typed=True), args) for text, args in self._sql.statements(intent)]
+        return self._resolve(intent)
 
     def _resolve(self, intent: Intent) -> RowWrite:
         """The row `intent` writes and how; a write no resource maps is an error no retry can fix."""
@@ -181,12 +195,31 @@ class PostgresApplier:
                 return self._resolve(_as_put(intent, created))
         raise PermanentApplyError(intent, f"no postgres resource maps {intent.method} {intent.path}")
 
-    def _statement(self, write: RowWrite) -> tuple[str, tuple[Any, ...]]:
+    def _statement(self, write: RowWrite) -> tuple[_Sql, tuple[Any, ...]]:
         route = self._routes[write.table]
         if write.method == "DELETE":
-            return route.delete, (write.tenant, write.key)
+            return _Sql(route.delete), (write.tenant, write.key)
         sql = route.merge if write.method == "PATCH" else route.upsert
-        return sql, (write.tenant, write.key, orjson.dumps(write.document).decode())
+        return _Sql(sql), (write.tenant, write.key, orjson.dumps(write.document).decode())
+
+
+@dataclass(frozen=True, slots=True)
+class _Sql:
+    text: str
+    typed: bool = False  # a mirrored SQL statement: its JSON arguments are converted to the inferred types
+
+
+# What one intent does: a row write (REST resources), or the SQL statements it carries.
+_Plan = RowWrite | list[tuple[_Sql, tuple[Any, ...]]]
+
+
+async def _execute(conn: asyncpg.Connection, sql: _Sql, run: list[tuple[Any, ...]]) -> None:
+    if not sql.typed:
+        await conn.executemany(sql.text, run)
+        return
+    statement = await conn.prepare(sql.text)
+    types = [parameter.name for parameter in statement.get_parameters()]
+    await statement.executemany([coerce(args, types) for args in run])
 
 
 def _document(body: bytes, intent: Intent) -> dict[str, Any]:

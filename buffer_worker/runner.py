@@ -8,6 +8,7 @@ import signal
 
 from buffer_worker.http_applier import HttpApplier
 from buffer_worker.pg_applier import PostgresApplier
+from buffer_worker.sql_apply import SqlIntents
 from buffer_worker.worker import Applier, Worker
 from config.settings import Settings
 from telemetry.logs import configure_logging
@@ -18,7 +19,8 @@ from telemetry.tracing import build_tracer_provider
 def build_applier(settings: Settings) -> Applier:
     if settings.worker.applier == "postgres":
         assert settings.worker.postgres is not None  # enforced by the settings model
-        return PostgresApplier(settings.worker.postgres, id_field=settings.worker.id_field)
+        sql = SqlIntents(settings) if settings.sql.endpoints else None
+        return PostgresApplier(settings.worker.postgres, id_field=settings.worker.id_field, sql=sql)
     return HttpApplier(settings)
 
 

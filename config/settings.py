@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from config.operator import OperatorSettings
+from config.sql import SqlDialect, SqlSettings
 from config.telemetry import TelemetrySettings
 from routing.phases import Phase
 from routing.tenant import TENANT_HEADER_DEFAULT
@@ -86,6 +87,7 @@ class BackendSettings(_Frozen):
     # timeout (uvicorn: 5 s, nginx: 75 s): reusing a connection the server is just closing loses the request.
     idle_keepalive_s: float = Field(default=4.0, gt=0)
     headers: HeaderRewrite = HeaderRewrite()
+    sql_dialect: SqlDialect | None = None  # the SQL dialect this side speaks on `sql.endpoints`
 
     @field_validator("url")
     @classmethod
@@ -191,12 +193,18 @@ class Settings(_Frozen):
     worker: WorkerSettings = WorkerSettings()
     barrier: BarrierSettings = BarrierSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    sql: SqlSettings = SqlSettings()
     log_level: Annotated[str, Field(pattern="^(debug|info|warning|error)$")] = "info"
     access_log: bool = False
     proxy_id: str | None = None
     operator: OperatorSettings = OperatorSettings()
 
     _parse_listen = field_validator("listen", mode="before")(_listen)
+
+    @model_validator(mode="after")
+    def _sql_dialects(self) -> Settings:
+        self.sql.check_dialects(self.backends.old.sql_dialect, self.backends.new.sql_dialect)
+        return self
 
     @field_validator("postgres_url")
     @classmethod

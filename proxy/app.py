@@ -14,9 +14,10 @@ from proxy.executor import PHASE_HEADERS, Executor
 from proxy.phase_cache import PhaseCache
 from proxy.request import ClientDisconnected, ProxyRequest, read_body
 from proxy.request_telemetry import REJECTED, Exchange, RequestTelemetry
+from proxy.sql_endpoint import SqlRouter
 from proxy.types import Receive, Scope, Send
 from proxy.write_gate import WriteGate
-from routing.classify import InvalidTargetError, RequestKind, check_target, classify
+from routing.classify import InvalidTargetError, RequestFacts, RequestKind, check_target, classify
 from routing.decide import decide
 from routing.tenant import InvalidTenantError
 from telemetry.logs import REQUEST_SCOPE
@@ -39,6 +40,7 @@ class DataPlane:
         max_body_bytes: int,
         note_tenant: Callable[[str], None] | None = None,
         telemetry: RequestTelemetry | None = None,
+        sql: SqlRouter | None = None,
     ) -> None:
         self._cache = cache
         self._executor = executor
@@ -48,6 +50,7 @@ class DataPlane:
         self._note_tenant = note_tenant  # records tenants seen in traffic (proxy.seen_tenants)
         # None when tracing and metrics are both off: then no request pays for telemetry at all.
         self._telemetry = telemetry if telemetry is not None and telemetry.enabled else None
+        self._sql = sql
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -98,6 +101,11 @@ class DataPlane:
                     retry_after_s=2,
                 )
             body = await read_body(receive, limit=self._max_body_bytes, declared_length=declared_length)
+            sql = None
+            if self._sql is not None and (endpoint := self._sql.endpoint(facts.method, raw_path)) is not None:
+                # A SQL endpoint: what the statements do decides read or write, and may name the tenant.
+                sql = self._sql.classify(endpoint, body, facts.tenant)
+                facts = RequestFacts(tenant=sql.tenant, kind=sql.kind, method=facts.method)
             if facts.kind is RequestKind.WRITE and facts.tenant is not None:
                 # May wait while the tenant's authoritative side is being switched: read the phase after.
                 await self._gate.enter(facts.tenant)
@@ -108,6 +116,9 @@ class DataPlane:
                 self._note_tenant(facts.tenant)
             if exchange is not None:
                 exchange.phase = phase
+            plan, new_body = decide(phase, facts.kind), None
+            if sql is not None and self._sql is not None:
+                plan, new_body = self._sql.plan(phase, sql)
             client = scope.get("client")
             request = ProxyRequest(
                 method=facts.method,
@@ -118,8 +129,9 @@ class DataPlane:
                 tenant=facts.tenant,
                 client_host=client[0] if client else None,
                 scheme=scope.get("scheme", "http"),
+                new_body=new_body,
             )
-            await self._executor.run(decide(phase, facts.kind), request, send, exchange)
+            await self._executor.run(plan, request, send, exchange)
         except ProxyError as exc:
             _answered_by_proxy(exchange, exc.status)
             await _send_error(send, exc, phase_header)

@@ -1,8 +1,9 @@
 """Errors the data plane answers with, each in one stable JSON shape: `{"error": code, "detail": text, ...}`.
 
 ProxyError
-├── BadRequest             400  bad_request / invalid_tenant / invalid_target
+├── BadRequest             400  bad_request / invalid_tenant / invalid_target / sql_* (SQL endpoints)
 ├── PayloadTooLarge        413  body_too_large
+├── Unprocessable          422  sql_refused / sql_mixed_tables / sql_ddl_refused / sql_untranspilable
 ├── BackendError           502 / 504  backend_unreachable / backend_timeout  (names the backend)
 ├── ServiceUnavailable     503  not_ready / fallback_unsafe / buffer_unavailable  (+ Retry-After)
 └── MethodNotAllowed       405  (non-HTTP scopes such as websockets are not proxied)
@@ -36,6 +37,13 @@ class ProxyError(Exception):
 class BadRequest(ProxyError):
     status = 400
     code = "bad_request"
+
+
+class Unprocessable(ProxyError):
+    """Well-formed, but cannot be routed safely in the tenant's phase."""
+
+    status = 422
+    code = "sql_refused"
 
 
 class PayloadTooLarge(ProxyError):

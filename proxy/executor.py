@@ -68,7 +68,8 @@ class Executor:
         except BaseException:
             self._shadow.cancel()
             raise
-        self._shadow.launch(plan, request, served, None if exchange is None else exchange.traceparent)
+        traceparent = None if exchange is None else exchange.traceparent
+        self._shadow.launch(plan, request.for_side(plan.shadow), served, traceparent)
 
     async def _serve(
         self, plan: Plan, request: ProxyRequest, send: Send, exchange: Exchange | None, *, capture: bool
@@ -138,10 +139,11 @@ class Executor:
             request.headers, client_host=request.client_host, scheme=request.scheme
         )
         url = upstream.url_for(request.raw_path, request.query)
+        body = request.body_for(upstream.side)
         if exchange is None or self._telemetry is None:
-            return await upstream.request(request.method, url, headers, request.body)
+            return await upstream.request(request.method, url, headers, body)
         return await self._telemetry.call_backend(
-            upstream, request.method, url, request.raw_path, headers, request.body, exchange, role
+            upstream, request.method, url, request.raw_path, headers, body, exchange, role
         )
 
     async def _fallback_safe(self, request: ProxyRequest, side: Side) -> bool:
@@ -213,7 +215,7 @@ class Executor:
                     for name, value in request.headers
                     if name in _INTENT_HEADERS
                 ),
-                body=request.body,
+                body=request.body_for(plan.mirror),
                 status=response.status,
                 response_body=body,
                 response_headers=tuple(

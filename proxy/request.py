@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from proxy.errors import PayloadTooLarge
 from proxy.types import Receive
+from routing.phases import Side
 
 
 class ClientDisconnected(Exception):
@@ -22,6 +23,16 @@ class ProxyRequest:
     tenant: str | None
     client_host: str | None
     scheme: str
+    new_body: bytes | None = None  # SQL endpoints: the body rewritten for `new`'s dialect
+
+    def body_for(self, side: Side) -> bytes:
+        return self.new_body if side is Side.NEW and self.new_body is not None else self.body
+
+    def for_side(self, side: Side) -> ProxyRequest:
+        """This request as it is sent to `side` (the shadow process gets the body it must send)."""
+        if side is Side.NEW and self.new_body is not None:
+            return replace(self, body=self.new_body, new_body=None)
+        return self
 
     @property
     def mirror_tenant(self) -> str:

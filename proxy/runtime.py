@@ -25,6 +25,7 @@ from proxy.presence import ProxyPresence
 from proxy.request_telemetry import RequestTelemetry
 from proxy.seen_tenants import SeenTenants
 from proxy.shadow import ShadowRunner
+from proxy.sql_endpoint import SqlRouter
 from proxy.stats import DataPlaneStats
 from proxy.upstream import Upstream
 from proxy.write_gate import WriteGate
@@ -131,6 +132,7 @@ class Runtime:
                 max_body_bytes=settings.max_body_bytes,
                 note_tenant=seen.note if settings.operator.seen_tenants.enabled else None,
                 telemetry=telemetry,
+                sql=SqlRouter(settings) if settings.sql.endpoints else None,
             )
             runtime = cls(
                 settings,

@@ -1,0 +1,142 @@
+"""SQL endpoints on the data plane: read the SQL out of a JSON body, route by it, rewrite it for `new`.
+
+The facts and the plan come from `routing.sql` / `routing.sql_scope` (pure); this module only reads and
+rebuilds JSON bodies and maps SQL errors to client errors:
+
+- text that cannot be routed (syntax, limits, parameters, tenant) → 400, nothing forwarded;
+- a statement that cannot be routed safely in the tenant's phase (DDL during a migration, covered and
+  uncovered tables together, no safe rewrite for a phase that sends it to `new`) → 422.
+
+A read in the shadow phase whose statement cannot be rewritten is served by `old` unshadowed: the shadow
+is an observation, and what it cannot observe must not change the client's answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from config.settings import Settings
+from config.sql import SqlEndpoint
+from proxy.errors import BadRequest, ProxyError, Unprocessable
+from routing.classify import RequestKind
+from routing.decide import Plan
+from routing.phases import Phase, Side
+from routing.sql import Params, SqlAnalyzer, SqlLimits, SqlRequest
+from routing.sql_body import dump_document, read_body
+from routing.sql_classify import Rules
+from routing.sql_errors import SqlError, SqlRefusedError, SqlTenantError
+from routing.sql_scope import needs_new, route_sql, without_shadow
+from routing.sql_transpile import Transpiled
+
+log = logging.getLogger("cutover.sql")
+
+
+@dataclass(frozen=True, slots=True)
+class SqlRouted:
+    """One request's SQL, classified: routing facts plus what is needed to rewrite its body."""
+
+    endpoint: SqlEndpoint
+    document: dict[str, Any]
+    as_list: bool  # the SQL field held a list of texts
+    params: tuple[Params, ...]
+    sql: SqlRequest
+    tenant: str | None
+
+    @property
+    def kind(self) -> RequestKind:
+        return self.sql.kind
+
+
+class SqlRouter:
+    def __init__(self, settings: Settings) -> None:
+        config = settings.sql
+        self._endpoints = {(endpoint.method, endpoint.path): endpoint for endpoint in config.endpoints}
+        self._covered = frozenset(config.covered_tables)
+        self.source = settings.backends.old.sql_dialect or "postgres"
+        self.target = settings.backends.new.sql_dialect or self.source
+        self.analyzer = SqlAnalyzer(
+            Rules(
+                tenant_column=config.tenant_column,
+                primary_keys={table: tuple(columns) for table, columns in config.primary_keys.items()},
+            ),
+            SqlLimits(max_text_chars=config.max_text_chars, max_statements=config.max_statements),
+            cache_size=config.cache_size,
+        )
+        # sqlglot logs a warning for every statement it keeps only as a command; clients control that text.
+        logging.getLogger("sqlglot").setLevel(logging.ERROR)
+
+    def endpoint(self, method: str, raw_path: bytes) -> SqlEndpoint | None:
+        if not self._endpoints:
+            return None
+        return self._endpoints.get((method, raw_path.decode("latin-1")))
+
+    def classify(self, endpoint: SqlEndpoint, body: bytes, header_tenant: str | None) -> SqlRouted:
+        """Raises `BadRequest` (400) for a body or SQL that cannot be routed."""
+        try:
+            body_sql = read_body(body, endpoint.sql_field, endpoint.params_field)
+            sql = self.analyzer.request(self.source, body_sql.texts, body_sql.params)
+        except SqlError as exc:
+            raise _client_error(exc) from None
+        except Exception:  # noqa: BLE001 - a bug must not become a 5xx for a request nothing was sent for
+            log.exception("SQL classification failed")
+            raise BadRequest("the SQL could not be classified", code="sql_invalid") from None
+        tenant = header_tenant
+        if sql.tenant is not None:
+            if header_tenant is not None and sql.tenant != header_tenant:
+                raise _client_error(
+                    SqlTenantError(
+                        f"the statements pin tenant {sql.tenant!r} but the request is for {header_tenant!r}",
+                        code="sql_tenant_mismatch",
+                    )
+                )
+            tenant = sql.tenant
+        return SqlRouted(endpoint, body_sql.document, body_sql.as_list, tuple(body_sql.params), sql, tenant)
+
+    def plan(self, phase: Phase, routed: SqlRouted) -> tuple[Plan, bytes | None]:
+        """The plan, and the body to send to `new` (None: the same body as `old`). Raises `Unprocessable`."""
+        try:
+            plan = route_sql(phase, routed.sql, self._covered)
+        except SqlRefusedError as exc:
+            raise _client_error(exc) from None
+        if not needs_new(plan) or self.source == self.target:
+            return plan, None
+        try:
+            rewritten = [self.analyzer.transpile(analysis, self.target) for analysis in routed.sql.analyses]
+        except SqlRefusedError as exc:
+            if plan.serving is Side.OLD and plan.mirror is not Side.NEW:
+                log.debug("not shadowing a statement with no safe rewrite: %s", exc.detail)
+                return without_shadow(plan), None
+            raise _client_error(exc) from None
+        return plan, _rewrite(routed, rewritten)
+
+
+def _client_error(exc: SqlError) -> ProxyError:
+    fields = {key: value for key, value in exc.fields.items() if value is not None}
+    if isinstance(exc, SqlRefusedError):
+        return Unprocessable(exc.detail, code=exc.code, **fields)
+    return BadRequest(exc.detail, code=exc.code, **fields)
+
+
+def _rewrite(routed: SqlRouted, rewritten: Sequence[Transpiled]) -> bytes:
+    """The body for `new`: the same document with the SQL (and parameter order) in the target dialect."""
+    endpoint = routed.endpoint
+    document = dict(routed.document)
+    params = [_reordered(values, result) for values, result in zip(routed.params, rewritten, strict=True)]
+    if routed.as_list:
+        document[endpoint.sql_field] = [result.text for result in rewritten]
+        if endpoint.params_field in document:
+            document[endpoint.params_field] = params
+    else:
+        document[endpoint.sql_field] = rewritten[0].text
+        if endpoint.params_field in document:
+            document[endpoint.params_field] = params[0]
+    return dump_document(document)
+
+
+def _reordered(values: Params, result: Transpiled) -> Params:
+    if result.param_order is None or not isinstance(values, Sequence) or isinstance(values, Mapping):
+        return values
+    return [values[i] for i in result.param_order]
