@@ -4,7 +4,8 @@ Each configured resource maps a REST path (`/items/{key}`) to a table keyed by (
 JSON body in a jsonb column. PUT/POST/PATCH upsert the row (PATCH merges into the stored document),
 DELETE removes it. The batch's intent ids go into `cutover_applied_intent` first, in the same
 transaction; only the ids that insert (were never applied) are applied, so a re-delivered batch, or a
-batch re-read after a worker crash, changes nothing.
+batch re-read after a worker crash, changes nothing. Each batch first takes its tenants' mirror locks
+(`buffer_worker.mirror_lock`), so a backfill chunk in flight is never interleaved with mirrored writes.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import orjson
 
 from buffer_worker.http_applier import PermanentApplyError, TransientApplyError, UnreachableError
 from buffer_worker.intent import Intent
+from buffer_worker.mirror_lock import APPLIER_LOCK_SQL
 from config.settings import PostgresApplierSettings, PostgresResource
 
 LEDGER_DDL = """
@@ -86,6 +88,7 @@ class PostgresApplier:
         statements = [self._statement(intent) for intent in intents]
         try:
             async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(APPLIER_LOCK_SQL, sorted({intent.tenant for intent in intents}))
                 fresh = {
                     row["intent_id"]
                     for row in await conn.fetch(

@@ -1,0 +1,96 @@
+"""`cutover backfill` and `cutover verify` (run here, against both databases, with `--config`), and
+`cutover verify-reports` (stored reports, through the admin API)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from config.data import CHUNK_ROWS_MAX, CHUNK_ROWS_MIN
+from config.loader import load_settings
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+AdminCommand = Callable[[str, str], argparse.ArgumentParser]
+
+
+def add_data_commands(commands: Any, admin_command: AdminCommand) -> None:
+    backfill = commands.add_parser("backfill", help="copy a tenant's rows old -> new (resumable)")
+    backfill.add_argument("--config", help="YAML settings file (default: $CUTOVER_CONFIG)")
+    backfill.add_argument("--tenant", required=True)
+    backfill.add_argument("--table", action="append", default=[], help="only this table (repeatable)")
+    backfill.add_argument(
+        "--chunk-rows",
+        type=_chunk_rows,
+        help=f"rows per chunk, {CHUNK_ROWS_MIN}-{CHUNK_ROWS_MAX} (default: config)",
+    )
+    backfill.add_argument(
+        "--rows-per-s", type=float, help="throttle: rows copied per second (default: no limit)"
+    )
+    backfill.add_argument(
+        "--parallel", type=_parallel, default=1, help="tables and key ranges copied at once"
+    )
+    backfill.add_argument(
+        "--restart", action="store_true", help="ignore the checkpoints and copy from the start"
+    )
+    backfill.add_argument("--json", action="store_true", help="print the run's report as JSON")
+    backfill.set_defaults(run=_backfill)
+
+
+def _chunk_rows(text: str) -> int:
+    value = int(text)
+    if not CHUNK_ROWS_MIN <= value <= CHUNK_ROWS_MAX:
+        raise argparse.ArgumentTypeError(f"must be {CHUNK_ROWS_MIN}-{CHUNK_ROWS_MAX}")
+    return value
+
+
+def _parallel(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError("must be 1-64")
+    return value
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from backfill.errors import DataError
+    from backfill.progress import NoProgress, Progress, progress_for
+    from backfill.runner import BackfillOptions, run_backfill
+
+    settings = load_settings(args.config)
+    options = BackfillOptions(
+        tenant=args.tenant,
+        tables=tuple(args.table),
+        chunk_rows=args.chunk_rows,
+        rows_per_s=args.rows_per_s,
+        parallel=args.parallel,
+        restart=args.restart,
+    )
+    progress: Progress = NoProgress() if args.json else progress_for(sys.stderr)
+    try:
+        report = asyncio.run(run_backfill(settings, options, progress))
+    except DataError as exc:
+        print(f"cutover: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2, sort_keys=True))
+        return EXIT_OK
+    from proxy.cli import format_table
+
+    rows = [
+        [
+            t.name,
+            t.transform or "-",
+            "resumed" if t.resumed else "new",
+            f"{t.rows_copied:,}",
+            f"{t.rows_written:,}",
+            str(t.chunks),
+            f"{t.total_rows_copied:,}",
+        ]
+        for t in report.tables
+    ]
+    print(format_table(["TABLE", "TRANSFORM", "RUN", "COPIED", "WRITTEN", "CHUNKS", "TOTAL COPIED"], rows))
+    print(f"tenant {report.tenant} ({report.phase}): done in {report.seconds:.1f} s")
+    return EXIT_OK
