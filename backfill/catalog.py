@@ -38,7 +38,7 @@ class ColumnInfo:
 _COLUMNS_SQL = """
 SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type_name,
        format_type(a.atttypid, NULL) AS base_type, a.atttypid::int8 AS type_oid,
-       t.typcategory AS category, a.attidentity = 'a' AS identity_always
+       t.typcategory::text AS category, a.attidentity = 'a' AS identity_always
 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
 WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
 ORDER BY a.attnum
@@ -66,6 +66,21 @@ async def table_columns(conn: asyncpg.Connection, table: str, relation: str) -> 
         )
         for row in rows
     }
+
+
+def keys_subquery(key_types: Sequence[str], first_param: int, *, as_row: bool = False) -> str:
+    """SELECT of typed keys from one text[] parameter per key column ($first_param, ...), in order.
+    `as_row`: one record column per key (for `ARRAY(...)`), else one column per key column (for `IN`)."""
+    names = [f"c{i}" for i in range(len(key_types))]
+    arrays = ", ".join(f"${first_param + i}::text[]" for i in range(len(key_types)))
+    casts = [f"u.{n}::{t}" for n, t in zip(names, key_types, strict=True)]
+    value = "ROW(" + ", ".join(casts) + ")" if as_row and len(casts) > 1 else ", ".join(casts)
+    return f"SELECT {value} FROM unnest({arrays}) WITH ORDINALITY AS u({', '.join(names)}, o) ORDER BY o"
+
+
+def key_arrays(keys: Sequence[Sequence[str]], width: int) -> list[list[str]]:
+    """Keys as one text array per key column (the parameters `keys_subquery` reads)."""
+    return [[key[i] for key in keys] for i in range(width)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +122,11 @@ class SideShape:
             clauses.append(f"{self.key_row} <= {self.key_param(param)}")
         return " AND ".join(clauses)
 
+    def keys_where(self, keys: Sequence[Sequence[str]]) -> tuple[str, list[object]]:
+        """Rows of tenant `$1` whose key is one of `keys`, with the arguments after the tenant."""
+        where = f"{self.tenant} = $1 AND {self.key_row} IN ({keys_subquery(self.key_types, 2)})"
+        return where, list(key_arrays(keys, len(self.key)))
+
     def range_args(self, lo: Sequence[str] | None, hi: Sequence[str] | None) -> tuple[str, list[object]]:
         """`where` for the half-open range (lo, hi] (None: unbounded), with its arguments after the tenant."""
         args: list[object] = [list(b) for b in (lo, hi) if b is not None]
@@ -121,6 +141,8 @@ class TablePlan:
     columns: tuple[str, ...]  # copied new-side columns, unquoted, in the new table's order
     new_columns: dict[str, ColumnInfo]
     old_exprs: tuple[str, ...]  # per copied column: an old-side expression of the new column's type
+    # ... and with the new column's modifier too, for verification: numeric(12,2) renders 1.5 as 1.50
+    old_verify_exprs: tuple[str, ...]
     identity_always: bool
 
     @property
@@ -193,6 +215,10 @@ async def resolve(table: DataTable, old: asyncpg.Connection, new: asyncpg.Connec
                 ),
             )
     old_exprs = tuple(_old_expr(sources[c], old_columns.get(sources[c]), new_columns[c]) for c in columns)
+    old_verify_exprs = tuple(
+        _old_expr(sources[c], old_columns.get(sources[c]), new_columns[c], with_modifier=True)
+        for c in columns
+    )
     return TablePlan(
         table=table,
         old=SideShape(
@@ -210,16 +236,19 @@ async def resolve(table: DataTable, old: asyncpg.Connection, new: asyncpg.Connec
         columns=columns,
         new_columns=new_columns,
         old_exprs=old_exprs,
+        old_verify_exprs=old_verify_exprs,
         identity_always=any(new_columns[c].identity_always for c in columns),
     )
 
 
-def _old_expr(source: str, old: ColumnInfo | None, new: ColumnInfo) -> str:
-    # Cast to the base type only: an explicit cast to varchar(n) would truncate silently, whereas the
-    # staging column (which has the modifier) refuses a value that does not fit.
-    if old is None or old.type_oid == new.type_oid:
+def _old_expr(source: str, old: ColumnInfo | None, new: ColumnInfo, *, with_modifier: bool = False) -> str:
+    # The copy casts to the base type only: an explicit cast to varchar(n) would truncate silently,
+    # whereas the staging column (which has the modifier) refuses a value that does not fit.
+    if old is None or (old.type_name if with_modifier else old.type_oid) == (
+        new.type_name if with_modifier else new.type_oid
+    ):
         return quote_ident(source)
-    return f"{quote_ident(source)}::{new.base_type}"
+    return f"{quote_ident(source)}::{new.type_name if with_modifier else new.base_type}"
 
 
 async def _has_unique_key(conn: asyncpg.Connection, relation: str, columns: set[str]) -> bool:

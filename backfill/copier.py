@@ -48,13 +48,13 @@ class ChunkCopier:
         self._old = old
         self._new = new
         self._transform = transform
-        self._staging = f"cutover_stage_{plan.name}"
-        self._upsert = plan.upsert_sql(quote_ident(self._staging))
+        self.staging = f"cutover_stage_{plan.name}"
+        self._upsert = plan.upsert_sql(quote_ident(self.staging))
 
     async def prepare(self) -> None:
         # Temporary and emptied at every commit: nothing to clean up after a crash.
         await self._new.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {quote_ident(self._staging)} ON COMMIT DELETE ROWS AS"
+            f"CREATE TEMP TABLE IF NOT EXISTS {quote_ident(self.staging)} ON COMMIT DELETE ROWS AS"
             f" SELECT {self._plan.quoted_columns} FROM {self._plan.new.relation} WITH NO DATA"
         )
 
@@ -99,15 +99,13 @@ class ChunkCopier:
         if self._transform is None:
             query = f"SELECT {self._plan.old_select()} FROM {old.relation} WHERE {where}"
             return await pipe_copy(
-                self._old, query, [self._tenant, *args], self._new, self._staging, self._plan.columns
+                self._old, query, [self._tenant, *args], self._new, self.staging, self._plan.columns
             )
         rows = await self._old.fetch(
             f"SELECT * FROM {old.relation} WHERE {where} ORDER BY {old.order_by}", self._tenant, *args
         )
         records = apply_transform(self._plan.name, self._transform, rows, self._plan.columns)
-        await self._new.copy_records_to_table(
-            self._staging, records=records, columns=list(self._plan.columns)
-        )
+        await self._new.copy_records_to_table(self.staging, records=records, columns=list(self._plan.columns))
         return len(records)
 
 

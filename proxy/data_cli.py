@@ -38,6 +38,7 @@ def add_data_commands(commands: Any, admin_command: AdminCommand) -> None:
     )
     backfill.add_argument("--json", action="store_true", help="print the run's report as JSON")
     backfill.set_defaults(run=_backfill)
+    add_verify_commands(commands, admin_command)
 
 
 def _chunk_rows(text: str) -> int:
@@ -93,4 +94,87 @@ def _backfill(args: argparse.Namespace) -> int:
     ]
     print(format_table(["TABLE", "TRANSFORM", "RUN", "COPIED", "WRITTEN", "CHUNKS", "TOTAL COPIED"], rows))
     print(f"tenant {report.tenant} ({report.phase}): done in {report.seconds:.1f} s")
+    return EXIT_OK
+
+
+def add_verify_commands(commands: Any, admin_command: AdminCommand) -> None:
+    verify = commands.add_parser("verify", help="reconcile a tenant's rows between old and new")
+    verify.add_argument("--config", help="YAML settings file (default: $CUTOVER_CONFIG)")
+    verify.add_argument("--tenant", required=True)
+    verify.add_argument(
+        "--table", action="append", default=[], help="only this table or resource (repeatable)"
+    )
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.add_argument(
+        "--repair",
+        action="store_true",
+        help="re-copy differing keys from the authoritative side, then verify again",
+    )
+    verify.add_argument("--no-store", action="store_true", help="do not store the report")
+    verify.set_defaults(run=_verify)
+
+    reports = admin_command("verify-reports", "stored verification reports of a tenant (admin API)")
+    reports.add_argument("tenant")
+    reports.add_argument("--table")
+    reports.add_argument("--limit", type=int, default=20)
+    reports.add_argument("--id", type=int, help="show this report in full")
+    reports.set_defaults(run=_verify_reports)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from backfill.errors import DataError
+    from backfill.report import render
+    from backfill.verify_run import VerifyOptions, run_verify
+
+    settings = load_settings(args.config)
+    options = VerifyOptions(args.tenant, tuple(args.table), repair=args.repair, store=not args.no_store)
+    try:
+        run = asyncio.run(run_verify(settings, options))
+    except DataError as exc:
+        print(f"cutover: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    body = run.as_json()
+    print(json.dumps(body, indent=2, sort_keys=True) if args.json else render(body))
+    return EXIT_OK if run.passed else EXIT_REFUSED
+
+
+def _verify_reports(args: argparse.Namespace) -> int:
+    from backfill.report import format_table, render
+    from proxy.admin_client import AdminClient
+
+    client = AdminClient(args.admin_url, args.token)
+    if args.id is not None:
+        body = client.get(f"/verify-reports/{args.id}")
+        if args.json:
+            print(json.dumps(body, indent=2, sort_keys=True))
+            return EXIT_OK
+        run = {
+            "tenant": body["tenant"],
+            "phase": body["phase"],
+            "passed": body["passed"],
+            "tables": [body["report"]],
+        }
+        print(f"report {body['id']} ({body['finished_at']}, run {body['run_id']})")
+        print(render(run))
+        return EXIT_OK
+    body = client.get(f"/tenants/{args.tenant}/verify-reports", table=args.table, limit=args.limit)
+    if args.json:
+        print(json.dumps(body, indent=2, sort_keys=True))
+        return EXIT_OK
+    rows = [
+        [
+            str(r["id"]),
+            r["finished_at"],
+            r["table"],
+            r["phase"],
+            "pass" if r["passed"] else "FAIL",
+            ", ".join(f"{k} {v}" for k, v in r["counts"].items() if v) or "-",
+        ]
+        for r in body["reports"]
+    ]
+    print(
+        format_table(["ID", "FINISHED", "TABLE", "PHASE", "RESULT", "DIFFERENCES"], rows)
+        if rows
+        else "(none)"
+    )
     return EXIT_OK

@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+import redis.asyncio as aioredis
 import yaml
 
 from backfill import checkpoint
@@ -178,3 +179,17 @@ async def table_digest(url: str, table: str, tenant_column: str, tenant: str, ke
 
 def unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    """A Redis key prefix of this test only; its keys are deleted afterwards."""
+    value = unique("cutover-test")
+    yield value
+    client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{value}:*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
