@@ -192,7 +192,14 @@ async def latest_per_table(
         )
     except asyncpg.UndefinedTableError:
         return {}
-    return {row["table_name"]: {**_summary(row), "finished_at_dt": row["finished_at"]} for row in rows}
+    return {
+        row["table_name"]: {
+            **_summary(row),
+            "started_at_dt": row["started_at"],
+            "finished_at_dt": row["finished_at"],
+        }
+        for row in rows
+    }
 
 
 def render(run: dict[str, Any], *, keys_shown: int = 5) -> str:

@@ -139,25 +139,16 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _verify_reports(args: argparse.Namespace) -> int:
-    from backfill.report import format_table, render
+    from backfill.report import format_table
     from proxy.admin_client import AdminClient
 
     client = AdminClient(args.admin_url, args.token)
-    if args.id is not None:
-        body = client.get(f"/verify-reports/{args.id}")
-        if args.json:
-            print(json.dumps(body, indent=2, sort_keys=True))
-            return EXIT_OK
-        run = {
-            "tenant": body["tenant"],
-            "phase": body["phase"],
-            "passed": body["passed"],
-            "tables": [body["report"]],
-        }
-        print(f"report {body['id']} ({body['finished_at']}, run {body['run_id']})")
-        print(render(run))
-        return EXIT_OK
-    body = client.get(f"/tenants/{args.tenant}/verify-reports", table=args.table, limit=args.limit)
+    try:
+        if args.id is not None:
+            return _show_report(client.get(f"/verify-reports/{args.id}"), as_json=args.json)
+        body = client.get(f"/tenants/{args.tenant}/verify-reports", table=args.table, limit=args.limit)
+    finally:
+        client.close()
     if args.json:
         print(json.dumps(body, indent=2, sort_keys=True))
         return EXIT_OK
@@ -177,4 +168,21 @@ def _verify_reports(args: argparse.Namespace) -> int:
         if rows
         else "(none)"
     )
+    return EXIT_OK
+
+
+def _show_report(body: dict[str, Any], *, as_json: bool) -> int:
+    from backfill.report import render
+
+    if as_json:
+        print(json.dumps(body, indent=2, sort_keys=True))
+        return EXIT_OK
+    run = {
+        "tenant": body["tenant"],
+        "phase": body["phase"],
+        "passed": body["passed"],
+        "tables": [body["report"]],
+    }
+    print(f"report {body['id']} ({body['finished_at']}, run {body['run_id']})")
+    print(render(run))
     return EXIT_OK
