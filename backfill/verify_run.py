@@ -21,6 +21,7 @@ from backfill.pending import PendingIntents, PendingSnapshot
 from backfill.phase import read_phase
 from backfill.repair import repair_keys
 from backfill.report import TableReport, VerifyRun, store
+from backfill.rest_verify import verify_resources
 from backfill.transform import RowFunction, apply_transform, load_transform, transform_label
 from backfill.verify import TableVerifier
 from backfill.verify_sql import VerifySide, prepare_session
@@ -51,6 +52,8 @@ async def run_verify(settings: Settings, options: VerifyOptions) -> VerifyRun:
     control = await asyncpg.connect(settings.postgres_url.get_secret_value())
     try:
         state = await read_phase(control, options.tenant, settings.default_phase)
+        if options.repair and data.rest.resources and not data.tables:
+            raise DataError("--repair re-copies table rows; REST resources are verified only")
         if options.repair and state.phase.authoritative is not Side.OLD:
             raise DataError(
                 f"tenant {options.tenant!r} is in {state.phase.value}: new takes writes first, so old is no"
@@ -67,7 +70,7 @@ async def run_verify(settings: Settings, options: VerifyOptions) -> VerifyRun:
                     run.tables.append(await _verify_table(settings, table, options, pending))
             rest = [r for r in data.rest.resources if r.name in names]
             if rest:
-                raise DataError("verification of REST resources is not implemented yet")
+                run.tables.extend(await verify_resources(settings, rest, options.tenant, pending))
         finally:
             await pending.close()
         if options.store:
