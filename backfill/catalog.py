@@ -144,6 +144,7 @@ class TablePlan:
     # ... and with the new column's modifier too, for verification: numeric(12,2) renders 1.5 as 1.50
     old_verify_exprs: tuple[str, ...]
     identity_always: bool
+    text_compared: frozenset[str] = frozenset()  # columns whose type has no `=` (json): compared as text
 
     @property
     def name(self) -> str:
@@ -175,8 +176,9 @@ class TablePlan:
         if not updated:
             return head + " DO NOTHING"
         assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in updated)
-        current = ", ".join(f"t.{c}" for c in updated)
-        incoming = ", ".join(f"EXCLUDED.{c}" for c in updated)
+        cast = {quote_ident(c): "::text" for c in self.text_compared}
+        current = ", ".join(f"t.{c}{cast.get(c, '')}" for c in updated)
+        incoming = ", ".join(f"EXCLUDED.{c}{cast.get(c, '')}" for c in updated)
         return f"{head} DO UPDATE SET {assignments} WHERE ROW({current}) IS DISTINCT FROM ROW({incoming})"
 
 
@@ -238,6 +240,7 @@ async def resolve(table: DataTable, old: asyncpg.Connection, new: asyncpg.Connec
         old_exprs=old_exprs,
         old_verify_exprs=old_verify_exprs,
         identity_always=any(new_columns[c].identity_always for c in columns),
+        text_compared=frozenset(await _without_equality(new, {c: new_columns[c].type_name for c in columns})),
     )
 
 
@@ -254,3 +257,14 @@ def _old_expr(source: str, old: ColumnInfo | None, new: ColumnInfo, *, with_modi
 async def _has_unique_key(conn: asyncpg.Connection, relation: str, columns: set[str]) -> bool:
     rows = await conn.fetch(_UNIQUE_SQL, quote_relation(relation))
     return any(set(row["columns"]) == columns for row in rows)
+
+
+async def _without_equality(conn: asyncpg.Connection, types: dict[str, str]) -> list[str]:
+    """Columns whose type has no `=` operator (json, point, ...), found by asking the server."""
+    missing: list[str] = []
+    for type_name in sorted(set(types.values())):
+        try:
+            await conn.fetchval(f"SELECT NULL::{type_name} = NULL::{type_name}")
+        except asyncpg.PostgresError:
+            missing.extend(c for c, t in types.items() if t == type_name)
+    return missing

@@ -93,7 +93,7 @@ class TableVerifier:
 
     async def _find(self) -> dict[Key, str]:
         tenant = self._tenant
-        cuts = await self._old.cut_points(tenant, None, None, self._settings.range_rows)
+        cuts = await self._old.first_cuts(tenant, self._settings.range_rows)
         old, new = await asyncio.gather(
             self._old.bucket_stats(tenant, None, None, cuts), self._new.bucket_stats(tenant, None, None, cuts)
         )

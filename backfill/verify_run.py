@@ -24,7 +24,7 @@ from backfill.report import TableReport, VerifyRun, store
 from backfill.rest_verify import verify_resources
 from backfill.transform import RowFunction, apply_transform, load_transform, transform_label
 from backfill.verify import TableVerifier
-from backfill.verify_sql import VerifySide, prepare_session
+from backfill.verify_sql import VerifySide, choose_hash_mode, prepare_session
 from config.data import DataTable
 from config.settings import Settings
 from routing.phases import Side
@@ -93,10 +93,12 @@ async def _verify_table(
             for url in (data.old.postgres_url, data.new.postgres_url, data.new.postgres_url)
         ]
         plan = await resolve(table, old, new)
-        new_side = _side("new", new, plan, plan.new.relation, new=True)
+        types = [plan.new_columns[c].type_name for c in plan.columns if c != table.new.tenant_column]
+        mode = await choose_hash_mode([old, new], types)
+        new_side = _side("new", new, plan, plan.new.relation, new=True, mode=mode)
         refresh = None
         if transform is None:
-            old_side = _side("old", old, plan, plan.old.relation, new=False)
+            old_side = _side("old", old, plan, plan.old.relation, new=False, mode=mode)
         else:
             relation = quote_ident(f"cutover_verify_{table.name}")
 
@@ -104,7 +106,7 @@ async def _verify_table(
                 await _load_image(plan, tenant, old, image, relation, transform)
 
             await refresh()
-            old_side = _side("old", image, plan, relation, new=True)
+            old_side = _side("old", image, plan, relation, new=True, mode=mode)
 
         async def snapshot() -> PendingSnapshot:
             return await pending.snapshot(tenant)
@@ -141,7 +143,9 @@ async def _connection(dsn: str) -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
-def _side(label: str, conn: asyncpg.Connection, plan: TablePlan, relation: str, *, new: bool) -> VerifySide:
+def _side(
+    label: str, conn: asyncpg.Connection, plan: TablePlan, relation: str, *, new: bool, mode: str
+) -> VerifySide:
     """A side of the comparison; `new`: a relation with the new table's column names and types."""
     tenant_column = plan.table.new.tenant_column
     indexes = [i for i, c in enumerate(plan.columns) if c != tenant_column]
@@ -161,6 +165,7 @@ def _side(label: str, conn: asyncpg.Connection, plan: TablePlan, relation: str, 
         columns=columns,
         exprs=exprs,
         numeric=numeric,
+        hash_mode=mode,
     )
 
 
