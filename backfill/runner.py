@@ -47,6 +47,7 @@ class TableRun:
     rows_copied: int = 0  # by this run
     rows_written: int = 0
     chunks: int = 0
+    chunks_direct: int = 0  # chunks copied straight into the table (their range was empty on new)
     total_rows_copied: int = 0  # by every run of this backfill, from the checkpoints
     seconds: float = 0.0
 
@@ -59,6 +60,7 @@ class TableRun:
             "rows_copied": self.rows_copied,
             "rows_written": self.rows_written,
             "chunks": self.chunks,
+            "chunks_direct": self.chunks_direct,
             "total_rows_copied": self.total_rows_copied,
             "seconds": round(self.seconds, 3),
         }
@@ -241,11 +243,12 @@ class _Run:
             after: Key | None = state.resume_after
             while True:
                 await self._check_phase()
-                upper = await copier.next_bound(after, state.hi, self._chunk_rows)
-                result = await copier.copy(state.range_no, after, upper, state.hi)
+                upper, more = await copier.next_bound(after, state.hi, self._chunk_rows)
+                result = await copier.copy(state.range_no, after, upper, state.hi, last=not more)
                 run.rows_copied += result.copied
                 run.rows_written += result.written
                 run.chunks += 1
+                run.chunks_direct += result.direct
                 self._progress.advance(result.copied)
                 if result.done:
                     break

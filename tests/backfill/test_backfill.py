@@ -172,6 +172,7 @@ async def test_mirrored_writes_racing_the_copy_are_never_undone(data_env: DataEn
         await applier.close()
     try:
         assert report.tables[0].chunks >= 30
+        assert report.tables[0].chunks_direct < report.tables[0].chunks  # some chunks met mirrored rows
         assert writes["put"] > 100 and writes["delete"] > 10
         old_rows = {
             r["id"]: r["doc"]
@@ -275,9 +276,13 @@ async def test_rerun_after_completion_copies_nothing_and_parallel_ranges_cover_e
     serial = data_env.settings([orders_table("serial", old_table, serial_table)])
     first = await run_backfill(serial, BackfillOptions(tenant, chunk_rows=1000))
     assert first.tables[0].rows_copied == first.tables[0].rows_written == 25_000
+    assert first.tables[0].chunks_direct == first.tables[0].chunks  # an empty table: straight in
     second = await run_backfill(serial, BackfillOptions(tenant, chunk_rows=1000))
     assert second.tables[0].resumed and second.tables[0].rows_copied == 0
     assert second.tables[0].total_rows_copied == 25_000
+    again = await run_backfill(serial, BackfillOptions(tenant, chunk_rows=1000, restart=True))
+    assert again.tables[0].rows_copied == 25_000 and again.tables[0].rows_written == 0
+    assert again.tables[0].chunks_direct == 0  # every range holds rows: staging and upsert
 
     parallel = data_env.settings([orders_table("parallel", old_table, parallel_table)])
     report = await run_backfill(parallel, BackfillOptions(tenant, chunk_rows=1000, parallel=4))
