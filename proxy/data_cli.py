@@ -10,10 +10,13 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import asyncpg
+
 from config.data import CHUNK_ROWS_MAX, CHUNK_ROWS_MIN
 from config.loader import load_settings
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+_DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 AdminCommand = Callable[[str, str], argparse.ArgumentParser]
 
 
@@ -75,6 +78,13 @@ def _backfill(args: argparse.Namespace) -> int:
     except DataError as exc:
         print(f"cutover: {exc}", file=sys.stderr)
         return EXIT_REFUSED
+    except _DATABASE_ERRORS as exc:
+        print(
+            f"cutover: backfill stopped by a database error ({type(exc).__name__}: {exc});"
+            " a rerun resumes from the last checkpoint",
+            file=sys.stderr,
+        )
+        return EXIT_REFUSED
     if args.json:
         print(json.dumps(report.as_json(), indent=2, sort_keys=True))
         return EXIT_OK
@@ -132,6 +142,12 @@ def _verify(args: argparse.Namespace) -> int:
         run = asyncio.run(run_verify(settings, options))
     except DataError as exc:
         print(f"cutover: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except _DATABASE_ERRORS as exc:
+        print(
+            f"cutover: verification stopped by a database error ({type(exc).__name__}: {exc})",
+            file=sys.stderr,
+        )
         return EXIT_REFUSED
     body = run.as_json()
     print(json.dumps(body, indent=2, sort_keys=True) if args.json else render(body))
