@@ -8,7 +8,8 @@ effect, so a re-delivered batch, or a batch re-read after a worker crash, change
 A batch is first tried as one statement (`pg_batch`: the batch collapsed to its final effect per row).
 That is only right when no intent of it was applied before; the statement checks this and rolls itself
 back otherwise, and the batch is then applied intent by intent in one transaction, skipping the intents
-the ledger already holds.
+the ledger already holds. Either way the batch first takes its tenants' mirror locks
+(`buffer_worker.mirror_lock`), so a backfill chunk in flight is never interleaved with mirrored writes.
 
 Writes to a configured SQL endpoint (`sql.endpoints`) are not mapped to rows: the statements they carry
 are executed as they are, transpiled to PostgreSQL when needed (`buffer_worker.sql_apply`), in the same
@@ -27,6 +28,7 @@ import orjson
 
 from buffer_worker.http_applier import PermanentApplyError, TransientApplyError, UnreachableError
 from buffer_worker.intent import Intent
+from buffer_worker.mirror_lock import applier_locks_sql
 from buffer_worker.pg_batch import (
     REQUIRE_FRESH_DDL,
     STALE_SQLSTATE,
@@ -134,12 +136,19 @@ class PostgresApplier:
         """The fast path: the whole batch in one statement. False when some intent was applied before
         (nothing changed then); errors of the batch itself propagate."""
         arguments = batch_arguments([i.intent_id for i in intents], collapse(writes), len(self._routes))
+        # BEGIN and the locks in one simple-protocol round trip; the batch statement must run after the
+        # locks are held (its snapshot then includes any backfill chunk that held them), so it is a
+        # statement of its own; then COMMIT. A cancelled or broken connection is rolled back by the
+        # pool when it is released.
+        await conn.execute("BEGIN;" + applier_locks_sql(i.tenant for i in intents))
         try:
             await conn.fetchval(self._batch_sql, *arguments)
         except asyncpg.PostgresError as exc:
+            await conn.execute("ROLLBACK")
             if getattr(exc, "sqlstate", None) == STALE_SQLSTATE:
                 return False
             raise
+        await conn.execute("COMMIT")
         return True
 
     async def _apply_in_order(
@@ -147,6 +156,7 @@ class PostgresApplier:
     ) -> None:
         """Intent by intent, in one transaction, skipping what the ledger holds already."""
         async with conn.transaction():
+            await conn.execute(applier_locks_sql(intent.tenant for intent in intents))
             fresh = {
                 row["intent_id"]
                 for row in await conn.fetch(

@@ -12,8 +12,8 @@ change per (table, tenant, key):
     PATCH after delete  → set(doc)              (the row is gone; the upsert inserts the patch)
 
 and the collapsed changes are applied by one statement of data-modifying CTEs (each row touched by at most
-one of them, which PostgreSQL requires), together with the ledger insert of every intent id. One statement
-is atomic by itself: no BEGIN/COMMIT round trips.
+one of them, which PostgreSQL requires), together with the ledger insert of every intent id: one round
+trip for the whole batch, between the transaction's BEGIN (sent with the mirror locks) and its COMMIT.
 
 The collapse is only right if none of the intents was applied before. The statement checks that every id
 went into the ledger fresh and raises `STALE_SQLSTATE` otherwise, which rolls the whole statement back;

@@ -85,6 +85,8 @@ Tenant = Annotated[str, Depends(_tenant_id)]
 
 
 def create_admin_app(runtime: Runtime) -> FastAPI:
+    from proxy.verify_admin import register_verify_routes, require_verified  # it imports this module
+
     store = runtime.store
     app = FastAPI(title="cutover admin", version="0.1.0")
     app.state.authenticator = TokenAuthenticator(runtime.settings.admin.tokens)
@@ -161,6 +163,8 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
     @app.put("/tenants/{tenant}/phase")
     async def set_phase(tenant: Tenant, change: PhaseChange, who: Writer) -> dict[str, Any]:
         current = (await store.get(tenant)).phase
+        if change.phase is Phase.COMPLETE and not change.force:
+            await require_verified(runtime, tenant)  # the data half: see proxy/verify_admin.py
         if change.phase.rank > max(current.rank, Phase.DUAL_WRITE.rank) and not change.force:
             dead = await runtime.inspector.dead_letter_count(tenant)
             if dead:
@@ -234,4 +238,5 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
         return {"tenant": tenant, "requested": count}
 
     register_metrics(app, runtime)
+    register_verify_routes(app, runtime)
     return app

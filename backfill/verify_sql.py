@@ -1,0 +1,206 @@
+"""The SQL of verification, computed on each side by its own server.
+
+Per key range a side answers: row count, the sum of every numeric column, and the sum of a 64-bit hash
+of each row: `hash_record_extended(ROW(...), 0)` over the typed values where both servers can (the
+per-type hash functions PostgreSQL's hash partitioning relies on, so they are stable across platforms
+and versions), else `hashtextextended` of the row's text, rendered with the same session settings on
+both sides. Sums do not depend on row order, so the two sides agree on a range exactly when (barring a
+2^-64 accident) they hold the same rows. The old side's columns are cast to the new columns' types, so
+equal values hash equally.
+
+Ranges are half-open, [lo, hi), with lo/hi None for unbounded. Keys travel as tuples of text.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import orjson
+
+from backfill.catalog import key_arrays, keys_subquery
+
+Key = tuple[str, ...]
+_INTEGER_TYPES = ("smallint", "integer", "bigint")
+
+SESSION_SETTINGS = {
+    "DateStyle": "ISO, YMD",
+    "TimeZone": "UTC",
+    "IntervalStyle": "postgres",
+    "extra_float_digits": "1",
+    "bytea_output": "hex",
+}
+
+
+async def prepare_session(conn: asyncpg.Connection) -> None:
+    for name, value in SESSION_SETTINGS.items():
+        await conn.execute(f"SELECT set_config('{name}', $1, false)", value)
+
+
+async def choose_hash_mode(conns: Sequence[asyncpg.Connection], types: Sequence[str]) -> str:
+    """ "record" when every server can hash rows of `types` by value (PostgreSQL 14+, and every type has
+    an extended hash function): three times faster than rendering rows as text, and independent of how
+    values print. Otherwise "text". Both sides must use the same mode."""
+    probe = "SELECT hash_record_extended(ROW(" + ", ".join(f"NULL::{t}" for t in types) + "), 0)"
+    for conn in conns:
+        try:
+            await conn.fetchval(probe)
+        except asyncpg.PostgresError:
+            return "text"
+    return "record"
+
+
+@dataclass(frozen=True, slots=True)
+class RangeStats:
+    rows: int
+    hash: int
+    sums: tuple[Decimal | None, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class VerifySide:
+    """One side of a table as verification sees it: where its rows are and how to render each column."""
+
+    label: str  # old | new
+    conn: asyncpg.Connection
+    relation: str
+    tenant: str  # quoted tenant column
+    key: tuple[str, ...]  # quoted key columns
+    key_types: tuple[str, ...]
+    columns: tuple[str, ...]  # compared columns (new-side names), the same on both sides
+    exprs: tuple[str, ...]  # this side's expression for each compared column
+    numeric: tuple[int, ...]  # indexes into `columns` of the numeric ones
+    hash_mode: str = "text"  # "record": hash_record_extended over typed values (see choose_hash_mode)
+
+    @property
+    def key_row(self) -> str:
+        return self.key[0] if len(self.key) == 1 else "ROW(" + ", ".join(self.key) + ")"
+
+    @property
+    def key_text(self) -> str:
+        return ", ".join(f"{k}::text AS key_{i}" for i, k in enumerate(self.key))
+
+    @property
+    def order_by(self) -> str:
+        return ", ".join(self.key)
+
+    @property
+    def row_hash(self) -> str:
+        row = f"ROW({', '.join(self.exprs)})"
+        if self.hash_mode == "record":
+            return f"hash_record_extended({row}, 0)"
+        return f"hashtextextended({row}::text, 0)"
+
+    def _one_key(self, first_param: int) -> str:
+        casts = [f"${first_param + i}::text::{t}" for i, t in enumerate(self.key_types)]
+        return casts[0] if len(casts) == 1 else "ROW(" + ", ".join(casts) + ")"
+
+    def _range(self, lo: Key | None, hi: Key | None, args: list[Any]) -> str:
+        clauses = [f"{self.tenant} = $1"]
+        for bound, op in ((lo, ">="), (hi, "<")):
+            if bound is not None:
+                clauses.append(f"{self.key_row} {op} {self._one_key(len(args) + 1)}")
+                args.extend(bound)
+        return " AND ".join(clauses)
+
+    async def bucket_stats(
+        self, tenant: str, lo: Key | None, hi: Key | None, cuts: Sequence[Key]
+    ) -> dict[int, RangeStats]:
+        """Stats of [lo, hi) split at `cuts` (sorted, inside the range): bucket i is [cuts[i-1], cuts[i])."""
+        args: list[Any] = [tenant]
+        where = self._range(lo, hi, args)
+        if cuts:
+            first = len(args) + 1
+            args.extend(key_arrays(cuts, len(self.key)))
+            bucket = (
+                f"width_bucket({self.key_row}, ARRAY({keys_subquery(self.key_types, first, as_row=True)}))"
+            )
+        else:
+            bucket = "0"
+        sums = "".join(f", sum(({self.exprs[i]})::numeric) AS s{i}" for i in self.numeric)
+        rows = await self.conn.fetch(
+            f"SELECT {bucket} AS b, count(*) AS n, sum({self.row_hash}) AS h{sums}"
+            f" FROM {self.relation} WHERE {where} GROUP BY 1",
+            *args,
+        )
+        return {
+            row["b"]: RangeStats(int(row["n"]), int(row["h"]), tuple(row[f"s{i}"] for i in self.numeric))
+            for row in rows
+        }
+
+    async def cut_points(self, tenant: str, lo: Key | None, hi: Key | None, every: int) -> list[Key]:
+        """Every `every`-th key in [lo, hi) (the 1st, the every+1-th, ...), in key order."""
+        args: list[Any] = [tenant]
+        where = self._range(lo, hi, args)
+        args.append(every)
+        # Keys are cast to text only once chosen: casting every row's key costs more than the scan.
+        inner = ", ".join(f"{k} AS key_{i}" for i, k in enumerate(self.key))
+        outer = ", ".join(f"key_{i}::text" for i in range(len(self.key)))
+        rows = await self.conn.fetch(
+            f"SELECT {outer} FROM (SELECT {inner}, row_number() OVER (ORDER BY {self.order_by}) AS rn"
+            f" FROM {self.relation} WHERE {where}) AS s WHERE rn % ${len(args)} = 1 ORDER BY rn",
+            *args,
+        )
+        return [tuple(row.values()) for row in rows]
+
+    async def first_cuts(self, tenant: str, every: int) -> list[Key]:
+        """Cut points for the first pass, about `every` rows apart. A single integer key is cut at evenly
+        spaced values between its smallest and largest (no scan of every key in order; a skewed key just
+        makes some ranges larger, and only a mismatching range is ever split further)."""
+        if len(self.key) != 1 or self.key_types[0] not in _INTEGER_TYPES:
+            return await self.cut_points(tenant, None, None, every)
+        row = await self.conn.fetchrow(
+            f"SELECT min({self.key[0]}) AS lo, max({self.key[0]}) AS hi, count(*) AS n FROM {self.relation}"
+            f" WHERE {self.tenant} = $1",
+            tenant,
+        )
+        if row is None or row["n"] == 0:
+            return []
+        lo, hi, ranges = int(row["lo"]), int(row["hi"]), math.ceil(row["n"] / every)
+        width = max(math.ceil((hi - lo + 1) / ranges), 1)
+        return [(str(value),) for value in range(lo, hi + 1, width)]
+
+    async def key_hashes(self, tenant: str, lo: Key | None, hi: Key | None) -> dict[Key, int]:
+        args: list[Any] = [tenant]
+        where = self._range(lo, hi, args)
+        rows = await self.conn.fetch(
+            f"SELECT {self.key_text}, {self.row_hash} AS h FROM {self.relation} WHERE {where}", *args
+        )
+        return {tuple(row.values())[:-1]: int(row["h"]) for row in rows}
+
+    def _keys_where(self, keys: Sequence[Key]) -> tuple[str, list[Any]]:
+        columns = self.key[0] if len(self.key) == 1 else "(" + ", ".join(self.key) + ")"
+        return f"{self.tenant} = $1 AND {columns} IN ({keys_subquery(self.key_types, 2)})", [
+            *key_arrays(keys, len(self.key))
+        ]
+
+    async def hashes_of(self, tenant: str, keys: Sequence[Key]) -> dict[Key, int]:
+        if not keys:
+            return {}
+        where, args = self._keys_where(keys)
+        rows = await self.conn.fetch(
+            f"SELECT {self.key_text}, {self.row_hash} AS h FROM {self.relation} WHERE {where}", tenant, *args
+        )
+        return {tuple(row.values())[:-1]: int(row["h"]) for row in rows}
+
+    async def rows_of(self, tenant: str, keys: Sequence[Key]) -> dict[Key, dict[str, Any]]:
+        """Rows as JSON values by column (for sample diffs)."""
+        if not keys:
+            return {}
+        where, args = self._keys_where(keys)
+        pairs = ", ".join(f"'{c}', {e}" for c, e in zip(self.columns, self.exprs, strict=True))
+        rows = await self.conn.fetch(
+            f"SELECT {self.key_text}, jsonb_build_object({pairs})::text AS row FROM {self.relation}"
+            f" WHERE {where}",
+            tenant,
+            *args,
+        )
+        return {tuple(row.values())[:-1]: orjson.loads(row["row"]) for row in rows}
+
+    async def totals(self, tenant: str) -> RangeStats:
+        stats = await self.bucket_stats(tenant, None, None, [])
+        return stats.get(0, RangeStats(0, 0, tuple(None for _ in self.numeric)))

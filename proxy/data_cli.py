@@ -1,0 +1,204 @@
+"""`cutover backfill` and `cutover verify` (run here, against both databases, with `--config`), and
+`cutover verify-reports` (stored reports, through the admin API)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+
+from config.data import CHUNK_ROWS_MAX, CHUNK_ROWS_MIN
+from config.loader import load_settings
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+_DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+AdminCommand = Callable[[str, str], argparse.ArgumentParser]
+
+
+def add_data_commands(commands: Any, admin_command: AdminCommand) -> None:
+    backfill = commands.add_parser("backfill", help="copy a tenant's rows old -> new (resumable)")
+    backfill.add_argument("--config", help="YAML settings file (default: $CUTOVER_CONFIG)")
+    backfill.add_argument("--tenant", required=True)
+    backfill.add_argument("--table", action="append", default=[], help="only this table (repeatable)")
+    backfill.add_argument(
+        "--chunk-rows",
+        type=_chunk_rows,
+        help=f"rows per chunk, {CHUNK_ROWS_MIN}-{CHUNK_ROWS_MAX} (default: config)",
+    )
+    backfill.add_argument(
+        "--rows-per-s", type=float, help="throttle: rows copied per second (default: no limit)"
+    )
+    backfill.add_argument(
+        "--parallel", type=_parallel, default=1, help="tables and key ranges copied at once"
+    )
+    backfill.add_argument(
+        "--restart", action="store_true", help="ignore the checkpoints and copy from the start"
+    )
+    backfill.add_argument("--json", action="store_true", help="print the run's report as JSON")
+    backfill.set_defaults(run=_backfill)
+    add_verify_commands(commands, admin_command)
+
+
+def _chunk_rows(text: str) -> int:
+    value = int(text)
+    if not CHUNK_ROWS_MIN <= value <= CHUNK_ROWS_MAX:
+        raise argparse.ArgumentTypeError(f"must be {CHUNK_ROWS_MIN}-{CHUNK_ROWS_MAX}")
+    return value
+
+
+def _parallel(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError("must be 1-64")
+    return value
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from backfill.errors import DataError
+    from backfill.progress import NoProgress, Progress, progress_for
+    from backfill.runner import BackfillOptions, run_backfill
+
+    settings = load_settings(args.config)
+    options = BackfillOptions(
+        tenant=args.tenant,
+        tables=tuple(args.table),
+        chunk_rows=args.chunk_rows,
+        rows_per_s=args.rows_per_s,
+        parallel=args.parallel,
+        restart=args.restart,
+    )
+    progress: Progress = NoProgress() if args.json else progress_for(sys.stderr)
+    try:
+        report = asyncio.run(run_backfill(settings, options, progress))
+    except DataError as exc:
+        print(f"cutover: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except _DATABASE_ERRORS as exc:
+        print(
+            f"cutover: backfill stopped by a database error ({type(exc).__name__}: {exc});"
+            " a rerun resumes from the last checkpoint",
+            file=sys.stderr,
+        )
+        return EXIT_REFUSED
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2, sort_keys=True))
+        return EXIT_OK
+    from proxy.cli import format_table
+
+    rows = [
+        [
+            t.name,
+            t.transform or "-",
+            "resumed" if t.resumed else "new",
+            f"{t.rows_copied:,}",
+            f"{t.rows_written:,}",
+            str(t.chunks),
+            f"{t.total_rows_copied:,}",
+        ]
+        for t in report.tables
+    ]
+    print(format_table(["TABLE", "TRANSFORM", "RUN", "COPIED", "WRITTEN", "CHUNKS", "TOTAL COPIED"], rows))
+    print(f"tenant {report.tenant} ({report.phase}): done in {report.seconds:.1f} s")
+    return EXIT_OK
+
+
+def add_verify_commands(commands: Any, admin_command: AdminCommand) -> None:
+    verify = commands.add_parser("verify", help="reconcile a tenant's rows between old and new")
+    verify.add_argument("--config", help="YAML settings file (default: $CUTOVER_CONFIG)")
+    verify.add_argument("--tenant", required=True)
+    verify.add_argument(
+        "--table", action="append", default=[], help="only this table or resource (repeatable)"
+    )
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.add_argument(
+        "--repair",
+        action="store_true",
+        help="re-copy differing keys from the authoritative side, then verify again",
+    )
+    verify.add_argument("--no-store", action="store_true", help="do not store the report")
+    verify.set_defaults(run=_verify)
+
+    reports = admin_command("verify-reports", "stored verification reports of a tenant (admin API)")
+    reports.add_argument("tenant")
+    reports.add_argument("--table")
+    reports.add_argument("--limit", type=int, default=20)
+    reports.add_argument("--id", type=int, help="show this report in full")
+    reports.set_defaults(run=_verify_reports)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from backfill.errors import DataError
+    from backfill.report import render
+    from backfill.verify_run import VerifyOptions, run_verify
+
+    settings = load_settings(args.config)
+    options = VerifyOptions(args.tenant, tuple(args.table), repair=args.repair, store=not args.no_store)
+    try:
+        run = asyncio.run(run_verify(settings, options))
+    except DataError as exc:
+        print(f"cutover: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except _DATABASE_ERRORS as exc:
+        print(
+            f"cutover: verification stopped by a database error ({type(exc).__name__}: {exc})",
+            file=sys.stderr,
+        )
+        return EXIT_REFUSED
+    body = run.as_json()
+    print(json.dumps(body, indent=2, sort_keys=True) if args.json else render(body))
+    return EXIT_OK if run.passed else EXIT_REFUSED
+
+
+def _verify_reports(args: argparse.Namespace) -> int:
+    from backfill.report import format_table
+    from proxy.admin_client import AdminClient
+
+    client = AdminClient(args.admin_url, args.token)
+    try:
+        if args.id is not None:
+            return _show_report(client.get(f"/verify-reports/{args.id}"), as_json=args.json)
+        body = client.get(f"/tenants/{args.tenant}/verify-reports", table=args.table, limit=args.limit)
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps(body, indent=2, sort_keys=True))
+        return EXIT_OK
+    rows = [
+        [
+            str(r["id"]),
+            r["finished_at"],
+            r["table"],
+            r["phase"],
+            "pass" if r["passed"] else "FAIL",
+            ", ".join(f"{k} {v}" for k, v in r["counts"].items() if v) or "-",
+        ]
+        for r in body["reports"]
+    ]
+    print(
+        format_table(["ID", "FINISHED", "TABLE", "PHASE", "RESULT", "DIFFERENCES"], rows)
+        if rows
+        else "(none)"
+    )
+    return EXIT_OK
+
+
+def _show_report(body: dict[str, Any], *, as_json: bool) -> int:
+    from backfill.report import render
+
+    if as_json:
+        print(json.dumps(body, indent=2, sort_keys=True))
+        return EXIT_OK
+    run = {
+        "tenant": body["tenant"],
+        "phase": body["phase"],
+        "passed": body["passed"],
+        "tables": [body["report"]],
+    }
+    print(f"report {body['id']} ({body['finished_at']}, run {body['run_id']})")
+    print(render(run))
+    return EXIT_OK

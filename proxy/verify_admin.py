@@ -1,0 +1,46 @@
+"""Admin API of the data half: stored verification reports, and the `complete` gate used by the phase
+change route. Imported by `create_admin_app` once `proxy.admin` is loaded (it reuses its dependencies)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query
+
+from backfill.gate import check_complete_gate
+from backfill.report import get_report, list_reports
+from proxy.admin import AdminError, Reader, Tenant
+from proxy.runtime import Runtime
+
+
+def register_verify_routes(app: FastAPI, runtime: Runtime) -> None:
+    @app.get("/tenants/{tenant}/verify-reports")
+    async def verify_reports(
+        tenant: Tenant,
+        _who: Reader,
+        table: Annotated[str | None, Query(max_length=63)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    ) -> dict[str, Any]:
+        async with runtime.pool.acquire() as conn:
+            reports = await list_reports(conn, tenant, table=table, limit=limit)
+        return {"tenant": tenant, "reports": reports}
+
+    @app.get("/verify-reports/{report_id}")
+    async def verify_report(report_id: int, _who: Reader) -> dict[str, Any]:
+        async with runtime.pool.acquire() as conn:
+            report = await get_report(conn, report_id)
+        if report is None:
+            raise AdminError(404, "not_found", f"no verification report {report_id}")
+        return report
+
+
+async def require_verified(runtime: Runtime, tenant: str) -> None:
+    """Raise 422 `verify_required`, naming each missing, failed or stale report, unless the gate passes."""
+    changed_at = (await runtime.store.get(tenant)).updated_at
+    async with runtime.pool.acquire() as conn:
+        verdict = await check_complete_gate(
+            conn, runtime.settings.data, tenant, phase_changed_at=changed_at, now=datetime.now(UTC)
+        )
+    if not verdict.passed:
+        raise AdminError(422, "verify_required", verdict.describe(tenant), reports=verdict.problems)
