@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench bench-tools bench-proxy bench-buffer clean
+.PHONY: demo test lint typecheck unit bench bench-tools bench-proxy bench-buffer bench-diff clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,13 +33,16 @@ bench-tools:
 	command -v nginx >/dev/null && command -v wrk >/dev/null || \
 	  (apt-get update -q && apt-get install -y -q nginx wrk)
 
-bench: bench-proxy bench-buffer
+bench: bench-proxy bench-buffer bench-diff
 
 bench-proxy: $(STAMP) bench-tools
 	$(BIN)/python loadtests/bench_proxy.py --write BENCHMARKS.md
 
 bench-buffer: $(STAMP) bench-tools
 	$(BIN)/python benchmarks/bench_buffer.py --write BENCHMARKS.md
+
+bench-diff: $(STAMP)
+	$(BIN)/python benchmarks/bench_diff.py --write BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache *.egg-info

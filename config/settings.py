@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from config.divergence import DivergenceSettings
 from routing.phases import Phase
 from routing.tenant import TENANT_HEADER_DEFAULT
 
@@ -188,6 +189,7 @@ class Settings(_Frozen):
     buffer: BufferSettings = BufferSettings()
     worker: WorkerSettings = WorkerSettings()
     barrier: BarrierSettings = BarrierSettings()
+    divergence: DivergenceSettings = DivergenceSettings()
     log_level: Annotated[str, Field(pattern="^(debug|info|warning|error)$")] = "info"
     access_log: bool = False
     proxy_id: str | None = None
