@@ -6,9 +6,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 
+from proxy.schema import ensure_schema
 from routing.phases import Side
 from tests.conftest import Receive, RunningServer, Scope, Send, backend_config, start_server
 
@@ -99,3 +101,13 @@ async def _scripted_pair() -> AsyncIterator[ScriptedPair]:
 def scripted(_scripted_pair: ScriptedPair) -> ScriptedPair:
     _scripted_pair.reset()
     return _scripted_pair
+
+
+@pytest.fixture(scope="session")
+async def pg_pool(pg_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the session's database, with every table created."""
+    pool = await asyncpg.create_pool(pg_url, min_size=1, max_size=4)
+    async with pool.acquire() as conn:
+        await ensure_schema(conn)
+    yield pool
+    await pool.close()
