@@ -223,4 +223,7 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
         count = await runtime.inspector.request_redrive(tenant)
         return {"tenant": tenant, "requested": count}
 
+    from proxy.divergence.admin import register_divergence_routes  # imported here: it imports this module
+
+    register_divergence_routes(app, runtime)
     return app

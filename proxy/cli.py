@@ -16,6 +16,7 @@ from typing import Any
 
 from config.loader import ConfigError, load_settings
 from proxy.admin_client import AdminClient, AdminClientError
+from proxy.divergence.cli import add_divergence_commands
 from routing.phases import Phase
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
@@ -86,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     redrive = admin_command("redrive", "re-apply a tenant's dead-lettered intents, in order")
     redrive.add_argument("tenant")
     redrive.set_defaults(run=_redrive)
+    add_divergence_commands(admin_command)
 
     phase = commands.add_parser("phase", help="read or change a tenant's phase")
     phase_commands = phase.add_subparsers(title="phase commands", metavar="ACTION")
