@@ -89,7 +89,8 @@ class NoisePolicy(_Frozen):
 
 
 class RollbackPolicy(_Frozen):
-    enabled: bool = True
+    # Off unless chosen: an automatic phase change should follow thresholds an operator picked.
+    enabled: bool = False
     # Tenants never rolled back automatically.
     disabled_tenants: list[Tenant] = Field(default_factory=list)
     # Sliding window over the tenant's shadow comparisons (all proxies), since its last phase change.

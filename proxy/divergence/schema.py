@@ -61,4 +61,5 @@ CREATE TABLE IF NOT EXISTS cutover_shadow_window (
     new_errors  bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant, phase, at)
 );
+CREATE INDEX IF NOT EXISTS cutover_shadow_window_at ON cutover_shadow_window (at);
 """
