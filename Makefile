@@ -41,8 +41,8 @@ bench-proxy: $(STAMP) bench-tools
 bench-buffer: $(STAMP) bench-tools
 	$(BIN)/python benchmarks/bench_buffer.py --write BENCHMARKS.md
 
-bench-diff: $(STAMP)
-	$(BIN)/python benchmarks/bench_diff.py --write BENCHMARKS.md
+bench-diff: $(STAMP) bench-tools
+	$(BIN)/python benchmarks/bench_diff.py --serving --write BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache *.egg-info

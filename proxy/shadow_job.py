@@ -82,7 +82,7 @@ def encode_job(
             "t": request.tenant,
             "st": served.status,
             "se": served.error,
-            "sh_": [
+            "rh": [
                 (name.decode("latin-1"), value.decode("latin-1"))
                 for name, value in served.headers
                 if name.lower() in keep_headers
@@ -117,7 +117,7 @@ def decode_job(payload: bytes, meta_len: int, body_len: int) -> ShadowJob:
         client_host=meta["c"],
         scheme=meta["s"],
     )
-    served_headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in meta["sh_"]]
+    served_headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in meta["rh"]]
     return ShadowJob(
         phase=Phase(meta["p"]),
         serving_side=Side(meta["sv"]),

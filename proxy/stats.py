@@ -18,7 +18,7 @@ class DataPlaneStats:
     shadow_noise: int = 0  # differed only in fields learned or configured as noise
     shadow_skipped: int = 0  # not shadowed for lack of budget: over the in-flight cap, shadow process down
     shadow_unsampled: int = 0  # not shadowed by the tenant's sample rate
-    shadow_failed: int = 0  # the shadow side errored (counted as divergent too)
+    shadow_failed: int = 0  # a side errored or timed out: nothing compared (counted as divergent too)
     shadow_errors: int = 0  # the comparison machinery failed (see the shadow process log)
     divergences_dropped: int = 0  # recorder queue full
     divergences_stored: int = 0
