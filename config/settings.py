@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from config.data import DataSettings
+from config.divergence import DivergenceSettings
 from config.operator import OperatorSettings
 from config.sql import SqlDialect, SqlSettings
 from config.telemetry import TelemetrySettings
@@ -196,6 +197,7 @@ class Settings(_Frozen):
     telemetry: TelemetrySettings = TelemetrySettings()
     sql: SqlSettings = SqlSettings()
     data: DataSettings = DataSettings()  # backfill, verification and the `complete` gate
+    divergence: DivergenceSettings = DivergenceSettings()
     log_level: Annotated[str, Field(pattern="^(debug|info|warning|error)$")] = "info"
     access_log: bool = False
     proxy_id: str | None = None

@@ -15,9 +15,10 @@ from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
 from proxy.admin_auth import Principal, TokenAuthenticator
-from proxy.barrier import BarrierAbortedError, changes_authority, switch_authority
+from proxy.barrier import BarrierAbortedError
 from proxy.divergences import list_divergences
 from proxy.metrics_api import register_metrics
+from proxy.phase_moves import move_phase
 from proxy.phase_store import VersionConflictError
 from proxy.runtime import Runtime
 from proxy.seen_tenants import list_seen_only
@@ -176,23 +177,18 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
                     dead_letters=dead,
                 )
         try:
-            move: dict[str, Any] = {
-                "actor": who.name,
-                "reason": change.reason,
-                "expected_version": change.expected_version,
-                "force": change.force,
-            }
-            if changes_authority(current, change.phase):
-                updated = await switch_authority(
-                    store,
-                    tenant,
-                    change.phase,
-                    **move,
-                    hold_timeout_s=runtime.settings.barrier.hold_timeout_s,
-                    pending_toward=runtime.inspector.pending,
-                )
-            else:
-                updated = await store.set_phase(tenant, change.phase, **move)
+            updated = await move_phase(
+                store,
+                runtime.cache,
+                tenant,
+                change.phase,
+                actor=who.name,
+                reason=change.reason,
+                expected_version=change.expected_version,
+                force=change.force,
+                hold_timeout_s=runtime.settings.barrier.hold_timeout_s,
+                pending_toward=runtime.inspector.pending,
+            )
         except BarrierAbortedError as exc:
             raise AdminError(409, "barrier_aborted", str(exc), reason=exc.reason) from None
         except VersionConflictError as exc:
@@ -205,7 +201,6 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
                 current=exc.current.value,
                 allowed=[p.value for p in exc.allowed],
             ) from None
-        runtime.cache.apply(updated.tenant, updated.phase, updated.version)
         return updated.as_json()
 
     @app.get("/audit")
@@ -239,4 +234,7 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
 
     register_metrics(app, runtime)
     register_verify_routes(app, runtime)
+    from proxy.divergence.admin import register_divergence_routes  # imported here: it imports this module
+
+    register_divergence_routes(app, runtime)
     return app

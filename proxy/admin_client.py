@@ -37,6 +37,9 @@ class AdminClient:
     def post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         return self._call("POST", path, json=body or {})
 
+    def delete(self, path: str) -> dict[str, Any]:
+        return self._call("DELETE", path)
+
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
             response = self._http.request(method, path, **kwargs)

@@ -17,6 +17,7 @@ from typing import Any
 from config.loader import ConfigError, load_settings
 from proxy.admin_client import AdminClient, AdminClientError
 from proxy.data_cli import add_data_commands
+from proxy.divergence.cli import add_divergence_commands
 from proxy.fleet_cli import add_fleet_arguments, is_fleet_move, run_fleet_move
 from routing.phases import Phase
 
@@ -93,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     redrive.add_argument("tenant")
     redrive.set_defaults(run=_redrive)
     add_data_commands(commands, admin_command)
+    add_divergence_commands(admin_command)
 
     phase = commands.add_parser("phase", help="read or change a tenant's phase")
     phase_commands = phase.add_subparsers(title="phase commands", metavar="ACTION")

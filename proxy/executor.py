@@ -10,7 +10,7 @@ import aiohttp
 from buffer_worker.intent import Intent
 from buffer_worker.sink import BufferUnavailableError, IntentSink
 from proxy.compare import Observation
-from proxy.errors import BackendError, ServiceUnavailable
+from proxy.errors import BackendError, ProxyError, ServiceUnavailable
 from proxy.headers import response_headers
 from proxy.request import ProxyRequest
 from proxy.request_telemetry import Exchange, RequestTelemetry
@@ -60,15 +60,21 @@ class Executor:
                 code="buffer_full",
                 retry_after_s=5,
             )
-        if plan.shadow is None or not self._shadow.admit():
+        if plan.shadow is None or not self._shadow.admit(plan, request):
             await self._serve(plan, request, send, exchange, capture=False)
             return
+        traceparent = None if exchange is None else exchange.traceparent
         try:
             served = await self._serve(plan, request, send, exchange, capture=True)
-        except BaseException:
-            self._shadow.cancel()
+        except ProxyError as exc:
+            # The serving side failed: the shadow read still runs, so the failure counts against that side.
+            self._shadow.launch(
+                plan, request.for_side(plan.shadow), Observation(None, None, error=exc.code), traceparent
+            )
             raise
-        traceparent = None if exchange is None else exchange.traceparent
+        except BaseException:
+            self._shadow.cancel(plan.shadow)
+            raise
         self._shadow.launch(plan, request.for_side(plan.shadow), served, traceparent)
 
     async def _serve(
@@ -100,7 +106,9 @@ class Executor:
             if plan.mirror is not None:
                 return await self._respond_write(plan, request, upstream, response, send, exchange)
             return await self._respond(plan, upstream, response, send, plan.serving, capture=capture)
+        failed_status = None
         if response is not None:
+            failed_status = response.status
             response.release()
         if action is Action.FALLBACK:
             assert plan.fallback is not None
@@ -120,7 +128,9 @@ class Executor:
                 exchange.status = response.status
             assert plan.fallback_key is not None
             self._stats.requests[plan.fallback_key] += 1
-            return await self._respond(plan, fallback, response, send, plan.fallback, capture=capture)
+            await self._respond(plan, fallback, response, send, plan.fallback, capture=False)
+            # What a shadow compares is the serving side's answer, and that side failed.
+            return Observation(failed_status, None, error=outcome.value)
         if action is Action.UNAVAILABLE:
             self._stats.fallback_refused += 1
             raise ServiceUnavailable(
@@ -169,7 +179,9 @@ class Executor:
                 body = await upstream.read_body(response)
                 await send({"type": "http.response.start", "status": response.status, "headers": headers})
                 await send({"type": "http.response.body", "body": body})
-                return Observation(response.status, body if capture else None)
+                if capture:
+                    return Observation(response.status, body, headers=response.raw_headers)
+                return _UNCAPTURED
             await send({"type": "http.response.start", "status": response.status, "headers": headers})
             captured: bytearray | None = bytearray() if capture else None
             limit = self._capture_limit
@@ -184,7 +196,10 @@ class Executor:
                     f"backend {served_by} failed mid-body: {type(exc).__name__}"
                 ) from exc
             await send({"type": "http.response.body", "body": b""})
-            return Observation(response.status, bytes(captured) if captured is not None else None)
+            if not capture:
+                return _UNCAPTURED
+            whole = bytes(captured) if captured is not None else None
+            return Observation(response.status, whole, headers=response.raw_headers)
         finally:
             response.release()
 
@@ -255,6 +270,7 @@ def _client_headers(
     return headers
 
 
+_UNCAPTURED = Observation(None, None)  # what `_respond` returns when nobody compares the answer
 # Built once: `Enum.value` is a Python-level property, and these go on every response.
 SERVED_BY_HEADERS = {side: (b"x-cutover-served-by", side.value.encode()) for side in Side}
 PHASE_HEADERS = {phase: (b"x-cutover-phase", phase.value.encode()) for phase in Phase}

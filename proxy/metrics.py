@@ -9,7 +9,7 @@ its `cutover_*_up` gauge to 0; nothing stale is reported as current.
 
 Hook for shadow outcomes the data plane does not count itself (the divergence engine's `noise`, or a
 refined `divergent`): put a reader in `runtime.telemetry.shadow_counters[name]`; it replaces the built-in
-count of that name (compared, equal, divergent, failed, noise, skipped, errors).
+count of that name (compared, equal, divergent, failed, noise, skipped, unsampled, errors).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cutover.metrics")
 _STORE_TIMEOUT_S = 3.0
-SHADOW_OUTCOMES = ("compared", "equal", "divergent", "failed", "noise", "skipped", "errors")
+SHADOW_OUTCOMES = ("compared", "equal", "divergent", "failed", "noise", "skipped", "unsampled", "errors")
 Points = Iterable[tuple[float, dict[str, str]]]
 
 
@@ -155,8 +155,9 @@ class ProxyMetrics:
             "equal": stats.shadow_equal,
             "divergent": stats.shadow_divergent,
             "failed": stats.shadow_failed,
-            "noise": 0,
+            "noise": stats.shadow_noise,
             "skipped": stats.shadow_skipped,
+            "unsampled": stats.shadow_unsampled,
             "errors": stats.shadow_errors,
         }
         for name, read in list(self._telemetry.shadow_counters.items()):
@@ -169,8 +170,9 @@ class ProxyMetrics:
             "equal": "Shadow reads whose answer equalled the served one",
             "divergent": "Shadow reads whose answer differed (including shadow-side failures)",
             "failed": "Shadow reads where the shadow side errored or timed out (counted as divergent too)",
-            "noise": "Divergent shadow reads attributed to noise by the divergence engine",
-            "skipped": "Reads not shadowed (not sampled, in-flight cap reached, shadow process down)",
+            "noise": "Shadow reads that differed only in fields learned or configured as noise",
+            "skipped": "Reads not shadowed for lack of budget (in-flight cap reached, shadow process down)",
+            "unsampled": "Reads not shadowed because the tenant's sample rate left them out",
             "errors": "Shadow comparisons the machinery itself failed on",
         }
         for outcome in SHADOW_OUTCOMES:

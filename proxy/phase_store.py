@@ -20,8 +20,9 @@ from proxy.schema import PHASE_CHANNEL, ensure_schema
 from routing.phases import Phase, check_move
 
 log = logging.getLogger("cutover.phases")
-# Actors of automatic phase changes (rules, not people) are named `auto:<rule>`; metrics count them apart.
-AUTO_ACTOR_PREFIX = "auto:"
+# Actors of automatic phase changes (rules, not people) are named `auto` (the divergence engine's rollback)
+# or `auto:<rule>`; metrics count them apart.
+AUTO_ACTOR = "auto"
 
 
 class PhaseStoreError(Exception):
@@ -196,11 +197,11 @@ class PhaseStore:
 
     async def change_counts(self) -> list[tuple[Phase, bool, int]]:
         """How many phase changes moved tenants into each phase: (to phase, automatic?, count).
-        Automatic: the actor starts with `AUTO_ACTOR_PREFIX` (a person's token name does not)."""
+        Automatic: the actor is `AUTO_ACTOR` or starts with `AUTO_ACTOR:` (a person's token name is not)."""
         rows = await self._pool.fetch(
-            "SELECT to_phase, starts_with(actor, $1) AS auto, count(*) AS n FROM cutover_phase_audit"
-            " GROUP BY 1, 2",
-            AUTO_ACTOR_PREFIX,
+            "SELECT to_phase, (actor = $1 OR starts_with(actor, $1 || ':')) AS auto, count(*) AS n"
+            " FROM cutover_phase_audit GROUP BY 1, 2",
+            AUTO_ACTOR,
         )
         return [(Phase(row["to_phase"]), bool(row["auto"]), int(row["n"])) for row in rows]
 

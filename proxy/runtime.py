@@ -18,6 +18,7 @@ from buffer_worker.sink import IntentSink
 from buffer_worker.spool import SpoolingSink
 from config.settings import Settings
 from proxy.app import DataPlane
+from proxy.divergence.rollback import RollbackMonitor
 from proxy.executor import Executor
 from proxy.phase_cache import PhaseCache
 from proxy.phase_store import PhaseStore
@@ -51,6 +52,7 @@ class Runtime:
     gate: WriteGate
     seen: SeenTenants
     telemetry: RequestTelemetry
+    rollback: RollbackMonitor | None = None
 
     @classmethod
     async def create(
@@ -150,12 +152,24 @@ class Runtime:
                 seen,
                 telemetry,
             )
+            runtime.rollback = RollbackMonitor(
+                dsn=dsn,
+                store=store,
+                cache=cache,
+                policy=lambda: shadow.policy,
+                pending_toward=inspector.pending,
+                hold_timeout_s=settings.barrier.hold_timeout_s,
+                stats=stats,
+            )
+            runtime.rollback.start()
             started.pop_all()  # success: from now on `close` owns the shutdown
         return runtime
 
     async def close(self) -> None:
         """Stop in the reverse order of `create`."""
         await self.seen.stop()
+        if self.rollback is not None:
+            await self.rollback.stop()
         await self.presence.stop()
         await self.gate.stop()
         await self.cache.stop()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from proxy.divergence.schema import DIVERGENCE_SCHEMA
+
 PHASE_CHANNEL = "cutover_phase"
 BARRIER_CHANNEL = "cutover_barrier"
 # Any fixed 64-bit number: serialises concurrent schema creation by several proxies starting at once
@@ -75,3 +77,4 @@ async def ensure_schema(conn: asyncpg.Connection) -> None:
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
         await conn.execute(SCHEMA)
+        await conn.execute(DIVERGENCE_SCHEMA)

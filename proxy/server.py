@@ -110,6 +110,7 @@ async def run_process(settings: Settings, *, index: int, reuse_port: bool) -> No
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, _stop)
+    loop.add_signal_handler(signal.SIGHUP, runtime.shadow.handle_sighup)  # re-read divergence.policy_file
     log.info("proxy process %d serving data plane on %s", index, settings.listen)
     try:
         await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in servers))
@@ -140,6 +141,7 @@ def serve(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, _relay)
     signal.signal(signal.SIGINT, _relay)
+    signal.signal(signal.SIGHUP, _relay)
     exit_code = 0
     while any(process.is_alive() for process in processes):
         for process in processes:

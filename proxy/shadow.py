@@ -5,10 +5,17 @@ second request and diffing its answer costs about as much CPU as serving the rea
 that cost would land on the client's latency. Here a shadowed read costs one frame written to a Unix
 socket after the client has its answer.
 
-The admission decision (sampling, in-flight cap) is made before serving so the executor knows whether to
-capture the serving body. An admitted read holds an in-flight slot until its outcome byte comes back,
-which bounds both the shadow backlog and the socket buffer. While the shadow process is down (starting,
-or restarting after a crash) reads are not shadowed and are counted as skipped.
+Admission (before serving, so the executor knows whether to capture the serving answer):
+1. only GET and HEAD are shadowed: they are safe to send twice (RFC 9110 §9.2.1); OPTIONS is a read for
+   routing but not replayed, and writes reach the other side only through the buffer;
+2. the tenant's sample rate (`divergence.policy.sampling`), else `shadow.sample_rate`;
+3. a cap of `shadow.max_in_flight` shadow reads per backend. An admitted read holds a slot of the backend
+   its shadow read goes to until its completion byte comes back (the shadow process answers within
+   `shadow.timeout_s`), which bounds the backlog, the socket buffer and the load on that backend. Reads
+   over the cap, or while the shadow process is down, are skipped and counted per tenant and resource.
+
+The divergence policy lives here: it is reloaded on SIGHUP (`reload_policy`) and sent to the shadow
+process on every (re)connect and after every reload.
 """
 
 from __future__ import annotations
@@ -18,20 +25,47 @@ import logging
 import multiprocessing
 import random
 import tempfile
+from collections import Counter
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
+import orjson
+from pydantic import ValidationError
+
+from config.divergence import DivergencePolicy, load_policy
 from config.settings import Settings
 from proxy.compare import Observation
+from proxy.divergence.rules import Ruleset
 from proxy.request import ProxyRequest
-from proxy.shadow_job import DIVERGENT, DROPPED, EQUAL, INTERNAL_ERROR, SHADOW_FAILED, STORED, encode_job
+from proxy.shadow_job import (
+    DROPPED,
+    POLICY,
+    SKIPS,
+    STORED,
+    Verdict,
+    encode_control,
+    encode_job,
+    parse_completion,
+)
 from proxy.shadow_process import shadow_process_main
 from proxy.stats import DataPlaneStats
 from routing.decide import Plan
+from routing.phases import Side
 
 log = logging.getLogger("cutover.shadow")
 _CONNECT_TIMEOUT_S = 15.0
 _RESTART_DELAY_S = 1.0
+SHADOW_METHODS = frozenset({"GET", "HEAD"})
+_MAX_SKIP_KEYS = 10_000  # distinct (tenant, resource) pairs held between two flushes
+
+
+class PolicyReloadError(Exception):
+    """The policy file could not be used; the policy in force stays. `problems` name the keys."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("divergence policy not reloaded: " + "; ".join(problems))
 
 
 class ShadowRunner:
@@ -39,34 +73,57 @@ class ShadowRunner:
         self._settings = settings
         self._config = settings.shadow
         self._stats = stats
-        self._in_flight = 0
+        self._in_flight = {side: 0 for side in Side}
+        self._skips: Counter[tuple[str, str]] = Counter()
         self._writer: asyncio.StreamWriter | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
         self._supervisor: asyncio.Task[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
         self._directory = tempfile.TemporaryDirectory(prefix="cutover-shadow-")
         self._socket_path = str(Path(self._directory.name) / "shadow.sock")
         self._connected = asyncio.Event()
+        self._apply_policy(settings.divergence.policy)
 
     @property
     def in_flight(self) -> int:
-        return self._in_flight
+        return sum(self._in_flight.values())
+
+    def in_flight_to(self, side: Side) -> int:
+        return self._in_flight[side]
 
     @property
     def available(self) -> bool:
         return self._writer is not None
 
+    @property
+    def policy(self) -> DivergencePolicy:
+        return self._policy
+
+    def _apply_policy(self, policy: DivergencePolicy) -> None:
+        self._policy = policy
+        self._ruleset = Ruleset(policy)
+        self._keep_headers = frozenset(name.encode() for name in self._ruleset.keep_headers)
+        default = policy.sampling.default_percent
+        self._rate = self._config.sample_rate if default is None else default / 100
+        self._rates = {tenant: percent / 100 for tenant, percent in policy.sampling.tenants.items()}
+
     # -- hot path -------------------------------------------------------------------------------------
-    def admit(self) -> bool:
-        """Whether this read is shadowed: the shadow process is up, the read is sampled, and the in-flight
-        cap is not reached. An admitted read holds its slot until `launch` (or `cancel`)."""
-        if (
-            self._writer is None
-            or self._in_flight >= self._config.max_in_flight
-            or (self._config.sample_rate < 1.0 and random.random() >= self._config.sample_rate)
-        ):
-            self._stats.shadow_skipped += 1
+    def admit(self, plan: Plan, request: ProxyRequest) -> bool:
+        """Whether this read is shadowed (see the module docstring). An admitted read holds a slot of
+        `plan.shadow` until `launch` (or `cancel`)."""
+        if request.method not in SHADOW_METHODS:
             return False
-        self._in_flight += 1
+        tenant = request.tenant
+        rate = self._rate if tenant is None else self._rates.get(tenant, self._rate)
+        if rate < 1.0 and random.random() >= rate:
+            self._stats.shadow_unsampled += 1
+            return False
+        side = plan.shadow
+        assert side is not None
+        if self._writer is None or self._in_flight[side] >= self._config.max_in_flight:
+            self._skip(request)
+            return False
+        self._in_flight[side] += 1
         return True
 
     def launch(
@@ -74,44 +131,96 @@ class ShadowRunner:
     ) -> None:
         """Hand the read to the shadow process; `traceparent` names the request's span, which the shadow
         call links to."""
+        assert plan.shadow is not None
         if self._writer is None:  # the shadow process went away since admission
-            self.cancel()
-            self._stats.shadow_skipped += 1
+            self.cancel(plan.shadow)
+            self._skip(request)
             return
-        self._writer.write(encode_job(plan, request, served, traceparent))
+        self._writer.write(encode_job(plan, request, served, self._keep_headers, traceparent))
 
-    def cancel(self) -> None:
-        """Give back the slot of an admitted read that will not be shadowed (the serving path failed)."""
-        self._in_flight -= 1
+    def cancel(self, side: Side) -> None:
+        """Give back the slot of an admitted read that will not be shadowed."""
+        self._in_flight[side] -= 1
+
+    def _skip(self, request: ProxyRequest) -> None:
+        self._stats.shadow_skipped += 1
+        key = (request.mirror_tenant, self._ruleset.match(request.raw_path)[0])
+        if key in self._skips or len(self._skips) < _MAX_SKIP_KEYS:
+            self._skips[key] += 1
+
+    # -- policy ---------------------------------------------------------------------------------------
+    def reload_policy(self) -> dict[str, Any]:
+        """Read `divergence.policy_file` again and put it in force here and in the shadow process.
+        Raises `PolicyReloadError` (the policy in force stays) when the file cannot be used."""
+        divergence = self._settings.divergence
+        if divergence.policy_file is None:
+            raise PolicyReloadError(["divergence.policy_file is not set: the policy is in the main file"])
+        try:
+            policy = load_policy(divergence)
+        except ValidationError as exc:
+            problems = [
+                f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()
+            ]
+            raise PolicyReloadError(problems) from None
+        except ValueError as exc:
+            raise PolicyReloadError([str(exc)]) from None
+        self._apply_policy(policy)
+        self._send_policy()
+        log.info("divergence policy reloaded from %s", divergence.policy_file)
+        return {"policy_file": divergence.policy_file, "resources": len(policy.resources)}
+
+    def handle_sighup(self) -> None:
+        try:
+            self.reload_policy()
+        except PolicyReloadError as exc:
+            log.error("%s; the policy in force stays", exc)
+
+    def _send_policy(self) -> None:
+        if self._writer is not None:
+            self._writer.write(encode_control(POLICY, self._policy.model_dump_json().encode()))
 
     # -- lifecycle ------------------------------------------------------------------------------------
     async def start(self, wait_s: float = _CONNECT_TIMEOUT_S) -> None:
         self._supervisor = asyncio.create_task(self._supervise(), name="shadow-supervisor")
+        self._flusher = asyncio.create_task(self._flush_skips(), name="shadow-skip-flusher")
         with suppress(TimeoutError):
             await asyncio.wait_for(self._connected.wait(), wait_s)
         if not self.available:
             log.warning("shadow process not up after %.0f s; reads are not shadowed until it is", wait_s)
 
     async def stop(self) -> None:
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._supervisor
+        for task in (self._flusher, self._supervisor):
+            if task is not None:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
         await self._close_process()
         self._directory.cleanup()
+
+    async def _flush_skips(self) -> None:
+        """Hand skip counts to the shadow process, which writes them with the other counters. While it is
+        down they accumulate here (bounded) until it is back."""
+        while True:
+            await asyncio.sleep(self._settings.divergence.flush_interval_s)
+            if self._writer is not None and self._skips:
+                rows = [[tenant, resource, count] for (tenant, resource), count in self._skips.items()]
+                self._skips.clear()
+                self._writer.write(encode_control(SKIPS, orjson.dumps(rows)))
 
     async def _supervise(self) -> None:
         """Run the shadow process; restart it whenever it (or its connection) dies."""
         while True:
             try:
                 reader = await self._spawn()
+                self._send_policy()
                 self._connected.set()
                 await self._count_outcomes(reader)
                 log.warning("shadow process connection lost; restarting it")
             except (OSError, TimeoutError) as exc:
                 log.warning("shadow process could not be started (%s); retrying", type(exc).__name__)
             self._writer = None
-            self._in_flight = 0  # their outcomes will never come back
+            for side in Side:
+                self._in_flight[side] = 0  # their outcomes will never come back
             await self._close_process()
             await asyncio.sleep(_RESTART_DELAY_S)
 
@@ -139,20 +248,25 @@ class ShadowRunner:
 
     async def _count_outcomes(self, reader: asyncio.StreamReader) -> None:
         stats = self._stats
+        in_flight = self._in_flight
         while chunk := await reader.read(4096):
             for code in chunk:
-                if code in _COMPARED:
-                    self._in_flight -= 1
+                done = _COMPLETIONS.get(code)
+                if done is not None:
+                    verdict, side = done
+                    in_flight[side] -= 1
+                    if verdict is Verdict.INTERNAL:
+                        stats.shadow_errors += 1
+                        continue
                     stats.shadow_compared += 1
-                    if code == _EQUAL:
+                    if verdict is Verdict.EQUAL:
                         stats.shadow_equal += 1
+                    elif verdict is Verdict.NOISE:
+                        stats.shadow_noise += 1
                     else:
                         stats.shadow_divergent += 1
-                        if code == _FAILED:
+                        if verdict is Verdict.FAILED:
                             stats.shadow_failed += 1
-                elif code == _INTERNAL:
-                    self._in_flight -= 1
-                    stats.shadow_errors += 1
                 elif code == _STORED:
                     stats.divergences_stored += 1
                 elif code == _DROPPED:
@@ -174,6 +288,5 @@ class ShadowRunner:
             process.kill()
 
 
-_EQUAL, _DIVERGENT, _FAILED = EQUAL[0], DIVERGENT[0], SHADOW_FAILED[0]
-_COMPARED = frozenset({_EQUAL, _DIVERGENT, _FAILED})
-_INTERNAL, _STORED, _DROPPED = INTERNAL_ERROR[0], STORED[0], DROPPED[0]
+_COMPLETIONS = {code: done for code in range(256) if (done := parse_completion(code)) is not None}
+_STORED, _DROPPED = STORED[0], DROPPED[0]

@@ -3,6 +3,11 @@
 It runs beside each serving process at a lower CPU priority (`shadow.process_nice`), so that on a busy
 core the kernel gives the serving path the CPU first: a shadow can be late or be skipped, but it cannot
 slow a client down. On an idle core, or where spare cores exist, every admitted read is compared.
+
+Per job: the shadow read (and, when the noise learner asks for one, a second copy of the read to the
+serving side) are sent at once, bounded by `shadow.timeout_s`; the answers are lifted and analysed
+(`proxy.divergence.analysis`); counters go to the tally, written to PostgreSQL every `flush_interval_s`;
+divergent and failed reads are stored, masked (`proxy.divergence.sample`).
 """
 
 from __future__ import annotations
@@ -14,22 +19,31 @@ from contextlib import suppress
 
 import aiohttp
 import asyncpg
+import orjson
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer
 
+from config.divergence import DivergencePolicy
 from config.settings import Settings
-from proxy.compare import Observation, compare
-from proxy.divergences import Divergence, DivergenceRecorder
+from proxy.compare import Observation, lift_observation
+from proxy.divergence.analysis import analyse
+from proxy.divergence.mask import Masker
+from proxy.divergence.noise import NoiseLearner
+from proxy.divergence.rules import Ruleset
+from proxy.divergence.sample import build_sample
+from proxy.divergence.tally import Outcome, Tally, write_tally
+from proxy.divergences import DivergenceRecorder
 from proxy.errors import BackendError
 from proxy.request import ProxyRequest
 from proxy.shadow_job import (
-    DIVERGENT,
     DROPPED,
-    EQUAL,
     FRAME_HEADER,
-    INTERNAL_ERROR,
-    SHADOW_FAILED,
+    JOB,
+    POLICY,
+    SKIPS,
     STORED,
     ShadowJob,
+    Verdict,
+    completion,
     decode_job,
 )
 from proxy.upstream import Upstream
@@ -39,25 +53,31 @@ from telemetry.process import run_async
 from telemetry.tracing import build_tracer_provider, span_context_from_traceparent
 
 log = logging.getLogger("cutover.shadow")
+_STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
 class ShadowComparer:
-    """Observe the shadow side for one job, compare, and submit a divergence when they differ."""
+    """Observe the shadow side (and a copy of the serving side) for one job, analyse, count, record."""
 
     def __init__(
         self,
         settings: Settings,
         upstreams: dict[Side, Upstream],
         recorder: DivergenceRecorder,
+        tally: Tally,
         tracer: Tracer | None = None,
     ) -> None:
         self._upstreams = upstreams
         self._recorder = recorder
+        self._tally = tally
         self._limit = settings.shadow.compare_max_bytes
         self._timeout = aiohttp.ClientTimeout(total=settings.shadow.timeout_s)
+        self._masker = Masker(settings.divergence.hmac_key)
+        self.learner = NoiseLearner(settings.divergence.policy.noise)
+        self.set_policy(settings.divergence.policy)
         self._tracer = tracer
 
-    async def run(self, job: ShadowJob) -> bytes:
+    async def run(self, job: ShadowJob) -> Verdict:
         if self._tracer is None:
             return await self._run(job)
         # A span of its own trace, linked to the request's span: the shadow call happens after the client
@@ -81,35 +101,75 @@ class ShadowComparer:
             },
         )
         try:
-            outcome = await self._run(job)
+            verdict = await self._run(job)
         except BaseException as exc:
             span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
             span.end()
             raise
-        span.set_attribute("cutover.shadow.result", _RESULTS.get(outcome, "unknown"))
+        span.set_attribute("cutover.shadow.result", verdict.name.lower())
         span.end()
-        return outcome
+        return verdict
 
-    async def _run(self, job: ShadowJob) -> bytes:
-        shadow = await self._observe(self._upstreams[job.shadow_side], job.request)
-        comparison = compare(job.served, shadow)
-        if comparison.equal:
-            return EQUAL
+    def set_policy(self, policy: DivergencePolicy) -> None:
+        self._policy = policy
+        self._ruleset = Ruleset(policy)
+        self.learner.set_policy(policy.noise)
+
+    def count_skips(self, rows: list[tuple[str, str, int]]) -> None:
+        for tenant, resource, count in rows:
+            self._tally.add_skips(tenant, resource, count)
+
+    async def _run(self, job: ShadowJob) -> Verdict:
         request = job.request
-        self._recorder.submit(
-            Divergence(
+        resource, rules = self._ruleset.match(request.raw_path)
+        # A copy of a read that already failed on the serving side would teach nothing.
+        copy_wanted = job.served.error is None and self.learner.wants_copy(resource)
+        shadow_read = self._observe(self._upstreams[job.shadow_side], request)
+        if copy_wanted:
+            copy_read = self._observe(self._upstreams[job.serving_side], request)
+            shadow, copy = await asyncio.gather(shadow_read, copy_read)
+        else:
+            shadow, copy = await shadow_read, None
+        keep = self._ruleset.keep_headers
+        served_l = lift_observation(job.served, keep_headers=keep, max_bytes=self._limit)
+        shadow_l = lift_observation(shadow, keep_headers=keep, max_bytes=self._limit)
+        copy_l = None if copy is None else lift_observation(copy, keep_headers=keep, max_bytes=self._limit)
+        analysis = analyse(
+            resource=resource,
+            serving_side=job.serving_side,
+            served=served_l,
+            shadow=shadow_l,
+            copy=copy_l,
+            rules=rules,
+            learner=self.learner,
+        )
+        self._tally.add(
+            Outcome(
                 tenant=request.mirror_tenant,
+                resource=resource,
                 phase=job.phase.value,
-                method=request.method,
-                path=request.raw_path,
-                query=request.query,
-                serving_side=job.serving_side.value,
-                serving=job.served,
-                shadow=shadow,
-                comparison=comparison,
+                verdict=analysis.verdict,
+                new_error=analysis.new_error,
+                divergent_fields=analysis.divergent_fields,
+                noise_fields=analysis.noise_fields,
             )
         )
-        return SHADOW_FAILED if shadow.error is not None else DIVERGENT
+        if analysis.verdict in (Verdict.DIVERGENT, Verdict.FAILED):
+            self._recorder.submit(
+                build_sample(
+                    phase=job.phase.value,
+                    resource=resource,
+                    request=request,
+                    serving_side=job.serving_side.value,
+                    served=served_l,
+                    shadow=shadow_l,
+                    analysis=analysis,
+                    rules=rules,
+                    masker=self._masker,
+                    policy=self._policy,
+                )
+            )
+        return analysis.verdict
 
     async def _observe(self, upstream: Upstream, request: ProxyRequest) -> Observation:
         headers = upstream.rewriter.build(
@@ -125,13 +185,26 @@ class ShadowComparer:
         try:
             length = response.content_length
             if length is not None and length > self._limit:
-                return Observation(response.status, None)
+                return Observation(response.status, None, headers=response.raw_headers)
             body = await upstream.read_body(response)
-            return Observation(response.status, body if len(body) <= self._limit else None)
+            captured = body if len(body) <= self._limit else None
+            return Observation(response.status, captured, headers=response.raw_headers)
         except BackendError as exc:
             return Observation(response.status, None, error=exc.code)
         finally:
             response.release()
+
+
+async def flush_tally(pool: asyncpg.Pool, tally: Tally) -> None:
+    """Write what the tally gathered; on failure keep it for the next attempt."""
+    if tally.empty():
+        return
+    taken = tally.take()
+    try:
+        await write_tally(pool, taken)
+    except _STORE_ERRORS as exc:
+        tally.merge_back(taken)
+        log.warning("could not write shadow counters (%s); kept for the next flush", type(exc).__name__)
 
 
 async def serve_shadow(settings: Settings, socket_path: str) -> None:
@@ -151,33 +224,47 @@ async def serve_shadow(settings: Settings, socket_path: str) -> None:
     recorder = DivergenceRecorder(
         pool,
         queue_size=settings.shadow.divergence_queue,
+        retention=settings.divergence.retention,
         on_stored=lambda n: emit(STORED, n),
         on_dropped=lambda n: emit(DROPPED, n),
     )
     tracer_provider = build_tracer_provider(settings.telemetry, component="shadow")
     tracer = None if tracer_provider is None else tracer_provider.get_tracer("cutover.shadow")
-    comparer = ShadowComparer(settings, upstreams, recorder, tracer)
+    tally = Tally()
+    comparer = ShadowComparer(settings, upstreams, recorder, tally, tracer)
 
     async def work(job: ShadowJob) -> None:
         try:
-            emit(await comparer.run(job))
+            verdict = await comparer.run(job)
         except Exception:  # the experiment must never take the process down
             log.exception("shadow comparison failed")
-            emit(INTERNAL_ERROR)
+            verdict = Verdict.INTERNAL
+        emit(completion(verdict, job.shadow_side))
+
+    async def flush_forever() -> None:
+        while True:
+            await asyncio.sleep(settings.divergence.flush_interval_s)
+            await flush_tally(pool, tally)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer_ref.append(writer)
         with suppress(asyncio.IncompleteReadError, ConnectionError):
             while True:
                 header = await reader.readexactly(FRAME_HEADER.size)
-                meta_len, body_len, served_len = FRAME_HEADER.unpack(header)
-                payload = await reader.readexactly(meta_len + body_len + served_len)
-                task = asyncio.create_task(work(decode_job(payload, meta_len, body_len)))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                kind, first_len, body_len, served_len = FRAME_HEADER.unpack(header)
+                payload = await reader.readexactly(first_len + body_len + served_len)
+                if kind == JOB:
+                    task = asyncio.create_task(work(decode_job(payload, first_len, body_len)))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                elif kind == POLICY:
+                    comparer.set_policy(DivergencePolicy.model_validate_json(payload))
+                elif kind == SKIPS:
+                    comparer.count_skips(orjson.loads(payload))
         done.set()
 
     recorder.start()
+    flusher = asyncio.create_task(flush_forever(), name="shadow-tally-flusher")
     server = await asyncio.start_unix_server(handle, path=socket_path)
     try:
         await done.wait()
@@ -186,15 +273,16 @@ async def serve_shadow(settings: Settings, socket_path: str) -> None:
         for task in list(tasks):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        flusher.cancel()
+        with suppress(asyncio.CancelledError):
+            await flusher
+        await flush_tally(pool, tally)
         await recorder.stop()
         for upstream in upstreams.values():
             await upstream.close()
         await pool.close()
         if tracer_provider is not None:
             await asyncio.to_thread(tracer_provider.shutdown)  # export what is still queued
-
-
-_RESULTS = {EQUAL: "equal", DIVERGENT: "divergent", SHADOW_FAILED: "failed"}
 
 
 def shadow_process_main(settings: Settings, socket_path: str) -> None:

@@ -15,13 +15,16 @@ class DataPlaneStats:
     shadow_compared: int = 0
     shadow_equal: int = 0
     shadow_divergent: int = 0
-    shadow_skipped: int = 0  # over the in-flight cap or not sampled
-    shadow_failed: int = 0  # the shadow side errored (counted as divergent too)
+    shadow_noise: int = 0  # differed only in fields learned or configured as noise
+    shadow_skipped: int = 0  # not shadowed for lack of budget: over the in-flight cap, shadow process down
+    shadow_unsampled: int = 0  # not shadowed by the tenant's sample rate
+    shadow_failed: int = 0  # a side errored or timed out: nothing compared (counted as divergent too)
     shadow_errors: int = 0  # the comparison machinery failed (see the shadow process log)
     divergences_dropped: int = 0  # recorder queue full
     divergences_stored: int = 0
     intents_appended: int = 0
     intents_failed: int = 0
+    auto_rollbacks: Counter[str] = field(default_factory=Counter)  # by tenant
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -35,10 +38,13 @@ class DataPlaneStats:
                 "compared": self.shadow_compared,
                 "equal": self.shadow_equal,
                 "divergent": self.shadow_divergent,
+                "noise": self.shadow_noise,
                 "skipped": self.shadow_skipped,
+                "unsampled": self.shadow_unsampled,
                 "failed": self.shadow_failed,
                 "errors": self.shadow_errors,
             },
             "divergences": {"stored": self.divergences_stored, "dropped": self.divergences_dropped},
             "intents": {"appended": self.intents_appended, "failed": self.intents_failed},
+            "auto_rollbacks": dict(self.auto_rollbacks),
         }

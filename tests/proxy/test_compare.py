@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from proxy.compare import MAX_DIFFERENCES, Comparison, Observation, compare
+from proxy.compare import MAX_DIFFERENCES, Comparison, Difference, Observation, compare
 
 
 def ok(body: bytes | None, status: int = 200) -> Observation:
@@ -15,9 +15,9 @@ def ok(body: bytes | None, status: int = 200) -> Observation:
 
 
 def by_path(result: Comparison) -> dict[str, dict[str, Any]]:
-    paths = [d["path"] for d in result.differences]
+    paths = [d["path"] for d in result.as_json()]
     assert len(paths) == len(set(paths)), "duplicate paths"
-    return {d["path"]: d for d in result.differences}
+    return {d["path"]: d for d in result.as_json()}
 
 
 # --- equal ----------------------------------------------------------------------------------------------
@@ -41,21 +41,21 @@ EQUAL = [
 @pytest.mark.parametrize(("serving", "shadow"), EQUAL)
 def test_equal_bodies(serving: bytes, shadow: bytes) -> None:
     result = compare(ok(serving), ok(shadow))
-    assert result.differences == []
+    assert result.as_json() == []
     assert result.equal is True
     assert result.comparable is True
 
 
 def test_status_difference() -> None:
     result = compare(ok(b'{"a":1}', 200), ok(b'{"a":1}', 404))
-    assert result.differences == [{"path": "status", "kind": "changed", "serving": 200, "shadow": 404}]
+    assert result.as_json() == [{"path": "status", "kind": "changed", "serving": 200, "shadow": 404}]
     assert result.equal is False
     assert result.comparable is True
 
 
 def test_status_and_body_differences_together() -> None:
     result = compare(ok(b'{"a":1}', 200), ok(b'{"a":2}', 500))
-    assert result.differences == [
+    assert result.as_json() == [
         {"path": "status", "kind": "changed", "serving": 200, "shadow": 500},
         {"path": "$.a", "kind": "changed", "serving": 1, "shadow": 2},
     ]
@@ -65,30 +65,28 @@ def test_changed_value_has_json_path() -> None:
     serving = orjson.dumps({"items": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}], "total": 2})
     shadow = orjson.dumps({"total": 2, "items": [{"id": 1, "name": "a"}, {"name": "B", "id": 2}]})
     result = compare(ok(serving), ok(shadow))
-    assert result.differences == [
-        {"path": "$.items[1].name", "kind": "changed", "serving": "b", "shadow": "B"}
-    ]
+    assert result.as_json() == [{"path": "$.items[1].name", "kind": "changed", "serving": "b", "shadow": "B"}]
     assert not result.equal
 
 
 def test_deep_path() -> None:
     result = compare(ok(b'{"a":{"b":[{"c":[0,{"d":true}]}]}}'), ok(b'{"a":{"b":[{"c":[0,{"d":false}]}]}}'))
-    assert result.differences == [
+    assert result.as_json() == [
         {"path": "$.a.b[0].c[1].d", "kind": "changed", "serving": True, "shadow": False}
     ]
 
 
 def test_top_level_scalar_change() -> None:
-    assert compare(ok(b"1"), ok(b"2")).differences == [
+    assert compare(ok(b"1"), ok(b"2")).as_json() == [
         {"path": "$", "kind": "changed", "serving": 1, "shadow": 2}
     ]
-    assert compare(ok(b"1.5"), ok(b"2.5")).differences == [
+    assert compare(ok(b"1.5"), ok(b"2.5")).as_json() == [
         {"path": "$", "kind": "changed", "serving": 1.5, "shadow": 2.5}
     ]
     # int vs a different float is a difference (reported as a type change, without the values).
     result = compare(ok(b'{"n":1}'), ok(b'{"n":1.5}'))
-    assert [d["path"] for d in result.differences] == ["$.n"]
-    assert result.differences[0]["kind"] in ("changed", "type")
+    assert [d["path"] for d in result.as_json()] == ["$.n"]
+    assert result.as_json()[0]["kind"] in ("changed", "type")
 
 
 def test_missing_and_extra_keys() -> None:
@@ -102,21 +100,21 @@ def test_missing_and_extra_keys() -> None:
 
 def test_key_present_with_null_is_not_missing() -> None:
     result = compare(ok(b'{"a":null}'), ok(b"{}"))
-    assert result.differences == [{"path": "$.a", "kind": "missing_in_shadow", "serving": None}]
+    assert result.as_json() == [{"path": "$.a", "kind": "missing_in_shadow", "serving": None}]
     result = compare(ok(b'{"a":null}'), ok(b'{"a":0}'))
-    assert result.differences == [
+    assert result.as_json() == [
         {"path": "$.a", "kind": "type", "serving": None, "shadow": 0, "types": ["NoneType", "int"]}
     ]
 
 
 def test_array_length() -> None:
     result = compare(ok(b'{"items":[1,2,3]}'), ok(b'{"items":[1,2]}'))
-    assert result.differences == [{"path": "$.items.length", "kind": "length", "serving": 3, "shadow": 2}]
+    assert result.as_json() == [{"path": "$.items.length", "kind": "length", "serving": 3, "shadow": 2}]
 
 
 def test_array_length_and_element_change() -> None:
     result = compare(ok(b"[1,2]"), ok(b"[1,5,3,4]"))
-    assert result.differences == [
+    assert result.as_json() == [
         {"path": "$.length", "kind": "length", "serving": 2, "shadow": 4},
         {"path": "$[1]", "kind": "changed", "serving": 2, "shadow": 5},
     ]
@@ -146,14 +144,14 @@ def test_type_change(
     serving: bytes, shadow: bytes, left: object, right: object, left_type: str, right_type: str
 ) -> None:
     result = compare(ok(serving), ok(shadow))
-    assert result.differences == [
+    assert result.as_json() == [
         {"path": "$.a", "kind": "type", "serving": left, "shadow": right, "types": [left_type, right_type]}
     ]
 
 
 def test_top_level_bool_vs_int_is_a_type_change() -> None:
     result = compare(ok(b"true"), ok(b"1"))
-    assert result.differences == [
+    assert result.as_json() == [
         {"path": "$", "kind": "type", "serving": True, "shadow": 1, "types": ["bool", "int"]}
     ]
 
@@ -168,8 +166,8 @@ def test_top_level_bool_vs_int_is_a_type_change() -> None:
 )
 def test_nested_bool_vs_number_is_a_difference(serving: bytes, shadow: bytes, path: str) -> None:
     result = compare(ok(serving), ok(shadow))
-    assert [d["path"] for d in result.differences] == [path]
-    assert result.differences[0]["kind"] == "type"
+    assert [d["path"] for d in result.as_json()] == [path]
+    assert result.as_json()[0]["kind"] == "type"
 
 
 def test_int_and_float_equal_at_every_depth() -> None:
@@ -193,7 +191,7 @@ def test_int_and_float_equal_at_every_depth() -> None:
 )
 def test_non_json_bodies_compared_by_bytes(serving: bytes, shadow: bytes) -> None:
     result = compare(ok(serving), ok(shadow))
-    assert result.differences == [
+    assert result.as_json() == [
         {"path": "body", "kind": "bytes_differ", "serving": len(serving), "shadow": len(shadow)}
     ]
     assert result.comparable is True
@@ -205,13 +203,13 @@ def test_non_json_bodies_compared_by_bytes(serving: bytes, shadow: bytes) -> Non
 def test_uncaptured_body_is_not_comparable(serving: bytes | None, shadow: bytes | None) -> None:
     result = compare(ok(serving), ok(shadow))
     assert result.comparable is False
-    assert result.differences == []
+    assert result.as_json() == []
 
 
 def test_uncaptured_body_still_reports_status() -> None:
     result = compare(ok(None, 200), ok(b"{}", 503))
     assert result.comparable is False
-    assert result.differences == [{"path": "status", "kind": "changed", "serving": 200, "shadow": 503}]
+    assert result.as_json() == [{"path": "status", "kind": "changed", "serving": 200, "shadow": 503}]
     assert not result.equal
 
 
@@ -231,7 +229,7 @@ def test_uncaptured_body_still_reports_status() -> None:
 )
 def test_error_is_a_difference(serving: Observation, shadow: Observation) -> None:
     result = compare(serving, shadow)
-    assert result.differences == [
+    assert result.as_json() == [
         {"path": "error", "kind": "error", "serving": serving.error, "shadow": shadow.error}
     ]
     assert result.equal is False
@@ -249,20 +247,20 @@ def test_differences_capped_for_arrays() -> None:
     serving = orjson.dumps(list(range(200)))
     shadow = orjson.dumps([i + 1 for i in range(200)])
     result = compare(ok(serving), ok(shadow))
-    assert len(result.differences) == MAX_DIFFERENCES
-    assert result.differences[0] == {"path": "$[0]", "kind": "changed", "serving": 0, "shadow": 1}
+    assert len(result.as_json()) == MAX_DIFFERENCES
+    assert result.as_json()[0] == {"path": "$[0]", "kind": "changed", "serving": 0, "shadow": 1}
 
 
 def test_differences_capped_for_missing_keys() -> None:
     serving = orjson.dumps({f"k{i}": i for i in range(200)})
     result = compare(ok(serving), ok(b"{}"))
-    assert len(result.differences) <= MAX_DIFFERENCES
+    assert len(result.as_json()) <= MAX_DIFFERENCES
 
 
 def test_comparison_defaults() -> None:
     assert Comparison().equal is True
     assert Comparison().comparable is True
-    assert Comparison([{"path": "x"}]).equal is False
+    assert Comparison([Difference("status", (), "changed", 200, 404)]).equal is False
 
 
 def test_observation_defaults() -> None:
