@@ -1,8 +1,8 @@
 """docs/grafana-dashboard.json: valid dashboard JSON whose queries use only the metrics the proxy exports,
 with their labels, and show every one of them.
 
-METRICS is the contract with the metrics module (Prometheus text at GET /metrics on the admin port); when
-a metric or label changes there, this test names the panels to change."""
+METRICS is the contract with the metrics module (Prometheus text at GET /metrics on the admin port);
+tests/telemetry/test_metrics.py checks that a real scrape carries every one of them with these labels."""
 
 from __future__ import annotations
 
@@ -16,16 +16,22 @@ import pytest
 DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json"
 METRICS: dict[str, set[str]] = {
     "cutover_tenants": {"phase"},
-    "cutover_requests_total": {"decision", "served_by", "tenant"},
-    "cutover_backend_request_duration_seconds_bucket": {"backend", "le"},
-    "cutover_fallbacks_total": {"tenant"},
-    "cutover_shadow_comparisons_total": {"outcome", "tenant"},
+    "cutover_requests_total": {"tenant", "phase", "kind", "decision", "served_by", "status_class"},
+    "cutover_backend_request_duration_seconds_bucket": {"backend", "role", "le"},
+    "cutover_fallbacks_refused_total": set(),
+    "cutover_shadow_compared_total": set(),
+    "cutover_shadow_equal_total": set(),
+    "cutover_shadow_divergent_total": set(),
+    "cutover_shadow_noise_total": set(),
+    "cutover_shadow_failed_total": set(),
+    "cutover_shadow_skipped_total": set(),
+    "cutover_shadow_unsampled_total": set(),
     "cutover_buffer_length": {"partition"},
     "cutover_buffer_lag_seconds": {"partition"},
     "cutover_buffer_retries_total": set(),
-    "cutover_buffer_dead_letters": {"tenant"},
+    "cutover_buffer_dead_letters": {"partition"},
     "cutover_spool_bytes": set(),
-    "cutover_phase_changes_total": {"actor_kind"},
+    "cutover_phase_changes_total": {"to", "trigger"},
     "cutover_phase_cache_staleness_seconds": set(),
 }
 _SELECTOR = re.compile(r"(cutover_[a-z_]+)(\{[^}]*\})?")

@@ -284,3 +284,19 @@ async def test_top_n_promotes_the_busiest_tenant_at_a_scrape(make_proxy: ProxyFa
     assert requests_of(second, busy) == 1
     assert requests_of(second, "other") == 7  # quiet stays other: the one top-N slot is taken
     assert not any(dict(labels).get("tenant") == quiet for _name, labels in second)
+
+
+async def test_the_grafana_dashboards_metrics_are_all_exported(metrics_proxy: Proxy) -> None:
+    """docs/grafana-dashboard.json queries exactly the metrics in its test's contract (METRICS); a real
+    scrape must carry each of them, with those labels."""
+    from tests.docs.test_grafana_dashboard import METRICS
+
+    proxy, tenant = metrics_proxy, fresh_tenant("dash")
+    await proxy.set_phase_api(tenant, Phase.DUAL_WRITE)  # a phase change, a tenant, a mirrored write
+    assert (await proxy.client.put("/items/d1", json={"v": 1}, headers=h(tenant))).status_code == 200
+    assert (await proxy.client.get("/items/d1", headers=h(tenant))).status_code == 200
+    samples = await scrape(proxy.admin)
+    for name, labels in METRICS.items():
+        found = [set(dict(found_labels)) for sample_name, found_labels in samples if sample_name == name]
+        assert found, f"{name} is on the dashboard but not in /metrics"
+        assert any(labels == keys for keys in found), f"{name}: labels {labels} vs exported {found}"
