@@ -130,6 +130,7 @@ class DataPlane:
                 client_host=client[0] if client else None,
                 scheme=scope.get("scheme", "http"),
                 new_body=new_body,
+                sql_read=sql is not None and facts.kind is RequestKind.READ,
             )
             await self._executor.run(plan, request, send, exchange)
         except ProxyError as exc:

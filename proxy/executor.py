@@ -68,14 +68,12 @@ class Executor:
             served = await self._serve(plan, request, send, exchange, capture=True)
         except ProxyError as exc:
             # The serving side failed: the shadow read still runs, so the failure counts against that side.
-            self._shadow.launch(
-                plan, request.for_side(plan.shadow), Observation(None, None, error=exc.code), traceparent
-            )
+            self._shadow.launch(plan, request, Observation(None, None, error=exc.code), traceparent)
             raise
         except BaseException:
             self._shadow.cancel(plan.shadow)
             raise
-        self._shadow.launch(plan, request.for_side(plan.shadow), served, traceparent)
+        self._shadow.launch(plan, request, served, traceparent)
 
     async def _serve(
         self, plan: Plan, request: ProxyRequest, send: Send, exchange: Exchange | None, *, capture: bool

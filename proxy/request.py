@@ -24,6 +24,7 @@ class ProxyRequest:
     client_host: str | None
     scheme: str
     new_body: bytes | None = None  # SQL endpoints: the body rewritten for `new`'s dialect
+    sql_read: bool = False  # a SQL endpoint request whose statements only read: safe to shadow
 
     def body_for(self, side: Side) -> bytes:
         return self.new_body if side is Side.NEW and self.new_body is not None else self.body

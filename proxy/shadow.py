@@ -111,8 +111,8 @@ class ShadowRunner:
     def admit(self, plan: Plan, request: ProxyRequest) -> bool:
         """Whether this read is shadowed (see the module docstring). An admitted read holds a slot of
         `plan.shadow` until `launch` (or `cancel`)."""
-        if request.method not in SHADOW_METHODS:
-            return False
+        if request.method not in SHADOW_METHODS and not request.sql_read:
+            return False  # never replay what may write: only GET/HEAD and SQL classified as reads
         tenant = request.tenant
         rate = self._rate if tenant is None else self._rates.get(tenant, self._rate)
         if rate < 1.0 and random.random() >= rate:
@@ -136,7 +136,15 @@ class ShadowRunner:
             self.cancel(plan.shadow)
             self._skip(request)
             return
-        self._writer.write(encode_job(plan, request, served, self._keep_headers, traceparent))
+        shadow_request = request.for_side(plan.shadow)
+        # A second copy of the read to the serving side (noise learning) must carry the serving side's
+        # body; the job carries the shadow side's, so the copy is only allowed when they are the same.
+        copy_allowed = request.body_for(plan.serving) == shadow_request.body
+        self._writer.write(
+            encode_job(
+                plan, shadow_request, served, self._keep_headers, traceparent, copy_allowed=copy_allowed
+            )
+        )
 
     def cancel(self, side: Side) -> None:
         """Give back the slot of an admitted read that will not be shadowed."""

@@ -62,6 +62,7 @@ class ShadowJob:
     request: ProxyRequest
     served: Observation
     traceparent: str | None = None  # the request's span, which the shadow call links to
+    copy_allowed: bool = True  # may a copy of the read go to the serving side (same body there)?
 
 
 def encode_job(
@@ -70,9 +71,12 @@ def encode_job(
     served: Observation,
     keep_headers: Collection[bytes],
     traceparent: str | None = None,
+    *,
+    copy_allowed: bool = True,
 ) -> bytes:
     """`keep_headers`: lower-case names of the served headers the shadow process needs (the rest stay);
-    `traceparent`: the request's span, which the shadow call links to."""
+    `traceparent`: the request's span, which the shadow call links to; `copy_allowed`: `request` is also
+    what the serving side gets, so the noise learner may send it a copy."""
     assert plan.shadow is not None
     meta = orjson.dumps(
         {
@@ -95,6 +99,7 @@ def encode_job(
             ],
             "nb": served.body is None,
             "tp": traceparent,
+            "cp": copy_allowed,
         }
     )
     served_body = served.body or b""
@@ -132,4 +137,5 @@ def decode_job(payload: bytes, meta_len: int, body_len: int) -> ShadowJob:
         request=request,
         served=Observation(meta["st"], served_body, error=meta["se"], headers=served_headers),
         traceparent=meta.get("tp"),
+        copy_allowed=meta["cp"],
     )

@@ -123,7 +123,7 @@ class ShadowComparer:
         request = job.request
         resource, rules = self._ruleset.match(request.raw_path)
         # A copy of a read that already failed on the serving side would teach nothing.
-        copy_wanted = job.served.error is None and self.learner.wants_copy(resource)
+        copy_wanted = job.copy_allowed and job.served.error is None and self.learner.wants_copy(resource)
         shadow_read = self._observe(self._upstreams[job.shadow_side], request)
         if copy_wanted:
             copy_read = self._observe(self._upstreams[job.serving_side], request)
