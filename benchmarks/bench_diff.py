@@ -150,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         MARK_START,
         "## Diff benchmark (`benchmarks/bench_diff.py`)",
         "",
-        f"- Command: `{' '.join([Path(sys.executable).name, *sys.argv])}` (cwd `{os.getcwd()}`)",
+        f"- Command: `{' '.join([Path(sys.executable).name, *sys.argv])}`",
         f"- Date (UTC): {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M:%S')}",
         f"- Machine: nproc={os.cpu_count()}, {_cpu()}, kernel {platform.release()}; shared with other work"
         " while measuring (figures are medians of rounds, not best cases)",
