@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from markdown_section import write_section  # this folder's helper (scripts run from here)
 
 from backfill import checkpoint
 from backfill.runner import BackfillOptions, run_backfill
@@ -290,16 +291,6 @@ def section(bench: Bench, command: str, pg_version: str) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, text: str) -> None:
-    current = path.read_text() if path.exists() else ""
-    if MARK_START in current and MARK_END in current:
-        before, rest = current.split(MARK_START, 1)
-        after = rest.split(MARK_END, 1)[1]
-        path.write_text(before + text + after)
-    else:
-        path.write_text(current.rstrip() + "\n\n" + text + "\n")
-
-
 async def server_version() -> str:
     conn = await asyncpg.connect(PG_BASE + "postgres")
     try:
@@ -325,7 +316,7 @@ def main() -> int:
     text = section(bench, command, asyncio.run(server_version()))
     print(text)
     if args.write:
-        write_section(args.write, text)
+        write_section(args.write, text, MARK_START, MARK_END)
     return 0
 
 

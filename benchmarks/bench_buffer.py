@@ -46,6 +46,7 @@ import asyncpg
 import orjson
 import redis.asyncio as aioredis
 import uvloop
+from markdown_section import write_section  # this folder's helper (scripts run from here)
 from redis._parsers import _AsyncRESP2Parser
 
 from buffer_worker.http_applier import HttpApplier
@@ -1381,16 +1382,6 @@ def render(bench: Bench, header: list[str]) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else ""
-    start, end = text.find(MARK_START), text.find(MARK_END)
-    if start != -1 and end > start:
-        text = text[:start] + section.rstrip("\n") + text[end + len(MARK_END) :]
-    else:
-        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + section
-    path.write_text(text if text.endswith("\n") else text + "\n")
-
-
 ALL = ("xadd", "drain", "worker_pg", "worker_http", "append", "takeover", "switch")
 
 
@@ -1445,7 +1436,7 @@ async def amain(args: argparse.Namespace) -> int:
         section = render(bench, header)
     print(section)
     if args.write is not None:
-        write_section(args.write, section)
+        write_section(args.write, section, MARK_START, MARK_END)
         log(f"wrote section to {args.write}")
     return 1 if any(r.verdict == "FAIL" for r in bench.report.rows) else 0
 

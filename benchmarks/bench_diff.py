@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from markdown_section import write_section  # this folder's helper (scripts run from here)
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -184,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     section = "\n".join(lines) + "\n"
     print(section)
     if args.write is not None:
-        write_section(args.write, section)
+        write_section(args.write, section, MARK_START, MARK_END)
     return 1 if failed else 0
 
 
@@ -241,16 +242,6 @@ def _cpu() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
-
-
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else ""
-    start, end = text.find(MARK_START), text.find(MARK_END)
-    if start != -1 and end > start:
-        text = text[:start] + section.rstrip("\n") + text[end + len(MARK_END) :]
-    else:
-        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + section
-    path.write_text(text if text.endswith("\n") else text + "\n")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from markdown_section import write_section  # this folder's helper (scripts run from here)
+
 ROOT = Path(__file__).resolve().parent.parent
 MARK_START = "<!-- bench_sql:start -->"
 MARK_END = "<!-- bench_sql:end -->"
@@ -225,16 +227,6 @@ def render(
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else ""
-    start, end = text.find(MARK_START), text.find(MARK_END)
-    if start != -1 and end > start:
-        text = text[:start] + section.rstrip("\n") + text[end + len(MARK_END) :]
-    else:
-        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + section
-    path.write_text(text if text.endswith("\n") else text + "\n")
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
@@ -285,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     section = render(args, results, installs)
     print(section)
     if args.write is not None:
-        write_section(args.write, section)
+        write_section(args.write, section, MARK_START, MARK_END)
         log(f"wrote section to {args.write}")
     return 0
 

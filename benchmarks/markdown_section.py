@@ -1,0 +1,17 @@
+"""Put a benchmark's Markdown section into a file such as BENCHMARKS.md, between its own markers: the
+section replaces the one already there, or is appended, so each script rewrites only its own figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def write_section(path: Path, section: str, start_marker: str, end_marker: str) -> None:
+    """`section` starts with `start_marker` and ends with `end_marker`."""
+    text = path.read_text() if path.exists() else ""
+    start, end = text.find(start_marker), text.find(end_marker)
+    if start != -1 and end > start:
+        text = text[:start] + section.rstrip("\n") + text[end + len(end_marker) :]
+    else:
+        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + section
+    path.write_text(text if text.endswith("\n") else text + "\n")
