@@ -110,6 +110,32 @@ async def test_server_and_client_spans_continue_the_callers_trace(
     assert seen.headers["traceparent"] == traceparent_of(client)
 
 
+async def test_tracestate_passes_through_and_is_kept_on_the_spans(
+    make_proxy: ProxyFactory, old: DemoBackend
+) -> None:
+    proxy, exporter = await traced_proxy(
+        make_proxy, {"telemetry": {"tracing": True, "trace_sample_rate": 0.0}}
+    )
+    tenant = fresh_tenant()
+    incoming = f"00-{INCOMING_TRACE}-{INCOMING_SPAN}-01"
+    headers = h(tenant, traceparent=incoming, tracestate="vendor=a1,other=b2")
+    assert (await proxy.client.get("/items/ts", headers=headers)).status_code == 404
+    spans = exporter.get_finished_spans()
+    [server] = by_kind(spans, SpanKind.SERVER)  # recorded: the caller sampled it, whatever our rate
+    [client] = by_kind(spans, SpanKind.CLIENT)
+    assert (
+        dict(server.context.trace_state)
+        == dict(client.context.trace_state)
+        == {
+            "vendor": "a1",
+            "other": "b2",
+        }
+    )
+    [seen] = old.recorder.requests_for(tenant, path="/items/ts")
+    assert seen.headers["tracestate"] == "vendor=a1,other=b2"
+    assert seen.headers["traceparent"] == traceparent_of(client)
+
+
 async def test_backend_failure_marks_both_spans(make_proxy: ProxyFactory) -> None:
     proxy, exporter = await traced_proxy(
         make_proxy, {"backends": {"old": {"url": f"http://127.0.0.1:{closed_port()}"}}}
