@@ -36,8 +36,8 @@ def build_tracer_provider(
     `exporter` replaces the OTLP exporter (tests pass an in-memory one). Tracing on without an endpoint
     records spans and propagates their ids, and exports nothing. Spans with a parent follow the parent's
     sampling decision; new traces are sampled at `trace_sample_rate`, by the SDK, or by the caller
-    before it starts a root span at all (`roots_sampled_by_caller`: the data plane does, to keep
-    unsampled requests free)."""
+    before it starts a root span at all (`roots_sampled_by_caller`: the data plane samples its requests
+    itself, and the shadow process records a shadow call exactly when its request was recorded)."""
     if not settings.tracing_enabled:
         return None
     root: Sampler = ALWAYS_ON if roots_sampled_by_caller else TraceIdRatioBased(settings.trace_sample_rate)
