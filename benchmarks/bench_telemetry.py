@@ -22,7 +22,7 @@ VMs drifts over minutes and other work shares them; the ratio of medians is chec
 scraped and its request count compared with what wrk sent, so a run where telemetry silently recorded
 nothing cannot pass; the collector's access log shows whether spans were exported.
 
-    .venv/bin/python benchmarks/bench_telemetry.py --write BENCHMARKS.md       # 8 rounds of 5 s
+    .venv/bin/python benchmarks/bench_telemetry.py --write BENCHMARKS.md       # 10 rounds of 5 s
     .venv/bin/python benchmarks/bench_telemetry.py --duration 3 --rounds 3
 
 Pinning (2+ cores): the proxies on CPU0, wrk and nginx on CPU1. Needs nginx, wrk, psql, PostgreSQL, Redis.
@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default 5)")
-    parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds (default 8)")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds (default 10)")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--write", type=Path, help="write/replace the Markdown section in this file")
     parser.add_argument("--no-pin", action="store_true")
