@@ -53,6 +53,7 @@ loadtest: $(STAMP)
 	$(BIN)/python -m loadtests.run_loadtest --demo --profile all --run-time 15s
 
 bench-telemetry: $(STAMP) bench-tools
+	$(BIN)/python benchmarks/micro_telemetry.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/bench_telemetry.py --write BENCHMARKS.md
 
 # SQL classification: pure sqlglot vs sqlglot[c], each in a throw-away venv (needs PyPI).

@@ -1,22 +1,29 @@
 #!/usr/bin/env python3
-"""Proxy throughput with telemetry off, with metrics on, and with metrics and tracing on, in one run.
+"""Proxy throughput and CPU per request with telemetry off and on, sampling side by side, in one run.
 
 Self-contained: imports nothing from the project; every server is a subprocess driven over HTTP on
-loopback. Three cutover instances (same backend, phase legacy) differ only in their `telemetry:` block:
+loopback. Cutover instances (same backend, phase legacy) differ only in their `telemetry:` block:
 
-    off       metrics: false, tracing: false
-    metrics   metrics: true,  tracing: false
-    traced    metrics: true,  tracing: true, default sampling (trace_sample_rate 0.1), no otlp_endpoint
-              (exporter disabled: sampled requests get their spans, ids and traceparent, nothing is sent)
-    traced-all  the same with trace_sample_rate: 1.0 (every request recorded), for information
+    off          metrics: false, tracing: false
+    off-2        the same again: an A/A pair, whose ratio shows this run's noise
+    metrics      metrics: true,  tracing: false
+    traced-1%    metrics and tracing on, trace_sample_rate 0.01, no otlp_endpoint
+    traced       metrics and tracing on, default sampling (trace_sample_rate 0.1), no otlp_endpoint
+                 (exporter disabled: sampled requests get their spans, ids and traceparent, nothing is
+                 sent) — the configuration the target is about
+    traced-all   the same with trace_sample_rate 1.0 (every request recorded)
+    traced-export  default sampling, spans exported over OTLP/HTTP to a stand-in collector (nginx
+                 answering 200), so the exporter's encoding and sending are counted too
 
 Rounds interleave the targets, each round starting with the next one, because the CPU speed of these
 VMs drifts over minutes and other work shares them; the ratio of medians is checked against the target
-(traced / off >= 0.90). After the rounds, each instrumented instance's `GET /metrics` is scraped and its
-request count compared with what wrk sent, so a run where telemetry silently recorded nothing cannot pass.
+(traced / off >= 0.90 in req/s, <= 1/0.90 in proxy CPU per request), and each round's ratio to the
+`off` run of the same round is listed. After the rounds, each instrumented instance's `GET /metrics` is
+scraped and its request count compared with what wrk sent, so a run where telemetry silently recorded
+nothing cannot pass; the collector's access log shows whether spans were exported.
 
-    .venv/bin/python benchmarks/bench_telemetry.py --write BENCHMARKS.md       # 3 rounds of 10 s
-    .venv/bin/python benchmarks/bench_telemetry.py --duration 5 --rounds 3
+    .venv/bin/python benchmarks/bench_telemetry.py --write BENCHMARKS.md       # 10 rounds of 5 s
+    .venv/bin/python benchmarks/bench_telemetry.py --duration 3 --rounds 3
 
 Pinning (2+ cores): the proxies on CPU0, wrk and nginx on CPU1. Needs nginx, wrk, psql, PostgreSQL, Redis.
 """
@@ -44,6 +51,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from markdown_section import write_section  # this folder's helper (scripts run from here)
+
 REPO = Path(__file__).resolve().parent.parent
 CUTOVER = REPO / ".venv" / "bin" / "cutover"
 MARK_START = "<!-- bench_telemetry:start -->"
@@ -56,17 +65,22 @@ BODY = '{"id":42,"tenant":"bench-tenant","status":"shipped","items":[{"sku":"SKU
 TOKEN = "bench-metrics-token-" + secrets.token_hex(8)
 TARGET_RATIO = 0.90
 
+_ON = ["  metrics: true", "  tracing: true", f"  tenant_labels: [{TENANT}]"]
 TELEMETRY = {
     "off": ["  metrics: false", "  tracing: false"],
+    "off-2": ["  metrics: false", "  tracing: false"],
     "metrics": ["  metrics: true", "  tracing: false", f"  tenant_labels: [{TENANT}]"],
-    "traced": ["  metrics: true", "  tracing: true", f"  tenant_labels: [{TENANT}]"],
-    "traced-all": [
-        "  metrics: true",
-        "  tracing: true",
-        "  trace_sample_rate: 1.0",
-        f"  tenant_labels: [{TENANT}]",
+    "traced-1%": [*_ON, "  trace_sample_rate: 0.01"],
+    "traced": _ON,
+    "traced-all": [*_ON, "  trace_sample_rate: 1.0"],
+    # {collector} is the stand-in collector's port; spans are sent every second.
+    "traced-export": [
+        *_ON,
+        '  otlp_endpoint: "http://127.0.0.1:{collector}"',
+        "  otlp_export_delay_ms: 1000",
     ],
 }
+INSTRUMENTED = [name for name, lines in TELEMETRY.items() if "  metrics: true" in lines]
 
 
 def log(message: str) -> None:
@@ -164,17 +178,24 @@ class Harness:
             timeout=30,
         )
 
-    def nginx(self, name: str) -> int:
+    def nginx(self, name: str, *, collector: bool = False) -> int:
+        """A backend returning BODY, or (`collector`) an OTLP stand-in answering 200 to every export and
+        logging each one."""
         prefix = self.workdir / name
         prefix.mkdir()
         port = free_port()
+        if collector:
+            # nginx reads and drops the request body of a `return`.
+            server = f"access_log {prefix}/access.log; location / {{ return 200; }}"
+        else:
+            server = f"default_type application/json; location / {{ return 200 '{BODY}'; }}"
         (prefix / "nginx.conf").write_text(
             f"""daemon off; worker_processes 1; pid {prefix}/nginx.pid; error_log {prefix}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{ access_log off; client_body_temp_path {prefix}/b; proxy_temp_path {prefix}/p;
   fastcgi_temp_path {prefix}/f; uwsgi_temp_path {prefix}/u; scgi_temp_path {prefix}/s;
-  keepalive_requests 100000000; keepalive_timeout 120s;
-  server {{ listen 127.0.0.1:{port}; default_type application/json; location / {{ return 200 '{BODY}'; }} }}
+  keepalive_requests 100000000; keepalive_timeout 120s; client_max_body_size 64m;
+  server {{ listen 127.0.0.1:{port}; {server} }}
 }}
 """
         )
@@ -182,12 +203,13 @@ http {{ access_log off; client_body_temp_path {prefix}/b; proxy_temp_path {prefi
         self.wait(f"http://127.0.0.1:{port}/", None)
         return port
 
-    def cutover(self, target: Target, old_port: int, new_port: int) -> None:
-        database = f"cutover_bench_tel_{self.run_id}_{target.name}"
+    def cutover(self, target: Target, old_port: int, new_port: int, collector_port: int) -> None:
+        slug = re.sub(r"[^a-z0-9]+", "_", target.name)
+        database = f"cutover_bench_tel_{self.run_id}_{slug}"
         self.psql(f'CREATE DATABASE "{database}"')
         self.databases.append(database)
         port, admin = free_port(), free_port()
-        config = self.workdir / f"{target.name}.yaml"
+        config = self.workdir / f"{slug}.yaml"
         config.write_text(
             "\n".join(
                 [
@@ -200,15 +222,15 @@ http {{ access_log off; client_body_temp_path {prefix}/b; proxy_temp_path {prefi
                     f'  new: {{url: "http://127.0.0.1:{new_port}"}}',
                     "default_phase: legacy",
                     f'postgres_url: "postgresql://postgres@127.0.0.1:5432/{database}"',
-                    f'buffer: {{key_prefix: "cutover-bench-tel-{self.run_id}-{target.name}"}}',
+                    f'buffer: {{key_prefix: "cutover-bench-tel-{self.run_id}-{slug}"}}',
                     "log_level: warning",
                     "telemetry:",
-                    *TELEMETRY[target.name],
+                    *(line.format(collector=collector_port) for line in TELEMETRY[target.name]),
                     "",
                 ]
             )
         )
-        target.proc = self.start(target.name, [str(CUTOVER), "serve", "--config", str(config)], "0")
+        target.proc = self.start(slug, [str(CUTOVER), "serve", "--config", str(config)], "0")
         target.url = f"http://127.0.0.1:{port}{PATH}"
         target.admin = f"http://127.0.0.1:{admin}"
         self.wait(f"{target.admin}/readyz", target.proc)
@@ -282,44 +304,51 @@ def render(args: argparse.Namespace, targets: dict[str, Target], pin: bool, chec
         f"- Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; machine: {os.cpu_count()} vCPU, "
         f"{platform.platform()}, Python {platform.python_version()} (the project venv)",
         "- The machine was shared with other work while measuring (1-min load average "
-        f"{LOADS[0]} at start, {LOADS[-1]} at end on 2 CPUs); ratios come from one run, targets interleaved "
-        "per round with a rotating start.",
+        f"{LOADS[0]} at start, {LOADS[-1]} at end on {os.cpu_count()} CPUs); ratios come from one run, "
+        "targets interleaved per round with a rotating start. `off-2` is a second, identical `off`: "
+        "its ratio to `off` is this run's noise.",
         f"- Pinning: {'proxies on CPU0, wrk and nginx on CPU1' if pin else 'none'}; backend nginx returning "
         f"{len(BODY)} bytes; phase legacy; `wrk -t1 -c{args.connections} -d{args.duration}s`",
+        "- Ratios: of medians over the rounds; in brackets the lowest and highest ratio of one round's run "
+        "to the `off` run of the same round.",
         "",
-        "| target | telemetry | req/s (median) | p50 ms | p99 ms | req/s vs off | proxy CPU µs/request "
-        "(median) | CPU vs off | per round req/s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| target | telemetry | req/s (median) | p50 ms | p99 ms | req/s vs off [per round] "
+        "| proxy CPU µs/request (median) | CPU vs off [per round] |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, target in targets.items():
-        config = ", ".join(line.strip() for line in TELEMETRY[name] if "tenant_labels" not in line)
+        config = ", ".join(
+            line.strip().replace('"', "") for line in TELEMETRY[name] if "tenant_labels" not in line
+        ).replace("http://127.0.0.1:{collector}", "stand-in collector")
+        rps, cpu = target.median("rps"), statistics.median(target.cpu_us)
+        rps_rounds = [run.rps / base.rps for run, base in zip(target.runs, off.runs, strict=True)]
+        cpu_rounds = [mine / base for mine, base in zip(target.cpu_us, off.cpu_us, strict=True)]
         lines.append(
-            f"| {name} | {config} | {target.median('rps'):,.0f} | {target.median('p50_ms'):.3f} "
-            f"| {target.median('p99_ms'):.3f} | {target.median('rps') / off.median('rps'):.3f} "
-            f"| {statistics.median(target.cpu_us):.1f} "
-            f"| {statistics.median(target.cpu_us) / statistics.median(off.cpu_us):.3f} "
-            f"| {', '.join(f'{run.rps:,.0f}' for run in target.runs)} |"
+            f"| {name} | {config} | {rps:,.0f} | {target.median('p50_ms'):.3f} "
+            f"| {target.median('p99_ms'):.3f} "
+            f"| {rps / off.median('rps'):.3f} [{min(rps_rounds):.2f}–{max(rps_rounds):.2f}] "
+            f"| {cpu:.1f} "
+            f"| {cpu / statistics.median(off.cpu_us):.3f} [{min(cpu_rounds):.2f}–{max(cpu_rounds):.2f}] |"
         )
     lines += ["", "| check | value | target | result |", "|---|---|---|---|", *checks, "", MARK_END]
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else ""
-    start, end = text.find(MARK_START), text.find(MARK_END)
-    if start != -1 and end > start:
-        text = text[:start] + section.rstrip("\n") + text[end + len(MARK_END) :]
-    else:
-        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + section
-    path.write_text(text if text.endswith("\n") else text + "\n")
+def exports_received(log: Path) -> int:
+    """OTLP export requests the stand-in collector answered 200 (one access-log line each)."""
+    try:
+        lines = log.read_text().splitlines()
+    except OSError:
+        return 0
+    return sum(1 for line in lines if '"POST /v1/traces ' in line and '" 200 ' in line)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default 5)")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds (default 10)")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--write", type=Path, help="write/replace the Markdown section in this file")
     parser.add_argument("--no-pin", action="store_true")
@@ -332,8 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     LOADS.append(load_average())
     try:
         old_port, new_port = harness.nginx("nginx-old"), harness.nginx("nginx-new")
+        collector_port = harness.nginx("collector", collector=True)
         for target in targets.values():
-            harness.cutover(target, old_port, new_port)
+            harness.cutover(target, old_port, new_port, collector_port)
             status, body = http_get(target.url, {"X-Tenant-ID": TENANT})
             if status != 200 or body.decode() != BODY:
                 raise RuntimeError(f"{target.name}: probe answered {status} {body[:80]!r}")
@@ -352,8 +382,13 @@ def main(argv: list[str] | None = None) -> int:
                 target.cpu_us.append((cpu_seconds(target.proc.pid) - cpu_before) / max(1, run.requests) * 1e6)
                 target.runs.append(run)
                 target.sent += run.requests
-                log(f"round {round_number} {target.name:<8} {run.rps:>8,.0f} req/s p50 {run.p50_ms:.3f} ms")
-        counted = {name: scraped_requests(targets[name]) for name in ("metrics", "traced", "traced-all")}
+                log(
+                    f"round {round_number} {target.name:<13} {run.rps:>8,.0f} req/s p50 {run.p50_ms:.3f} ms "
+                    f"CPU {target.cpu_us[-1]:.1f} µs/req"
+                )
+        counted = {name: scraped_requests(targets[name]) for name in INSTRUMENTED}
+        time.sleep(1.5)  # one more export interval, so the last batch has been sent
+        exports = exports_received(workdir / "collector" / "access.log")
         LOADS.append(load_average())
     finally:
         harness.stop_all()
@@ -362,19 +397,29 @@ def main(argv: list[str] | None = None) -> int:
     def ratio(name: str) -> float:
         return targets[name].median("rps") / targets["off"].median("rps")
 
-    traced = ratio("traced")
-    verdict = "PASS" if traced >= TARGET_RATIO else "FAIL"
-    cpu = statistics.median(targets["traced"].cpu_us) / statistics.median(targets["off"].cpu_us)
-    cpu_verdict = "PASS" if cpu <= 1 / TARGET_RATIO else "FAIL"
+    def cpu_ratio(name: str) -> float:
+        return statistics.median(targets[name].cpu_us) / statistics.median(targets["off"].cpu_us)
+
+    traced, cpu = ratio("traced"), cpu_ratio("traced")
     errors = sum(run.errors for target in targets.values() for run in target.runs)
     checks = [
-        f"| traced (default sampling) / off, req/s | {traced:.3f} | >= {TARGET_RATIO:.2f} | **{verdict}** |",
+        f"| traced (default sampling, exporter disabled) / off, req/s | {traced:.3f} | >= {TARGET_RATIO:.2f} "
+        f"| **{'PASS' if traced >= TARGET_RATIO else 'FAIL'}** |",
         f"| traced / off, proxy CPU per request | {cpu:.3f} | <= {1 / TARGET_RATIO:.3f} (the same 10 % when "
-        f"CPU-bound) | **{cpu_verdict}** |",
-        f"| metrics / off, req/s | {ratio('metrics'):.3f} | (informative) | – |",
-        f"| traced-all (all recorded) / off, req/s | {ratio('traced-all'):.3f} | (informative) | – |",
-        f"| errors (non-2xx + socket) | {errors} | 0 | **{'PASS' if errors == 0 else 'FAIL'}** |",
+        f"CPU-bound) | **{'PASS' if cpu <= 1 / TARGET_RATIO else 'FAIL'}** |",
+        f"| noise: off-2 / off (identical), req/s; CPU per request | {ratio('off-2'):.3f}; "
+        f"{cpu_ratio('off-2'):.3f} | (informative) | – |",
     ]
+    for name in ("metrics", "traced-1%", "traced-all", "traced-export"):
+        checks.append(
+            f"| {name} / off, req/s; CPU per request | {ratio(name):.3f}; {cpu_ratio(name):.3f} "
+            "| (informative) | – |"
+        )
+    checks.append(f"| errors (non-2xx + socket) | {errors} | 0 | **{'PASS' if errors == 0 else 'FAIL'}** |")
+    checks.append(
+        f"| traced-export: OTLP exports answered by the collector | {exports} | > 0 "
+        f"| **{'PASS' if exports > 0 else 'FAIL'}** |"
+    )
     for name, count in counted.items():
         sent = targets[name].sent
         # wrk counts completed requests only; those in flight when it stops reached the proxy too.
@@ -389,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     section = render(args, targets, pin, checks)
     print(section)
     if args.write:
-        write_section(args.write, section)
+        write_section(args.write, section, MARK_START, MARK_END)
         log(f"wrote {args.write}")
     return 1 if args.strict and any("**FAIL**" in check for check in checks) else 0
 

@@ -56,25 +56,23 @@ class DataPlane:
         kind = scope["type"]
         if kind == "http":
             REQUEST_SCOPE.set(scope)  # log lines of this request carry its request id (made lazily)
-            if self._telemetry is None:
+            telemetry = self._telemetry
+            if telemetry is None:
                 await self._http(scope, receive, send, None)
-            else:
-                await self._observed(scope, receive, send, self._telemetry)
+                return
+            # Inline rather than a wrapper coroutine: every resumption of the request's task passes
+            # through each coroutine frame on its stack.
+            exchange = telemetry.begin(scope)
+            try:
+                await self._http(scope, receive, send, exchange)
+            except BaseException as exc:
+                telemetry.finish(exchange, exc)
+                raise
+            telemetry.finish(exchange)
         elif kind == "lifespan":
             await _lifespan(receive, send)
         elif kind == "websocket":
             await send({"type": "websocket.close", "code": 1003})
-
-    async def _observed(
-        self, scope: Scope, receive: Receive, send: Send, telemetry: RequestTelemetry
-    ) -> None:
-        exchange = telemetry.begin(scope)
-        try:
-            await self._http(scope, receive, send, exchange)
-        except BaseException as exc:
-            telemetry.finish(exchange, exc)
-            raise
-        telemetry.finish(exchange)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send, exchange: Exchange | None) -> None:
         phase_header: bytes | None = None

@@ -4,7 +4,15 @@ latency histograms. Everything here runs on the hot path, so it is written for c
 - when tracing and metrics are both off, the data plane never calls into this module (no `Exchange`,
   no span, no clock read);
 - metrics are plain counters and `FastHistogram`s, read by the scrape (see `telemetry.prometheus`);
-- spans are started with their attributes in one call and ended without context-manager machinery.
+- a new trace is sampled first, by one random draw, before anything else: an unsampled request makes
+  no ids, no span, no context and no `traceparent`;
+- a sampled request carries plain ids (trace, span, parent) while it runs; each span is built once,
+  when it ends, with its attributes in one dict (`telemetry.spans`), not through the SDK's tracer;
+- nothing is attached to OpenTelemetry's context: the ids travel in the `Exchange`, and log lines find
+  them in the request's scope (`telemetry.logs.TRACE_IDS_KEY`).
+
+A request that arrives with a valid `traceparent` continues that trace, sampled or not as its caller
+decided; an unsampled one is still propagated (with flags 00) and recorded nowhere.
 
 HTTP attributes follow the current semantic conventions (`http.request.method`, `url.path`,
 `http.response.status_code`, `server.address`, `error.type`); cutover's own are under `cutover.*`.
@@ -19,24 +27,34 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
-from opentelemetry import context as otel_context
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from config.telemetry import TelemetrySettings
 from proxy.errors import BackendError
 from proxy.types import Scope
 from proxy.upstream import Upstream
 from telemetry.labels import TenantLabels
+from telemetry.logs import TRACE_IDS_KEY
 from telemetry.prometheus import FastHistogram
-from telemetry.tracing import context_from_traceparent, traceparent_of
+from telemetry.spans import (
+    SAMPLED,
+    SAMPLED_FLAGS,
+    RecordingTracerProvider,
+    SpanRecorder,
+    format_traceparent,
+    new_span_id,
+    new_trace_id,
+    parse_traceparent,
+    parse_tracestate,
+)
 
 # Request counter key: (tenant label, phase, kind, decision, served_by, status class).
 RequestKey = tuple[str, str, str, str, str, str]
 REJECTED = "rejected"  # the proxy answered by itself (not ready, bad request, buffer full, ...)
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 _STATUS_CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
+_ERROR = Status(StatusCode.ERROR)
+_UNSET = Status(StatusCode.UNSET)
 
 
 @dataclass(slots=True)
@@ -44,8 +62,15 @@ class Exchange:
     """One request as telemetry sees it, filled in by the data plane and the executor as it goes."""
 
     started: float
-    span: Span | None = None
-    context_token: object | None = None
+    # Trace context: trace_id 0 means none (tracing off, or a new trace that was not sampled).
+    trace_id: int = 0
+    span_id: int = 0  # the server span's
+    flags: int = 0  # SAMPLED when this request's spans are recorded
+    parent_span_id: int = 0  # the caller's span, from its traceparent (0: this request starts the trace)
+    parent_flags: int = 0
+    tracestate: str | None = None
+    start_ns: int = 0  # wall clock, for recorded spans only
+    scope: Scope | None = None  # kept for recorded requests: their span's attributes are read at the end
     tenant: str | None = None
     phase: str = "unknown"
     kind: str = "unknown"
@@ -55,16 +80,17 @@ class Exchange:
 
     @property
     def traceparent(self) -> str | None:
-        return None if self.span is None else traceparent_of(self.span)
+        """This request's server span as a W3C parent (toward the shadow process and into intents)."""
+        return format_traceparent(self.trace_id, self.span_id, self.flags) if self.trace_id else None
 
 
 class RequestTelemetry:
-    def __init__(self, settings: TelemetrySettings, tracer_provider: TracerProvider | None) -> None:
+    def __init__(self, settings: TelemetrySettings, tracer_provider: RecordingTracerProvider | None) -> None:
         self.tracer_provider = tracer_provider
-        self._tracer = None if tracer_provider is None else tracer_provider.get_tracer("cutover.proxy")
+        self._spans = None if tracer_provider is None else SpanRecorder(tracer_provider, "cutover.proxy")
         self._sample_rate = settings.trace_sample_rate
         self.metrics = settings.metrics
-        self.enabled = self._tracer is not None or self.metrics
+        self.enabled = self._spans is not None or self.metrics
         self.labels = TenantLabels(settings.tenant_labels, top_n=settings.tenant_top_n)
         self.requests: Counter[RequestKey] = Counter()
         # (phase, kind, served_by) → whole-request latency as the proxy saw it.
@@ -77,39 +103,34 @@ class RequestTelemetry:
     # -- server side ----------------------------------------------------------------------------------
     def begin(self, scope: Scope) -> Exchange:
         exchange = Exchange(time.perf_counter())
-        if self._tracer is None:
+        if self._spans is None:
             return exchange
-        traceparent: str | None = None
-        tracestate: str | None = None
+        traceparent: bytes | None = None
+        tracestate: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"traceparent":
-                traceparent = value.decode("latin-1")
+                traceparent = value
             elif name == b"tracestate":
-                tracestate = value.decode("latin-1")
-        if traceparent is None and self._sample_rate < 1.0 and random.random() >= self._sample_rate:
-            # Head sampling of a new trace, decided before the SDK is touched: an unsampled request costs
-            # one random number, not a non-recording span, a context switch and a traceparent header.
-            # (The provider's sampler is ALWAYS_ON for roots, so the rate is not applied twice.)
-            return exchange
-        method = scope["method"]
-        client = scope.get("client")
-        attributes = {
-            "http.request.method": method if method in _KNOWN_METHODS else "_OTHER",
-            "url.path": scope["path"],
-            "url.scheme": scope.get("scheme", "http"),
-            "network.protocol.version": scope.get("http_version", "1.1"),
-        }
-        if client:
-            attributes["client.address"] = client[0]
-        span = self._tracer.start_span(
-            method if method in _KNOWN_METHODS else "HTTP",
-            context=context_from_traceparent(traceparent, tracestate),
-            kind=SpanKind.SERVER,
-            attributes=attributes,
-        )
-        exchange.span = span
-        # Current for the request's task: backend client spans and log lines find it there.
-        exchange.context_token = otel_context.attach(trace.set_span_in_context(span))
+                tracestate = value
+        parent = None if traceparent is None else parse_traceparent(traceparent.decode("latin-1"))
+        if parent is None:
+            # A new trace. Head sampling comes first: an unsampled request costs one random number.
+            if self._sample_rate < 1.0 and random.random() >= self._sample_rate:
+                return exchange
+            exchange.trace_id = new_trace_id()
+            exchange.flags = SAMPLED
+        else:
+            # The caller's trace, recorded when the caller sampled it (as the SDK's ParentBased sampler).
+            exchange.trace_id, exchange.parent_span_id, exchange.parent_flags = parent
+            exchange.flags = exchange.parent_flags & SAMPLED
+            if tracestate is not None:
+                exchange.tracestate = tracestate.decode("latin-1")
+        exchange.span_id = new_span_id()
+        if exchange.flags:
+            exchange.start_ns = time.time_ns()
+            exchange.scope = scope
+        # Log lines of this request carry its trace (the scope is the request's log context).
+        scope[TRACE_IDS_KEY] = (exchange.trace_id, exchange.span_id)
         return exchange
 
     def finish(self, exchange: Exchange, error: BaseException | None = None) -> None:
@@ -127,29 +148,57 @@ class RequestTelemetry:
             self.request_latency.record(
                 (exchange.phase, exchange.kind, exchange.served_by), time.perf_counter() - exchange.started
             )
-        span = exchange.span
-        if span is None:
-            return
+        if exchange.flags and self._spans is not None:
+            self._record_server_span(exchange, self._spans, error)
+
+    def _record_server_span(
+        self, exchange: Exchange, spans: SpanRecorder, error: BaseException | None
+    ) -> None:
+        scope = exchange.scope
+        assert scope is not None  # kept by `begin` for every recorded request
+        method = scope["method"]
+        known = method in _KNOWN_METHODS
         attributes: dict[str, str | int] = {
+            "http.request.method": method if known else "_OTHER",
+            "url.path": scope["path"],
+            "url.scheme": scope.get("scheme", "http"),
+            "network.protocol.version": scope.get("http_version", "1.1"),
             "cutover.phase": str(exchange.phase),
             "cutover.request.kind": str(exchange.kind),
             "cutover.decision": str(exchange.decision),
             "cutover.served_by": str(exchange.served_by),
         }
+        client = scope.get("client")
+        if client:
+            attributes["client.address"] = client[0]
         if exchange.tenant is not None:
             attributes["cutover.tenant"] = exchange.tenant
         if exchange.status:
             attributes["http.response.status_code"] = exchange.status
-        span.set_attributes(attributes)
+        status = _UNSET
         if error is not None:
-            span.set_attribute("error.type", type(error).__qualname__)
-            span.set_status(Status(StatusCode.ERROR, type(error).__qualname__))
+            attributes["error.type"] = type(error).__qualname__
+            status = Status(StatusCode.ERROR, type(error).__qualname__)
         elif exchange.status >= 500:
-            span.set_attribute("error.type", str(exchange.status))
-            span.set_status(Status(StatusCode.ERROR))
-        span.end()
-        if exchange.context_token is not None:
-            otel_context.detach(exchange.context_token)  # type: ignore[arg-type]
+            attributes["error.type"] = str(exchange.status)
+            status = _ERROR
+        parent = None
+        if exchange.parent_span_id:
+            parent = SpanContext(
+                exchange.trace_id, exchange.parent_span_id, True, TraceFlags(exchange.parent_flags)
+            )
+        spans.record(
+            method if known else "HTTP",
+            SpanKind.SERVER,
+            exchange.trace_id,
+            exchange.span_id,
+            parent,
+            exchange.start_ns,
+            time.time_ns(),
+            attributes,
+            status,
+            parse_tracestate(exchange.tracestate),
+        )
 
     # -- backend calls --------------------------------------------------------------------------------
     async def call_backend(
@@ -164,46 +213,88 @@ class RequestTelemetry:
         role: str,
     ) -> aiohttp.ClientResponse:
         """`upstream.request` with a client span (child of the request's) and its latency recorded."""
-        span: Span | None = None
-        if exchange.span is not None and self._tracer is not None:
-            span = self._tracer.start_span(
-                method if method in _KNOWN_METHODS else "HTTP",
-                context=trace.set_span_in_context(exchange.span),
-                kind=SpanKind.CLIENT,
-                attributes={
-                    "http.request.method": method if method in _KNOWN_METHODS else "_OTHER",
-                    "server.address": upstream.host,
-                    "server.port": upstream.port,
-                    # Never the backend URL's userinfo, nor the query (it may carry secrets).
-                    "url.full": upstream.display + path,
-                    "cutover.backend": upstream.name,
-                    "cutover.role": role,
-                },
-            )
-            # The backend continues this trace; a client's own traceparent names our server span's
-            # parent, not this call, so it is replaced (tracestate passes through unchanged).
+        span_id = 0
+        start_ns = 0
+        if exchange.trace_id:
+            # The backend continues this trace, as a child of this call. A caller's own traceparent
+            # names our server span's parent, not this call, so it is replaced (tracestate passes
+            # through unchanged). `headers` is this call's own list (built per request).
+            span_id = new_span_id()
             headers = [header for header in headers if header[0] != "traceparent"]
-            headers.append(("traceparent", traceparent_of(span) or ""))
+            headers.append(("traceparent", format_traceparent(exchange.trace_id, span_id, exchange.flags)))
+            if exchange.flags:
+                start_ns = time.time_ns()
         started = time.perf_counter()
         try:
             response = await upstream.request(method, url, headers, body)
         except BackendError as exc:
             if self.metrics:
                 self.backend_latency.record((upstream.name, role), time.perf_counter() - started)
-            if span is not None:
-                span.set_attribute("error.type", "timeout" if exc.timeout else "connect_error")
-                span.set_status(Status(StatusCode.ERROR, exc.code))
-                span.end()
+            if start_ns:
+                failure = "timeout" if exc.timeout else "connect_error"
+                self._record_client_span(
+                    exchange, span_id, start_ns, upstream, method, path, role, None, failure, exc.code
+                )
             raise
         if self.metrics:
             self.backend_latency.record((upstream.name, role), time.perf_counter() - started)
-        if span is not None:
-            span.set_attribute("http.response.status_code", response.status)
-            if response.status >= 500:
-                span.set_attribute("error.type", str(response.status))
-                span.set_status(Status(StatusCode.ERROR))
-            span.end()
+        if start_ns:
+            status = response.status
+            self._record_client_span(
+                exchange,
+                span_id,
+                start_ns,
+                upstream,
+                method,
+                path,
+                role,
+                status,
+                str(status) if status >= 500 else None,
+            )
         return response
+
+    def _record_client_span(
+        self,
+        exchange: Exchange,
+        span_id: int,
+        start_ns: int,
+        upstream: Upstream,
+        method: str,
+        path: str,
+        role: str,
+        status_code: int | None,
+        error: str | None,
+        detail: str | None = None,
+    ) -> None:
+        assert self._spans is not None
+        known = method in _KNOWN_METHODS
+        attributes: dict[str, str | int] = {
+            "http.request.method": method if known else "_OTHER",
+            "server.address": upstream.host,
+            "server.port": upstream.port,
+            # Never the backend URL's userinfo, nor the query (it may carry secrets).
+            "url.full": upstream.display + path,
+            "cutover.backend": upstream.name,
+            "cutover.role": role,
+        }
+        if status_code is not None:
+            attributes["http.response.status_code"] = status_code
+        status = _UNSET
+        if error is not None:
+            attributes["error.type"] = error
+            status = _ERROR if detail is None else Status(StatusCode.ERROR, detail)
+        self._spans.record(
+            method if known else "HTTP",
+            SpanKind.CLIENT,
+            exchange.trace_id,
+            span_id,
+            SpanContext(exchange.trace_id, exchange.span_id, False, SAMPLED_FLAGS),
+            start_ns,
+            time.time_ns(),
+            attributes,
+            status,
+            parse_tracestate(exchange.tracestate),
+        )
 
     def shutdown(self) -> None:
         if self.tracer_provider is not None:

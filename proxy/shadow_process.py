@@ -82,13 +82,17 @@ class ShadowComparer:
             return await self._run(job)
         # A span of its own trace, linked to the request's span: the shadow call happens after the client
         # has its answer, so it is not part of the request's latency (a child span would suggest it is).
-        upstream = self._upstreams[job.shadow_side]
         linked = span_context_from_traceparent(job.traceparent)
+        if linked is None or not linked.trace_flags.sampled:
+            # Recorded exactly when its request was: the span is there to be read beside the request's
+            # (the link), and a request that was not recorded costs the shadow process no span.
+            return await self._run(job)
+        upstream = self._upstreams[job.shadow_side]
         request = job.request
         span = self._tracer.start_span(
             request.method,
             kind=SpanKind.CLIENT,
-            links=[Link(linked)] if linked is not None else None,
+            links=[Link(linked)],
             attributes={
                 "http.request.method": request.method,
                 "server.address": upstream.host,
@@ -228,7 +232,10 @@ async def serve_shadow(settings: Settings, socket_path: str) -> None:
         on_stored=lambda n: emit(STORED, n),
         on_dropped=lambda n: emit(DROPPED, n),
     )
-    tracer_provider = build_tracer_provider(settings.telemetry, component="shadow")
+    # Shadow spans are roots (linked, not children): whether to record one was decided with the request.
+    tracer_provider = build_tracer_provider(
+        settings.telemetry, component="shadow", roots_sampled_by_caller=True
+    )
     tracer = None if tracer_provider is None else tracer_provider.get_tracer("cutover.shadow")
     tally = Tally()
     comparer = ShadowComparer(settings, upstreams, recorder, tally, tracer)

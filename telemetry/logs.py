@@ -37,6 +37,10 @@ from config.settings import Settings
 LOG_CONTEXT: ContextVar[MutableMapping[str, Any] | None] = ContextVar("cutover_log_context", default=None)
 REQUEST_SCOPE = LOG_CONTEXT  # the data plane's name for it
 REQUEST_ID_KEY = "cutover.request_id"
+# (trace id, span id) of the request's server span, put in the scope by the data plane when the request
+# has a trace context; the data plane attaches nothing to OpenTelemetry's context (see
+# proxy.request_telemetry). Other processes' spans are found as the current span.
+TRACE_IDS_KEY = "cutover.trace_ids"
 MASK = "***"
 
 _PROCESS_PREFIX = secrets.token_hex(3)
@@ -69,6 +73,15 @@ def request_id(context: MutableMapping[str, Any]) -> str:
             found = f"{_PROCESS_PREFIX}-{next(_COUNTER):x}"
         context[REQUEST_ID_KEY] = found
     return str(found)
+
+
+def _trace_ids(context: MutableMapping[str, Any] | None) -> tuple[int, int] | None:
+    if context is not None:
+        ids: tuple[int, int] | None = context.get(TRACE_IDS_KEY)
+        if ids is not None:
+            return ids
+    span_context = trace.get_current_span().get_span_context()
+    return (span_context.trace_id, span_context.span_id) if span_context.is_valid else None
 
 
 class Scrubber:
@@ -115,10 +128,10 @@ class JsonFormatter(logging.Formatter):
         context = LOG_CONTEXT.get()
         if context is not None:
             document["request_id"] = request_id(context)
-        span_context = trace.get_current_span().get_span_context()
-        if span_context.is_valid:
-            document["trace_id"] = f"{span_context.trace_id:032x}"
-            document["span_id"] = f"{span_context.span_id:016x}"
+        ids = _trace_ids(context)
+        if ids is not None:
+            document["trace_id"] = f"{ids[0]:032x}"
+            document["span_id"] = f"{ids[1]:016x}"
         for name, value in record.__dict__.items():
             if name not in _RECORD_FIELDS and not name.startswith("_"):
                 document[name] = MASK if self._scrubber.secret_field(name) else value
@@ -140,9 +153,9 @@ class ScrubbingTextFormatter(logging.Formatter):
         context = LOG_CONTEXT.get()
         if context is not None:
             line += f" request_id={request_id(context)}"
-        span_context = trace.get_current_span().get_span_context()
-        if span_context.is_valid:
-            line += f" trace_id={span_context.trace_id:032x}"
+        ids = _trace_ids(context)
+        if ids is not None:
+            line += f" trace_id={ids[0]:032x}"
         return self._scrubber.scrub(line)
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanContext
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from config.telemetry import TelemetrySettings
+from telemetry.spans import RecordingTracerProvider
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _EXPORT_BATCH = 512
@@ -30,21 +30,20 @@ def build_tracer_provider(
     component: str,
     exporter: SpanExporter | None = None,
     roots_sampled_by_caller: bool = False,
-) -> TracerProvider | None:
+) -> RecordingTracerProvider | None:
     """A provider for one process, or None when tracing is off (then no span is ever created).
 
     `exporter` replaces the OTLP exporter (tests pass an in-memory one). Tracing on without an endpoint
     records spans and propagates their ids, and exports nothing. Spans with a parent follow the parent's
     sampling decision; new traces are sampled at `trace_sample_rate`, by the SDK, or by the caller
-    before it starts a root span at all (`roots_sampled_by_caller`: the data plane does, to keep
-    unsampled requests free)."""
+    before it starts a root span at all (`roots_sampled_by_caller`: the data plane samples its requests
+    itself, and the shadow process records a shadow call exactly when its request was recorded)."""
     if not settings.tracing_enabled:
         return None
     root: Sampler = ALWAYS_ON if roots_sampled_by_caller else TraceIdRatioBased(settings.trace_sample_rate)
-    provider = TracerProvider(
+    provider = RecordingTracerProvider(
         sampler=ParentBased(root),
         resource=Resource({"service.name": settings.service_name, "cutover.component": component}),
-        shutdown_on_exit=False,
     )
     if exporter is None and settings.otlp_endpoint is not None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

@@ -110,6 +110,32 @@ async def test_server_and_client_spans_continue_the_callers_trace(
     assert seen.headers["traceparent"] == traceparent_of(client)
 
 
+async def test_tracestate_passes_through_and_is_kept_on_the_spans(
+    make_proxy: ProxyFactory, old: DemoBackend
+) -> None:
+    proxy, exporter = await traced_proxy(
+        make_proxy, {"telemetry": {"tracing": True, "trace_sample_rate": 0.0}}
+    )
+    tenant = fresh_tenant()
+    incoming = f"00-{INCOMING_TRACE}-{INCOMING_SPAN}-01"
+    headers = h(tenant, traceparent=incoming, tracestate="vendor=a1,other=b2")
+    assert (await proxy.client.get("/items/ts", headers=headers)).status_code == 404
+    spans = exporter.get_finished_spans()
+    [server] = by_kind(spans, SpanKind.SERVER)  # recorded: the caller sampled it, whatever our rate
+    [client] = by_kind(spans, SpanKind.CLIENT)
+    assert (
+        dict(server.context.trace_state)
+        == dict(client.context.trace_state)
+        == {
+            "vendor": "a1",
+            "other": "b2",
+        }
+    )
+    [seen] = old.recorder.requests_for(tenant, path="/items/ts")
+    assert seen.headers["tracestate"] == "vendor=a1,other=b2"
+    assert seen.headers["traceparent"] == traceparent_of(client)
+
+
 async def test_backend_failure_marks_both_spans(make_proxy: ProxyFactory) -> None:
     proxy, exporter = await traced_proxy(
         make_proxy, {"backends": {"old": {"url": f"http://127.0.0.1:{closed_port()}"}}}
@@ -310,3 +336,41 @@ def test_build_tracer_provider_is_none_when_off() -> None:
     on = build_tracer_provider(TelemetrySettings(otlp_endpoint="http://c:4318"), component="x")
     assert on is not None
     on.shutdown()
+
+
+async def test_shadow_calls_are_recorded_exactly_when_their_request_is(
+    make_proxy: ProxyFactory,
+    collector: tuple[Collector, RunningServer],
+    old: DemoBackend,
+    new: DemoBackend,
+) -> None:
+    received, server = collector
+    proxy = await make_proxy(
+        {"telemetry": {"otlp_endpoint": server.url, "otlp_export_delay_ms": 50, "trace_sample_rate": 0.0}}
+    )
+    unsampled, sampled = fresh_tenant("un"), fresh_tenant("sa")
+    for tenant in (unsampled, sampled):
+        for backend in (old, new):
+            await backend.seed(tenant, "r1", {"v": 1})
+        await proxy.set_phase_direct(tenant, Phase.SHADOW)
+    assert (await proxy.client.get("/items/r1", headers=h(unsampled))).status_code == 200
+    incoming = f"00-{INCOMING_TRACE}-{INCOMING_SPAN}-01"
+    headers = h(sampled, traceparent=incoming)
+    assert (await proxy.client.get("/items/r1", headers=headers)).status_code == 200
+
+    def shadow_spans(tenant: str) -> list[Any]:
+        return [s for s in received.of("shadow") if attrs(s).get("cutover.tenant") == tenant]
+
+    async def exported() -> bool:
+        return bool(shadow_spans(sampled)) and any(s.kind == 2 for s in received.of("proxy"))
+
+    await wait_for(exported, timeout_s=15)
+    [request_span] = [s for s in received.of("proxy") if s.kind == 2]
+    assert attrs(request_span)["cutover.tenant"] == sampled  # the unsampled request made no span
+    [shadow] = shadow_spans(sampled)
+    assert [(link.trace_id, link.span_id) for link in shadow.links] == [
+        (request_span.trace_id, request_span.span_id)
+    ]
+    # The unsampled request's shadow job ran first; several export intervals later it has made no span.
+    await asyncio.sleep(0.3)
+    assert shadow_spans(unsampled) == []
