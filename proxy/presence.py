@@ -16,7 +16,15 @@ import asyncpg
 log = logging.getLogger("cutover.presence")
 HEARTBEAT_S = 1.0
 LIVE_WITHIN_S = 3.0
-_STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+# InternalClientError: asyncpg's "another operation is in progress", seen once at shutdown on a pooled
+# connection; a heartbeat is retried at the next beat, so it must not end the heartbeat task.
+_STORE_ERRORS = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    TimeoutError,
+)
 
 
 class ProxyPresence:
