@@ -40,10 +40,14 @@ async def test_sample_rate_per_tenant(make_proxy: ProxyFactory, scripted: Script
         for name in (never, always, half):
             assert (await proxy.client.get("/items/1", headers=h(name))).status_code == 200
 
-    async def all_compared() -> bool:
-        return scripted.new.count("GET", "/items/1", always) == 60
+    # Sampling is decided before a read is answered, so `unsampled` is final now; the sampled shadow reads
+    # may still be on their way to new: wait until every read of `half` is either unsampled or seen there.
+    async def all_accounted() -> bool:
+        unsampled = (await proxy.stats())["shadow"]["unsampled"] - before["unsampled"]
+        seen_half = scripted.new.count("GET", "/items/1", half)
+        return scripted.new.count("GET", "/items/1", always) == 60 and unsampled - 60 + seen_half == 60
 
-    await wait_for(all_compared, timeout_s=10)
+    await wait_for(all_accounted, timeout_s=10)
     assert scripted.new.count("GET", "/items/1", never) == 0
     shadowed_half = scripted.new.count("GET", "/items/1", half)
     assert 10 < shadowed_half < 50, shadowed_half  # binomial(60, 0.5): 5 standard deviations either way
