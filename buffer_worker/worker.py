@@ -211,13 +211,13 @@ class Worker:
         next_redrive_check = 0.0
         claimed = False
         while partition not in self._releasing:
-            if not claimed:
-                await self._claim_foreign_pending(stream, consumer)
-                claimed = True
             if time.monotonic() >= next_redrive_check:
                 next_redrive_check = time.monotonic() + _REDRIVE_CHECK_S
                 await self._redrive_requested(partition)
             try:
+                if not claimed:  # inside the try: a Redis error here is retried like any read
+                    await self._claim_foreign_pending(stream, consumer)
+                    claimed = True
                 reply: Any = await self._bounded(
                     self._redis.xreadgroup(
                         CONSUMER_GROUP.decode(),
