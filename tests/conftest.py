@@ -193,7 +193,8 @@ class DemoBackend:
 BIG_CHUNK = bytes(range(256)) * 1024  # 256 KiB
 
 
-async def _read_all(receive: Receive) -> bytes:
+async def read_all(receive: Receive) -> bytes:
+    """The whole request body of an ASGI request."""
     body = b""
     while True:
         message = await receive()
@@ -212,7 +213,7 @@ async def echo_app(scope: Scope, receive: Receive, send: Send) -> None:
     """
     if scope["type"] != "http":
         return
-    body = await _read_all(receive)
+    body = await read_all(receive)
     path: str = scope["path"]
     if path.startswith("/status/"):
         status = int(path.rsplit("/", 1)[1])

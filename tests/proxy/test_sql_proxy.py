@@ -30,6 +30,7 @@ from tests.conftest import (
     Send,
     Tokens,
     backend_config,
+    read_all,
     start_server,
     wait_for,
 )
@@ -48,12 +49,7 @@ class SqlBackend:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_all(receive)
         document = orjson.loads(body) if body else None
         self.received.append({"path": scope["path"], "method": scope["method"], "body": document})
         payload = orjson.dumps({"rows": [[1]], "path": scope["path"]})

@@ -31,6 +31,7 @@ from tests.conftest import (
     RunningServer,
     backend_config,
     closed_port,
+    read_all,
     start_server,
     wait_for,
 )
@@ -208,12 +209,7 @@ class Collector:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_all(receive)
         if scope["path"] == "/v1/traces":
             request = ExportTraceServiceRequest.FromString(body)
             for resource_spans in request.resource_spans:
