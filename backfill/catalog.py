@@ -167,19 +167,46 @@ class TablePlan:
 
     def upsert_sql(self, staging: str) -> str:
         """Staging → table. Rows equal to the stored ones are left alone (no dead tuples on a rerun)."""
-        conflict = [self.new.tenant, *self.new.key]
-        updated = [quote_ident(c) for c in self.columns if quote_ident(c) not in conflict]
-        head = f"INSERT INTO {self.new.relation} AS t ({self.quoted_columns})"
-        if self.identity_always:
-            head += " OVERRIDING SYSTEM VALUE"
-        head += f" SELECT {self.quoted_columns} FROM {staging} ON CONFLICT ({', '.join(conflict)})"
-        if not updated:
-            return head + " DO NOTHING"
-        assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in updated)
-        cast = {quote_ident(c): "::text" for c in self.text_compared}
-        current = ", ".join(f"t.{c}{cast.get(c, '')}" for c in updated)
-        incoming = ", ".join(f"EXCLUDED.{c}{cast.get(c, '')}" for c in updated)
-        return f"{head} DO UPDATE SET {assignments} WHERE ROW({current}) IS DISTINCT FROM ROW({incoming})"
+        return upsert_sql(
+            self.new.relation,
+            self.columns,
+            (self.new.tenant, *self.new.key),
+            staging,
+            identity_always=self.identity_always,
+            text_compared=self.text_compared,
+        )
+
+
+def upsert_sql(
+    relation: str,
+    columns: Sequence[str],
+    conflict: Sequence[str],
+    staging: str,
+    *,
+    identity_always: bool,
+    text_compared: frozenset[str],
+) -> str:
+    """Staging → `relation` (same column names): insert, or overwrite the columns that differ. Rows equal
+    to the stored ones are left alone (no dead tuples on a rerun). `conflict`: quoted unique key columns;
+    `text_compared`: columns whose type has no `=`, compared by their text."""
+    quoted = ", ".join(quote_ident(c) for c in columns)
+    updated = [quote_ident(c) for c in columns if quote_ident(c) not in conflict]
+    head = f"INSERT INTO {relation} AS t ({quoted})"
+    if identity_always:
+        head += " OVERRIDING SYSTEM VALUE"
+    head += f" SELECT {quoted} FROM {staging} ON CONFLICT ({', '.join(conflict)})"
+    if not updated:
+        return head + " DO NOTHING"
+    assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in updated)
+    cast = {quote_ident(c): "::text" for c in text_compared}
+    current = ", ".join(f"t.{c}{cast.get(c, '')}" for c in updated)
+    incoming = ", ".join(f"EXCLUDED.{c}{cast.get(c, '')}" for c in updated)
+    return f"{head} DO UPDATE SET {assignments} WHERE ROW({current}) IS DISTINCT FROM ROW({incoming})"
+
+
+def old_source(table: DataTable, new_column: str) -> str:
+    """The old column a new column is copied from (the tenant column maps to the old tenant column)."""
+    return table.old.tenant_column if new_column == table.new.tenant_column else table.old_column(new_column)
 
 
 async def resolve(table: DataTable, old: asyncpg.Connection, new: asyncpg.Connection) -> TablePlan:
@@ -190,7 +217,7 @@ async def resolve(table: DataTable, old: asyncpg.Connection, new: asyncpg.Connec
     for column in keys:
         if column not in new_columns:
             raise TableSetupError(table.name, f"key column {column!r} is not a column of {table.new.table!r}")
-    if not await _has_unique_key(new, table.new.table, set(keys)):
+    if not await has_unique_key(new, table.new.table, set(keys)):
         raise TableSetupError(
             table.name,
             f"{table.new.table!r} needs a unique index on exactly ({', '.join(keys)}) for the upsert",
@@ -201,9 +228,7 @@ async def resolve(table: DataTable, old: asyncpg.Connection, new: asyncpg.Connec
                 table.name, f"excluded column {column!r} is not a column of {table.new.table!r}"
             )
     columns = tuple(c for c in new_columns if c not in table.exclude_columns)
-    sources = {
-        c: table.old.tenant_column if c == table.new.tenant_column else table.old_column(c) for c in columns
-    }
+    sources = {c: old_source(table, c) for c in columns}
     old_keys = [sources[c] for c in keys]
     for column in old_keys if table.transform is not None else sources.values():
         if column not in old_columns:
@@ -240,7 +265,7 @@ async def resolve(table: DataTable, old: asyncpg.Connection, new: asyncpg.Connec
         old_exprs=old_exprs,
         old_verify_exprs=old_verify_exprs,
         identity_always=any(new_columns[c].identity_always for c in columns),
-        text_compared=frozenset(await _without_equality(new, {c: new_columns[c].type_name for c in columns})),
+        text_compared=frozenset(await without_equality(new, {c: new_columns[c].type_name for c in columns})),
     )
 
 
@@ -254,12 +279,12 @@ def _old_expr(source: str, old: ColumnInfo | None, new: ColumnInfo, *, with_modi
     return f"{quote_ident(source)}::{new.type_name if with_modifier else new.base_type}"
 
 
-async def _has_unique_key(conn: asyncpg.Connection, relation: str, columns: set[str]) -> bool:
+async def has_unique_key(conn: asyncpg.Connection, relation: str, columns: set[str]) -> bool:
     rows = await conn.fetch(_UNIQUE_SQL, quote_relation(relation))
     return any(set(row["columns"]) == columns for row in rows)
 
 
-async def _without_equality(conn: asyncpg.Connection, types: dict[str, str]) -> list[str]:
+async def without_equality(conn: asyncpg.Connection, types: dict[str, str]) -> list[str]:
     """Columns whose type has no `=` operator (json, point, ...), found by asking the server."""
     missing: list[str] = []
     for type_name in sorted(set(types.values())):

@@ -9,11 +9,11 @@ from datetime import datetime
 import asyncpg
 
 from backfill.errors import PhaseRefusedError
-from routing.phases import Phase
+from routing.phases import Phase, Side
 
 # The old side is authoritative and every write since dual_write is mirrored to new: the rows the copy
 # misses reach new through the buffer. From live on, new takes writes first, and copying old rows over
-# it could undo them.
+# it could undo them (single rows are repaired from new then: see `repair_source`).
 BACKFILL_PHASES = (Phase.DUAL_WRITE, Phase.SHADOW)
 
 
@@ -51,3 +51,22 @@ def check_backfill_allowed(tenant: str, state: PhaseState) -> None:
             "(use `cutover verify --repair` to fix single rows)"
         )
     raise PhaseRefusedError(tenant, state.phase.value, detail)
+
+
+def repair_source(tenant: str, state: PhaseState) -> Side:
+    """The side `verify --repair` copies from: the authoritative one (old up to shadow, new in live and
+    rampdown), toward the side its writes are mirrored to.
+
+    Refused in complete, although new is authoritative there: nothing is mirrored to old any more, so old
+    would fall behind again at new's next write, and nothing reads it. Bringing old back is a rollback to
+    rampdown (forced), where new's writes reach old again and a repair from new makes it whole.
+    """
+    if state.phase is Phase.COMPLETE:
+        raise PhaseRefusedError(
+            tenant,
+            state.phase.value,
+            f"tenant {tenant!r} is in complete: old no longer receives writes, so a repair would leave it"
+            " behind again at new's next write; to bring old back, roll back to rampdown (--force), where"
+            " writes are mirrored to old again, then run `cutover verify --repair` (it copies from new)",
+        )
+    return state.phase.authoritative

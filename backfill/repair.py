@@ -1,71 +1,131 @@
-"""Re-copy differing keys from the authoritative side (old, while it takes writes first), through the
-backfill's path: staging table, upsert, under the tenant's mirror lock, in one transaction. A key the old
-side no longer has is deleted from new. Reading old after taking the lock keeps the repair from undoing
-a mirrored write, exactly as for a backfill chunk (see `buffer_worker.mirror_lock`).
+"""Re-copy differing keys from the authoritative side through the backfill's path: staging table, upsert,
+and delete of the keys the authoritative side does not have, one transaction per batch on the repaired
+side, under the tenant's mirror lock.
+
+From old (up to shadow), rows go old → new exactly as a backfill chunk copies them (transform included).
+From new (live, rampdown), they go back to old through the column mapping (`backfill.inverse`).
+
+Either way the lock is taken in the *repaired* database, which is the one the PostgreSQL applier writes
+mirrored writes to (new up to shadow, old from live on), before the authoritative side is read. Every
+mirrored write the applier committed there was acknowledged by the authoritative side first, so the read
+already has it (or something newer); every later one waits for the batch to commit and lands on top. So
+the repair never undoes a mirrored write (see `buffer_worker.mirror_lock`), and its upsert may overwrite
+whatever differs: under the lock the authoritative row is at least as new as the mirror's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
 
-from backfill.catalog import TablePlan, quote_ident
+from backfill.catalog import SideShape, TablePlan, quote_ident
 from backfill.copier import ChunkCopier, pipe_copy
+from backfill.inverse import InversePlan, resolve_inverse
 from backfill.transform import RowFunction, apply_transform
 from buffer_worker.mirror_lock import COPY_LOCK_SQL, lock_key
+from routing.phases import Side
 
+Key = tuple[str, ...]
 _BATCH = 5_000
 
 
 @dataclass(frozen=True, slots=True)
 class RepairResult:
-    copied: int  # rows upserted from old (changed or inserted)
-    deleted: int  # rows removed from new because old does not have them
+    source: Side  # the authoritative side the rows were read from
+    copied: int  # rows upserted on the other side (changed or inserted)
+    deleted: int  # rows removed from the other side because the source does not have them
+    failed: int = 0  # keys left as they were (REST: the transfer failed; a database error aborts instead)
 
     def as_json(self, keys: int) -> dict[str, object]:
-        return {"from": "old", "keys": keys, "copied": self.copied, "deleted": self.deleted}
+        return {
+            "from": self.source.value,
+            "keys": keys,
+            "copied": self.copied,
+            "deleted": self.deleted,
+            "failed": self.failed,
+        }
 
 
 async def repair_keys(
     plan: TablePlan,
     tenant: str,
+    source: Side,
     old: asyncpg.Connection,
     new: asyncpg.Connection,
-    keys: Sequence[tuple[str, ...]],
+    keys: Sequence[Key],
     transform: RowFunction | None,
 ) -> RepairResult:
-    copier = ChunkCopier(plan, tenant, old, new, transform)
-    await copier.prepare()
-    staging = quote_ident(copier.staging)
+    """Make `keys` (new-side keys) on the side other than `source` equal to `source`. Raises
+    `RepairRefusedError` (before writing anything) when the table cannot be repaired in that direction."""
+    if source is Side.OLD:
+        copier = ChunkCopier(plan, tenant, old, new, transform)
+        await copier.prepare()
+
+        async def fill_new(batch: Sequence[Key]) -> None:
+            await _fill_new(plan, tenant, old, new, copier.staging, batch, transform)
+
+        upsert = plan.upsert_sql(quote_ident(copier.staging))
+        copied, deleted = await _batches(new, plan.new, tenant, keys, copier.staging, fill_new, upsert)
+        return RepairResult(source, copied, deleted)
+    inverse = await resolve_inverse(plan, old)
+    staging = f"cutover_repair_{plan.name}"
+    # Temporary and emptied at every commit, like the backfill's staging table on new.
+    await old.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {quote_ident(staging)} ON COMMIT DELETE ROWS AS"
+        f" SELECT {inverse.quoted_columns} FROM {plan.old.relation} WITH NO DATA"
+    )
+
+    async def fill_old(batch: Sequence[Key]) -> None:
+        await _fill_old(inverse, tenant, new, old, staging, batch)
+
+    upsert = inverse.upsert_sql(quote_ident(staging))
+    copied, deleted = await _batches(old, plan.old, tenant, keys, staging, fill_old, upsert)
+    return RepairResult(source, copied, deleted)
+
+
+async def _batches(
+    target: asyncpg.Connection,
+    shape: SideShape,
+    tenant: str,
+    keys: Sequence[Key],
+    staging: str,
+    fill: Callable[[Sequence[Key]], Awaitable[None]],
+    upsert: str,
+) -> tuple[int, int]:
+    """Per batch, in one transaction on `target`: lock, fill staging from the source, upsert, delete the
+    batch's keys staging does not hold. Rows (copied, deleted)."""
     copied = deleted = 0
+    key_columns = ", ".join([shape.tenant, *shape.key])
     for start in range(0, len(keys), _BATCH):
         batch = keys[start : start + _BATCH]
-        async with new.transaction():
-            await new.execute(COPY_LOCK_SQL, lock_key(tenant))
-            await _fill(plan, tenant, old, new, copier.staging, batch, transform)
-            status = await new.execute(plan.upsert_sql(staging))
-            copied += int(status.rsplit(" ", 1)[-1])
-            where, args = plan.new.keys_where(batch)
-            key_columns = ", ".join([plan.new.tenant, *plan.new.key])
-            status = await new.execute(
-                f"DELETE FROM {plan.new.relation} WHERE {where}"
-                f" AND ({key_columns}) NOT IN (SELECT {key_columns} FROM {staging})",
+        async with target.transaction():
+            await target.execute(COPY_LOCK_SQL, lock_key(tenant))
+            await fill(batch)  # reads the source only now, under the lock
+            copied += _rows(await target.execute(upsert))
+            where, args = shape.keys_where(batch)
+            status = await target.execute(
+                f"DELETE FROM {shape.relation} WHERE {where}"
+                f" AND ({key_columns}) NOT IN (SELECT {key_columns} FROM {quote_ident(staging)})",
                 tenant,
                 *args,
             )
-            deleted += int(status.rsplit(" ", 1)[-1])
-    return RepairResult(copied, deleted)
+            deleted += _rows(status)
+    return copied, deleted
 
 
-async def _fill(
+def _rows(status: str) -> int:
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def _fill_new(
     plan: TablePlan,
     tenant: str,
     old: asyncpg.Connection,
     new: asyncpg.Connection,
     staging: str,
-    keys: Sequence[tuple[str, ...]],
+    keys: Sequence[Key],
     transform: RowFunction | None,
 ) -> None:
     # The keys are new-side keys; they are looked up through the old key columns they map from (a
@@ -78,3 +138,17 @@ async def _fill(
     rows = await old.fetch(f"SELECT * FROM {plan.old.relation} WHERE {where}", tenant, *args)
     records = apply_transform(plan.name, transform, rows, plan.columns)
     await new.copy_records_to_table(staging, records=records, columns=list(plan.columns))
+
+
+async def _fill_old(
+    inverse: InversePlan,
+    tenant: str,
+    new: asyncpg.Connection,
+    old: asyncpg.Connection,
+    staging: str,
+    keys: Sequence[Key],
+) -> None:
+    plan = inverse.plan
+    where, args = plan.new.keys_where(keys)
+    query = f"SELECT {inverse.new_select()} FROM {plan.new.relation} WHERE {where}"
+    await pipe_copy(new, query, [tenant, *args], old, staging, inverse.columns)

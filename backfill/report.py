@@ -245,16 +245,19 @@ def render(run: dict[str, Any], *, keys_shown: int = 5) -> str:
             )
             lines.append(f"  {'/'.join(sample['key'])} ({sample['kind'].replace('_', ' ')}): {changes}")
         if t.get("repair"):
-            repair = t["repair"]
-            lines.append(
-                f"{t['table']}: repaired from {repair['from']}: {repair['copied']} copied,"
-                f" {repair['deleted']} deleted"
-            )
+            lines.append(_repair_line(t["table"], t["repair"]))
         for warning in t.get("warnings", []):
             lines.append(f"{t['table']}: warning: {warning}")
     verdict = "PASSED" if run["passed"] else "FAILED"
     lines.append(f"verification of tenant {run['tenant']} ({run['phase']}): {verdict}")
     return "\n".join(lines)
+
+
+def _repair_line(table: str, repair: dict[str, Any]) -> str:
+    if repair.get("refused"):
+        return f"{table}: not repaired from {repair['from']}: {repair['refused']}"
+    line = f"{table}: repaired from {repair['from']}: {repair['copied']} copied, {repair['deleted']} deleted"
+    return line + (f", {repair['failed']} failed" if repair.get("failed") else "")
 
 
 def format_table(header: list[str], rows: list[list[str]]) -> str:

@@ -3,24 +3,30 @@
 
 Each side is paged with its backend's URL, credentials and header rewrites, exactly as the proxy sends
 requests there. Fields listed in `ignore_fields` (timestamps of serving and the like) are left out of the
-comparison. Records whose ids have intents still pending in the buffer (writes to `<list_path>/<id>`)
-are compared again, from freshly read pages, once the buffer has applied them.
+comparison. Records whose ids have intents still pending in the buffer (writes to the record's path:
+`item_path`, else `<list_path>/<id>`) are compared again, from freshly read pages, once the buffer has
+applied them. With a repair source, the differing records are transferred from it (`backfill.rest_repair`)
+and the resource is verified again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from backfill.errors import DataError
+from backfill.errors import DataError, RepairRefusedError
 from backfill.pending import PendingIntents, PendingSnapshot
 from backfill.report import KINDS, TableReport
+from backfill.rest_repair import repair_records
+from buffer_worker.http_applier import HttpApplier
 from config.data import DataTable, RestResource, TableSide
 from config.settings import BackendSettings, Settings
+from routing.phases import Side
 
 Record = dict[str, Any]
 
@@ -112,26 +118,48 @@ def compare(old: dict[str, Record], new: dict[str, Record]) -> dict[str, str]:
 
 
 def _as_table(resource: RestResource) -> DataTable:
-    """The resource as `PendingSnapshot.covers` understands it: writes to `<list_path>/{key}`."""
+    """The resource as `PendingSnapshot.covers` understands it: writes to its record path."""
     side = TableSide(table=resource.name)
-    return DataTable(name=resource.name, old=side, new=side, path=resource.list_path.rstrip("/") + "/{key}")
+    return DataTable(name=resource.name, old=side, new=side, path=resource.record_path)
 
 
 async def verify_resources(
-    settings: Settings, resources: list[RestResource], tenant: str, pending: PendingIntents
+    settings: Settings,
+    resources: list[RestResource],
+    tenant: str,
+    pending: PendingIntents,
+    source: Side | None = None,
 ) -> list[TableReport]:
+    """Verify `resources`; with a `source`, repair what differs from it and verify again."""
     rest = settings.data.rest
     gate = asyncio.Semaphore(rest.concurrency)
-    async with (
-        _client(settings.backends.old, rest.timeout_s) as old_client,
-        _client(settings.backends.new, rest.timeout_s) as new_client,
-    ):
+    async with contextlib.AsyncExitStack() as stack:
+        old_client = await stack.enter_async_context(_client(settings.backends.old, rest.timeout_s))
+        new_client = await stack.enter_async_context(_client(settings.backends.new, rest.timeout_s))
         old = RestSide("old", old_client, settings, tenant)
         new = RestSide("new", new_client, settings, tenant)
+        applier: HttpApplier | None = None
+        if source is not None:
+            applier = HttpApplier(settings)
+            await applier.start()
+            stack.push_async_callback(applier.close)
 
         async def one(resource: RestResource) -> TableReport:
             async with gate:
-                return await _verify_resource(settings, resource, tenant, old, new, pending)
+                report, differing = await _verify_resource(settings, resource, tenant, old, new, pending)
+                if applier is None or source is None or not differing:
+                    return report
+                try:
+                    result, errors = await repair_records(
+                        applier, resource, tenant, source, differing, rest.concurrency
+                    )
+                except RepairRefusedError as exc:
+                    report.repair = {"from": source.value, "keys": len(differing), "refused": exc.detail}
+                    return report
+                after, _ = await _verify_resource(settings, resource, tenant, old, new, pending)
+                after.repair = {**result.as_json(len(differing)), "before": report.counts}
+                after.warnings = report.warnings + errors + after.warnings
+                return after
 
         return list(await asyncio.gather(*(one(r) for r in resources)))
 
@@ -143,7 +171,8 @@ async def _verify_resource(
     old: RestSide,
     new: RestSide,
     pending: PendingIntents,
-) -> TableReport:
+) -> tuple[TableReport, list[str]]:
+    """The resource's report, and the ids it reports as differing (unsettled ones left out)."""
     verify = settings.data.verify
     started = time.monotonic()
     report = TableReport(resource.name, kind="rest")
@@ -194,4 +223,4 @@ async def _verify_resource(
             }
         )
     report.seconds = time.monotonic() - started
-    return report
+    return report, sorted(reported)

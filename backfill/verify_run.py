@@ -1,6 +1,10 @@
 """`cutover verify`: reconcile every (or the named) table and REST resource of a tenant, optionally
 repair, and store the report in the control-plane database.
 
+A repair copies the differing keys from the phase's authoritative side to the other one (old → new up to
+shadow, new → old in live and rampdown; see `backfill.phase.repair_source`), then verifies again. A table
+or resource that cannot be repaired in that direction is reported as such; the others are repaired.
+
 A table with a transform is compared against the *transformed* old rows: they are loaded into a
 temporary table on the new side's server (the same function the backfill applied), so both sides of the
 comparison are rendered by the same server with the same types.
@@ -16,9 +20,9 @@ from datetime import UTC, datetime
 import asyncpg
 
 from backfill.catalog import TablePlan, quote_ident, resolve
-from backfill.errors import DataError
+from backfill.errors import DataError, RepairRefusedError
 from backfill.pending import PendingIntents, PendingSnapshot
-from backfill.phase import read_phase
+from backfill.phase import read_phase, repair_source
 from backfill.repair import repair_keys
 from backfill.report import TableReport, VerifyRun, store
 from backfill.rest_verify import verify_resources
@@ -52,13 +56,7 @@ async def run_verify(settings: Settings, options: VerifyOptions) -> VerifyRun:
     control = await asyncpg.connect(settings.postgres_url.get_secret_value())
     try:
         state = await read_phase(control, options.tenant, settings.default_phase)
-        if options.repair and data.rest.resources and not data.tables:
-            raise DataError("--repair re-copies table rows; REST resources are verified only")
-        if options.repair and state.phase.authoritative is not Side.OLD:
-            raise DataError(
-                f"tenant {options.tenant!r} is in {state.phase.value}: new takes writes first, so old is no"
-                " longer the side to repair from; --repair works while old is authoritative (up to shadow)"
-            )
+        source = repair_source(options.tenant, state) if options.repair else None
         run = VerifyRun(options.tenant, state.phase.value, datetime.now(UTC))
         buffer = settings.buffer
         pending = PendingIntents.from_url(
@@ -67,10 +65,10 @@ async def run_verify(settings: Settings, options: VerifyOptions) -> VerifyRun:
         try:
             for table in data.tables:
                 if table.name in names:
-                    run.tables.append(await _verify_table(settings, table, options, pending))
+                    run.tables.append(await _verify_table(settings, table, options.tenant, source, pending))
             rest = [r for r in data.rest.resources if r.name in names]
             if rest:
-                run.tables.extend(await verify_resources(settings, rest, options.tenant, pending))
+                run.tables.extend(await verify_resources(settings, rest, options.tenant, pending, source))
         finally:
             await pending.close()
         if options.store:
@@ -81,11 +79,11 @@ async def run_verify(settings: Settings, options: VerifyOptions) -> VerifyRun:
 
 
 async def _verify_table(
-    settings: Settings, table: DataTable, options: VerifyOptions, pending: PendingIntents
+    settings: Settings, table: DataTable, tenant: str, source: Side | None, pending: PendingIntents
 ) -> TableReport:
+    """Verify `table`; with a `source`, repair what differs from it and verify again."""
     data = settings.data
     assert data.old is not None and data.new is not None  # tables require both (config validation)
-    tenant = options.tenant
     transform = load_transform(table)
     async with contextlib.AsyncExitStack() as stack:
         old, new, image = [
@@ -123,9 +121,13 @@ async def _verify_table(
         )
         report = TableReport(table.name, transform=transform_label(table))
         found = await verifier.run(report)
-        if not options.repair or not found:
+        if source is None or not found:
             return report
-        result = await repair_keys(plan, tenant, old, new, sorted(found), transform)
+        try:
+            result = await repair_keys(plan, tenant, source, old, new, sorted(found), transform)
+        except RepairRefusedError as exc:
+            report.repair = {"from": source.value, "keys": len(found), "refused": exc.detail}
+            return report
         after = TableReport(table.name, transform=transform_label(table))
         await verifier.run(after)
         after.repair = {**result.as_json(len(found)), "before": report.counts}

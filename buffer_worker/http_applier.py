@@ -90,13 +90,27 @@ class HttpApplier:
     async def apply(self, intent: Intent) -> None:
         assert self._session is not None, "HttpApplier.start() was not awaited"
         method, path, body = self._replay_form(intent)
-        query = intent.query
-        headers = self._headers(intent, intent.target)
         if any(pattern.fullmatch(path) for pattern in self._state_transfer):
-            method, body, content_type = await self._current_state(intent, path)
-            query = ""
-            if content_type is not None:
-                headers["content-type"] = content_type
+            await self.transfer_state(intent, path)
+            return
+        await self._send(intent, method, path, intent.query, body, self._headers(intent, intent.target))
+
+    async def transfer_state(self, intent: Intent, path: str) -> str:
+        """Set the key at `path` on `intent.target` to its current state on the other (authoritative) side:
+        a PUT of the representation it answers, or a DELETE when it has none. Returns the method sent.
+        Also what `cutover verify --repair` sends for a differing REST record."""
+        assert self._session is not None, "HttpApplier.start() was not awaited"
+        headers = self._headers(intent, intent.target)
+        method, body, content_type = await self._current_state(intent, path)
+        if content_type is not None:
+            headers["content-type"] = content_type
+        await self._send(intent, method, path, "", body, headers)
+        return method
+
+    async def _send(
+        self, intent: Intent, method: str, path: str, query: str, body: bytes, headers: dict[str, str]
+    ) -> None:
+        assert self._session is not None
         url = f"{self._bases[intent.target]}{path}" + (f"?{query}" if query else "")
         try:
             async with self._session.request(

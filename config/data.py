@@ -124,6 +124,15 @@ class RestResource(_Frozen):
     ignore_fields: list[str] = Field(default_factory=list)  # per-side noise, e.g. served_at
     tenant_query: str | None = None  # also pass the tenant as this query parameter (besides the header)
     max_pages: int = Field(default=100_000, ge=1)
+    # One record's path (one `{key}` segment, the record's id): `verify --repair` reads the record there on
+    # the authoritative side and PUTs or DELETEs it on the other; a resource without it is not repaired.
+    # Pending writes to it defer a difference (without it: writes to `<list_path>/{key}`).
+    item_path: Annotated[str, Field(pattern=r"^/[^{}]*\{key\}[^{}]*$")] | None = None
+
+    @property
+    def record_path(self) -> str:
+        """The path pattern of one record, as writes to it are seen."""
+        return self.item_path or self.list_path.rstrip("/") + "/{key}"
 
 
 class RestVerifySettings(_Frozen):

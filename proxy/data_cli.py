@@ -118,7 +118,11 @@ def add_verify_commands(commands: Any, admin_command: AdminCommand) -> None:
     verify.add_argument(
         "--repair",
         action="store_true",
-        help="re-copy differing keys from the authoritative side, then verify again",
+        help=(
+            "re-copy differing keys (table rows, REST records) from the authoritative side to the other:"
+            " old -> new up to shadow, new -> old in live and rampdown (refused in complete); then verify"
+            " again"
+        ),
     )
     verify.add_argument("--no-store", action="store_true", help="do not store the report")
     verify.set_defaults(run=_verify)

@@ -1,31 +1,71 @@
 """REST verification against two in-process backends served by uvicorn: page numbers and cursors, the
-tenant header, ignored noise fields, exact differing ids, pending intents, and the gate's stored report."""
+tenant header, ignored noise fields, exact differing ids, pending intents, and the gate's stored report;
+and `--repair`, which transfers each differing record from the authoritative side (old in shadow, new in
+live) to the other with a GET there and a PUT or DELETE here."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import pytest
-from fastapi import FastAPI, Header
+from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 
 from backfill.errors import DataError
+from backfill.report import render
 from backfill.verify_run import VerifyOptions, run_verify
 from buffer_worker.intent import Intent
 from buffer_worker.producer import RedisIntentProducer
 from config.settings import Settings
-from routing.phases import Side
+from routing.phases import Phase, Side
 from tests.backfill.conftest import DataEnv
 from tests.conftest import RunningServer, backend_config, start_server
 
 Records = dict[str, dict[int, dict[str, Any]]]  # tenant -> id -> record
 
 
-def paging_app(records: Records, *, seen: list[dict[str, str]]) -> FastAPI:
+@dataclass
+class Writes:
+    """The record writes one backend received, and the ids whose PUT it refuses."""
+
+    seen: list[tuple[str, int, str, str]] = field(default_factory=list)  # method, id, tenant, idem. key
+    refuse: set[int] = field(default_factory=set)
+
+
+def paging_app(records: Records, *, seen: list[dict[str, str]], writes: Writes | None = None) -> FastAPI:
     app = FastAPI()
+    writes = writes or Writes()
+
+    @app.get("/things/{thing_id}")
+    async def get_thing(thing_id: int, x_tenant_id: str = Header("")) -> JSONResponse:
+        record = records.get(x_tenant_id, {}).get(thing_id)
+        if record is None:
+            return JSONResponse({"error": "not_found"}, status_code=404)
+        return JSONResponse(record)
+
+    @app.put("/things/{thing_id}")
+    async def put_thing(
+        thing_id: int, request: Request, x_tenant_id: str = Header(""), idempotency_key: str = Header("")
+    ) -> JSONResponse:
+        writes.seen.append(("PUT", thing_id, x_tenant_id, idempotency_key))
+        if thing_id in writes.refuse:
+            return JSONResponse({"error": "locked", "detail": "record is read-only"}, status_code=422)
+        record = orjson.loads(await request.body())
+        records.setdefault(x_tenant_id, {})[thing_id] = record
+        return JSONResponse(record)
+
+    @app.delete("/things/{thing_id}")
+    async def delete_thing(
+        thing_id: int, x_tenant_id: str = Header(""), idempotency_key: str = Header("")
+    ) -> JSONResponse:
+        writes.seen.append(("DELETE", thing_id, x_tenant_id, idempotency_key))
+        if records.get(x_tenant_id, {}).pop(thing_id, None) is None:
+            return JSONResponse({"error": "not_found"}, status_code=404)
+        return JSONResponse({}, status_code=200)
 
     @app.get("/things")
     async def things(page: int = 1, limit: int = 100, x_tenant_id: str = Header("")) -> JSONResponse:
@@ -72,7 +112,13 @@ def _settings(
     env: DataEnv, old: RunningServer, new: RunningServer, prefix: str, things_path: str = "/things"
 ) -> Settings:
     resources = [
-        {"name": "things", "list_path": things_path, "page_size": 100, "ignore_fields": ["served_at"]},
+        {
+            "name": "things",
+            "list_path": things_path,
+            "item_path": "/things/{key}",
+            "page_size": 100,
+            "ignore_fields": ["served_at"],
+        },
         {
             "name": "events",
             "list_path": "/events",
@@ -146,3 +192,109 @@ async def test_ids_with_pending_intents_are_unsettled_and_errors_are_named(
     broken = _settings(data_env, old_server, new_server, prefix, things_path="/broken")
     with pytest.raises(DataError, match="things: the (old|new) side answered 500"):
         await run_verify(broken, VerifyOptions(tenant, store=False))
+
+
+@dataclass
+class Repairable:
+    old: RunningServer
+    new: RunningServer
+    old_records: Records
+    new_records: Records
+    old_writes: Writes
+    new_writes: Writes
+
+
+@pytest.fixture
+async def repairable() -> AsyncIterator[Repairable]:
+    records: tuple[Records, Records] = ({}, {})
+    writes = (Writes(), Writes())
+    servers = [
+        await start_server(backend_config(paging_app(data, seen=[], writes=log)))
+        for data, log in zip(records, writes, strict=True)
+    ]
+    yield Repairable(servers[0], servers[1], *records, *writes)
+    for server in servers:
+        await server.stop()
+
+
+def _things(count: int) -> dict[int, dict[str, Any]]:
+    return {i: {"id": i, "qty": i % 7, "name": f"thing {i}"} for i in range(1, count + 1)}
+
+
+async def test_repair_in_shadow_transfers_the_differing_records_from_old_to_new(
+    data_env: DataEnv, repairable: Repairable, tenant: str, prefix: str
+) -> None:
+    sides = repairable
+    sides.old_records[tenant] = _things(300)
+    sides.new_records[tenant] = {i: dict(r) for i, r in _things(300).items()}
+    del sides.new_records[tenant][17]
+    sides.new_records[tenant][9999] = {"id": 9999, "qty": 1, "name": "extra"}
+    sides.new_records[tenant][200]["qty"] = 42
+    await data_env.set_phase(tenant, Phase.SHADOW)
+    settings = _settings(data_env, sides.old, sides.new, prefix)
+
+    run = await run_verify(settings, VerifyOptions(tenant, ("things",), repair=True))
+    things = run.tables[0]
+    assert run.passed, things.as_json()
+    assert things.repair is not None
+    assert things.repair["from"] == "old" and things.repair["keys"] == 3
+    assert (things.repair["copied"], things.repair["deleted"], things.repair["failed"]) == (2, 1, 0)
+    assert things.repair["before"]["different"] == 1 and things.repair["before"]["missing_on_new"] == 1
+    assert sides.new_records[tenant] == sides.old_records[tenant] == _things(300)
+    assert sides.old_writes.seen == []  # the authoritative side is only read
+    assert sorted((m, i, t) for m, i, t, _ in sides.new_writes.seen) == [
+        ("DELETE", 9999, tenant),
+        ("PUT", 17, tenant),
+        ("PUT", 200, tenant),
+    ]
+    keys = [k for *_, k in sides.new_writes.seen]
+    assert all(k.startswith("repair-") for k in keys) and len(set(keys)) == 3
+    assert "things: repaired from old: 2 copied, 1 deleted" in render(run.as_json())
+
+
+async def test_repair_in_live_transfers_from_new_to_old_and_counts_what_old_refuses(
+    data_env: DataEnv, repairable: Repairable, tenant: str, prefix: str
+) -> None:
+    sides = repairable
+    sides.new_records[tenant] = _things(300)
+    sides.old_records[tenant] = {i: dict(r) for i, r in _things(300).items()}
+    del sides.old_records[tenant][1]
+    sides.old_records[tenant][5000] = {"id": 5000, "qty": 0, "name": "ghost"}
+    sides.old_records[tenant][250]["name"] = "renamed on old"
+    sides.old_records[tenant][251]["qty"] = -1
+    sides.old_writes.refuse.add(251)
+    await data_env.set_phase(tenant, Phase.LIVE)
+    settings = _settings(data_env, sides.old, sides.new, prefix)
+
+    run = await run_verify(settings, VerifyOptions(tenant, ("things",), repair=True))
+    things = run.tables[0]
+    assert not run.passed
+    assert things.repair is not None and things.repair["from"] == "new"
+    assert (things.repair["copied"], things.repair["deleted"], things.repair["failed"]) == (2, 1, 1)
+    assert things.keys["different"] == [["251"]]  # the one old refused, found again
+    assert any("record 251" in w and "422" in w and "read-only" in w for w in things.warnings)
+    assert sides.new_writes.seen == []
+    assert sides.old_records[tenant][1] == _things(300)[1]
+    assert 5000 not in sides.old_records[tenant] and sides.old_records[tenant][250]["name"] == "thing 250"
+
+    sides.old_writes.refuse.clear()
+    again = await run_verify(settings, VerifyOptions(tenant, ("things",), repair=True))
+    assert again.passed and again.tables[0].repair is not None
+    assert again.tables[0].repair["copied"] == 1
+    assert sides.old_records[tenant] == sides.new_records[tenant] == _things(300)
+
+
+async def test_a_resource_without_an_item_path_is_not_repaired_and_says_why(
+    data_env: DataEnv, repairable: Repairable, tenant: str, prefix: str
+) -> None:
+    sides = repairable
+    sides.new_records[tenant] = _things(100)
+    sides.old_records[tenant] = {i: dict(r) for i, r in _things(99).items()}
+    await data_env.set_phase(tenant, Phase.LIVE)
+    settings = _settings(data_env, sides.old, sides.new, prefix)
+    run = await run_verify(settings, VerifyOptions(tenant, ("events",), repair=True, store=False))
+    events = run.tables[0]
+    assert events.keys["missing_on_old"] == [["100"]]
+    assert events.repair is not None and "no item_path configured" in events.repair["refused"]
+    assert "events: not repaired from new: no item_path configured" in render(run.as_json())
+    assert sides.old_writes.seen == [] and sides.new_writes.seen == []

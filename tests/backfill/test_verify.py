@@ -8,9 +8,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-import pytest
 
-from backfill.errors import DataError
 from backfill.report import render
 from backfill.runner import BackfillOptions, run_backfill
 from backfill.verify_run import VerifyOptions, run_verify
@@ -238,16 +236,6 @@ async def test_keys_whose_intents_never_drain_are_unsettled_not_different(
     assert not run.passed
     assert report.keys["unsettled"] == [["k9"]] and report.counts["different"] == 0
     assert any("did not drain" in warning for warning in report.warnings)
-
-
-async def test_repair_is_refused_once_new_is_authoritative(data_env: DataEnv, tenant: str) -> None:
-    old_table, new_table = unique("v_old"), unique("v_new")
-    await create_orders(data_env, old_table, [new_table])
-    await data_env.set_phase(tenant, Phase.LIVE)
-    settings = data_env.settings([orders_table("orders", old_table, new_table)])
-    with pytest.raises(DataError, match="live: new takes writes first"):
-        await run_verify(settings, VerifyOptions(tenant, repair=True))
-    assert (await run_verify(settings, VerifyOptions(tenant, store=False))).passed  # empty = equal
 
 
 async def test_types_without_a_hash_function_are_compared_by_their_text(

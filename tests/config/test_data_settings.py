@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from config.data import DataSettings, path_key_pattern
+from config.data import DataSettings, RestResource, path_key_pattern
 from config.loader import ConfigError, load_settings
 
 SIDES = {"old": {"postgres_url": "postgresql://o@h/old"}, "new": {"postgres_url": "postgresql://n@h/new"}}
@@ -64,6 +64,18 @@ def test_tables_need_both_databases() -> None:
 def test_rest_only_configuration() -> None:
     settings = DataSettings.model_validate({"rest": {"resources": [{"name": "api", "list_path": "/items"}]}})
     assert settings.covered == ["api"]
+
+
+def test_a_rest_resource_record_path_is_its_item_path_else_under_the_list() -> None:
+    plain = RestResource(name="api", list_path="/items/")
+    assert plain.item_path is None and plain.record_path == "/items/{key}"
+    assert (
+        RestResource(name="api", list_path="/items", item_path="/item/{key}/v2").record_path
+        == "/item/{key}/v2"
+    )
+    for bad in ("/items/{id}", "items/{key}", "/a/{key}/{key}"):
+        with pytest.raises(ValidationError, match="item_path"):
+            RestResource(name="api", list_path="/items", item_path=bad)
 
 
 def test_unknown_table_names_the_configured_ones() -> None:
