@@ -183,7 +183,19 @@ async def test_ids_with_pending_intents_are_unsettled_and_errors_are_named(
     )
     try:
         body = orjson.dumps({"id": 7, "v": 1})
-        await producer.append(Intent(tenant, Side.NEW, "PUT", "/things/7", "", (), body, 200, b""))
+        await producer.append(
+            Intent(
+                tenant=tenant,
+                target=Side.NEW,
+                method="PUT",
+                path="/things/7",
+                query="",
+                headers=(),
+                body=body,
+                status=200,
+                response_body=b"",
+            )
+        )
     finally:
         await producer.close()
     report = (await run_verify(settings, VerifyOptions(tenant, ("things",), store=False))).tables[0]

@@ -196,7 +196,17 @@ async def _write_old_and_buffer(
     )
     try:
         await producer.append(
-            Intent(tenant, Side.NEW, "PUT", f"/items/{key}", "", (), orjson.dumps(body), 200, b"")
+            Intent(
+                tenant=tenant,
+                target=Side.NEW,
+                method="PUT",
+                path=f"/items/{key}",
+                query="",
+                headers=(),
+                body=orjson.dumps(body),
+                status=200,
+                response_body=b"",
+            )
         )
     finally:
         await producer.close()

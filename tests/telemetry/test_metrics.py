@@ -236,7 +236,17 @@ async def test_worker_counters_and_dead_letters_come_from_redis(
     await worker._publish_stats()
     await worker._publish_stats()  # nothing new: adds nothing
     partition = partition_of(tenant, PARTITIONS)
-    intent = Intent(tenant, Side.NEW, "PUT", "/items/d", "", (), b"{}", 200, b"{}")
+    intent = Intent(
+        tenant=tenant,
+        target=Side.NEW,
+        method="PUT",
+        path="/items/d",
+        query="",
+        headers=(),
+        body=b"{}",
+        status=200,
+        response_body=b"{}",
+    )
     await redis_client.xadd(dead_letter_key(redis_prefix, partition), intent.to_fields())  # type: ignore[arg-type]
     after = await scrape(proxy.admin)
     for name, delta in (("retries", 3), ("applied", 5), ("dead_lettered", 1)):
