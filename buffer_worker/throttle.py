@@ -14,17 +14,20 @@ class TenantThrottle:
         self._buckets: dict[str, tuple[float, float]] = {}  # tenant → (tokens, at)
         self.waited_s = 0.0
 
-    async def take(self, tenant: str) -> None:
-        """Wait until `tenant` may apply one more intent (no wait when unlimited)."""
+    @property
+    def limited(self) -> bool:
+        return self._rate > 0
+
+    async def take(self, tenant: str, count: int = 1) -> None:
+        """Wait until `tenant` may apply `count` more intents (no wait when unlimited). A batch larger
+        than the bucket goes into debt and waits for it: the long-run rate holds either way."""
         if self._rate <= 0:
             return
         now = time.monotonic()
         tokens, at = self._buckets.get(tenant, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - at) * self._rate)
-        if tokens < 1.0:
-            wait_s = (1.0 - tokens) / self._rate
+        tokens = min(self._burst, tokens + (now - at) * self._rate) - count
+        self._buckets[tenant] = (tokens, now)
+        if tokens < 0:
+            wait_s = -tokens / self._rate
             self.waited_s += wait_s
             await asyncio.sleep(wait_s)
-            now = time.monotonic()
-            tokens = 1.0
-        self._buckets[tenant] = (tokens - 1.0, now)

@@ -325,8 +325,9 @@ class Worker:
             if intent.tenant in blocked:
                 return None
             intents.append(intent)
-        for intent in intents:
-            await self._throttle.take(intent.tenant)
+        if self._throttle.limited:
+            for tenant, count in Counter(intent.tenant for intent in intents).items():
+                await self._throttle.take(tenant, count)
         if await self._traced(
             intents, lambda: self._with_retry(lambda: apply_batch(intents), what=f"batch of {len(intents)}")
         ):
