@@ -98,7 +98,11 @@ class PostgresApplier:
         self._pool: asyncpg.Pool | None = None
 
     async def start(self) -> None:
-        self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=4)
+        # Without mirrored SQL, a batch leaves nothing in the session (its locks are transaction-scoped),
+        # so the pool's release need not send asyncpg's reset query: one round trip per batch less.
+        # A transaction a cancelled batch left open is rolled back by the pool before `reset` either way.
+        reset = None if self._sql is not None else _nothing_to_reset
+        self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=4, reset=reset)
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(_DDL_LOCK)
             await conn.execute(LEDGER_DDL)
@@ -230,6 +234,10 @@ async def _execute(conn: asyncpg.Connection, sql: _Sql, run: list[tuple[Any, ...
     statement = await conn.prepare(sql.text)
     types = [parameter.name for parameter in statement.get_parameters()]
     await statement.executemany([coerce(args, types) for args in run])
+
+
+async def _nothing_to_reset(_conn: asyncpg.Connection) -> None:
+    """Pool reset for connections that only ran the applier's own statements."""
 
 
 def _document(body: bytes, intent: Intent) -> dict[str, Any]:

@@ -3,6 +3,7 @@ equivalence of its one-statement fast path with intent-by-intent apply in order.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 from buffer_worker.http_applier import PermanentApplyError
 from buffer_worker.intent import Intent
+from buffer_worker.mirror_lock import COPY_LOCK_SQL, lock_key
 from buffer_worker.pg_applier import PostgresApplier
 from buffer_worker.pg_batch import Change, RowWrite, collapse
 from config.settings import PostgresApplierSettings
@@ -170,6 +172,30 @@ async def test_an_intent_twice_in_one_batch_applies_once(applier: PostgresApplie
     new = intent("acme", "PUT", "a", {"v": 2})
     await applier.apply_batch([old, new, old])  # `old` appended twice (a re-sent append)
     assert await rows(pg_url, table) == {("acme", "a"): {"v": 2, "id": "a"}}
+
+
+async def test_a_batch_cancelled_mid_transaction_leaves_nothing_and_its_connection_is_reusable(
+    applier: PostgresApplier, pg_url: str
+) -> None:
+    """The batch waits on its tenant's mirror lock (a backfill chunk holds it) and is cancelled: the
+    pool's release rolls the open transaction back, with or without asyncpg's full reset query."""
+    table = applier.table  # type: ignore[attr-defined]
+    holder = await asyncpg.connect(pg_url)
+    try:
+        async with holder.transaction():
+            await holder.execute(COPY_LOCK_SQL, lock_key("acme"))
+            stuck = asyncio.create_task(applier.apply_batch([intent("acme", "PUT", "a", {"v": 1})]))
+            await asyncio.sleep(0.3)
+            assert not stuck.done()
+            stuck.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await stuck
+    finally:
+        await holder.close()
+    # Every pooled connection is clean: more batches than the pool has connections all apply.
+    later = [intent("acme", "PUT", f"k{n}", {"v": n}) for n in range(8)]
+    await asyncio.gather(*(applier.apply_batch([one]) for one in later))
+    assert await rows(pg_url, table) == {("acme", f"k{n}"): {"v": n, "id": f"k{n}"} for n in range(8)}
 
 
 async def test_a_write_no_resource_maps_is_permanent(applier: PostgresApplier) -> None:
