@@ -45,6 +45,7 @@ bench-proxy: $(STAMP) bench-tools
 	$(BIN)/python loadtests/bench_proxy.py --write BENCHMARKS.md
 
 bench-buffer: $(STAMP) bench-tools
+	$(BIN)/python benchmarks/micro_intent.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/bench_buffer.py --write BENCHMARKS.md
 
 # Starts the demo set-up (old/new services, proxy, worker), runs the read-heavy then the write-heavy
