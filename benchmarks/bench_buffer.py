@@ -1030,7 +1030,7 @@ class Bench:
             "In-process breakdown (this script, unpinned, same Redis, 2,000 sequential calls each, p50):"
             f" `Intent(...)` construction {breakdown['intent']:.0f} µs,"
             f" bare `XADD` {breakdown['xadd']:.0f} µs,"
-            f" `RedisIntentProducer.append` (MULTI XADD + HINCRBY) {breakdown['producer']:.0f} µs,"
+            f" `RedisIntentProducer.append` (one script: XADD + HINCRBY) {breakdown['producer']:.0f} µs,"
             f" `SpoolingSink.append` (the proxy's sink: `wait_for` around the producer)"
             f" {breakdown['sink']:.0f} µs.",
             "",

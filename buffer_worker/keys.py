@@ -1,5 +1,6 @@
 """Redis key layout. Every key of one partition shares the hash tag `{p<N>}` so that a Redis Cluster keeps
-a partition (its stream, pending counters and lease) on one node and a MULTI over them stays legal."""
+a partition (its stream, pending counters and lease) on one node, so a MULTI or a script over them stays
+legal."""
 
 from __future__ import annotations
 

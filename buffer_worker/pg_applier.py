@@ -18,6 +18,8 @@ batch transaction and under the same ledger (always on the intent-by-intent path
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ import orjson
 
 from buffer_worker.http_applier import PermanentApplyError, TransientApplyError, UnreachableError
 from buffer_worker.intent import Intent
+from buffer_worker.ledger import LEDGER_DDL, prune_forever
 from buffer_worker.mirror_lock import applier_locks_sql
 from buffer_worker.pg_batch import (
     REQUIRE_FRESH_DDL,
@@ -41,14 +44,9 @@ from buffer_worker.pg_batch import (
 from buffer_worker.sql_apply import SqlIntents, coerce
 from config.settings import PostgresApplierSettings, PostgresResource
 
-LEDGER_DDL = """
-CREATE TABLE IF NOT EXISTS cutover_applied_intent (
-    intent_id   text PRIMARY KEY,
-    applied_at  timestamptz NOT NULL DEFAULT now()
-)
-"""
 # Creating the ledger and the check function from several workers at once races in the catalog: serialise.
 _DDL_LOCK = "SELECT pg_advisory_xact_lock(hashtext('cutover_applier_ddl'))"
+_PRUNE_INTERVAL_S = 600.0
 # SQLSTATE classes that retrying cannot fix: data exceptions, integrity violations, syntax/access rules.
 _PERMANENT_CLASSES = ("22", "23", "42")
 
@@ -95,7 +93,9 @@ class PostgresApplier:
         )
         self._id_field = id_field
         self._sql = sql  # writes to SQL endpoints: executed as the statements they carry
+        self._retention_s = settings.ledger_retention_h * 3600
         self._pool: asyncpg.Pool | None = None
+        self._pruning: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         # Without mirrored SQL, a batch leaves nothing in the session (its locks are transaction-scoped),
@@ -107,8 +107,16 @@ class PostgresApplier:
             await conn.execute(_DDL_LOCK)
             await conn.execute(LEDGER_DDL)
             await conn.execute(REQUIRE_FRESH_DDL)
+        if self._retention_s > 0:
+            self._pruning = asyncio.create_task(
+                prune_forever(self._pool, self._retention_s, _PRUNE_INTERVAL_S), name="ledger-pruning"
+            )
 
     async def close(self) -> None:
+        if self._pruning is not None:
+            self._pruning.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pruning
         if self._pool is not None:
             await self._pool.close()
 

@@ -111,7 +111,7 @@ class SpoolingSink:
                 await asyncio.wait_for(self._producer.append(intent), self._append_timeout_s)
                 return
             except (BufferUnavailableError, TimeoutError) as exc:
-                # A timed-out MULTI may still land in Redis; the spooled copy then applies twice, which
+                # A timed-out append may still land in Redis; the spooled copy then applies twice, which
                 # the idempotent apply absorbs (same intent id) and the pending counter balances (+2, -2).
                 log.warning(
                     "Redis did not take an intent (%s); spooling to %s", type(exc).__name__, self._path

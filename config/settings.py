@@ -164,6 +164,9 @@ class PostgresApplierSettings(_Frozen):
 
     url: SecretStr
     resources: list[PostgresResource] = Field(min_length=1)
+    # Applied-intent ids are kept this long (0: forever); longer than an intent can wait in a stream or a
+    # proxy's spool, or a late duplicate of it would be applied again (buffer_worker.ledger).
+    ledger_retention_h: float = Field(default=168.0, ge=0)
 
 
 class PostgresResource(_Frozen):
