@@ -1031,7 +1031,7 @@ class Bench:
             f" `Intent(...)` construction {breakdown['intent']:.0f} µs,"
             f" bare `XADD` {breakdown['xadd']:.0f} µs,"
             f" `RedisIntentProducer.append` (one script: XADD + HINCRBY) {breakdown['producer']:.0f} µs,"
-            f" `SpoolingSink.append` (the proxy's sink: `wait_for` around the producer)"
+            f" `SpoolingSink.append` (the proxy's sink: a timeout scope around the producer)"
             f" {breakdown['sink']:.0f} µs.",
             "",
         ]

@@ -108,7 +108,9 @@ class SpoolingSink:
     async def append(self, intent: Intent) -> None:
         if self.spooled_records == 0:
             try:
-                await asyncio.wait_for(self._producer.append(intent), self._append_timeout_s)
+                # A timeout scope, not wait_for: no task to create and schedule on every mirrored write.
+                async with asyncio.timeout(self._append_timeout_s):
+                    await self._producer.append(intent)
                 return
             except (BufferUnavailableError, TimeoutError) as exc:
                 # A timed-out append may still land in Redis; the spooled copy then applies twice, which
