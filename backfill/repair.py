@@ -38,14 +38,21 @@ class RepairResult:
     deleted: int  # rows removed from the other side because the source does not have them
     failed: int = 0  # keys left as they were (REST: the transfer failed; a database error aborts instead)
 
-    def as_json(self, keys: int) -> dict[str, object]:
+    def as_json(self, keys: int, before: dict[str, int]) -> dict[str, object]:
+        """The report's `repair` entry; `before`: the counts of the verification that found the keys."""
         return {
             "from": self.source.value,
             "keys": keys,
             "copied": self.copied,
             "deleted": self.deleted,
             "failed": self.failed,
+            "before": before,
         }
+
+
+def refused_json(source: Side, keys: int, detail: str) -> dict[str, object]:
+    """The report's `repair` entry of a table or resource that cannot be repaired from `source`."""
+    return {"from": source.value, "keys": keys, "refused": detail}
 
 
 async def repair_keys(

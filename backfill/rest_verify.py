@@ -21,6 +21,7 @@ import httpx
 
 from backfill.errors import DataError, RepairRefusedError
 from backfill.pending import PendingIntents, PendingSnapshot
+from backfill.repair import refused_json
 from backfill.report import KINDS, TableReport
 from backfill.rest_repair import repair_records
 from buffer_worker.http_applier import HttpApplier
@@ -154,10 +155,10 @@ async def verify_resources(
                         applier, resource, tenant, source, differing, rest.concurrency
                     )
                 except RepairRefusedError as exc:
-                    report.repair = {"from": source.value, "keys": len(differing), "refused": exc.detail}
+                    report.repair = refused_json(source, len(differing), exc.detail)
                     return report
                 after, _ = await _verify_resource(settings, resource, tenant, old, new, pending)
-                after.repair = {**result.as_json(len(differing)), "before": report.counts}
+                after.repair = result.as_json(len(differing), report.counts)
                 after.warnings = report.warnings + errors + after.warnings
                 return after
 

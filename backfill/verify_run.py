@@ -23,7 +23,7 @@ from backfill.catalog import TablePlan, quote_ident, resolve
 from backfill.errors import DataError, RepairRefusedError
 from backfill.pending import PendingIntents, PendingSnapshot
 from backfill.phase import read_phase, repair_source
-from backfill.repair import repair_keys
+from backfill.repair import refused_json, repair_keys
 from backfill.report import TableReport, VerifyRun, store
 from backfill.rest_verify import verify_resources
 from backfill.transform import RowFunction, apply_transform, load_transform, transform_label
@@ -126,11 +126,11 @@ async def _verify_table(
         try:
             result = await repair_keys(plan, tenant, source, old, new, sorted(found), transform)
         except RepairRefusedError as exc:
-            report.repair = {"from": source.value, "keys": len(found), "refused": exc.detail}
+            report.repair = refused_json(source, len(found), exc.detail)
             return report
         after = TableReport(table.name, transform=transform_label(table))
         await verifier.run(after)
-        after.repair = {**result.as_json(len(found)), "before": report.counts}
+        after.repair = result.as_json(len(found), report.counts)
         after.warnings = report.warnings + after.warnings
         return after
 

@@ -101,7 +101,8 @@ def batch_statement(tables: Sequence[Table]) -> str:
     Parameters: $1 the intent ids (a JSON array), $2 their count, then three JSON arrays of records per
     table: set and merge (`{"t": tenant, "k": key, "d": document}`), delete (`{"t", "k"}`); see
     `batch_arguments`. Records in one jsonb parameter, not parallel arrays: asyncpg encodes array
-    elements one by one in Python-visible time, several times the cost of one `orjson.dumps`."""
+    elements one by one, and that took about twice the worker's CPU per intent (9.4 against 4.5 µs,
+    measured with the orjson encoding included) for the same PostgreSQL work."""
     ctes = [
         "fresh AS (INSERT INTO cutover_applied_intent (intent_id) SELECT jsonb_array_elements_text($1::jsonb)"
         " ON CONFLICT DO NOTHING RETURNING 1)"

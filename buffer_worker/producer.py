@@ -11,8 +11,9 @@ from buffer_worker.sink import BufferUnavailableError
 from routing.phases import Side
 
 # XADD and the pending counter's increment, atomically (the counter never says 0 while an intent is in
-# flight). A script rather than MULTI/EXEC: one command instead of four, and redis-py's transaction
-# pipeline costs about as much again as the XADD itself, on every mirrored write (BENCHMARKS.md, buffer).
+# flight). A script rather than MULTI/EXEC: one command instead of four; redis-py's transaction pipeline
+# cost about as much again as the XADD itself (p50 379 µs against 197 µs for the script and 173 µs for a
+# bare XADD, in process), on every mirrored write.
 # Both keys carry the partition's hash tag, so a Redis Cluster runs it on one node.
 _APPEND_LUA = """
 local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))

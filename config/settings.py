@@ -133,8 +133,8 @@ class BufferSettings(_Frozen):
 
 
 class WorkerSettings(_Frozen):
-    # Per-batch costs (round trips, the transaction) outweigh per-intent ones below a few hundred: 500
-    # drains about 1.4× as fast as 200 into PostgreSQL (BENCHMARKS.md, buffer).
+    # Per-batch costs (round trips, the transaction) weigh heavily below a few hundred: draining into
+    # PostgreSQL in-process, 500 ran at 28.0k intents/s against 19.8k/s for 200, and 1000 no faster.
     batch_size: int = Field(default=500, ge=1, le=10_000)
     block_ms: int = Field(default=200, ge=1, le=4000)  # below redis-py's 5 s socket timeout
     lease_ttl_s: float = Field(default=3.0, gt=0.5)  # a dead worker's partitions move within about this
