@@ -46,7 +46,7 @@ import asyncpg
 import orjson
 import redis.asyncio as aioredis
 import uvloop
-from markdown_section import write_section  # this folder's helper (scripts run from here)
+from markdown_section import shown_path, write_section  # this folder's helper (scripts run from here)
 from redis._parsers import _AsyncRESP2Parser
 
 from buffer_worker.http_applier import HttpApplier
@@ -1408,13 +1408,14 @@ def environment(bench: Bench, hiredis_parser: str, redis_info: dict[str, Any], p
         except metadata.PackageNotFoundError:
             return "not installed"
 
-    command = shlex.join([sys.executable, *sys.argv])
+    command = shlex.join([shown_path(sys.executable), *sys.argv])
     pinning = "proxies on CPU0, nginx and wrk on CPU1" if bench.pin else "none (taskset or 2 CPUs missing)"
     return [
         f"- command: `{command}`",
         f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
         f"- machine: nproc {os.cpu_count()}, {cpu}, kernel {platform.release()}",
-        f"- Python: `{sys.executable}` ({platform.python_version()}, {platform.python_implementation()}),"
+        f"- Python: `{shown_path(sys.executable)}` ({platform.python_version()},"
+        f" {platform.python_implementation()}),"
         f" event loop uvloop {version('uvloop')}",
         f"- redis-py {version('redis')}, hiredis {version('hiredis')}, asyncpg {version('asyncpg')},"
         f" aiohttp {version('aiohttp')}; hiredis active: "

@@ -36,7 +36,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from markdown_section import write_section  # this folder's helper (scripts run from here)
+from markdown_section import shown_path, write_section  # this folder's helper (scripts run from here)
 
 ROOT = Path(__file__).resolve().parent.parent
 MARK_START = "<!-- bench_sql:start -->"
@@ -178,11 +178,11 @@ def render(
         MARK_START,
         "## SQL classification benchmark (`benchmarks/bench_sql.py`)",
         "",
-        f"- command: `{shlex.join([sys.executable, *sys.argv])}` (`make bench-sql`)",
+        f"- command: `{shlex.join([shown_path(sys.executable), *sys.argv])}` (`make bench-sql`)",
         f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
         f"- machine: nproc {os.cpu_count()}, {cpu}, kernel {platform.release()}; shared with other jobs while"
         " measuring (figures are ratios within one run, not absolutes)",
-        f"- Python {platform.python_version()} (`{sys.executable}`'s interpreter for both venvs);"
+        f"- Python {platform.python_version()} (`{shown_path(sys.executable)}`'s interpreter for both venvs);"
         f" sqlglot {version}: pure venv {installs.get('pure', '?')},"
         f" `sqlglot[c]` venv {installs.get('compiled', '?')}",
         f"- {args.rounds} round(s) interleaved pure/compiled; per round {args.cached_n:,} cached and"

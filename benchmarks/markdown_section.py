@@ -3,6 +3,7 @@ section replaces the one already there, or is appended, so each script rewrites 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -15,3 +16,14 @@ def write_section(path: Path, section: str, start_marker: str, end_marker: str) 
     else:
         text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + section
     path.write_text(text if text.endswith("\n") else text + "\n")
+
+
+def shown_path(path: str) -> str:
+    """A path as the figures should show it: relative to the repository when inside it, so the file does
+    not carry one machine's checkout location."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        # abspath, not resolve(): a venv's python is a symlink to the system interpreter.
+        return str(Path(os.path.abspath(path)).relative_to(repo))
+    except ValueError:
+        return path

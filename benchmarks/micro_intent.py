@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from markdown_section import write_section  # this folder's helper (scripts run from here)
+from markdown_section import shown_path, write_section  # this folder's helper (scripts run from here)
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -131,7 +131,8 @@ def main() -> int:
         "",
         "- command: `.venv/bin/python benchmarks/micro_intent.py --write BENCHMARKS.md`",
         f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
-        f"- machine: {platform.machine()}, Python {platform.python_version()} ({sys.executable});"
+        f"- machine: {platform.machine()}, Python {platform.python_version()}"
+        f" (`{shown_path(sys.executable)}`);"
         f" msgspec {metadata.version('msgspec')}, orjson {metadata.version('orjson')}",
         f"- {args.rounds} interleaved rounds, each the best of 3 × {args.number:,} calls;"
         " medians over rounds",
