@@ -42,7 +42,7 @@ bench-tools:
 bench: bench-proxy bench-buffer bench-sql bench-backfill bench-telemetry bench-diff
 
 bench-proxy: $(STAMP) bench-tools
-	$(BIN)/python loadtests/bench_proxy.py --write BENCHMARKS.md
+	$(BIN)/python loadtests/bench_proxy.py --write BENCHMARKS.md --workers 2
 
 bench-buffer: $(STAMP) bench-tools
 	$(BIN)/python benchmarks/micro_intent.py --write BENCHMARKS.md

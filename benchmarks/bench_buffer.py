@@ -58,6 +58,7 @@ from buffer_worker.spool import SpoolingSink
 from buffer_worker.worker import Worker
 from config.settings import Settings, WorkerSettings
 from routing.phases import Side
+from telemetry.process import settle_heap
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -1479,6 +1480,7 @@ async def amain(args: argparse.Namespace) -> int:
         stop_requested = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop_requested.set)
+        settle_heap()  # as every cutover process does before it serves (the worker drains in process)
         run = asyncio.create_task(bench.run(only))
         interrupted = asyncio.create_task(stop_requested.wait())
         try:

@@ -12,7 +12,7 @@ from buffer_worker.sql_apply import SqlIntents
 from buffer_worker.worker import Applier, Worker
 from config.settings import Settings
 from telemetry.logs import configure_logging
-from telemetry.process import run_async
+from telemetry.process import run_async, settle_heap
 from telemetry.tracing import build_tracer_provider
 
 
@@ -32,6 +32,7 @@ async def serve_worker(settings: Settings) -> None:
     tracer_provider = build_tracer_provider(settings.telemetry, component="worker")
     worker = Worker(settings, build_applier(settings), tracer_provider=tracer_provider)
     logging.getLogger("cutover.worker").info("worker %s starting", worker.worker_id)
+    settle_heap()
     try:
         await worker.run(stop)
     finally:

@@ -58,6 +58,14 @@ MEMORY_SAMPLE_EVERY_S = 5.0
 CheckFn = Callable[[], tuple[str, bool | None]]
 
 
+def _shown(path: str) -> str:
+    """A path relative to the repository when inside it: the figures do not carry a checkout's location."""
+    try:
+        return str(Path(os.path.abspath(path)).relative_to(REPO))
+    except ValueError:
+        return path
+
+
 def log(message: str) -> None:
     stamp = dt.datetime.now().strftime("%H:%M:%S")
     print(f"[{stamp}] {message}", file=sys.stderr, flush=True)
@@ -595,12 +603,14 @@ def environment(pin: bool, args: argparse.Namespace) -> list[str]:
             "    except Exception: print(n, 'missing')",
         ]
     ).splitlines()
-    interp = versions[0] if versions else py
+    executable, _, python_version = versions[0].rpartition(" ") if versions else (str(py), "", "")
+    interp = f"{_shown(executable)} {python_version}".strip()
     libs = ", ".join(versions[1:])
     nginx_v = sh([NGINX, "-v"]).replace("nginx version: ", "")
     wrk_out = sh([WRK, "-v"])
     wrk_v = wrk_out.splitlines()[0].split(" [")[0] if wrk_out else "unknown"
-    command = shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
+    argv = list(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
+    command = shlex.join([_shown(argv[0]), *argv[1:]])
     pinning = (
         "server under test on CPU0 (`taskset -c 0`); wrk and the nginx backends on CPU1 (`taskset -c 1`)"
         if pin
@@ -609,7 +619,7 @@ def environment(pin: bool, args: argparse.Namespace) -> list[str]:
     if pin and args.workers > 1:
         pinning += f"; `cutover-legacy-w{args.workers}` is NOT pinned (its workers may use both CPUs)"
     return [
-        f"- Command: `{command}` (cwd `{os.getcwd()}`)",
+        f"- Command: `{command}`" + ("" if Path.cwd() == REPO else f" (cwd `{_shown(os.getcwd())}`)"),
         f"- Date (UTC): {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M:%S')}",
         f"- Machine: nproc={os.cpu_count()} ({sh(['nproc'])} usable), {cpu_model}, "
         f"kernel {os.uname().release}",

@@ -26,7 +26,7 @@ from proxy.admin import create_admin_app
 from proxy.app import REQUEST_TARGET_EXTENSION
 from proxy.runtime import Runtime
 from telemetry.logs import configure_logging
-from telemetry.process import run_async
+from telemetry.process import run_async, settle_heap
 
 log = logging.getLogger("cutover.server")
 _SHUTDOWN_GRACE_S = 10
@@ -111,6 +111,7 @@ async def run_process(settings: Settings, *, index: int, reuse_port: bool) -> No
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, _stop)
     loop.add_signal_handler(signal.SIGHUP, runtime.shadow.handle_sighup)  # re-read divergence.policy_file
+    settle_heap()
     log.info("proxy process %d serving data plane on %s", index, settings.listen)
     try:
         await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in servers))

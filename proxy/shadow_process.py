@@ -49,7 +49,7 @@ from proxy.shadow_job import (
 from proxy.upstream import Upstream
 from routing.phases import Side
 from telemetry.logs import configure_logging
-from telemetry.process import run_async
+from telemetry.process import run_async, settle_heap
 from telemetry.tracing import build_tracer_provider, span_context_from_traceparent
 
 log = logging.getLogger("cutover.shadow")
@@ -273,6 +273,7 @@ async def serve_shadow(settings: Settings, socket_path: str) -> None:
     recorder.start()
     flusher = asyncio.create_task(flush_forever(), name="shadow-tally-flusher")
     server = await asyncio.start_unix_server(handle, path=socket_path)
+    settle_heap()
     try:
         await done.wait()
     finally:
