@@ -16,7 +16,7 @@ T = TypeVar("T")
 # Collect the young generation after this many net allocations of tracked objects, not CPython's 700.
 # Requests allocate and free their objects by reference counting; what is alive at once stays in the low
 # thousands (32 requests in flight: no young collection at all over 10 s with 7,000), while at 700 the
-# collector ran ~350 times a second and promoted in-flight objects into the old generation. Cyclic
+# collector ran ~280 times a second and promoted in-flight objects into the old generation. Cyclic
 # garbage still triggers a collection once this many objects pile up, so memory stays bounded.
 YOUNG_GENERATION_THRESHOLD = 10_000
 
