@@ -38,7 +38,7 @@ def settle_heap() -> None:
     What start-up built (modules, settings, pools: ~140,000 tracked objects in a proxy process) lives
     as long as the process. Frozen, the collector no longer walks it: full collections over it took
     ~45 ms each, ~7 % of a saturated proxy's CPU, because every young collection promoted objects of
-    the requests then in flight towards the old generation (BENCHMARKS.md, proxy section).
+    the requests then in flight towards the old generation (BENCHMARKS.md, the choices at its top).
     """
     gc.collect()
     gc.freeze()
