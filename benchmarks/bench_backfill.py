@@ -23,7 +23,6 @@ import asyncio
 import datetime as dt
 import os
 import platform
-import re
 import shlex
 import shutil
 import statistics
@@ -35,7 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from markdown_section import write_section  # this folder's helper (scripts run from here)
+from markdown_section import (  # this folder's helper (scripts run from here)
+    cpu_model,
+    shown_path,
+    write_section,
+)
 
 from backfill import checkpoint
 from backfill.runner import BackfillOptions, run_backfill
@@ -43,7 +46,6 @@ from backfill.verify_run import VerifyOptions, run_verify
 from config.settings import Settings
 from proxy.schema import ensure_schema
 
-REPO = Path(__file__).resolve().parent.parent
 MARK_START = "<!-- bench_backfill:start -->"
 MARK_END = "<!-- bench_backfill:end -->"
 PG_BASE = "postgresql://postgres@127.0.0.1:5432/"
@@ -231,19 +233,17 @@ def section(bench: Bench, command: str, pg_version: str) -> str:
 
     share = ratio("backfill")
     back_ok = share >= 0.5
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as info:
-        match = re.search(r"model name\s*:\s*(.+)", info.read())
-        cpu = match.group(1) if match else cpu
     lines = [
         MARK_START,
         "## Backfill and verification benchmark (`benchmarks/bench_backfill.py`)",
         "",
         f"- command: `{command}`",
         f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
-        f"- machine: nproc {os.cpu_count()}, {cpu}, kernel {platform.release()}; shared with other jobs while"
-        " measuring, so absolute figures vary; the ratio is measured within each round",
-        f"- Python: `{sys.executable}` ({platform.python_version()}, {platform.python_implementation()}),"
+        f"- machine: nproc {os.cpu_count()}, {cpu_model()}, kernel {platform.release()};"
+        " shared with other jobs while measuring, so absolute figures vary; the ratio is measured within"
+        " each round",
+        f"- Python: `{shown_path(sys.executable)}` ({platform.python_version()},"
+        f" {platform.python_implementation()}),"
         f" asyncio event loop; asyncpg {metadata.version('asyncpg')}; PostgreSQL {pg_version}"
         " (old and new are two databases of one server)",
         f"- N = {bench.rows:,} rows of one tenant (plus {bench.rows // 10:,} of another in the same old"
@@ -312,7 +312,7 @@ def main() -> int:
     rows, rounds = (200_000, 2) if args.quick else (args.rows, args.rounds)
     bench = Bench(rows, rounds)
     asyncio.run(bench.run())
-    command = " ".join([sys.executable.replace(str(REPO) + "/", ""), *[shlex.quote(a) for a in sys.argv]])
+    command = shlex.join([shown_path(sys.executable), *sys.argv])
     text = section(bench, command, asyncio.run(server_version()))
     print(text)
     if args.write:

@@ -46,7 +46,11 @@ import asyncpg
 import orjson
 import redis.asyncio as aioredis
 import uvloop
-from markdown_section import shown_path, write_section  # this folder's helper (scripts run from here)
+from markdown_section import (  # this folder's helper (scripts run from here)
+    cpu_model,
+    shown_path,
+    write_section,
+)
 from redis._parsers import _AsyncRESP2Parser
 
 from buffer_worker.http_applier import HttpApplier
@@ -1396,12 +1400,6 @@ class Bench:
 
 
 def environment(bench: Bench, hiredis_parser: str, redis_info: dict[str, Any], pg_version: str) -> list[str]:
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
 
     def version(dist: str) -> str:
         try:
@@ -1414,7 +1412,7 @@ def environment(bench: Bench, hiredis_parser: str, redis_info: dict[str, Any], p
     return [
         f"- command: `{command}`",
         f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
-        f"- machine: nproc {os.cpu_count()}, {cpu}, kernel {platform.release()}",
+        f"- machine: nproc {os.cpu_count()}, {cpu_model()}, kernel {platform.release()}",
         f"- Python: `{shown_path(sys.executable)}` ({platform.python_version()},"
         f" {platform.python_implementation()}),"
         f" event loop uvloop {version('uvloop')}",

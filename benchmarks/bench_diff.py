@@ -34,7 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from markdown_section import write_section  # this folder's helper (scripts run from here)
+from markdown_section import (  # this folder's helper (scripts run from here)
+    cpu_model,
+    shown_path,
+    write_section,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -153,9 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         f"- Command: `{' '.join([Path(sys.executable).name, *sys.argv])}`",
         f"- Date (UTC): {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M:%S')}",
-        f"- Machine: nproc={os.cpu_count()}, {_cpu()}, kernel {platform.release()}; shared with other work"
-        " while measuring (figures are medians of rounds, not best cases)",
-        f"- Python: {sys.executable} {platform.python_version()}",
+        f"- Machine: nproc={os.cpu_count()}, {cpu_model()}, kernel {platform.release()};"
+        " shared with other work while measuring (figures are medians of rounds, not best cases)",
+        f"- Python: {shown_path(sys.executable)} {platform.python_version()}",
         f"- Documents: {len(old_raw):,} and {len(new_raw):,} bytes ({orders} orders;"
         f" gzip {len(old_gz):,} / {len(new_gz):,}). Without rules: against a copy with 4 real changes"
         f" ({len(plain)} found). With rules: against that copy with every timestamp changed, e-mail case"
@@ -232,16 +236,6 @@ def serving_cost(duration_s: int, rounds: int) -> tuple[list[str], bool]:
         *checks,
     ]
     return lines, ok
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ What is timed, per operation, with `time.perf_counter_ns`:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
@@ -36,7 +35,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from markdown_section import shown_path, write_section  # this folder's helper (scripts run from here)
+from markdown_section import (  # this folder's helper (scripts run from here)
+    cpu_model,
+    shown_path,
+    write_section,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 MARK_START = "<!-- bench_sql:start -->"
@@ -158,12 +161,6 @@ def fmt(us: float) -> str:
 def render(
     args: argparse.Namespace, results: dict[str, list[dict[str, Any]]], installs: dict[str, str]
 ) -> str:
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     version = metadata.version("sqlglot")
     pure, compiled = results.get("pure", []), results.get("compiled", [])
     kept = (
@@ -180,8 +177,8 @@ def render(
         "",
         f"- command: `{shlex.join([shown_path(sys.executable), *sys.argv])}` (`make bench-sql`)",
         f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
-        f"- machine: nproc {os.cpu_count()}, {cpu}, kernel {platform.release()}; shared with other jobs while"
-        " measuring (figures are ratios within one run, not absolutes)",
+        f"- machine: nproc {os.cpu_count()}, {cpu_model()}, kernel {platform.release()};"
+        " shared with other jobs while measuring (figures are ratios within one run, not absolutes)",
         f"- Python {platform.python_version()} (`{shown_path(sys.executable)}`'s interpreter for both venvs);"
         f" sqlglot {version}: pure venv {installs.get('pure', '?')},"
         f" `sqlglot[c]` venv {installs.get('compiled', '?')}",

@@ -1,9 +1,13 @@
-"""Put a benchmark's Markdown section into a file such as BENCHMARKS.md, between its own markers: the
-section replaces the one already there, or is appended, so each script rewrites only its own figures."""
+"""What the benchmark scripts share to report their figures.
+
+`write_section` puts a benchmark's Markdown section into a file such as BENCHMARKS.md, between its own
+markers: the section replaces the one already there, or is appended, so each script rewrites only its own
+figures. `shown_path` and `cpu_model` fill the header every section opens with."""
 
 from __future__ import annotations
 
 import os
+import platform
 from pathlib import Path
 
 
@@ -27,3 +31,14 @@ def shown_path(path: str) -> str:
         return str(Path(os.path.abspath(path)).relative_to(repo))
     except ValueError:
         return path
+
+
+def cpu_model() -> str:
+    """The CPU's model name, as the machine line of a section shows it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
