@@ -28,9 +28,9 @@ from buffer_worker.intent import Intent
 from config.settings import Settings
 from config.sql import SqlEndpoint
 from routing.phases import Side
-from routing.sql import SqlAnalyzer, SqlLimits, check_params
+from routing.sql import check_params
 from routing.sql_body import read_body
-from routing.sql_classify import Parsed, Rules, StatementKind
+from routing.sql_classify import Parsed, StatementKind
 from routing.sql_errors import SqlError
 
 Statement = tuple[str, tuple[Any, ...]]  # text numbered $1…, and its arguments
@@ -46,14 +46,7 @@ class SqlIntents:
             Side.OLD: settings.backends.old.sql_dialect or "postgres",
             Side.NEW: settings.backends.new.sql_dialect or "postgres",
         }
-        self._analyzer = SqlAnalyzer(
-            Rules(
-                tenant_column=config.tenant_column,
-                primary_keys={table: tuple(columns) for table, columns in config.primary_keys.items()},
-            ),
-            SqlLimits(max_text_chars=config.max_text_chars, max_statements=config.max_statements),
-            cache_size=config.cache_size,
-        )
+        self._analyzer = config.analyzer()
 
     def matches(self, intent: Intent) -> bool:
         return bool(self._endpoints) and (intent.method, intent.path) in self._endpoints

@@ -6,9 +6,12 @@ The dialect each side speaks is a property of that backend (`backends.old.sql_di
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+if TYPE_CHECKING:
+    from routing.sql import SqlAnalyzer
 
 # The dialects whose parameter styles and rewrites are implemented and tested.
 SqlDialect = Literal["mysql", "postgres"]
@@ -54,6 +57,22 @@ class SqlSettings(_Frozen):
     max_text_chars: int = Field(default=65_536, ge=1)  # over all SQL texts of one request
     max_statements: int = Field(default=32, ge=1)  # over all SQL texts of one request
     cache_size: int = Field(default=4096, ge=1)  # parsed statements kept, per proxy process
+
+    def analyzer(self) -> SqlAnalyzer:
+        """The statement analyzer these settings describe: the proxy's router and the worker's SQL applier
+        must classify a statement alike."""
+        # Imported here: every command loads the settings, only the processes that handle SQL need sqlglot.
+        from routing.sql import SqlAnalyzer, SqlLimits
+        from routing.sql_classify import Rules
+
+        return SqlAnalyzer(
+            Rules(
+                tenant_column=self.tenant_column,
+                primary_keys={table: tuple(columns) for table, columns in self.primary_keys.items()},
+            ),
+            SqlLimits(max_text_chars=self.max_text_chars, max_statements=self.max_statements),
+            cache_size=self.cache_size,
+        )
 
     @field_validator("covered_tables")
     @classmethod

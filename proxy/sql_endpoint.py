@@ -24,9 +24,8 @@ from proxy.errors import BadRequest, ProxyError, Unprocessable
 from routing.classify import RequestKind
 from routing.decide import Plan
 from routing.phases import Phase, Side
-from routing.sql import Params, SqlAnalyzer, SqlLimits, SqlRequest
+from routing.sql import Params, SqlRequest
 from routing.sql_body import dump_document, read_body
-from routing.sql_classify import Rules
 from routing.sql_errors import SqlError, SqlRefusedError, SqlTenantError
 from routing.sql_scope import needs_new, route_sql, without_shadow
 from routing.sql_transpile import Transpiled
@@ -57,14 +56,7 @@ class SqlRouter:
         self._covered = frozenset(config.covered_tables)
         self.source = settings.backends.old.sql_dialect or "postgres"
         self.target = settings.backends.new.sql_dialect or self.source
-        self.analyzer = SqlAnalyzer(
-            Rules(
-                tenant_column=config.tenant_column,
-                primary_keys={table: tuple(columns) for table, columns in config.primary_keys.items()},
-            ),
-            SqlLimits(max_text_chars=config.max_text_chars, max_statements=config.max_statements),
-            cache_size=config.cache_size,
-        )
+        self.analyzer = config.analyzer()
         # sqlglot logs a warning for every statement it keeps only as a command; clients control that text.
         logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
