@@ -18,6 +18,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from buffer_worker.inspect import group_last_delivered
 from buffer_worker.intent import Intent, IntentDecodeError
 from buffer_worker.keys import CONSUMER_GROUP, partition_of, pending_key, stream_key
 from config.data import DataTable, path_key_pattern
@@ -97,14 +98,7 @@ class PendingIntents:
         stream = stream_key(self._prefix, partition_of(snapshot.tenant, self._partitions))
         try:
             groups: Any = await self._redis.xinfo_groups(stream)
-            delivered = next(
-                (
-                    g["last-delivered-id"]
-                    for g in groups
-                    if g["name"] in (CONSUMER_GROUP, CONSUMER_GROUP.decode())
-                ),
-                None,
-            )
+            delivered = group_last_delivered(groups)
             if delivered is None or _id_key(delivered) < _id_key(snapshot.last_id):
                 return False
             waiting: Any = await self._redis.xpending_range(

@@ -28,6 +28,15 @@ from buffer_worker.keys import (
 from routing.phases import Side
 
 
+def group_last_delivered(groups: Any) -> Any:
+    """The workers' consumer group's last delivered entry id, from an XINFO GROUPS reply (bytes, or str
+    from a client that decodes replies); None without the group."""
+    return next(
+        (g["last-delivered-id"] for g in groups if g["name"] in (CONSUMER_GROUP, CONSUMER_GROUP.decode())),
+        None,
+    )
+
+
 def _ms_of(entry_id: bytes | str) -> int:
     text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     return int(text.split("-", 1)[0])
@@ -81,14 +90,7 @@ class BufferInspector:
             if pending_count and summary["min"]:
                 oldest_ms = _ms_of(summary["min"])
             groups: Any = await self._redis.xinfo_groups(stream)
-            last_delivered = next(
-                (
-                    g["last-delivered-id"]
-                    for g in groups
-                    if g["name"] in (CONSUMER_GROUP, CONSUMER_GROUP.decode())
-                ),
-                None,
-            )
+            last_delivered = group_last_delivered(groups)
         except ResponseError:  # no stream or no group yet
             last_delivered = None
         if oldest_ms is None and length:
