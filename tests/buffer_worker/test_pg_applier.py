@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from buffer_worker.http_applier import PermanentApplyError
+from buffer_worker.apply_errors import PermanentApplyError
 from buffer_worker.intent import Intent
 from buffer_worker.ledger import prune_ledger
 from buffer_worker.mirror_lock import COPY_LOCK_SQL, lock_key
