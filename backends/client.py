@@ -16,7 +16,7 @@ decompression, no default User-Agent / Accept headers, no cookie jar, no redirec
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
@@ -27,8 +27,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import SecretStr
 
 from backends.errors import BackendFailure, FailureKind
-from backends.headers import RequestHeaderRewriter
-from config.settings import BackendSettings, HeaderRewrite
+from backends.headers import IpNetwork, RequestHeaderRewriter
+from config.settings import BackendSettings, HeaderRewrite, Settings
 from routing.phases import Side
 
 _SKIP_AUTO_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
@@ -65,7 +65,9 @@ class Answer:
 class BackendClient:
     """A backend: its base URL, header rewriting, timeouts and connection pool."""
 
-    def __init__(self, side: Side, settings: BackendSettings) -> None:
+    def __init__(
+        self, side: Side, settings: BackendSettings, *, trusted_proxies: Sequence[IpNetwork] = ()
+    ) -> None:
         self.side = side
         self.name = side.value
         parts = urlsplit(settings.url.get_secret_value())
@@ -77,7 +79,9 @@ class BackendClient:
         self.display = f"{parts.scheme}://{netloc}"
         self.host = parts.hostname or ""
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.rewriter = RequestHeaderRewriter(_with_url_credentials(settings.headers, parts))
+        self.rewriter = RequestHeaderRewriter(
+            _with_url_credentials(settings.headers, parts), trusted_proxies=trusted_proxies
+        )
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=settings.connect_timeout_s, sock_read=settings.timeout_s
         )
@@ -85,6 +89,11 @@ class BackendClient:
         self._max_connections = settings.max_connections
         self._keepalive_s = settings.idle_keepalive_s
         self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def of(cls, settings: Settings, side: Side) -> BackendClient:
+        """The client for `side`, as every component builds it."""
+        return cls(side, getattr(settings.backends, side.value), trusted_proxies=settings.trusted_proxies)
 
     def url_for(self, raw_path: str, query: str) -> str:
         return f"{self._base}{raw_path}?{query}" if query else f"{self._base}{raw_path}"
@@ -174,14 +183,26 @@ class BackendClient:
         return Answer(response.status, response.headers, content)
 
     def _failure(self, kind: FailureKind, exc: BaseException) -> BackendFailure:
-        what = (
-            "did not answer in time" if kind == "timeout" else f"could not be reached ({type(exc).__name__})"
-        )
+        what = {
+            "timeout": "did not answer in time",
+            "bad_response": f"answered malformed HTTP ({_first_line(exc)})",
+        }.get(kind, f"could not be reached ({type(exc).__name__})")
         return BackendFailure(self.name, kind, f"backend {self.name} ({self.display}) {what}")
 
 
 def _kind(exc: aiohttp.ClientError) -> FailureKind:
-    return "timeout" if isinstance(exc, aiohttp.ServerTimeoutError) else "unreachable"
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return "timeout"
+    # A response the parser refused (bad status line, duplicate Content-Length), or a body that ended
+    # before its announced length: the backend answered, but not in HTTP.
+    if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
+        return "bad_response"
+    return "unreachable"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = exc.message if isinstance(exc, aiohttp.ClientResponseError) else str(exc)
+    return text.split("\n", 1)[0].strip().rstrip(":")[:120] or type(exc).__name__
 
 
 def _with_url_credentials(rewrite: HeaderRewrite, parts: SplitResult) -> HeaderRewrite:

@@ -3,6 +3,8 @@
 BackendFailure                       the call produced no usable answer
     kind "timeout"                   no answer (head or a body read) in time
     kind "unreachable"               connection refused, reset or closed before an answer
+    kind "bad_response"              an answer that is not HTTP (bad status line, two Content-Lengths,
+                                     a body shorter than announced)
     kind "invalid_request"           the request could not be built (e.g. a header value with CR/LF)
 
 A backend's answer, whatever its status, is not a failure: callers decide what a 4xx or 5xx means.
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-FailureKind = Literal["timeout", "unreachable", "invalid_request"]
+FailureKind = Literal["timeout", "unreachable", "bad_response", "invalid_request"]
 
 
 class BackendFailure(Exception):
@@ -29,5 +31,13 @@ class BackendFailure(Exception):
 
     @property
     def code(self) -> str:
-        """The error code a client sees for it (`backend_timeout` or `backend_unreachable`)."""
-        return "backend_timeout" if self.kind == "timeout" else "backend_unreachable"
+        """The error code a client sees for it."""
+        return _CODES[self.kind]
+
+
+_CODES: dict[FailureKind, str] = {
+    "timeout": "backend_timeout",
+    "unreachable": "backend_unreachable",
+    "bad_response": "backend_bad_response",
+    "invalid_request": "backend_unreachable",  # nothing was sent: to the client, the backend was not reached
+}

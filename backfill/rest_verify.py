@@ -133,7 +133,7 @@ async def verify_resources(
     async with contextlib.AsyncExitStack() as stack:
         clients = {}
         for side in Side:
-            client = BackendClient(side, getattr(settings.backends, side.value))
+            client = BackendClient.of(settings, side)
             await client.start()
             stack.push_async_callback(client.close)
             clients[side] = client

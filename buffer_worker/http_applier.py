@@ -43,7 +43,7 @@ class HttpApplier:
             side: urlsplit(getattr(settings.backends, side.value).url.get_secret_value()).path.rstrip("/")
             for side in Side
         }
-        self._backends = {side: BackendClient(side, getattr(settings.backends, side.value)) for side in Side}
+        self._backends = {side: BackendClient.of(settings, side) for side in Side}
         self._tenant_header = settings.tenant.header
         self._id_field = settings.worker.id_field
         self._timeout_s = settings.worker.apply_timeout_s
@@ -110,6 +110,8 @@ class HttpApplier:
         except BackendFailure as exc:
             if exc.kind == "invalid_request":  # the same request would be refused again: never retry it
                 raise PermanentApplyError(intent, exc.detail) from exc
+            if exc.kind == "bad_response":  # the mirror answers, but not in HTTP: counted like a 5xx
+                raise TransientApplyError(intent, exc.detail) from exc
             raise UnreachableError(intent, f"{side} unreachable{purpose}: {exc.kind}") from exc
 
     def _replay_form(self, intent: Intent) -> tuple[str, str, bytes]:

@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 
 from config.data import DataSettings
 from config.divergence import DivergenceSettings
@@ -203,6 +203,9 @@ class Settings(_Frozen):
     sql: SqlSettings = SqlSettings()
     data: DataSettings = DataSettings()  # backfill, verification and the `complete` gate
     divergence: DivergenceSettings = DivergenceSettings()
+    # Peers whose forwarding headers (X-Forwarded-*, Forwarded, X-Real-IP) are kept and appended to, as
+    # nginx's `set_real_ip_from`; from any other peer they are dropped and cutover sets its own.
+    trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
     log_level: Annotated[str, Field(pattern="^(debug|info|warning|error)$")] = "info"
     access_log: bool = False
     proxy_id: str | None = None

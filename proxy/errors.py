@@ -4,7 +4,7 @@ ProxyError
 ├── BadRequest             400  bad_request / invalid_tenant / invalid_target / sql_* (SQL endpoints)
 ├── PayloadTooLarge        413  body_too_large
 ├── Unprocessable          422  sql_refused / sql_mixed_tables / sql_ddl_refused / sql_untranspilable
-├── BackendError           502 / 504  backend_unreachable / backend_timeout  (names the backend)
+├── BackendError           502 / 504  backend_unreachable / backend_bad_response / backend_timeout
 ├── ServiceUnavailable     503  not_ready / fallback_unsafe / buffer_unavailable  (+ Retry-After)
 └── MethodNotAllowed       405  (non-HTTP scopes such as websockets are not proxied)
 """
@@ -54,20 +54,19 @@ class PayloadTooLarge(ProxyError):
 
 
 class BackendError(ProxyError):
-    """The backend could not be reached or did not answer in time."""
+    """The backend could not be reached, did not answer in time, or answered malformed HTTP."""
 
-    def __init__(self, backend: str, *, timeout: bool, detail: str) -> None:
+    def __init__(self, backend: str, *, timeout: bool, detail: str, code: str | None = None) -> None:
         self.status = 504 if timeout else 502
-        super().__init__(
-            detail, code="backend_timeout" if timeout else "backend_unreachable", backend=backend
-        )
+        code = code or ("backend_timeout" if timeout else "backend_unreachable")
+        super().__init__(detail, code=code, backend=backend)
         self.backend = backend
         self.timeout = timeout
 
     @classmethod
     def of(cls, failure: BackendFailure) -> BackendError:
-        """The client's answer to a failed backend call (an unbuildable request counts as unreachable)."""
-        return cls(failure.backend, timeout=failure.timeout, detail=failure.detail)
+        """The client's answer to a failed backend call."""
+        return cls(failure.backend, timeout=failure.timeout, detail=failure.detail, code=failure.code)
 
 
 class ServiceUnavailable(ProxyError):

@@ -83,7 +83,7 @@ class Runtime:
             reload_interval_s=settings.phases.reload_interval_s,
             reconnect_interval_s=settings.phases.reconnect_interval_s,
         )
-        upstreams = {side: BackendClient(side, getattr(settings.backends, side.value)) for side in Side}
+        upstreams = {side: BackendClient.of(settings, side) for side in Side}
         shadow = ShadowRunner(settings, stats)
         inspector = BufferInspector(
             aioredis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2),

@@ -215,7 +215,7 @@ async def serve_shadow(settings: Settings, socket_path: str) -> None:
     """Accept the serving process's one connection and work its jobs until it closes."""
     done = asyncio.Event()
     tasks: set[asyncio.Task[None]] = set()
-    upstreams = {side: BackendClient(side, getattr(settings.backends, side.value)) for side in Side}
+    upstreams = {side: BackendClient.of(settings, side) for side in Side}
     for upstream in upstreams.values():
         await upstream.start()
     pool = await asyncpg.create_pool(settings.postgres_url.get_secret_value(), min_size=0, max_size=2)

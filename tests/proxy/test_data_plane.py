@@ -240,6 +240,9 @@ async def test_hop_by_hop_request_headers_are_dropped_and_forwarded_set(
             "X-Forwarded-For": "203.0.113.7",
             "X-Forwarded-Host": "spoofed.example",
             "X-Forwarded-Proto": "gopher",
+            "Forwarded": "for=203.0.113.7",
+            "X-Real-IP": "203.0.113.7",
+            "X-Original-URL": "/admin",
             "X-End-To-End": "yes",
             "X-Internal-Debug": "drop-me",
             "X-Backend-Key": "client-spoof",
@@ -249,19 +252,40 @@ async def test_hop_by_hop_request_headers_are_dropped_and_forwarded_set(
     assert response.status_code == 200, response.text
     headers = echoed_headers(response)
     names = [name for name, _ in headers]
-    for hop in ("connection", "keep-alive", "te", "proxy-authorization", "proxy-connection", "x-hop-custom"):
+    for hop in ("connection", "keep-alive", "te", "proxy-connection", "x-hop-custom"):
         assert hop not in names, f"{hop} was forwarded: {headers}"
+    # cutover asks for no proxy credentials: they are for a proxy further in (RFC 9110 §11.7.2)
+    assert ("proxy-authorization", "Basic c2VjcmV0") in headers
     assert ("x-end-to-end", "yes") in headers
     assert ("x-tenant-id", tenant) in headers
     assert ("x-other", "kept-for-old") in headers  # removed only for `new`
-    # forwarded-* are the proxy's own: the client's prior X-Forwarded-For is extended, the rest replaced
-    assert [v for n, v in headers if n == "x-forwarded-for"] == ["203.0.113.7, 127.0.0.1"]
+    # forwarding fields are the proxy's own: the client (not a trusted proxy) cannot claim an address
+    assert [v for n, v in headers if n == "x-forwarded-for"] == ["127.0.0.1"]
+    assert [v for n, v in headers if n == "x-real-ip"] == ["127.0.0.1"]
+    for claimed in ("forwarded", "x-original-url"):
+        assert claimed not in names
     assert [v for n, v in headers if n == "x-forwarded-proto"] == ["http"]
     assert [v for n, v in headers if n == "x-forwarded-host"] == [f"127.0.0.1:{echo_proxy.port}"]
     assert [v for n, v in headers if n == "host"] == [f"127.0.0.1:{echo_backend.port}"]
     # per-backend rewrite: set replaces the client's value, remove drops
     assert [v for n, v in headers if n == "x-backend-key"] == ["old-key"]
     assert "x-internal-debug" not in names
+
+
+async def test_a_trusted_proxys_forwarding_fields_are_kept_and_extended(
+    make_proxy: ProxyFactory, echo_backend: RunningServer, tenant: str
+) -> None:
+    proxy = await make_proxy(
+        {"trusted_proxies": ["127.0.0.0/8"], "backends": {"old": {"url": echo_backend.url}}}
+    )
+    response = await proxy.client.get(
+        "/echo",
+        headers={**h(tenant), "X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"},
+    )
+    headers = echoed_headers(response)
+    assert [v for n, v in headers if n == "x-forwarded-for"] == ["203.0.113.7, 127.0.0.1"]
+    assert [v for n, v in headers if n == "x-forwarded-proto"] == ["https"]
+    assert [v for n, v in headers if n == "x-real-ip"] == ["127.0.0.1"]
 
 
 async def test_per_backend_header_rewrites_apply_to_new(echo_proxy: Proxy, tenant: str) -> None:
@@ -301,8 +325,10 @@ async def test_hop_by_hop_response_headers_are_dropped(echo_proxy: Proxy, tenant
     assert response.status_code == 200
     assert response.content == b"hop"
     assert response.headers["x-end-to-end"] == "kept"
-    for hop in ("x-private-hop", "keep-alive", "proxy-authenticate", "trailer", "proxy-connection"):
+    for hop in ("x-private-hop", "keep-alive", "trailer", "proxy-connection"):
         assert hop not in response.headers, f"{hop} reached the client"
+    # a proxy further in asks for credentials: relayed, as its Proxy-Authorization is relayed inward
+    assert response.headers["proxy-authenticate"] == 'Basic realm="backend"'
     assert response.headers.get("connection") in (None, "keep-alive")
 
 
@@ -451,6 +477,32 @@ async def test_refused_backend_is_502_naming_it(refused_new_proxy: Proxy, tenant
     assert write.status_code == 502 and write.json()["backend"] == "new"
     # Other tenants (legacy → old) are unaffected.
     await assert_still_serves(proxy, "someone-else")
+
+
+async def test_a_backend_that_answers_malformed_http_is_502_bad_response(
+    make_proxy: ProxyFactory, tenant: str
+) -> None:
+    """The backend answered, but not in HTTP: that is not "could not be reached"."""
+
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 9\r\n\r\nhi")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        proxy = await make_proxy({"backends": {"old": {"url": f"http://127.0.0.1:{port}"}}})
+        response = await proxy.client.get("/items", headers=h(tenant))
+    finally:
+        server.close()
+    assert response.status_code == 502
+    body = response.json()
+    assert body["error"] == "backend_bad_response"
+    assert body["backend"] == "old"
+    assert "malformed HTTP (Duplicate Content-Length)" in body["detail"]
+    assert response.headers["x-cutover-served-by"] == "old"
 
 
 async def test_slow_backend_is_504_naming_it(make_proxy: ProxyFactory, old: DemoBackend, tenant: str) -> None:
