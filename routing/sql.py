@@ -145,9 +145,7 @@ class SqlAnalyzer:
             for statement in parsed.statements:
                 tree = statement.tree
                 if statement.facts.volatile and tree is not None:
-                    single = tree if statement.facts.key is not None else None
-                    if not isinstance(single, exp.Update | exp.Delete):
-                        single = None
+                    single = statement.facts.key is not None and isinstance(tree, exp.Update | exp.Delete)
                     tree = pinner.pin(tree, analysis.dialect, single)
                     statement = dataclasses.replace(statement, tree=tree)
                 statements.append(statement)

@@ -376,7 +376,7 @@ def _facts(tree: exp.Expression, rules: Rules, dialect: str) -> StatementFacts:
         key_table, key = single_row_key(tree, rules)
         unpinnable = None
         if mutates and found:
-            single_row = tree if key is not None and isinstance(tree, exp.Update | exp.Delete) else None
+            single_row = key is not None and isinstance(tree, exp.Update | exp.Delete)
             unpinnable = refusal(tree, dialect, single_row)
         return StatementFacts(
             StatementKind.WRITE, names, mutates=mutates, tenants=tenants, key_table=key_table, key=key,

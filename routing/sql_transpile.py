@@ -33,7 +33,8 @@ from routing.sql_errors import UntranspilableError
 from routing.sql_volatile import Pin, place
 
 _SLOT = "_cvq"
-_SLOT_PATTERN = re.compile(rf":{_SLOT}(\d+)\b")
+# A slot as each dialect writes a named placeholder: `:_cvq0` (MySQL), `%(_cvq0)s` (PostgreSQL).
+_SLOT_PATTERN = re.compile(rf":{_SLOT}(\d+)\b|%\({_SLOT}(\d+)\)s")
 _PLAIN_EXPLAIN = frozenset({"", "ANALYZE"})
 
 
@@ -127,7 +128,7 @@ def _statement(
     if style != "$":
 
         def slot(match: re.Match[str]) -> str:
-            order.append(int(match.group(1)))
+            order.append(int(match.group(1) or match.group(2)))
             return style
 
         text = _SLOT_PATTERN.sub(slot, text)

@@ -169,15 +169,15 @@ def calls(tree: exp.Expr, dialect: str) -> Iterator[tuple[exp.Expr, Volatile | U
             yield node, found
 
 
-def evaluated_per_row(node: exp.Expr, single_row: exp.Expr | None) -> bool:
-    """Whether `node` may be evaluated more than once by one run of its statement. `single_row`: the
-    statement's UPDATE or DELETE, when it addresses one row by its whole key."""
+def evaluated_per_row(node: exp.Expr, root: exp.Expr, single_row: bool) -> bool:
+    """Whether `node` may be evaluated more than once by one run of the statement `root`. `single_row`:
+    `root` is an UPDATE or DELETE of one row, by its whole key."""
     child, parent = node, node.parent
     while parent is not None:
         if isinstance(parent, exp.Select) and parent.args.get("from_") is not None:
             return True
         if isinstance(parent, exp.Update | exp.Delete):
-            return parent is not single_row
+            return not (single_row and parent is root)
         if isinstance(parent, exp.Merge):
             return True
         if isinstance(parent, exp.Insert) and isinstance(child, exp.OnConflict):
@@ -187,12 +187,12 @@ def evaluated_per_row(node: exp.Expr, single_row: exp.Expr | None) -> bool:
     return False
 
 
-def refusal(tree: exp.Expression, dialect: str, single_row: exp.Expression | None) -> Unpinnable | None:
+def refusal(tree: exp.Expression, dialect: str, single_row: bool) -> Unpinnable | None:
     """Why a statement that changes rows cannot be mirrored with the same values, if it cannot."""
     for node, call in calls(tree, dialect):
         if isinstance(call, Unpinnable):
             return call
-        if call.kind in _ONCE_PER_ROW and evaluated_per_row(node, single_row):
+        if call.kind in _ONCE_PER_ROW and evaluated_per_row(node, tree, single_row):
             reason = "it is evaluated once per row: one value for every row changes the meaning"
             return Unpinnable(call.name, reason)
     return None
@@ -223,14 +223,14 @@ class Pinner:
         self._at: datetime.datetime | None = None
         self.pins: dict[str, Pin] = {}
 
-    def pin(self, tree: exp.Expression, dialect: str, single_row: exp.Expression | None) -> exp.Expression:
+    def pin(self, tree: exp.Expression, dialect: str, single_row: bool) -> exp.Expression:
         """A copy of `tree` with every call it can fix replaced by a marker (see `self.pins`). Calls
         evaluated per row are left alone: statements that change rows with them were refused before."""
         tree = tree.copy()
         for node, call in list(calls(tree, dialect)):
             if not isinstance(call, Volatile):
                 continue
-            if call.kind in _ONCE_PER_ROW and evaluated_per_row(node, single_row):
+            if call.kind in _ONCE_PER_ROW and evaluated_per_row(node, tree, single_row):
                 continue
             marker = f"{PIN_MARKER}{len(self.pins)}"
             self.pins[marker] = self._value(call)
