@@ -5,6 +5,7 @@ the PostgreSQL literals read back by a real PostgreSQL as the values that were f
 from __future__ import annotations
 
 import datetime
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -343,3 +344,34 @@ async def test_a_double_survives_the_trip_exactly(conn: asyncpg.Connection) -> N
     sql = pinned("INSERT INTO events (id, r) SELECT 1, random()", PG, PG, entropy(randoms=(value,)))
     assert await conn.fetchval(sql[sql.index("SELECT") :].replace("SELECT 1, ", "SELECT ")) == value
     assert Decimal(repr(value)) != Decimal("0.3")
+
+
+# -- MySQL (MariaDB here) reads its literals back as the pinned values -----------------------------------
+def _mariadb(sql: str) -> list[str]:
+    """One row of `sql`'s result from the local MariaDB (the `mariadb` client: no driver needed)."""
+    done = subprocess.run(
+        ["mariadb", "-h", "127.0.0.1", "-u", "root", "--batch", "--skip-column-names", "-e", sql],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return done.stdout.rstrip("\n").split("\t")
+
+
+def test_mysql_reads_the_literals_back_as_the_same_values() -> None:
+    value = 0.1 + 0.2
+    sql = pinned(
+        "INSERT INTO events (id, a, b, c, d, e, f) "
+        "SELECT 1, now(), random(), gen_random_uuid(), CURRENT_DATE, LOCALTIME, CURRENT_TIMESTAMP(0)",
+        PG,
+        MY,
+        entropy(randoms=(value,)),
+    )
+    select = sql[sql.index("SELECT") :].replace("SELECT 1, ", "SELECT ")
+    at, number, token, day, clock, seconds = _mariadb(f"SET time_zone = '+00:00'; {select}")
+    assert at == "2024-05-06 07:08:09.123456" and seconds == "2024-05-06 07:08:09"
+    assert float(number) == value and token == str(U1)
+    assert (day, clock) == ("2024-05-06", "07:08:09.123456")
+    # The double literal is a DOUBLE in MySQL, not a DECIMAL rounded to its digits.
+    assert _mariadb(f"SET time_zone = '+00:00'; SELECT ({number.split()[0]}e0) = 0.1e0 + 0.2e0") == ["1"]
