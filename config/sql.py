@@ -19,6 +19,9 @@ _IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_$]*$"
 _TABLE = r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*){0,2}$"
 
 
+_Identifier = Annotated[str, Field(pattern=_IDENTIFIER)]
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -47,8 +50,13 @@ class SqlSettings(_Frozen):
     # Tables the migration moves to new (`table` or `schema.table`, compared case-insensitively and as
     # written: `public.orders` and `orders` are different names). Statements touching none stay on old.
     covered_tables: list[Annotated[str, Field(pattern=_TABLE)]] = Field(default_factory=list)
-    # Column that holds the tenant id; `WHERE tenant_id = 'acme'` (or `= $1`) names the request's tenant.
-    tenant_column: str = Field(default="tenant_id", pattern=_IDENTIFIER)
+    # Columns that hold the tenant id, in every table not in `tenant_columns`: `WHERE tenant_id = 'acme'`
+    # (or `= $1`) names the request's tenant. One name or a list (`[tenant_id, w_id]`).
+    tenant_column: _Identifier | Annotated[list[_Identifier], Field(min_length=1)] = "tenant_id"
+    # Per table, the column (or columns) holding its tenant id, when it differs: {district: d_w_id}.
+    tenant_columns: dict[
+        Annotated[str, Field(pattern=_TABLE)], _Identifier | Annotated[list[_Identifier], Field(min_length=1)]
+    ] = Field(default_factory=dict)
     # Key columns per table, for the keys of single-row writes and for rewriting MySQL's ON DUPLICATE KEY
     # UPDATE into PostgreSQL's ON CONFLICT (<key>) (refused for tables not listed). Others use `id`.
     primary_keys: dict[
@@ -67,7 +75,8 @@ class SqlSettings(_Frozen):
 
         return SqlAnalyzer(
             Rules(
-                tenant_column=self.tenant_column,
+                tenant_columns=_names(self.tenant_column),
+                table_tenant_columns={table: _names(names) for table, names in self.tenant_columns.items()},
                 primary_keys={table: tuple(columns) for table, columns in self.primary_keys.items()},
             ),
             SqlLimits(max_text_chars=self.max_text_chars, max_statements=self.max_statements),
@@ -84,6 +93,11 @@ class SqlSettings(_Frozen):
     def _lower_keys(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
         return {table.lower(): [column.lower() for column in columns] for table, columns in value.items()}
 
+    @field_validator("tenant_columns")
+    @classmethod
+    def _lower_tables(cls, value: dict[str, str | list[str]]) -> dict[str, str | list[str]]:
+        return {table.lower(): names for table, names in value.items()}
+
     def check_dialects(self, old: str | None, new: str | None) -> None:
         """SQL endpoints need both sides' dialects (called by `Settings`, which sees the backends)."""
         if not self.endpoints:
@@ -93,3 +107,8 @@ class SqlSettings(_Frozen):
         ]
         if missing:
             raise ValueError(f"sql.endpoints are configured, so {' and '.join(missing)} must be set")
+
+
+def _names(value: str | list[str]) -> tuple[str, ...]:
+    """One column name or a list of them, in lower case (SQL compares unquoted names that way)."""
+    return tuple(name.lower() for name in ([value] if isinstance(value, str) else value))

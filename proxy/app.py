@@ -104,6 +104,9 @@ class DataPlane:
                 # A SQL endpoint: what the statements do decides read or write, and may name the tenant.
                 sql = self._sql.classify(endpoint, body, facts.tenant)
                 facts = RequestFacts(tenant=sql.tenant, kind=sql.kind, method=facts.method)
+                if exchange is not None:  # counted and traced as what the statements do, for their tenant
+                    exchange.tenant = facts.tenant
+                    exchange.kind = facts.kind
             if facts.kind is RequestKind.WRITE and facts.tenant is not None:
                 # May wait while the tenant's authoritative side is being switched: read the phase after.
                 await self._gate.enter(facts.tenant)
@@ -114,16 +117,17 @@ class DataPlane:
                 self._note_tenant(facts.tenant)
             if exchange is not None:
                 exchange.phase = phase
-            plan, new_body = decide(phase, facts.kind), None
+            plan, old_body, new_body = decide(phase, facts.kind), None, None
             if sql is not None and self._sql is not None:
-                plan, new_body = self._sql.plan(phase, sql)
+                sql_plan = self._sql.plan(phase, sql)
+                plan, old_body, new_body = sql_plan.plan, sql_plan.old_body, sql_plan.new_body
             client = scope.get("client")
             request = ProxyRequest(
                 method=facts.method,
                 raw_path=raw_path.decode("latin-1"),
                 query=scope.get("query_string", b"").decode("latin-1"),
                 headers=scope["headers"],
-                body=body,
+                body=body if old_body is None else old_body,
                 tenant=facts.tenant,
                 client_host=client[0] if client else None,
                 scheme=scope.get("scheme", "http"),

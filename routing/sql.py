@@ -3,14 +3,18 @@
 `SqlAnalyzer.analyze` parses a text once per (dialect, text) and keeps the result, or the error, in a
 bounded LRU: a repeated parameterised statement costs a dictionary lookup. Transpilations hang off the
 cached analysis, so they are cached with it. Everything that depends on the request's parameters (the
-tenant a `$1` pins, key values) is resolved per request, after the lookup.
+tenant a `$1` pins, key values) is resolved per request, after the lookup; so are the values a mirrored
+write fixes once (`pin`): they live in a per-request copy and its rewrites, never in the cache.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from sqlglot import exp
 
 from routing.classify import RequestKind
 from routing.sql_classify import Param, ParseResult, Rules, StatementKind, Term, parse
@@ -23,6 +27,7 @@ from routing.sql_errors import (
     UntranspilableError,
 )
 from routing.sql_transpile import Transpiled, transpile
+from routing.sql_volatile import Entropy, Pin, Pinner, Unpinnable
 from routing.tenant import InvalidTenantError, validate_tenant
 
 Params = Sequence[object] | Mapping[str, object] | None
@@ -57,6 +62,18 @@ class SqlRequest:
     opaque: bool  # some statement's tables are unknown
     tenant: str | None  # the tenant the statements pin, if any
     keys: tuple[tuple[str, tuple[object, ...]], ...] = ()  # (table, key values) of single-row writes
+    volatile: bool = False  # some statement calls a value the proxy can fix once (now(), UUID(), …)
+    unpinnable: Unpinnable | None = None  # the first call that changes rows and cannot be fixed once
+    generated_key: tuple[str, str] | None = None  # (table, key column) the database would generate
+
+
+@dataclass(frozen=True, slots=True)
+class Pinned:
+    """A request's statements with their computed values fixed: `parsed[i]` replaces the analysis of
+    text i (None: nothing to fix in it); `pins` holds the values, by marker."""
+
+    parsed: tuple[ParseResult | None, ...]
+    pins: Mapping[str, Pin]
 
 
 class SqlAnalyzer:
@@ -115,6 +132,42 @@ class SqlAnalyzer:
     def cache_info(self) -> functools._CacheInfo:
         return self._cached.cache_info()
 
+    def pin(self, request: SqlRequest, entropy: Entropy) -> Pinned:
+        """`request` with every value it would compute on each side fixed once, from `entropy`."""
+        pinner = Pinner(entropy)
+        out: list[ParseResult | None] = []
+        for analysis in request.analyses:
+            parsed = analysis.parsed
+            if not any(statement.facts.volatile for statement in parsed.statements):
+                out.append(None)
+                continue
+            statements = []
+            for statement in parsed.statements:
+                tree = statement.tree
+                if statement.facts.volatile and tree is not None:
+                    single = statement.facts.key is not None and isinstance(tree, exp.Update | exp.Delete)
+                    tree = pinner.pin(tree, analysis.dialect, single)
+                    statement = dataclasses.replace(statement, tree=tree)
+                statements.append(statement)
+            out.append(dataclasses.replace(parsed, statements=tuple(statements)))
+        return Pinned(tuple(out), pinner.pins)
+
+    def transpile_pinned(
+        self, parsed: ParseResult, source: str, target: str, pins: Mapping[str, Pin], *, keep_style: bool
+    ) -> Transpiled:
+        """A pinned statement list rewritten for `target` (its own dialect too): never cached, its
+        literals belong to one request. Raises `UntranspilableError`."""
+        try:
+            return transpile(parsed, source, target, self.rules, pins=pins, keep_style=keep_style)
+        except UntranspilableError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - RecursionError, or a tree no rule expected
+            raise UntranspilableError(
+                f"cannot transpile safely from {source} to {target}: {type(exc).__name__}",
+                source=source,
+                target=target,
+            ) from None
+
     def request(self, dialect: str, texts: Sequence[str], params: Sequence[Params]) -> SqlRequest:
         """Analyse every text of one request (`params[i]` belongs to `texts[i]`) and combine them."""
         total = sum(len(text) for text in texts)
@@ -132,10 +185,12 @@ class SqlAnalyzer:
                 f"{count} statements exceed the limit of {self.limits.max_statements}",
                 code="sql_too_many_statements",
             )
-        ddl = mutates = writes = opaque = False
+        ddl = mutates = writes = opaque = volatile = False
         tables: set[str] = set()
         tenants: set[str] = set()
         keys: list[tuple[str, tuple[object, ...]]] = []
+        unpinnable: Unpinnable | None = None
+        generated: tuple[str, str] | None = None
         for analysis, values in zip(analyses, params, strict=True):
             check_params(analysis.parsed, values)
             for statement in analysis.parsed.statements:
@@ -144,10 +199,18 @@ class SqlAnalyzer:
                 writes |= facts.kind is StatementKind.WRITE
                 mutates |= facts.mutates
                 opaque |= facts.opaque
+                volatile |= facts.volatile
                 tables |= facts.tables
+                unpinnable = unpinnable or facts.unpinnable
+                generated = generated or facts.generated_key
                 tenants.update(_tenant(pin, values) for pin in facts.tenants)
                 if facts.key is not None and facts.key_table is not None:
-                    keys.append((facts.key_table, tuple(_value(part, values) for part in facts.key)))
+                    key = tuple(_value(part, values) for part in facts.key)
+                    keys.append((facts.key_table, key))
+                    if generated is None and isinstance(statement.tree, exp.Insert) and None in key:
+                        # MySQL generates an AUTO_INCREMENT key for a NULL sent as its value.
+                        columns = self.rules.key_of(facts.key_table)
+                        generated = (facts.key_table, columns[key.index(None)])
         if len(tenants) > 1:
             raise SqlTenantError(
                 f"the statements pin several tenants ({', '.join(sorted(tenants))}); "
@@ -163,6 +226,9 @@ class SqlAnalyzer:
             opaque=opaque,
             tenant=next(iter(tenants), None),
             keys=tuple(keys),
+            volatile=volatile,
+            unpinnable=unpinnable,
+            generated_key=generated,
         )
 
 

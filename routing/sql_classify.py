@@ -2,8 +2,10 @@
 
 For every statement: its kind (read, write, DDL, or transaction/session control), the tables it touches
 (inside CTEs, subqueries and joins; CTE names are not tables), the values it pins the tenant column to,
-and, for a single-row write, the primary-key values it addresses. Values are literals or references to
-the request's parameters (`$1`, `?`, `%s`, `:name`), resolved later against the parameters sent.
+for a single-row write the primary-key values it addresses, and what a mirrored run would compute again
+(calls the proxy can fix once, calls it cannot, keys the database would generate; see
+`routing.sql_volatile`). Values are literals or references to the request's parameters (`$1`, `?`,
+`%s`, `:name`), resolved later against the parameters sent.
 
 Positional placeholders (`?`, `%s`) are numbered by their place in the text before parsing, by rewriting
 each to a named marker: the parse tree does not keep source order (a CTE is attached after the query
@@ -13,6 +15,7 @@ misnumber them.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -30,11 +33,13 @@ from routing.sql_values import (
     Param,
     Rules,
     Term,
+    generated_key,
     single_row_key,
     table_name,
     tenant_pins,
     term,
 )
+from routing.sql_volatile import SEQUENCE_CALLS, Unpinnable, Volatile, calls, refusal
 
 # Re-exported: the value types are part of what a parse returns.
 __all__ = [
@@ -74,6 +79,9 @@ class StatementFacts:
     key_table: str | None = None
     key: tuple[Term, ...] | None = None  # primary-key values of a single-row write, when visible
     upsert: bool = False  # INSERT … ON CONFLICT / ON DUPLICATE KEY / REPLACE
+    volatile: bool = False  # calls a value the proxy can fix once (now(), random(), UUID(), …)
+    unpinnable: Unpinnable | None = None  # changes rows with a value that cannot be fixed once
+    generated_key: tuple[str, str] | None = None  # (table, key column) an INSERT leaves to the database
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +100,7 @@ class ParseResult:
     statements: tuple[Parsed, ...]
     positional: int  # number of positional parameters the text refers to
     names: frozenset[str] = field(default_factory=frozenset)  # named parameters it refers to
+    style: str | None = None  # how positional parameters were written: "?" or "%s" (None: $n, or none)
 
 
 _DIALECTS: dict[str, Dialect] = {}
@@ -106,7 +115,7 @@ def dialect_of(name: str) -> Dialect:
 
 def parse(text: str, dialect: str, rules: Rules, *, max_statements: int) -> ParseResult:
     """Parse `text` (one or more `;`-separated statements). Raises `SqlSyntaxError` or `SqlLimitError`."""
-    numbered, positional = _number_placeholders(text, dialect)
+    numbered, positional, style = _number_placeholders(text, dialect)
     trees = _parse_trees(numbered, text, dialect)
     statements: list[Parsed] = []
     for tree in trees:
@@ -130,20 +139,21 @@ def parse(text: str, dialect: str, rules: Rules, *, max_statements: int) -> Pars
                     names.add(found.name)
                 elif found.index is not None:
                     positional = max(positional, found.index + 1)
-    return ParseResult(tuple(statements), positional, frozenset(names))
+    return ParseResult(tuple(statements), positional, frozenset(names), style)
 
 
 # -- parsing ---------------------------------------------------------------------------------------------
-def _number_placeholders(text: str, dialect: str) -> tuple[str, int]:
+def _number_placeholders(text: str, dialect: str) -> tuple[str, int, str | None]:
     # `?` is the jsonb key-exists operator in PostgreSQL, whose drivers use `$n` or `%s`.
     question = dialect != "postgres" and "?" in text
     if not question and "%s" not in text:
-        return text, 0
+        return text, 0, None
     try:
         tokens = dialect_of(dialect).tokenize(text)
     except sqlglot.errors.TokenError:
-        return text, 0  # the parse reports it
+        return text, 0, None  # the parse reports it
     spans: list[tuple[int, int]] = []
+    percent = False
     for i, token in enumerate(tokens):
         if question and token.token_type is TokenType.PLACEHOLDER and token.text == "?":
             spans.append((token.start, token.end + 1))
@@ -151,8 +161,9 @@ def _number_placeholders(text: str, dialect: str) -> tuple[str, int]:
             after = tokens[i + 1]
             if after.text == "s" and after.start == token.end + 1:
                 spans.append((token.start, after.end + 1))
+                percent = True
     if not spans:
-        return text, 0
+        return text, 0, None
     parts: list[str] = []
     last = 0
     for k, (start, end) in enumerate(spans):
@@ -160,7 +171,7 @@ def _number_placeholders(text: str, dialect: str) -> tuple[str, int]:
         parts.append(f":{MARKER}{k}")
         last = end
     parts.append(text[last:])
-    return "".join(parts), len(spans)
+    return "".join(parts), len(spans), "%s" if percent else "?"
 
 
 def _parse_trees(numbered: str, original: str, dialect: str) -> list[exp.Expr | None]:
@@ -253,7 +264,7 @@ def _parsed(tree: exp.Expr, dialect: str, rules: Rules) -> Parsed:
         shown = tree.sql()
         shown = shown if len(shown) <= 40 else shown[:40] + "…"
         raise SqlSyntaxError(f"expected a statement, found the expression {shown!r}", line=None, col=None)
-    return Parsed(_facts(tree, rules), tree)
+    return Parsed(_facts(tree, rules, dialect), tree)
 
 
 def _format_option(tree: exp.Describe) -> str:
@@ -286,11 +297,7 @@ def _command(tree: exp.Command, dialect: str, rules: Rules) -> Parsed:
     if name == "REPLACE" and rest[:4].upper() == "INTO":
         inner = _single(f"INSERT {rest}", dialect, rules, col_offset=len("REPLACE") - len("INSERT"))
         if isinstance(inner.tree, exp.Insert):
-            facts = inner.facts
-            replaced = StatementFacts(
-                facts.kind, facts.tables, mutates=True, tenants=facts.tenants, key_table=facts.key_table,
-                key=facts.key, upsert=True,
-            )  # fmt: skip
+            replaced = dataclasses.replace(inner.facts, mutates=True, upsert=True)
             return Parsed(replaced, inner.tree, text, replace=True)
     return Parsed(StatementFacts(StatementKind.DDL, opaque=True), None, text)
 
@@ -311,7 +318,7 @@ def _single(text: str, dialect: str, rules: Rules, *, col_offset: int) -> Parsed
     return _parsed(trees[0], dialect, rules)
 
 
-def _facts(tree: exp.Expression, rules: Rules) -> StatementFacts:
+def _facts(tree: exp.Expression, rules: Rules, dialect: str) -> StatementFacts:
     if isinstance(tree, _CONTROL):
         return StatementFacts(StatementKind.CONTROL)
     tables: list[exp.Table] = []
@@ -353,19 +360,29 @@ def _facts(tree: exp.Expression, rules: Rules) -> StatementFacts:
         target = tree.args.get("target")
         if str(tree.this).upper() in _SHOW_TABLE_TARGETS and isinstance(target, exp.Identifier):
             names = frozenset({target.name.lower()})
-    tenants = tuple(tenant_pins(tree, conditions, rules.tenant_column))
+    tenants = tuple(tenant_pins(tree, conditions, rules, frozenset(cte_names)))
     if ddl or isinstance(tree, exp.Use):
         return StatementFacts(StatementKind.DDL, names, opaque=isinstance(tree, exp.Use), tenants=tenants)
     if isinstance(tree, exp.Copy):
         into = bool(tree.args.get("kind"))  # COPY … FROM loads rows; COPY … TO reads them
         kind = StatementKind.WRITE if into else StatementKind.READ
         return StatementFacts(kind, names, mutates=into, tenants=tenants)
+    found = [call for _node, call in calls(tree, dialect)]
+    volatile = any(isinstance(call, Volatile) for call in found)
+    # A SELECT of nextval() hands out a key from the sequence of the side that runs it: like a locking
+    # read, it belongs to the side that takes writes.
+    locking |= any(call.name in SEQUENCE_CALLS for call in found)
     if mutates or locking:
         key_table, key = single_row_key(tree, rules)
+        unpinnable = None
+        if mutates and found:
+            single_row = key is not None and isinstance(tree, exp.Update | exp.Delete)
+            unpinnable = refusal(tree, dialect, single_row)
         return StatementFacts(
             StatementKind.WRITE, names, mutates=mutates, tenants=tenants, key_table=key_table, key=key,
-            upsert=upsert,
+            upsert=upsert, volatile=volatile, unpinnable=unpinnable,
+            generated_key=generated_key(tree, rules) if mutates else None,
         )  # fmt: skip
     if isinstance(tree, _READS):
-        return StatementFacts(StatementKind.READ, names, tenants=tenants)
+        return StatementFacts(StatementKind.READ, names, tenants=tenants, volatile=volatile)
     return StatementFacts(StatementKind.DDL, names, tenants=tenants)  # SAVEPOINT, PRAGMA, …: not data

@@ -11,12 +11,17 @@ name may not exist on the other side), and the result must parse in the target d
 Parameters: PostgreSQL takes `$n`, numbered by the original positions, so the parameter list is sent
 unchanged; `?` dialects take parameters in the order they appear in the *generated* text, which may
 differ from the source (`LIMIT ?, ?` vs `LIMIT … OFFSET …`), so `param_order` says which original
-parameter goes in each slot.
+parameter goes in each slot. `keep_style` writes positional parameters as the client did (`%s` stays
+`%s`): what the proxy regenerates for the side that speaks the client's own dialect.
+
+Values a mirrored write fixes once (`routing.sql_volatile`) arrive as markers in the tree; each becomes
+the target dialect's literal here, after the dialect's rewrites.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import sqlglot.errors
@@ -25,9 +30,11 @@ from sqlglot.errors import ErrorLevel
 
 from routing.sql_classify import MARKER, Param, Parsed, ParseResult, Rules, dialect_of, table_name, term
 from routing.sql_errors import UntranspilableError
+from routing.sql_volatile import Pin, place
 
 _SLOT = "_cvq"
-_SLOT_PATTERN = re.compile(rf":{_SLOT}(\d+)\b")
+# A slot as each dialect writes a named placeholder: `:_cvq0` (MySQL), `%(_cvq0)s` (PostgreSQL).
+_SLOT_PATTERN = re.compile(rf":{_SLOT}(\d+)\b|%\({_SLOT}(\d+)\)s")
 _PLAIN_EXPLAIN = frozenset({"", "ANALYZE"})
 
 
@@ -44,7 +51,15 @@ class Transpiled:
         return ";\n".join(self.statements)
 
 
-def transpile(parsed: ParseResult, source: str, target: str, rules: Rules) -> Transpiled:
+def transpile(
+    parsed: ParseResult,
+    source: str,
+    target: str,
+    rules: Rules,
+    *,
+    pins: Mapping[str, Pin] | None = None,
+    keep_style: bool = False,
+) -> Transpiled:
     """Raises `UntranspilableError` naming the first construct that cannot be carried over."""
     if parsed.names:
         raise _refuse(
@@ -52,15 +67,19 @@ def transpile(parsed: ParseResult, source: str, target: str, rules: Rules) -> Tr
             source,
             target,
         )
+    # "$" numbers parameters by their original position; "?" and "%s" take them in generated order.
+    style = "$" if target == "postgres" else "?"
+    if keep_style and source == target and parsed.style is not None:
+        style = parsed.style
     texts: list[str] = []
     order: list[int] = []
     executable: list[tuple[str, tuple[int, ...]]] = []
     for statement in parsed.statements:
-        text, slots, alone = _statement(statement, source, target, rules)
+        text, slots, alone = _statement(statement, source, target, rules, pins or {}, style)
         texts.append(text)
         order.extend(slots)
         executable.append(alone)
-    keeps_order = target == "postgres"
+    keeps_order = style == "$"
     return Transpiled(tuple(texts), None if keeps_order else tuple(order), tuple(executable))
 
 
@@ -71,7 +90,7 @@ def _refuse(detail: str, source: str, target: str) -> UntranspilableError:
 
 
 def _statement(
-    statement: Parsed, source: str, target: str, rules: Rules
+    statement: Parsed, source: str, target: str, rules: Rules, pins: Mapping[str, Pin], style: str
 ) -> tuple[str, list[int], tuple[str, tuple[int, ...]]]:
     same = source == target  # only parameters are renumbered (for a client that runs statements one by one)
     if statement.tree is None:
@@ -79,7 +98,7 @@ def _statement(
             return statement.command, [], (statement.command, ())
         verb = statement.command.split(" ", 1)[0].upper() or "this"
         raise _refuse(f"{verb} statements are passed through unparsed and have no rewrite", source, target)
-    if statement.replace:
+    if statement.replace and not same:
         raise _refuse("REPLACE deletes and re-inserts rows; it has no faithful equivalent", source, target)
     explain = (statement.explain or "").upper()
     if not same and statement.explain is not None and explain not in _PLAIN_EXPLAIN:
@@ -91,6 +110,8 @@ def _statement(
         _to_postgres(tree, source, rules)
     elif target == "mysql":
         _to_mysql(tree, source)
+    if pins:
+        place(tree, pins, target)
     if not same:
         _refuse_unknown_functions(tree, source, target)
     used = sorted(
@@ -100,21 +121,21 @@ def _statement(
             if isinstance(ref := term(node), Param) and ref.index is not None
         }
     )
-    local = None if target != "postgres" or used == list(range(len(used))) else tree.copy()
-    _slots(tree, target)
+    local = None if style != "$" or used == list(range(len(used))) else tree.copy()
+    _slots(tree, style)
     text = _generate(tree, statement, source, target)
     order: list[int] = []
-    if target != "postgres":
+    if style != "$":
 
         def slot(match: re.Match[str]) -> str:
-            order.append(int(match.group(1)))
-            return "?"
+            order.append(int(match.group(1) or match.group(2)))
+            return style
 
         text = _SLOT_PATTERN.sub(slot, text)
         return text, order, (text, tuple(order))
     if local is None:
         return text, order, (text, tuple(used))
-    _slots(local, target, renumber={index: n for n, index in enumerate(used)})
+    _slots(local, style, renumber={index: n for n, index in enumerate(used)})
     return text, order, (_generate(local, statement, source, target), tuple(used))
 
 
@@ -130,6 +151,8 @@ def _generate(tree: exp.Expression, statement: Parsed, source: str, target: str)
     if statement.explain is not None:
         text = f"EXPLAIN {statement.explain} {text}" if statement.explain else f"EXPLAIN {text}"
     _check_parses(text, source, target)
+    if statement.replace and text[:6].upper() == "INSERT":
+        text = "REPLACE" + text[6:]  # parsed as the INSERT it resembles; only ever generated for MySQL
     return text
 
 
@@ -199,6 +222,9 @@ def _upsert_to_postgres(insert: exp.Insert, source: str, rules: Rules) -> None:
 
 def _to_mysql(tree: exp.Expression, source: str) -> None:
     for node in tree.walk():
+        if isinstance(node, exp.Lock) and node.args.get("key"):
+            # FOR NO KEY UPDATE / FOR KEY SHARE do not exist in MySQL; FOR UPDATE / FOR SHARE lock more.
+            node.set("key", None)
         if isinstance(node, exp.Returning):
             raise _refuse("RETURNING", source, "mysql")
         if isinstance(node, exp.OnConflict) and not node.args.get("duplicate"):
@@ -219,13 +245,13 @@ def _refuse_unknown_functions(tree: exp.Expression, source: str, target: str) ->
             raise _refuse(f"function {call.name}() is not known to the transpiler", source, target)
 
 
-def _slots(tree: exp.Expression, target: str, renumber: dict[int, int] | None = None) -> None:
+def _slots(tree: exp.Expression, style: str, renumber: dict[int, int] | None = None) -> None:
     """Replace every positional parameter by the target's own form (see the module docstring)."""
     for node in list(tree.find_all(exp.Placeholder, exp.Parameter)):
         found = term(node)
         if not isinstance(found, Param) or found.index is None:
             continue
-        if target == "postgres":
+        if style == "$":
             index = found.index if renumber is None else renumber[found.index]
             node.replace(exp.Parameter(this=exp.Literal.number(index + 1)))
         else:

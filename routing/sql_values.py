@@ -3,6 +3,13 @@ single-row write addresses.
 
 Only equalities reachable through ANDs count (`WHERE a = 1 AND (tenant_id = $1 AND …)`): a condition under
 OR or NOT pins nothing. An INSERT … VALUES pins what it writes into the tenant column, row by row.
+
+Schemas name the tenant differently per table (`w_id`, `d_w_id`, `c_w_id`, …): a column pins the tenant
+when it is a tenant column of the table it belongs to. A qualified column (`d.d_w_id`) belongs to the
+table its qualifier names in the enclosing query (or an outer one, for a correlated subquery); an
+unqualified one to one of the tables its query reads (SQL refuses an ambiguous name, so a tenant column
+of any of them is that table's). A column of a derived table or CTE, whose table cannot be known, counts
+when its name is one of the default tenant columns.
 """
 
 from __future__ import annotations
@@ -33,14 +40,27 @@ Term = Param | str | int | float | bool | None  # a literal value, or a paramete
 
 @dataclass(frozen=True, slots=True)
 class Rules:
-    """The schema knowledge classification uses."""
+    """The schema knowledge classification uses (names in lower case)."""
 
-    tenant_column: str = "tenant_id"
+    tenant_columns: tuple[str, ...] = ("tenant_id",)  # of every table not in `table_tenant_columns`
+    table_tenant_columns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # table → columns
     primary_keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # table → key columns
     default_key: tuple[str, ...] = ("id",)
+    # Every name that is a tenant column of some table: most columns are ruled out by one set lookup.
+    tenant_names: frozenset[str] = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names = set(self.tenant_columns).union(*self.table_tenant_columns.values())
+        object.__setattr__(self, "tenant_names", frozenset(names))
 
     def key_of(self, table: str) -> tuple[str, ...]:
         return self.primary_keys.get(table, self.default_key)
+
+    def tenant_columns_of(self, table: str | None) -> tuple[str, ...]:
+        """The tenant columns of `table` (None: a table that cannot be known, which gets the defaults)."""
+        if table is None:
+            return self.tenant_columns
+        return self.table_tenant_columns.get(table, self.tenant_columns)
 
 
 def table_name(table: exp.Table) -> str:
@@ -102,25 +122,33 @@ def conjuncts(condition: exp.Expression) -> Iterator[exp.Expression]:
         yield condition
 
 
-def _equalities(conditions: list[exp.Expression]) -> Iterator[tuple[str, Term]]:
-    """(column name, value) for every `column = value` in the AND chains of `conditions`."""
+def _equalities(conditions: list[exp.Expression]) -> Iterator[tuple[exp.Column, Term]]:
+    """(column, value) for every `column = value` in the AND chains of `conditions`."""
     for condition in conditions:
         for part in conjuncts(condition):
             if not isinstance(part, exp.EQ):
                 continue
             for column, value in ((part.this, part.expression), (part.expression, part.this)):
                 if isinstance(column, exp.Column) and not isinstance(found := term(value), _NoTerm):
-                    yield column.name.lower(), found
+                    yield column, found
                     break
 
 
-def tenant_pins(tree: exp.Expression, conditions: list[exp.Expression], column: str) -> Iterator[Term]:
-    column = column.lower()
-    for name, value in _equalities(conditions):
-        if name == column:
+def tenant_pins(
+    tree: exp.Expression, conditions: list[exp.Expression], rules: Rules, ctes: frozenset[str] = frozenset()
+) -> Iterator[Term]:
+    """Every value the statement gives a tenant column (`ctes`: names that are not tables)."""
+    for column, value in _equalities(conditions):
+        name = column.name.lower()
+        if name in rules.tenant_names and any(
+            name in rules.tenant_columns_of(table) for table in _tables_of(column, ctes)
+        ):
             yield value
     for insert in tree.find_all(exp.Insert):
-        yield from _inserted(insert, column)
+        target = insert.this.this if isinstance(insert.this, exp.Schema) else insert.this
+        table = _real_table(target, ctes) if isinstance(target, exp.Table) else None
+        for name in rules.tenant_columns_of(table):
+            yield from _inserted(insert, name)
 
 
 def _inserted(insert: exp.Insert, column: str) -> Iterator[Term]:
@@ -138,6 +166,58 @@ def _inserted(insert: exp.Insert, column: str) -> Iterator[Term]:
             yield found
 
 
+# -- which table a column belongs to ---------------------------------------------------------------------
+_SCOPES = (exp.Select, exp.Update, exp.Delete)
+
+
+def _real_table(table: exp.Table, ctes: frozenset[str]) -> str | None:
+    name = table_name(table)
+    return None if name in ctes and not table.args.get("db") else name
+
+
+def _sources(scope: exp.Expression, ctes: frozenset[str]) -> dict[str, str | None]:
+    """Alias (or name) → table of what `scope` reads and writes; None for a derived table, CTE or
+    function. Updated rows count: `UPDATE district SET d_ytd = 0 WHERE d_w_id = 1` pins through them."""
+    found: list[exp.Expression] = []
+    if isinstance(scope, exp.Update | exp.Delete) and isinstance(scope.this, exp.Table):
+        found.append(scope.this)
+        found.extend(join.this for join in scope.this.args.get("joins") or ())
+    for key in ("from_", "using"):
+        value = scope.args.get(key)
+        if isinstance(value, exp.From):
+            found.append(value.this)
+        elif isinstance(value, list):
+            found.extend(value)
+    found.extend(join.this for join in scope.args.get("joins") or ())
+    sources: dict[str, str | None] = {}
+    for source in found:
+        alias = source.alias_or_name.lower()
+        if alias:
+            sources[alias] = _real_table(source, ctes) if isinstance(source, exp.Table) else None
+    return sources
+
+
+def _tables_of(column: exp.Column, ctes: frozenset[str]) -> Iterator[str | None]:
+    """The tables `column` may belong to (None: one that cannot be known)."""
+    qualifier = column.table.lower()
+    node = column.parent
+    innermost: dict[str, str | None] | None = None
+    while node is not None:
+        if isinstance(node, _SCOPES):
+            sources = _sources(node, ctes)
+            if not qualifier:
+                innermost = sources
+                break
+            if qualifier in sources:
+                yield sources[qualifier]
+                return
+        node = node.parent
+    if innermost:
+        yield from innermost.values()
+    else:
+        yield None  # a qualifier no enclosing query names, or a query reading no table
+
+
 def single_row_key(tree: exp.Expression, rules: Rules) -> tuple[str | None, tuple[Term, ...] | None]:
     if isinstance(tree, exp.Insert):
         target = tree.this.this if isinstance(tree.this, exp.Schema) else tree.this
@@ -152,11 +232,41 @@ def single_row_key(tree: exp.Expression, rules: Rules) -> tuple[str | None, tupl
         where = tree.args.get("where")
         per_column = {}
         if where is not None:
-            for name, value in _equalities([where.this]):
-                per_column.setdefault(name, []).append(value)
+            for column, value in _equalities([where.this]):
+                per_column.setdefault(column.name.lower(), []).append(value)
     else:
         return None, None
     key_columns = rules.key_of(table)
     if all(len(per_column.get(column, ())) == 1 for column in key_columns):
         return table, tuple(per_column[column][0] for column in key_columns)
     return table, None
+
+
+def generated_key(tree: exp.Expression, rules: Rules) -> tuple[str, str] | None:
+    """(table, key column) of an INSERT that leaves a key column to the database (omitted, DEFAULT,
+    NULL, DEFAULT VALUES), which would generate it on each side. An INSERT without a column list gives
+    every column, so its key too."""
+    for insert in tree.find_all(exp.Insert):
+        target = insert.this.this if isinstance(insert.this, exp.Schema) else insert.this
+        if not isinstance(target, exp.Table):
+            continue
+        table = table_name(target)
+        keys = rules.key_of(table)
+        if insert.args.get("default"):
+            return table, keys[0]
+        if not isinstance(insert.this, exp.Schema):
+            continue
+        columns = [ident.name.lower() for ident in insert.this.expressions]
+        for key in keys:
+            if key not in columns:
+                return table, key
+        if isinstance(insert.expression, exp.Values):
+            indexes = [columns.index(key) for key in keys]
+            for row in insert.expression.expressions:
+                cells = row.expressions if isinstance(row, exp.Tuple) else []
+                for key, index in zip(keys, indexes, strict=True):
+                    cell = cells[index] if index < len(cells) else None
+                    default = isinstance(cell, exp.Var) and cell.name.upper() == "DEFAULT"
+                    if default or isinstance(cell, exp.Null):
+                        return table, key
+    return None

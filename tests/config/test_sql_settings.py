@@ -101,3 +101,37 @@ def test_bad_keys_are_named(tmp_path: Path, old: str, sql: str, key: str) -> Non
     with pytest.raises(ConfigError) as caught:
         _load(tmp_path, old=old, sql=sql)
     assert any(problem.startswith(key + ":") for problem in caught.value.problems), caught.value.problems
+
+
+def test_tenant_columns_as_one_name_a_list_or_per_table(tmp_path: Path) -> None:
+    settings = _load(
+        tmp_path,
+        sql=(
+            "sql:\n"
+            "  tenant_column: [tenant_id, W_ID]\n"
+            "  tenant_columns: {District: d_w_id, order_line: [ol_w_id, ol_supply_w_id]}\n"
+        ),
+    )
+    rules = settings.sql.analyzer().rules
+    assert rules.tenant_columns == ("tenant_id", "w_id")
+    assert rules.table_tenant_columns == {
+        "district": ("d_w_id",),
+        "order_line": ("ol_w_id", "ol_supply_w_id"),
+    }
+    assert _load(tmp_path, sql="sql:\n  tenant_column: account\n").sql.analyzer().rules.tenant_columns == (
+        "account",
+    )
+
+
+@pytest.mark.parametrize(
+    ("sql", "key"),
+    [
+        ("sql:\n  tenant_column: []\n", "sql.tenant_column"),
+        ("sql:\n  tenant_column: ['w id']\n", "sql.tenant_column"),
+        ("sql:\n  tenant_columns: {district: 'd-w-id'}\n", "sql.tenant_columns.district"),
+    ],
+)
+def test_bad_tenant_columns_are_named(tmp_path: Path, sql: str, key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _load(tmp_path, sql=sql)
+    assert any(problem.startswith(key) for problem in caught.value.problems), caught.value.problems

@@ -6,7 +6,9 @@ receive, so each test can check which side got what, in which dialect. Intents g
 
 from __future__ import annotations
 
+import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -288,6 +290,100 @@ async def test_a_read_with_no_safe_rewrite_is_served_unshadowed_in_shadow_and_re
     response = await env.post(tenant, sql)
     assert response.status_code == 422 and response.json()["error"] == "sql_untranspilable"
     assert env.backends[NEW].bodies(tenant) == []
+
+
+# -- values fixed once for both sides --------------------------------------------------------------------
+@pytest.mark.parametrize("phase", list(Phase), ids=[p.value for p in Phase])
+async def test_a_mirrored_write_sends_both_sides_the_same_literals(
+    env: SqlEnv, tenant: str, phase: Phase
+) -> None:
+    await env.proxy.set_phase_direct(tenant, phase)
+    sql = "INSERT INTO orders (id, tenant_id, at, token, r) VALUES (?, ?, NOW(), UUID(), RAND())"
+    response = await env.post(tenant, sql, [1, tenant])
+    assert response.status_code == 200, response.text
+    authoritative = phase.authoritative
+    (served,) = env.backends[authoritative].bodies(tenant)
+    if phase not in MIRRORING:
+        assert env.sink.intents == []
+        assert "NOW()" in served["sql"] and "UUID()" in served["sql"]  # nothing changes
+        return
+    (intent,) = env.sink.intents
+    replayed = orjson.loads(intent.body)
+    old_sql, new_sql = (served, replayed) if authoritative is OLD else (replayed, served)
+    # The client's MySQL, with literals in place of the calls; new's PostgreSQL with the same literals.
+    prefix = "INSERT INTO orders (id, tenant_id, at, token, r) VALUES "
+    assert old_sql["sql"].startswith(prefix + "(?, ?, CAST('") and "NOW" not in old_sql["sql"]
+    assert new_sql["sql"].startswith(prefix + "($1, $2, CAST('") and "NOW" not in new_sql["sql"]
+    at = old_sql["sql"].split("CAST('")[1].split("'")[0]
+    token, r = old_sql["sql"].split("'")[3], old_sql["sql"].rsplit(", ", 1)[1].rstrip(")")
+    assert f"CAST('{at}' AS TIMESTAMP)" in new_sql["sql"] and f"'{token}'" in new_sql["sql"]
+    assert float(r) == float(new_sql["sql"].split("CAST('")[-1].split("'")[0])
+    assert str(uuid.UUID(token)) == token and len(at) == len("2024-05-06 07:08:09")
+    assert old_sql["params"] == new_sql["params"] == [1, tenant]
+
+
+async def test_each_request_gets_its_own_values(env: SqlEnv, tenant: str) -> None:
+    await env.proxy.set_phase_direct(tenant, Phase.DUAL_WRITE)
+    for key in (1, 2):
+        response = await env.post(
+            tenant, "UPDATE orders SET token = UUID() WHERE id = ? AND tenant_id = ?", [key, tenant]
+        )
+        assert response.status_code == 200, response.text
+    first, second = (body["sql"] for body in env.backends[OLD].bodies(tenant))
+    assert first != second and "UUID()" not in first + second
+
+
+REFUSED_IN_MIRRORING = [
+    (
+        "INSERT INTO orders (id, tenant_id, parent) VALUES (?, ?, LAST_INSERT_ID())",
+        {"error": "sql_unpinnable", "function": "LAST_INSERT_ID"},
+    ),
+    ("UPDATE orders SET token = UUID() WHERE tenant_id = ?", {"error": "sql_unpinnable", "function": "UUID"}),
+    (
+        "INSERT INTO orders (tenant_id, total) VALUES (?, 1)",
+        {"error": "sql_generated_key", "table": "orders", "column": "id"},
+    ),
+]
+
+
+@pytest.mark.parametrize(("sql", "expected"), REFUSED_IN_MIRRORING)
+@pytest.mark.parametrize("phase", list(Phase), ids=[p.value for p in Phase])
+async def test_writes_that_cannot_mean_the_same_on_both_sides_are_refused_while_mirrored(
+    env: SqlEnv, tenant: str, phase: Phase, sql: str, expected: dict[str, str]
+) -> None:
+    await env.proxy.set_phase_direct(tenant, phase)
+    params = [tenant] if sql.count("?") == 1 else [1, tenant]
+    response = await env.post(tenant, sql, params)
+    if phase not in MIRRORING:  # as before: served, or refused for another reason (no PostgreSQL twin)
+        if response.status_code != 200:
+            assert (phase, response.json()["error"]) == (Phase.COMPLETE, "sql_untranspilable")
+        return
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert {key: body[key] for key in expected} == expected
+    assert body["phase"] == phase.value and body["detail"]
+    assert served_by(response) == "proxy"
+    assert env.backends[OLD].bodies(tenant) == [] and env.backends[NEW].bodies(tenant) == []
+    assert env.sink.intents == []
+
+
+# -- locking reads ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "lock", ["FOR UPDATE", "FOR SHARE", "LOCK IN SHARE MODE", "FOR UPDATE NOWAIT"], ids=lambda lock: lock
+)
+@pytest.mark.parametrize("phase", list(Phase), ids=[p.value for p in Phase])
+async def test_a_locking_read_is_served_by_the_side_that_takes_writes_alone(
+    env: SqlEnv, tenant: str, phase: Phase, lock: str
+) -> None:
+    await env.proxy.set_phase_direct(tenant, phase)
+    response = await env.post(
+        tenant, f"SELECT * FROM orders WHERE tenant_id = ? AND id = ? {lock}", [tenant, 1]
+    )
+    assert (response.status_code, served_by(response)) == (200, phase.authoritative), response.text
+    await asyncio.sleep(0.05)  # a shadow read, were there one, would have left by now
+    assert len(env.backends[phase.authoritative].bodies(tenant)) == 1
+    assert env.backends[phase.authoritative.other].bodies(tenant) == []  # never shadowed
+    assert env.sink.intents == []  # never mirrored
 
 
 # -- bad input -------------------------------------------------------------------------------------------

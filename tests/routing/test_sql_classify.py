@@ -523,3 +523,68 @@ def test_errors_are_cached_and_raised_fresh_each_time() -> None:
             depth, tb = depth + 1, tb.tb_next
         assert depth <= 3  # the traceback does not grow with every raise
     assert analyzer.cache_info().hits == 2
+
+
+# -- tenant columns named per table ----------------------------------------------------------------------
+TPCC = SqlAnalyzer(
+    Rules(
+        tenant_columns=("tenant_id", "w_id"),
+        table_tenant_columns={
+            "district": ("d_w_id",),
+            "customer": ("c_w_id",),
+            "order_line": ("ol_w_id",),
+            "new_order": ("no_w_id",),
+        },
+    ),
+    SqlLimits(),
+)
+TENANT_CASES: list[tuple[str, str, Any, str | None]] = [
+    (PG, "SELECT * FROM warehouse WHERE w_id = 5", None, "5"),  # the default list
+    (PG, "SELECT * FROM orders WHERE tenant_id = 'acme'", None, "acme"),
+    (PG, "SELECT * FROM district WHERE d_w_id = 5 AND d_id = 3", None, "5"),  # the table's own column
+    (PG, "SELECT * FROM district WHERE w_id = 5", None, None),  # not district's tenant column
+    (PG, "SELECT * FROM warehouse WHERE d_w_id = 5", None, None),  # not warehouse's
+    (
+        PG,
+        "SELECT c.c_last FROM customer c JOIN district d ON d.d_id = c.c_d_id AND d.d_w_id = c.c_w_id "
+        "WHERE c.c_w_id = $1 AND c.c_d_id = $2",
+        ["7", 3],
+        "7",
+    ),
+    (PG, "SELECT * FROM customer c JOIN orders o ON o.id = c.c_id WHERE o.c_w_id = 4", None, None),
+    (PG, "SELECT * FROM customer JOIN history ON h_c_id = c_id WHERE c_w_id = 9", None, "9"),  # unqualified
+    (PG, "SELECT * FROM order_line ol, stock s WHERE ol.ol_w_id = 3 AND s.s_w_id = 4", None, "3"),
+    (
+        PG,
+        "SELECT * FROM customer c "
+        "WHERE EXISTS (SELECT 1 FROM oorder o WHERE o.o_c_id = c.c_id AND c.c_w_id = 8)",
+        None,
+        "8",
+    ),  # correlated: `c` is the outer query's customer
+    (MY, "INSERT INTO new_order (no_o_id, no_d_id, no_w_id) VALUES (?, ?, ?)", [1, 2, 3], "3"),
+    (MY, "INSERT INTO warehouse (w_id, w_name) VALUES (6, 'x')", None, "6"),
+    (PG, "UPDATE district SET d_next_o_id = d_next_o_id + 1 WHERE d_w_id = $1 AND d_id = $2", [2, 1], "2"),
+    (
+        MY,
+        "UPDATE customer c JOIN district d ON d.d_id = c.c_d_id SET c.c_balance = 0 WHERE d.d_w_id = 2",
+        None,
+        "2",
+    ),
+    (PG, "DELETE FROM new_order WHERE no_w_id = 11 AND no_o_id = 1", None, "11"),
+    (PG, "WITH d AS (SELECT * FROM district WHERE d_w_id = 4) SELECT * FROM d WHERE d.w_id = 4", None, "4"),
+]
+
+
+@pytest.mark.parametrize(("dialect", "sql", "params", "tenant"), TENANT_CASES)
+def test_the_tenant_column_of_each_table(dialect: str, sql: str, params: Any, tenant: str | None) -> None:
+    assert TPCC.request(dialect, [sql], [params]).tenant == tenant
+
+
+def test_different_pins_through_different_tenant_columns_conflict() -> None:
+    with pytest.raises(SqlTenantError) as caught:
+        TPCC.request(
+            PG,
+            ["SELECT * FROM customer c JOIN district d ON true WHERE c.c_w_id = 1 AND d.d_w_id = 2"],
+            [None],
+        )
+    assert caught.value.code == "sql_tenant_conflict"

@@ -111,3 +111,65 @@ def test_a_mixed_write_names_both_kinds_of_table() -> None:
     assert caught.value.fields["covered"] == ["orders"]
     assert caught.value.fields["uncovered"] == ["audit_log"]
     assert "orders" in caught.value.detail and "audit_log" in caught.value.detail
+
+
+# -- locking reads: writes without a mirror --------------------------------------------------------------
+LOCKING = [
+    ("postgres", "SELECT * FROM orders WHERE id = 2 FOR UPDATE"),
+    ("postgres", "SELECT * FROM orders WHERE id = 2 FOR SHARE"),
+    ("postgres", "SELECT * FROM orders WHERE id = 2 FOR NO KEY UPDATE"),
+    ("postgres", "SELECT * FROM orders WHERE id = 2 FOR KEY SHARE"),
+    ("postgres", "SELECT * FROM orders o WHERE o.total > 1 FOR UPDATE OF o SKIP LOCKED"),
+    (
+        "postgres",
+        "WITH x AS (SELECT * FROM orders FOR UPDATE) SELECT * FROM x JOIN customers c ON c.id = x.id",
+    ),
+    ("postgres", "SELECT nextval('orders_id_seq') FROM orders LIMIT 1"),
+    ("mysql", "SELECT * FROM orders WHERE id = 2 LOCK IN SHARE MODE"),
+    ("mysql", "SELECT * FROM orders WHERE id = 2 FOR UPDATE NOWAIT"),
+    ("mysql", "SELECT * FROM orders WHERE id = 2 FOR SHARE"),
+]
+# The side that takes writes serves them; never a shadow, a fallback or a mirror.
+LOCKING_SERVED = {L: OLD, D: OLD, S: OLD, LI: NEW, R: NEW, C: NEW}
+
+
+@pytest.mark.parametrize(("dialect", "sql"), LOCKING)
+@pytest.mark.parametrize("phase", list(Phase), ids=[p.value for p in Phase])
+def test_locking_reads_are_served_by_the_side_that_takes_writes(dialect: str, sql: str, phase: Phase) -> None:
+    request = ANALYZER.request(dialect, [sql], [None])
+    assert (request.kind.value, request.mutates) == ("write", False)
+    plan = route_sql(phase, request, COVERED)
+    assert (plan.serving, plan.shadow, plan.fallback, plan.mirror) == (
+        LOCKING_SERVED[phase],
+        None,
+        None,
+        None,
+    )
+    assert plan.serving is phase.authoritative
+
+
+MIXED_LOCKING: dict[Phase, Expected] = {
+    L: OLD_ONLY,
+    D: OLD_ONLY,
+    S: OLD_ONLY,
+    LI: "sql_mixed_tables",
+    R: "sql_mixed_tables",
+    C: "sql_mixed_tables",
+}
+
+
+@pytest.mark.parametrize("phase", list(Phase), ids=[p.value for p in Phase])
+def test_a_locking_read_of_covered_and_uncovered_tables_is_served_by_old_while_old_takes_writes(
+    phase: Phase,
+) -> None:
+    request = ANALYZER.request(
+        "postgres", ["SELECT * FROM orders o JOIN audit_log a ON a.order_id = o.id FOR UPDATE"], [None]
+    )
+    expected = MIXED_LOCKING[phase]
+    if isinstance(expected, str):
+        with pytest.raises(SqlRefusedError) as caught:
+            route_sql(phase, request, COVERED)
+        assert caught.value.code == expected and "no side holds both current" in caught.value.detail
+        return
+    plan = route_sql(phase, request, COVERED)
+    assert (plan.serving, plan.shadow, plan.fallback, plan.mirror) == expected

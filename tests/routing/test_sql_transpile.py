@@ -291,3 +291,21 @@ async def test_postgres_through_mysql_and_back_gives_the_same_rows(
     assert to_mysql.param_order is not None
     mysql_params = [params[i] for i in to_mysql.param_order]
     assert await _run(conn, back, mysql_params) == original
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        (
+            "SELECT id FROM orders WHERE id = $1 FOR NO KEY UPDATE",
+            "SELECT id FROM orders WHERE id = ? FOR UPDATE",
+        ),
+        ("SELECT id FROM orders WHERE id = $1 FOR KEY SHARE", "SELECT id FROM orders WHERE id = ? FOR SHARE"),
+        (
+            "SELECT id FROM orders WHERE id = $1 FOR UPDATE SKIP LOCKED",
+            "SELECT id FROM orders WHERE id = ? FOR UPDATE SKIP LOCKED",
+        ),
+    ],
+)
+def test_postgres_only_row_locks_become_the_stronger_mysql_lock(sql: str, expected: str) -> None:
+    assert _transpile(sql, PG, MY).text == expected

@@ -310,3 +310,33 @@ async def test_the_grafana_dashboards_metrics_are_all_exported(metrics_proxy: Pr
         found = [set(dict(found_labels)) for sample_name, found_labels in samples if sample_name == name]
         assert found, f"{name} is on the dashboard but not in /metrics"
         assert any(labels == keys for keys in found), f"{name}: labels {labels} vs exported {found}"
+
+
+async def test_sql_requests_are_counted_by_what_their_statements_do(shared_builder: ProxyBuilder) -> None:
+    """A POST to a SQL endpoint is a read when its statements read, for the tenant they pin."""
+    tenant = fresh_tenant("sql")
+    proxy = await shared_builder.start(
+        {
+            "telemetry": {"tenant_labels": [tenant]},
+            "backends": {"old": {"sql_dialect": "postgres"}, "new": {"sql_dialect": "postgres"}},
+            "sql": {"endpoints": [{"path": "/query"}], "covered_tables": ["orders"]},
+        }
+    )
+    statements = {
+        "read": f"SELECT * FROM orders WHERE tenant_id = '{tenant}'",
+        "write": f"UPDATE orders SET total = 1 WHERE tenant_id = '{tenant}' AND id = 1",
+        "locking read": f"SELECT * FROM orders WHERE tenant_id = '{tenant}' AND id = 1 FOR UPDATE",
+    }
+    classes = {}
+    for name, sql in statements.items():
+        response = await proxy.client.post("/query", json={"sql": sql})  # no tenant header
+        assert response.headers["x-cutover-served-by"] == "old"
+        classes[name] = f"{response.status_code // 100}xx"
+    samples = await scrape(proxy.admin)
+    key = {"tenant": tenant, "phase": "legacy", "decision": "respond", "served_by": "old"}
+    assert value(samples, "cutover_requests_total", kind="read", status_class=classes["read"], **key) == 1
+    # A locking read takes row locks where writes go: it is counted with the writes.
+    writes = {"kind": "write", "status_class": classes["write"], **key}
+    assert value(samples, "cutover_requests_total", **writes) == 2
+    served = {"phase": "legacy", "served_by": "old"}
+    assert total(samples, "cutover_request_duration_seconds_count", kind="read", **served) >= 1
