@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from buffer_worker.spool_check import SpoolUnusableError
 from config.loader import ConfigError, load_settings
 from proxy.admin_client import AdminClient, AdminClientError
 from proxy.data_cli import add_data_commands
@@ -33,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.run(args)
         return code
-    except ConfigError as exc:
+    except (ConfigError, SpoolUnusableError) as exc:
         print(f"cutover: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except AdminClientError as exc:
