@@ -1,6 +1,7 @@
 """Admin API (its own port): tenants and their phases, audit, divergences, health. JSON, OpenAPI at /docs.
 
-Errors share the data plane's shape: `{"error": code, "detail": text, ...}`.
+Errors share the data plane's shape: `{"error": code, "detail": text, ...}`, an unhandled exception too
+(`proxy.unexpected`: 500 `internal_error` with the request id of the logged traceback).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from proxy.phase_store import VersionConflictError
 from proxy.runtime import Runtime
 from proxy.seen_tenants import list_seen_only
 from proxy.status_page import create_status_router
+from proxy.unexpected import CatchUnexpected
 from routing.phases import Phase, PhaseMoveError
 from routing.tenant import InvalidTenantError, validate_tenant
 
@@ -250,4 +252,5 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
     from proxy.divergence.admin import register_divergence_routes  # imported here: it imports this module
 
     register_divergence_routes(app, runtime)
+    app.add_middleware(CatchUnexpected)  # inside the framework's own error middleware: no plain-text 500
     return app
