@@ -183,7 +183,7 @@ class SpoolingSink:
             if reachable:
                 log.info("Redis takes intents again")
             else:
-                log.warning("Redis did not take an intent (%s); spooling to %s", why, self._path)
+                log.warning("Redis is unreachable or slow (%s); intents go to the spool %s", why, self._path)
                 self._wake.set()  # the background task watches for its return
         self.redis_reachable = reachable
 
