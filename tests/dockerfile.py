@@ -12,7 +12,8 @@ differ from the image:
 - `pip install ... -r FILE` is checked, not run: every requirement must be satisfied by the development
   environment, which stands in for the image's dependency layer (no network, no compiler);
 - `pip install ... .` runs with `--no-deps --no-build-isolation` (the build backend and the dependencies
-  come from the development environment) and the prefix moved into the temporary directory.
+  come from the development environment), `--ignore-installed` (the development install stays) and the
+  prefix moved into the temporary directory.
 """
 
 from __future__ import annotations
@@ -175,7 +176,9 @@ def _run(instruction: Instruction, workdir: Path, filesystem: Path, prefix: str)
     target = filesystem / prefix.lstrip("/")
     built = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation"]
-        + ["--no-cache-dir", "--prefix", str(target), "."],
+        # --ignore-installed: with only --prefix, pip would first uninstall the development environment's
+        # own (editable) cutover, which it finds on its path.
+        + ["--ignore-installed", "--no-cache-dir", "--prefix", str(target), "."],
         cwd=workdir,
         timeout=120,
         capture_output=True,
