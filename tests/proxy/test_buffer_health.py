@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
+from proxy import server as proxy_server
+from proxy.cli import main
 from routing.phases import Phase
 from tests.conftest import (
     PG_ADMIN_DSN,
@@ -144,7 +146,7 @@ async def test_spool_broken_while_redis_is_up_is_degraded_not_refused(
 
 
 # -- start-up ---------------------------------------------------------------------------------------------
-def _serve_with_spool(tmp_path: Path, spool_path: Path) -> subprocess.CompletedProcess[str]:
+def _config(tmp_path: Path, spool_path: Path, *, workers: int = 1) -> Path:
     config = tmp_path / "cutover.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -155,35 +157,59 @@ def _serve_with_spool(tmp_path: Path, spool_path: Path) -> subprocess.CompletedP
                 "listen": f"127.0.0.1:{closed_port()}",
                 "admin": {"listen": f"127.0.0.1:{closed_port()}"},
                 "buffer": {"spool_path": str(spool_path)},
+                "workers": workers,
             }
         )
     )
-    return subprocess.run(
-        [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config)],
+    return config
+
+
+def test_serve_refuses_to_start_with_a_missing_spool_directory(tmp_path: Path) -> None:
+    spool_path = tmp_path / "absent" / "intents.spool"
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy.cli", "serve", "--config", str(_config(tmp_path, spool_path))],
         capture_output=True,
         text=True,
         timeout=30,
     )
-
-
-def _missing_directory(tmp_path: Path) -> tuple[Path, str]:
-    return tmp_path / "absent" / "intents.spool", f"directory {tmp_path / 'absent'} does not exist"
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"cutover: spool {spool_path}.0 is not usable: directory {tmp_path / 'absent'} does not exist"
+        " (buffer.spool_path)\n"
+    )
 
 
 def _parent_is_a_file(tmp_path: Path) -> tuple[Path, str]:
     (tmp_path / "plain").write_text("")
-    return tmp_path / "plain" / "intents.spool", f"{tmp_path / 'plain'} is not a directory"
+    return (
+        tmp_path / "plain" / "intents.spool",
+        f"spool {tmp_path / 'plain' / 'intents.spool.0'} is not \
+usable: {tmp_path / 'plain'} is not a directory",
+    )
 
 
-def _spool_is_a_directory(tmp_path: Path) -> tuple[Path, str]:
-    (tmp_path / "intents.spool.0").mkdir()
-    return tmp_path / "intents.spool", f"{tmp_path / 'intents.spool.0'} is not a regular file"
+def _second_process_spool_is_a_directory(tmp_path: Path) -> tuple[Path, str]:
+    (tmp_path / "intents.spool.1").mkdir()  # each process has its own spool: all are checked
+    return (
+        tmp_path / "intents.spool",
+        f"spool {tmp_path / 'intents.spool.1'} is not usable: \
+{tmp_path / 'intents.spool.1'} is not a regular file",
+    )
 
 
-@pytest.mark.parametrize("case", [_missing_directory, _parent_is_a_file, _spool_is_a_directory])
-def test_serve_refuses_to_start_with_an_unusable_spool(tmp_path: Path, case: Any) -> None:
-    spool_path, problem = case(tmp_path)
-    result = _serve_with_spool(tmp_path, spool_path)
-    assert result.returncode == 2, (result.returncode, result.stderr)
-    assert result.stdout == ""
-    assert result.stderr == f"cutover: spool {spool_path}.0 is not usable: {problem} (buffer.spool_path)\n"
+@pytest.mark.parametrize("case", [_parent_is_a_file, _second_process_spool_is_a_directory])
+def test_serve_names_the_spool_and_its_problem(
+    tmp_path: Path, case: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same refusal in process (the check runs before anything starts): cheaper than a subprocess."""
+
+    def started(*_args: Any, **_kwargs: Any) -> None:
+        raise AssertionError("serve went past the spool check")
+
+    monkeypatch.setattr(proxy_server, "configure_logging", started)  # the first thing serve does after it
+    spool_path, message = case(tmp_path)
+    assert main(["serve", "--config", str(_config(tmp_path, spool_path, workers=2))]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"cutover: {message} (buffer.spool_path)\n"
