@@ -45,6 +45,12 @@ def pending_field(tenant: str, side: str) -> str:
     return f"{tenant}|{side}"
 
 
+def workers_key(prefix: str) -> str:
+    """Sorted set of worker id → time of its last beat (ms): the live workers, for fair shares and health
+    checks. One key for the whole buffer (no hash tag)."""
+    return f"{prefix}:workers"
+
+
 def worker_stats_key(prefix: str) -> str:
     """Hash of counter name → total over every worker (applied, retries, dead_lettered, parked). One key for
     the whole buffer (no hash tag): workers add their deltas about once a second."""

@@ -7,7 +7,7 @@ from redis.exceptions import RedisError
 
 from buffer_worker.intent import Intent
 from buffer_worker.keys import partition_of, pending_field, pending_key, stream_key
-from buffer_worker.sink import BufferUnavailableError
+from buffer_worker.sink import BufferUnavailableError, Refusal
 from routing.phases import Side
 
 # XADD and the pending counter's increment, atomically (the counter never says 0 while an intent is in
@@ -28,6 +28,7 @@ class RedisIntentProducer:
         self._prefix = prefix
         self._partitions = partitions
         self._append = client.register_script(_APPEND_LUA)
+        self.reachable = True  # what the last command found; nothing is known to be wrong at first
 
     @classmethod
     def from_url(
@@ -39,14 +40,23 @@ class RedisIntentProducer:
     async def start(self) -> None:
         pass
 
-    def can_accept(self) -> bool:
-        return True
+    def refusal(self) -> Refusal | None:
+        return None  # without a spool there is nothing to fall back on, so nothing to foresee
 
     def spooled(self, tenant: str) -> int:
         return 0
 
     def status(self) -> dict[str, object]:
-        return {"spooled": 0, "spool_bytes": 0, "accepting": True}
+        return {"spooled": 0, "spool_bytes": 0, "accepting": True, "redis_reachable": self.reachable}
+
+    async def ping(self) -> None:
+        """Raise `BufferUnavailableError` unless Redis answers."""
+        try:
+            await self._redis.ping()
+        except (RedisError, OSError) as exc:
+            self.reachable = False
+            raise BufferUnavailableError("", type(exc).__name__) from exc
+        self.reachable = True
 
     async def append(self, intent: Intent) -> None:
         partition = partition_of(intent.tenant, self._partitions)
@@ -57,7 +67,9 @@ class RedisIntentProducer:
         try:
             await self._append(keys=keys, args=args)
         except (RedisError, OSError) as exc:
+            self.reachable = False
             raise BufferUnavailableError(intent.tenant, type(exc).__name__) from exc
+        self.reachable = True
 
     async def pending(self, tenant: str, target: Side) -> int:
         partition = partition_of(tenant, self._partitions)

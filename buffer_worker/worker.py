@@ -20,8 +20,6 @@ import asyncio
 import dataclasses
 import logging
 import math
-import os
-import socket
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -48,8 +46,10 @@ from buffer_worker.keys import (
     redrive_key,
     stream_key,
     worker_stats_key,
+    workers_key,
 )
 from buffer_worker.lease import PartitionLeases
+from buffer_worker.liveness import default_worker_id
 from buffer_worker.throttle import TenantThrottle
 from config.settings import Settings
 from telemetry.tracing import context_from_traceparent
@@ -94,14 +94,14 @@ class Worker:
         self._redis = client or aioredis.Redis.from_url(
             settings.redis_url.get_secret_value(), socket_timeout=self._config.block_ms / 1000 + 5
         )
-        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.worker_id = worker_id or default_worker_id()
         self._leases = PartitionLeases(
             self._redis, prefix=self._buffer.key_prefix, owner=self.worker_id, ttl_s=self._config.lease_ttl_s
         )
         self._owned: dict[int, asyncio.Task[None]] = {}
         self._releasing: set[int] = set()
         self._redis_deadline_s = self._config.block_ms / 1000 + 5.0
-        self._workers_key = f"{self._buffer.key_prefix}:workers"
+        self._workers_key = workers_key(self._buffer.key_prefix)
         self._throttle = TenantThrottle(self._config.tenant_rate_per_s)
         self.stats = WorkerStats()
         self._published = WorkerStats()  # the part of `stats` already added to the shared totals

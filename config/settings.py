@@ -130,6 +130,8 @@ class BufferSettings(_Frozen):
     key_prefix: str = Field(default="cutover", min_length=1)
     spool_path: str = "cutover-intents.spool"
     spool_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    # How often a healthy proxy re-checks that its spool takes writes (and that Redis answers).
+    spool_check_interval_s: float = Field(default=5.0, gt=0)
 
 
 class WorkerSettings(_Frozen):

@@ -1,6 +1,7 @@
 """Admin API (its own port): tenants and their phases, audit, divergences, health. JSON, OpenAPI at /docs.
 
-Errors share the data plane's shape: `{"error": code, "detail": text, ...}`.
+Errors share the data plane's shape: `{"error": code, "detail": text, ...}`, an unhandled exception too
+(`proxy.unexpected`: 500 `internal_error` with the request id of the logged traceback).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from proxy.phase_store import VersionConflictError
 from proxy.runtime import Runtime
 from proxy.seen_tenants import list_seen_only
 from proxy.status_page import create_status_router
+from proxy.unexpected import CatchUnexpected
 from routing.phases import Phase, PhaseMoveError
 from routing.tenant import InvalidTenantError, validate_tenant
 
@@ -129,19 +131,32 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
         cache = runtime.cache
+        buffer = runtime.sink.status()
+        refusal = runtime.sink.refusal()
+        # Not ready: requests would be refused (no phases yet, or mirroring writes that the buffer could
+        # not take). Degraded: served, but something a failure could soon need is missing.
+        if not cache.loaded or refusal is not None:
+            status = "not_ready"
+        elif (
+            not cache.connected
+            or buffer.get("redis_reachable") is False
+            or buffer.get("spool_writable") is False
+        ):
+            status = "degraded"
+        else:
+            status = "ready"
         body: dict[str, Any] = {
-            "status": "ready"
-            if cache.loaded and cache.connected
-            else ("degraded" if cache.loaded else "not_ready"),
+            "status": status,
             "phases_loaded": cache.loaded,
             "phase_store_connected": cache.connected,
             "phase_cache_stale_s": cache.staleness_s(),
             "phase_store_error": cache.last_error,
             "tenants_cached": len(cache.snapshot()),
             "shadow_in_flight": runtime.shadow.in_flight,
-            "buffer": runtime.sink.status(),
+            "buffer": buffer,
+            "buffer_refusal": None if refusal is None else {"error": refusal.code, "detail": refusal.detail},
         }
-        return JSONResponse(body, status_code=200 if cache.loaded else 503)
+        return JSONResponse(body, status_code=503 if status == "not_ready" else 200)
 
     @app.get("/stats")
     async def stats(_who: Reader) -> dict[str, Any]:
@@ -237,4 +252,5 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
     from proxy.divergence.admin import register_divergence_routes  # imported here: it imports this module
 
     register_divergence_routes(app, runtime)
+    app.add_middleware(CatchUnexpected)  # inside the framework's own error middleware: no plain-text 500
     return app

@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from proxy.errors import BadRequest, ProxyError, ServiceUnavailable
+from proxy.errors import BadRequest, InternalError, ProxyError, ServiceUnavailable
 from proxy.executor import PHASE_HEADERS, Executor
 from proxy.phase_cache import PhaseCache
 from proxy.request import ClientDisconnected, ProxyRequest, read_body
 from proxy.request_telemetry import REJECTED, Exchange, RequestTelemetry
 from proxy.sql_endpoint import SqlRouter
 from proxy.types import Receive, Scope, Send
+from proxy.unexpected import internal_error
 from proxy.write_gate import WriteGate
 from routing.classify import InvalidTargetError, RequestFacts, RequestKind, check_target, classify
 from routing.decide import decide
@@ -144,6 +145,14 @@ class DataPlane:
             await _send_error(send, BadRequest(str(exc), code=code), phase_header)
         except ClientDisconnected:
             return
+        except ConnectionAbortedError:
+            raise  # a backend failed mid-body, after the status line: the server cuts the connection
+        except Exception as exc:
+            # A bug. Answered in cutover's shape, never the server's plain-text 500; if the response has
+            # started, `_send_error` cannot send and the incomplete response makes the server cut the
+            # connection.
+            _answered_by_proxy(exchange, InternalError.status)
+            await _send_error(send, internal_error(scope, exc), phase_header)
         finally:
             if gated is not None:
                 self._gate.exit(gated)

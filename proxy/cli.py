@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from buffer_worker.spool_check import SpoolUnusableError
 from config.loader import ConfigError, load_settings
 from proxy.admin_client import AdminClient, AdminClientError
 from proxy.data_cli import add_data_commands
@@ -33,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.run(args)
         return code
-    except ConfigError as exc:
+    except (ConfigError, SpoolUnusableError) as exc:
         print(f"cutover: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except AdminClientError as exc:
@@ -56,7 +57,19 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="run a buffer worker (applies intents to the mirrored side)")
     worker.add_argument("--config", help="YAML settings file (default: $CUTOVER_CONFIG)")
+    worker.add_argument(
+        "--check",
+        action="store_true",
+        help="run nothing: exit 0 if a worker of this host beat within worker.lease_ttl_s, else 1 "
+        "(a container health check)",
+    )
     worker.set_defaults(run=_worker)
+
+    backend = commands.add_parser("demo-backend", help="serve one demo data service (the demo's old or new)")
+    backend.add_argument("name", help="the name it reports (old, new)")
+    backend.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    backend.add_argument("--port", type=int, default=8000)
+    backend.set_defaults(run=_demo_backend)
 
     demo = commands.add_parser("demo", help="run the end-to-end demo against local PostgreSQL and Redis")
     demo.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
@@ -142,9 +155,23 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    if args.check:
+        from buffer_worker.liveness import check_worker
+
+        alive, why = check_worker(settings)
+        print(why, file=sys.stdout if alive else sys.stderr)
+        return EXIT_OK if alive else EXIT_REFUSED
     from buffer_worker.runner import run_worker
 
-    return run_worker(load_settings(args.config))
+    return run_worker(settings)
+
+
+def _demo_backend(args: argparse.Namespace) -> int:
+    from proxy.demo.backend import serve_backend
+
+    serve_backend(args.name, host=args.host, port=args.port)
+    return EXIT_OK
 
 
 def _demo(args: argparse.Namespace) -> int:

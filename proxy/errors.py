@@ -5,7 +5,8 @@ ProxyError
 ├── PayloadTooLarge        413  body_too_large
 ├── Unprocessable          422  sql_refused / sql_mixed_tables / sql_ddl_refused / sql_untranspilable
 ├── BackendError           502 / 504  backend_unreachable / backend_bad_response / backend_timeout
-├── ServiceUnavailable     503  not_ready / fallback_unsafe / buffer_unavailable  (+ Retry-After)
+├── ServiceUnavailable     503  not_ready / fallback_unsafe / buffer_full / buffer_unavailable (Retry-After)
+├── InternalError          500  internal_error  (an exception nobody handled: a bug; carries request_id)
 └── MethodNotAllowed       405  (non-HTTP scopes such as websockets are not proxied)
 """
 
@@ -67,6 +68,21 @@ class BackendError(ProxyError):
     def of(cls, failure: BackendFailure) -> BackendError:
         """The client's answer to a failed backend call."""
         return cls(failure.backend, timeout=failure.timeout, detail=failure.detail, code=failure.code)
+
+
+class InternalError(ProxyError):
+    """What the client sees of a bug: the log line with the traceback carries the same request id."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, exc: BaseException, *, request_id: str) -> None:
+        # The exception's type, never its text: that may hold values or secrets.
+        super().__init__(
+            f"unexpected {type(exc).__name__} while handling the request; it is logged with request id "
+            f"{request_id}",
+            request_id=request_id,
+        )
 
 
 class ServiceUnavailable(ProxyError):

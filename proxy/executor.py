@@ -53,13 +53,14 @@ class Executor:
     async def run(
         self, plan: Plan, request: ProxyRequest, send: Send, exchange: Exchange | None = None
     ) -> None:
-        if plan.mirror is not None and not self._sink.can_accept():
+        if plan.mirror is not None and (refusal := self._sink.refusal()) is not None:
             # Checked before the authoritative side sees the write: never acknowledge what cannot be mirrored.
             raise ServiceUnavailable(
-                f"the write buffer is full (Redis unreachable and the local spool at its limit); "
+                f"the write buffer cannot take intents: {refusal.detail}; "
                 f"the write was not sent to {plan.serving}",
-                code="buffer_full",
+                code=refusal.code,
                 retry_after_s=5,
+                tenant=request.mirror_tenant,
             )
         if plan.shadow is None or not self._shadow.admit(plan, request):
             await self._serve(plan, request, send, exchange, capture=False)

@@ -17,6 +17,7 @@ from buffer_worker.inspect import BufferInspector
 from buffer_worker.producer import RedisIntentProducer
 from buffer_worker.sink import IntentSink
 from buffer_worker.spool import SpoolingSink
+from buffer_worker.spool_check import spool_file
 from config.settings import Settings
 from proxy.app import DataPlane
 from proxy.divergence.rollback import RollbackMonitor
@@ -73,9 +74,11 @@ class Runtime:
             producer = RedisIntentProducer.from_url(
                 redis_url, prefix=buffer.key_prefix, partitions=buffer.partitions
             )
-            # One spool file per proxy process: a restarted process resumes its own predecessor's spool.
             sink = SpoolingSink(
-                producer, f"{buffer.spool_path}.{process_index}", max_bytes=buffer.spool_max_bytes
+                producer,
+                spool_file(buffer.spool_path, process_index),
+                max_bytes=buffer.spool_max_bytes,
+                check_interval_s=buffer.spool_check_interval_s,
             )
         cache = PhaseCache(
             dsn,

@@ -21,6 +21,7 @@ from typing import Any, cast
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from buffer_worker.spool_check import check_spool, spool_file
 from config.settings import ListenAddress, Settings
 from proxy.admin import create_admin_app
 from proxy.app import REQUEST_TARGET_EXTENSION
@@ -125,6 +126,10 @@ def _process_main(settings: Settings, index: int, reuse_port: bool) -> None:
 
 
 def serve(settings: Settings) -> int:
+    """Run the proxy; raise `SpoolUnusableError` before starting anything when a process's spool could
+    not take an intent (a proxy that cannot keep its promise on a Redis outage must not start)."""
+    for index in range(settings.workers):
+        check_spool(spool_file(settings.buffer.spool_path, index))
     configure_logging(settings, component="proxy")
     if settings.workers == 1:
         run_async(run_process(settings, index=0, reuse_port=False))

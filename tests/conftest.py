@@ -28,7 +28,7 @@ import uvicorn
 from buffer_worker.intent import Intent
 from buffer_worker.keys import partition_of, pending_field, pending_key, stream_key
 from buffer_worker.producer import RedisIntentProducer
-from buffer_worker.sink import BufferUnavailableError
+from buffer_worker.sink import BufferUnavailableError, Refusal
 from config.settings import ListenAddress, Settings
 from proxy.admin import create_admin_app
 from proxy.demo.backend import Faults, create_backend_app
@@ -390,8 +390,8 @@ class MemorySink:
     async def start(self) -> None:
         self.started = True
 
-    def can_accept(self) -> bool:
-        return self.accepting
+    def refusal(self) -> Refusal | None:
+        return None if self.accepting else Refusal("buffer_full", "the test's sink is not accepting")
 
     def status(self) -> dict[str, object]:
         return {"spooled": 0, "spool_bytes": 0, "accepting": self.accepting}

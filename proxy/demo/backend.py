@@ -154,14 +154,18 @@ def create_backend_app(name: str, *, id_prefix: str = "") -> FastAPI:
     return app
 
 
+def serve_backend(name: str, *, host: str, port: int) -> None:
+    """Serve one demo data service until SIGINT/SIGTERM (`cutover demo-backend`)."""
+    import uvicorn
+
+    uvicorn.run(create_backend_app(name), host=host, port=port, log_level="warning", access_log=False)
+
+
 def main() -> None:
     """`python -m proxy.demo.backend NAME PORT`: serve one demo data service on 127.0.0.1:PORT."""
     import sys
 
-    import uvicorn
-
-    name, port = sys.argv[1], int(sys.argv[2])
-    uvicorn.run(create_backend_app(name), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    serve_backend(sys.argv[1], host="127.0.0.1", port=int(sys.argv[2]))
 
 
 if __name__ == "__main__":
