@@ -165,7 +165,7 @@ async def test_mirrored_writes_racing_the_copy_are_never_undone(data_env: DataEn
 
     writer = asyncio.create_task(client_writes())
     try:
-        report = await run_backfill(settings, BackfillOptions(tenant, chunk_rows=1000, rows_per_s=15_000))
+        report = await run_backfill(settings, BackfillOptions(tenant, chunk_rows=1000, rows_per_s=10_000))
     finally:
         stop.set()
         await writer
@@ -173,7 +173,8 @@ async def test_mirrored_writes_racing_the_copy_are_never_undone(data_env: DataEn
     try:
         assert report.tables[0].chunks >= 30
         assert report.tables[0].chunks_direct < report.tables[0].chunks  # some chunks met mirrored rows
-        assert writes["put"] > 100 and writes["delete"] > 10
+        # Enough racing writes to prove something; how many fit in the copy's ~3 s depends on the machine.
+        assert writes["put"] > 20 and writes["delete"] > 2, writes
         old_rows = {
             r["id"]: r["doc"]
             for r in await old.fetch(f"SELECT id, doc FROM {table} WHERE tenant_id = $1", tenant)
