@@ -1,9 +1,17 @@
-"""Apply intents to a PostgreSQL mirror: one transaction per batch, idempotent through a ledger of intents.
+"""Apply intents toward one side to that side's PostgreSQL database: one transaction per batch, idempotent
+through a ledger of intents.
+
+One applier serves one side (`target`): the worker's applier per side (`buffer_worker.side_appliers`)
+hands it only the intents that name that side, and it refuses any other, so a write meant for old can
+never land in new's database.
 
 Each configured resource maps a REST path (`/items/{key}`) to a table keyed by (tenant, key) with the
-JSON body in a jsonb column. PUT/POST/PATCH upsert the row (PATCH merges into the stored document),
-DELETE removes it. Every intent id goes into the ledger `cutover_applied_intent` atomically with its
-effect, so a re-delivered batch, or a batch re-read after a worker crash, changes nothing.
+JSON document in a jsonb column. With state transfer (`worker.postgres.state_transfer`, the default) a
+write sets the row to the key's current state on the authoritative side, read under the tenant's mirror
+lock (`buffer_worker.pg_state`); without it, the write's body is replayed: PUT/POST/PATCH upsert the row
+(PATCH merges into the stored document), DELETE removes it. Every intent id goes into the ledger
+`cutover_applied_intent` atomically with its effect, so a re-delivered batch, or a batch re-read after a
+worker crash, changes nothing.
 
 A batch is first tried as one statement (`pg_batch`: the batch collapsed to its final effect per row).
 That is only right when no intent of it was applied before; the statement checks this and rolls itself
@@ -28,7 +36,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from buffer_worker.http_applier import PermanentApplyError, TransientApplyError, UnreachableError
+from buffer_worker.http_applier import ApplyError, PermanentApplyError, TransientApplyError, UnreachableError
 from buffer_worker.intent import Intent
 from buffer_worker.ledger import LEDGER_DDL, prune_forever
 from buffer_worker.mirror_lock import applier_locks_sql
@@ -41,8 +49,10 @@ from buffer_worker.pg_batch import (
     batch_statement,
     collapse,
 )
+from buffer_worker.pg_state import RowKey, StateSource, state_statement
 from buffer_worker.sql_apply import SqlIntents, coerce
-from config.settings import PostgresApplierSettings, PostgresResource
+from config.pg_applier import PostgresApplierSettings, PostgresResource
+from routing.phases import Side
 
 # Creating the ledger and the check function from several workers at once races in the catalog: serialise.
 _DDL_LOCK = "SELECT pg_advisory_xact_lock(hashtext('cutover_applier_ddl'))"
@@ -84,18 +94,33 @@ def _route(resource: PostgresResource) -> _Route:
 
 class PostgresApplier:
     def __init__(
-        self, settings: PostgresApplierSettings, *, id_field: str = "id", sql: SqlIntents | None = None
+        self,
+        settings: PostgresApplierSettings,
+        target: Side = Side.NEW,
+        *,
+        id_field: str = "id",
+        sql: SqlIntents | None = None,
+        state: StateSource | None = None,
     ) -> None:
-        self._dsn = settings.url.get_secret_value()
-        self._routes = [_route(resource) for resource in settings.resources]
-        self._batch_sql = batch_statement(
-            [Table(r.table, r.tenant_column, r.key_column, r.document_column) for r in settings.resources]
-        )
+        side = settings.side(target)
+        if side is None:
+            raise ValueError(f"worker.postgres.{target.value} is not configured")
+        self._target = target
+        self._dsn = side.url.get_secret_value()
+        self._routes = [_route(resource) for resource in side.resources]
+        tables = [Table(r.table, r.tenant_column, r.key_column, r.document_column) for r in side.resources]
+        self._batch_sql = batch_statement(tables)
+        self._state = state  # None: replay the write's body
+        self._state_sql = state_statement(tables)
         self._id_field = id_field
         self._sql = sql  # writes to SQL endpoints: executed as the statements they carry
         self._retention_s = settings.ledger_retention_h * 3600
         self._pool: asyncpg.Pool | None = None
         self._pruning: asyncio.Task[None] | None = None
+
+    @property
+    def target(self) -> Side:
+        return self._target
 
     async def start(self) -> None:
         # Without mirrored SQL, a batch leaves nothing in the session (its locks are transaction-scoped),
@@ -103,6 +128,8 @@ class PostgresApplier:
         # A transaction a cancelled batch left open is rolled back by the pool before `reset` either way.
         reset = None if self._sql is not None else _nothing_to_reset
         self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=4, reset=reset)
+        if self._state is not None:
+            await self._state.start()
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(_DDL_LOCK)
             await conn.execute(LEDGER_DDL)
@@ -119,6 +146,8 @@ class PostgresApplier:
                 await self._pruning
         if self._pool is not None:
             await self._pool.close()
+        if self._state is not None:
+            await self._state.close()
 
     async def apply(self, intent: Intent) -> None:
         await self.apply_batch([intent])
@@ -130,8 +159,10 @@ class PostgresApplier:
         writes = [plan for plan in plans if isinstance(plan, RowWrite)]
         try:
             async with self._pool.acquire() as conn:
-                if len(writes) == len(plans) and await self._apply_collapsed(conn, intents, writes):
-                    return
+                if len(writes) == len(plans):
+                    collapsed = self._apply_collapsed if self._state is None else self._transfer_collapsed
+                    if await collapsed(conn, intents, writes):
+                        return
                 await self._apply_in_order(conn, intents, plans)
         except (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError) as exc:
             raise UnreachableError(intents[0], f"mirror database unreachable: {type(exc).__name__}") from exc
@@ -163,12 +194,43 @@ class PostgresApplier:
         await conn.execute("COMMIT")
         return True
 
+    async def _transfer_collapsed(
+        self, conn: asyncpg.Connection, intents: Sequence[Intent], writes: Sequence[RowWrite]
+    ) -> bool:
+        """The fast path under state transfer: the touched keys' current rows read from the
+        authoritative side after the locks are held, then written in one statement. False when some
+        intent was applied before (nothing changed then)."""
+        assert self._state is not None
+        touched = self._touched(writes)
+        await conn.execute("BEGIN;" + applier_locks_sql(i.tenant for i in intents))
+        try:
+            found = await self._state.read(intents, touched)
+            arguments: list[Any] = [orjson.dumps([i.intent_id for i in intents]).decode(), len(intents)]
+            for rows, keys in zip(found, touched, strict=True):
+                arguments += [rows, orjson.dumps([{"t": t, "k": k} for t, k in keys]).decode()]
+            await conn.fetchval(self._state_sql, *arguments)
+        except (asyncpg.PostgresError, ApplyError) as exc:
+            await conn.execute("ROLLBACK")
+            if getattr(exc, "sqlstate", None) == STALE_SQLSTATE:
+                return False
+            raise
+        await conn.execute("COMMIT")
+        return True
+
+    def _touched(self, writes: Sequence[RowWrite]) -> list[list[RowKey]]:
+        """Per table, the (tenant, key) rows `writes` touch, each once."""
+        touched: list[dict[RowKey, None]] = [{} for _ in self._routes]
+        for write in writes:
+            touched[write.table][(write.tenant, write.key)] = None
+        return [list(keys) for keys in touched]
+
     async def _apply_in_order(
         self, conn: asyncpg.Connection, intents: Sequence[Intent], plans: Sequence[_Plan]
     ) -> None:
         """Intent by intent, in one transaction, skipping what the ledger holds already."""
         async with conn.transaction():
             await conn.execute(applier_locks_sql(intent.tenant for intent in intents))
+            states = await self._states(intents, plans)
             fresh = {
                 row["intent_id"]
                 for row in await conn.fetch(
@@ -185,7 +247,8 @@ class PostgresApplier:
                     continue
                 # An intent twice in one batch (an append that was sent again) applies once.
                 fresh.discard(intent.intent_id)
-                for sql, args in [self._statement(plan)] if isinstance(plan, RowWrite) else plan:
+                statements = [self._statement(plan, states)] if isinstance(plan, RowWrite) else plan
+                for sql, args in statements:
                     if run_sql is not None and sql != run_sql and run:
                         await _execute(conn, run_sql, run)
                         run = []
@@ -194,7 +257,28 @@ class PostgresApplier:
             if run and run_sql is not None:
                 await _execute(conn, run_sql, run)
 
+    async def _states(
+        self, intents: Sequence[Intent], plans: Sequence[_Plan]
+    ) -> dict[tuple[int, str, str], str] | None:
+        """Under state transfer, the current document (JSON text) of every row the batch's REST intents
+        touch and the authoritative side holds, by (table, tenant, key); None when replaying."""
+        writes = [plan for plan in plans if isinstance(plan, RowWrite)]
+        if self._state is None or not writes:
+            return None
+        found = await self._state.read(intents, self._touched(writes))
+        return {
+            (table, row["t"], row["k"]): orjson.dumps(row["d"]).decode()
+            for table, rows in enumerate(found)
+            for row in orjson.loads(rows)
+        }
+
     def _plan(self, intent: Intent) -> _Plan:
+        if intent.target is not self._target:
+            # The per-side dispatch never does this; refusing it keeps any slip from writing the other
+            # side's intent into this side's database.
+            raise PermanentApplyError(
+                intent, f"an intent toward {intent.target} reached the applier toward {self._target}"
+            )
         if self._sql is not None and self._sql.matches(intent):
             return [(_Sql(text, typed=True), args) for text, args in self._sql.statements(intent)]
         return self._resolve(intent)
@@ -206,8 +290,8 @@ class PostgresApplier:
             if match is None:
                 continue
             key = match.group("key")
-            if intent.method == "DELETE":
-                return RowWrite(number, intent.tenant, key, "DELETE", None)
+            if intent.method == "DELETE" or self._state is not None:  # state transfer reads no body
+                return RowWrite(number, intent.tenant, key, intent.method, None)
             document = _document(intent.body, intent)
             document.setdefault(self._id_field, key)
             return RowWrite(number, intent.tenant, key, intent.method, document)
@@ -217,8 +301,15 @@ class PostgresApplier:
                 return self._resolve(_as_put(intent, created))
         raise PermanentApplyError(intent, f"no postgres resource maps {intent.method} {intent.path}")
 
-    def _statement(self, write: RowWrite) -> tuple[_Sql, tuple[Any, ...]]:
+    def _statement(
+        self, write: RowWrite, states: dict[tuple[int, str, str], str] | None
+    ) -> tuple[_Sql, tuple[Any, ...]]:
         route = self._routes[write.table]
+        if states is not None:
+            current = states.get((write.table, write.tenant, write.key))
+            if current is None:
+                return _Sql(route.delete), (write.tenant, write.key)
+            return _Sql(route.upsert), (write.tenant, write.key, current)
         if write.method == "DELETE":
             return _Sql(route.delete), (write.tenant, write.key)
         sql = route.merge if write.method == "PATCH" else route.upsert

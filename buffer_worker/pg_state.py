@@ -1,0 +1,141 @@
+"""State transfer for the PostgreSQL applier: a mirrored REST write sets the mirror's row to the key's
+*current* state on the authoritative side (upserted, or deleted when absent there), not to the body the
+write carried.
+
+Why: replay applies writes in stream order, and the stream order of two writes of one key can differ
+from the order the authoritative side committed them (each intent is appended after its write's
+response came back, and two proxies, or two connections of one, race between the two). Replayed, the
+earlier write can land last and the sides stay different for good.
+
+Why this converges: every intent is appended after its write committed on the authoritative side, and
+a partition is applied in stream order, one batch at a time, each batch reading the authoritative state
+after it took the tenant's mirror lock. So the last batch that touches a key reads after every commit of
+that key whose intent was appended before it; a commit whose intent comes later gets its own, later
+read. After the buffer drains, every key written through the proxy equals its authoritative state.
+
+Why the ledger stays: re-applying a state transfer is harmless only while the source is still the
+authority. An intent that arrives late (a stalled worker's batch that the partition's new owner has
+already applied and acknowledged, so the authority-switch barrier saw nothing pending) would copy the
+former authority over the current one. The ledger turns it into a no-op. SQL intents, which are
+replayed as statements, need it in any case.
+
+Sources of the authoritative state, per direction: that side's database when `worker.postgres.<side>`
+is configured (`DatabaseState`: one statement per batch for every table, each table read with its
+key pairs), otherwise a GET of the resource's item path on that side's backend (`HttpState`).
+
+Both hand the applier, per mirror table, a JSON array of `{"t": tenant, "k": key, "d": document}` for
+the keys found: the batch statement (`state_statement`) takes it as it is, so a document read from the
+source database is never decoded in Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import asyncpg
+import orjson
+
+from buffer_worker.http_applier import PermanentApplyError, TransientApplyError, UnreachableError
+from buffer_worker.intent import Intent
+from buffer_worker.pg_batch import Table
+from config.pg_applier import PostgresSide
+from routing.phases import Side
+
+RowKey = tuple[str, str]  # (tenant, key)
+_PERMANENT_CLASSES = ("22", "23", "42")  # as the applier's: data, integrity, syntax and access rules
+_ROWS = "jsonb_to_recordset(${}::jsonb) AS {}(t text, k text, d jsonb)"
+_KEYS = "jsonb_to_recordset(${}::jsonb) AS {}(t text, k text)"
+
+
+class StateSource(Protocol):
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    async def read(self, intents: Sequence[Intent], touched: Sequence[Sequence[RowKey]]) -> list[str]:
+        """Per mirror table (by index), the JSON array of the touched keys' current rows that exist on
+        the authoritative side. Raises `ApplyError`s naming the source; `intents` are the batch's."""
+        ...
+
+
+class DatabaseState:
+    """The authoritative side's database, read with one statement per batch."""
+
+    def __init__(self, side: Side, source: PostgresSide, paths: Sequence[str]) -> None:
+        """`paths`: the mirror's resources, in its table order."""
+        self._side = side
+        self._dsn = source.url.get_secret_value()
+        # The source's table for each mirror table: the source resource of the same path (the settings
+        # check that every path is mapped on both sides).
+        tables = []
+        for path in paths:
+            resource = source.resource(path)
+            if resource is None:
+                raise ValueError(f"worker.postgres.{side.value} maps no resource for {path}")
+            tables.append(resource)
+        selects = []
+        for number, r in enumerate(tables):
+            t, k, d = r.tenant_column, r.key_column, r.document_column
+            selects.append(
+                f"(SELECT coalesce(jsonb_agg(jsonb_build_object('t', s.{t}, 'k', s.{k}, 'd', s.{d})),"
+                f" '[]'::jsonb) FROM {r.table} s WHERE (s.{t}, s.{k}) IN"
+                f" (SELECT q.t, q.k FROM {_KEYS.format(number + 1, 'q')}))"
+            )
+        self._sql = "SELECT " + ", ".join(selects)
+        self._count = len(tables)
+        self._pool: asyncpg.Pool | None = None
+
+    async def start(self) -> None:
+        self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=4, reset=_nothing_to_reset)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+    async def read(self, intents: Sequence[Intent], touched: Sequence[Sequence[RowKey]]) -> list[str]:
+        assert self._pool is not None, "DatabaseState.start() was not awaited"
+        arguments = [orjson.dumps([{"t": t, "k": k} for t, k in keys]).decode() for keys in touched]
+        try:
+            async with self._pool.acquire() as conn:
+                row = await conn.fetchrow(self._sql, *arguments)
+        except (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError) as exc:
+            raise UnreachableError(
+                intents[0], f"{self._side} database unreachable for state transfer: {type(exc).__name__}"
+            ) from exc
+        except asyncpg.PostgresError as exc:
+            sqlstate = getattr(exc, "sqlstate", "") or ""
+            detail = f"{self._side} database refused the state-transfer read: {sqlstate} {exc}"
+            if sqlstate[:2] in _PERMANENT_CLASSES:
+                raise PermanentApplyError(intents[0], detail) from exc
+            raise TransientApplyError(intents[0], detail) from exc
+        assert row is not None
+        return [str(row[number]) for number in range(self._count)]
+
+
+async def _nothing_to_reset(_conn: asyncpg.Connection) -> None:
+    """Pool reset for connections that only ran the one read-only statement (no session state)."""
+
+
+def state_statement(tables: Sequence[Table]) -> str:
+    """The mirror's batch statement under state transfer: every table's found rows upserted, its touched
+    keys that were not found deleted, and every intent id into the ledger (fresh, or the statement fails
+    and rolls itself back, as `pg_batch.batch_statement` does). Parameters: $1 the intent ids (JSON
+    array), $2 their count, then per table the found rows (`{"t", "k", "d"}`) and the touched keys
+    (`{"t", "k"}`). Found and deleted rows are disjoint, as PostgreSQL requires of one statement."""
+    ctes = [
+        "fresh AS (INSERT INTO cutover_applied_intent (intent_id) SELECT jsonb_array_elements_text($1::jsonb)"
+        " ON CONFLICT DO NOTHING RETURNING 1)"
+    ]
+    for number, table in enumerate(tables):
+        found, touched = 3 + 2 * number, 4 + 2 * number
+        t, k, d, name = table.tenant_column, table.key_column, table.document_column, table.name
+        ctes.append(
+            f"set{number} AS (INSERT INTO {name} ({t}, {k}, {d})"
+            f" SELECT r.t, r.k, r.d FROM {_ROWS.format(found, 'r')}"
+            f" ON CONFLICT ({t}, {k}) DO UPDATE SET {d} = EXCLUDED.{d})"
+        )
+        ctes.append(
+            f"delete{number} AS (DELETE FROM {name} WHERE ({t}, {k}) IN"
+            f" (SELECT r.t, r.k FROM {_KEYS.format(touched, 'r')})"
+            f" AND ({t}, {k}) NOT IN (SELECT f.t, f.k FROM {_KEYS.format(found, 'f')}))"
+        )
+    return "WITH " + ",\n".join(ctes) + "\nSELECT cutover_require_fresh($2, (SELECT count(*) FROM fresh))"
