@@ -85,7 +85,9 @@ class DatabaseState:
         self._pool: asyncpg.Pool | None = None
 
     async def start(self) -> None:
-        self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=4, reset=_nothing_to_reset)
+        # No connection at start: a worker must start (and apply toward the other side, or retry) while
+        # this database is down; a read then fails as unreachable and is retried.
+        self._pool = await asyncpg.create_pool(self._dsn, min_size=0, max_size=4, reset=_nothing_to_reset)
 
     async def close(self) -> None:
         if self._pool is not None:
