@@ -18,7 +18,8 @@ from urllib.parse import quote
 
 from backfill.errors import RepairRefusedError
 from backfill.repair import RepairResult
-from buffer_worker.http_applier import ApplyError, HttpApplier
+from buffer_worker.apply_errors import ApplyError
+from buffer_worker.http_applier import HttpApplier
 from buffer_worker.intent import Intent
 from config.data import RestResource
 from routing.phases import Side

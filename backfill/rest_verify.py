@@ -15,10 +15,10 @@ import asyncio
 import contextlib
 import time
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode
 
-import httpx
-
+from backends.client import BackendClient
+from backends.errors import BackendFailure
 from backfill.errors import DataError, RepairRefusedError
 from backfill.pending import PendingIntents, PendingSnapshot
 from backfill.repair import refused_json
@@ -26,29 +26,19 @@ from backfill.report import KINDS, TableReport
 from backfill.rest_repair import repair_records
 from buffer_worker.http_applier import HttpApplier
 from config.data import DataTable, RestResource, TableSide
-from config.settings import BackendSettings, Settings
+from config.settings import Settings
 from routing.phases import Side
 
 Record = dict[str, Any]
 
 
-def _client(backend: BackendSettings, timeout_s: float) -> httpx.AsyncClient:
-    parts = urlsplit(backend.url.get_secret_value())
-    auth = httpx.BasicAuth(parts.username or "", parts.password or "") if parts.username else None
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    base = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-    headers = {name: value.get_secret_value() for name, value in backend.headers.set.items()}
-    return httpx.AsyncClient(base_url=base, auth=auth, headers=headers, timeout=timeout_s)
-
-
 class RestSide:
-    def __init__(self, label: str, client: httpx.AsyncClient, settings: Settings, tenant: str) -> None:
+    def __init__(self, label: str, client: BackendClient, settings: Settings, tenant: str) -> None:
         self.label = label
         self._client = client
         self._tenant_header = settings.tenant.header
         self._tenant = tenant
+        self._timeout_s = settings.data.rest.timeout_s
 
     async def records(self, resource: RestResource) -> tuple[dict[str, Record], int, int]:
         """Every record by id, the number of pages read, and records without an id."""
@@ -87,19 +77,25 @@ class RestSide:
         return found, pages, without_id
 
     async def _page(self, resource: RestResource, params: dict[str, Any]) -> dict[str, Any]:
+        # A query string in `list_path` is kept; the paging parameters are added to it.
+        path, _, fixed = resource.list_path.partition("?")
+        query = "&".join(part for part in (fixed, urlencode(params)) if part)
         try:
-            response = await self._client.get(
-                resource.list_path, params=params, headers={self._tenant_header: self._tenant}
+            answer = await self._client.call(
+                "GET",
+                path,
+                query=query,
+                headers=[(self._tenant_header, self._tenant)],
+                timeout_s=self._timeout_s,
             )
-        except httpx.HTTPError as exc:
-            raise DataError(
-                f"{resource.name}: the {self.label} side is unreachable ({type(exc).__name__})"
-            ) from None
-        if response.status_code != 200:
-            raise DataError(
-                f"{resource.name}: the {self.label} side answered {response.status_code} to the list"
-            )
-        body = response.json()
+        except BackendFailure as exc:
+            raise DataError(f"{resource.name}: the {self.label} side is unreachable ({exc.kind})") from None
+        if answer.status != 200:
+            raise DataError(f"{resource.name}: the {self.label} side answered {answer.status} to the list")
+        try:
+            body = answer.json()
+        except ValueError:
+            raise DataError(f"{resource.name}: the {self.label} side's page is not JSON") from None
         if not isinstance(body, dict):
             raise DataError(f"{resource.name}: the {self.label} side's page is not a JSON object")
         return body
@@ -135,10 +131,14 @@ async def verify_resources(
     rest = settings.data.rest
     gate = asyncio.Semaphore(rest.concurrency)
     async with contextlib.AsyncExitStack() as stack:
-        old_client = await stack.enter_async_context(_client(settings.backends.old, rest.timeout_s))
-        new_client = await stack.enter_async_context(_client(settings.backends.new, rest.timeout_s))
-        old = RestSide("old", old_client, settings, tenant)
-        new = RestSide("new", new_client, settings, tenant)
+        clients = {}
+        for side in Side:
+            client = BackendClient(side, getattr(settings.backends, side.value))
+            await client.start()
+            stack.push_async_callback(client.close)
+            clients[side] = client
+        old = RestSide("old", clients[Side.OLD], settings, tenant)
+        new = RestSide("new", clients[Side.NEW], settings, tenant)
         applier: HttpApplier | None = None
         if source is not None:
             applier = HttpApplier(settings)

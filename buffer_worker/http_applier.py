@@ -12,11 +12,10 @@ DELETEs it there when the authoritative side answers 404/410). Replay applies wr
 which can differ from the order the authoritative side applied them when several proxies write one key
 at once; state transfer makes the last apply of a key carry the key's final state whatever the order.
 
-Errors:
-    ApplyError
-    ├── TransientApplyError   408/425/429/5xx: retry with backoff, up to `max_attempts`
-    │   └── UnreachableError  connection failure or timeout: an outage, retried without limit
-    └── PermanentApplyError   any other 4xx: retrying cannot help; dead-letter and stop the tenant
+Every request goes through the shared backend client (`backends.BackendClient`), one per side, so a
+mirrored write carries the same credentials and header rewrites as the client's own request to that
+backend. Failures are `buffer_worker.apply_errors`: an answer of 408/425/429/5xx is transient, any other
+4xx permanent, no answer at all (refused, reset, timed out) an outage.
 """
 
 from __future__ import annotations
@@ -24,10 +23,12 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
 from opentelemetry import trace
 
+from backends.client import Answer, BackendClient
+from backends.errors import BackendFailure
+from buffer_worker.apply_errors import PermanentApplyError, TransientApplyError, UnreachableError
 from buffer_worker.intent import Intent
 from config.settings import Settings
 from routing.phases import Side
@@ -36,71 +37,42 @@ from telemetry.tracing import traceparent_of
 _TRANSIENT_STATUSES = frozenset({408, 425, 429})
 
 
-class ApplyError(Exception):
-    def __init__(self, intent: Intent, detail: str) -> None:
-        self.intent = intent
-        self.detail = detail
-        super().__init__(f"intent {intent.intent_id} of tenant {intent.tenant!r}: {detail}")
-
-
-class TransientApplyError(ApplyError):
-    pass
-
-
-class UnreachableError(TransientApplyError):
-    pass
-
-
-class PermanentApplyError(ApplyError):
-    pass
-
-
 class HttpApplier:
     def __init__(self, settings: Settings) -> None:
         self._base_paths = {
             side: urlsplit(getattr(settings.backends, side.value).url.get_secret_value()).path.rstrip("/")
             for side in Side
         }
-        self._bases = {
-            side: getattr(settings.backends, side.value).url.get_secret_value().rstrip("/") for side in Side
-        }
-        self._rewrites = {side: getattr(settings.backends, side.value).headers for side in Side}
+        self._backends = {side: BackendClient(side, getattr(settings.backends, side.value)) for side in Side}
         self._tenant_header = settings.tenant.header
         self._id_field = settings.worker.id_field
-        self._timeout = aiohttp.ClientTimeout(total=settings.worker.apply_timeout_s)
-        self._session: aiohttp.ClientSession | None = None
+        self._timeout_s = settings.worker.apply_timeout_s
         self._state_transfer = [_pattern(path) for path in settings.worker.state_transfer]
-        # One pool serves both sides: keep idle connections no longer than either backend's limit allows.
-        self._keepalive_s = min(
-            settings.backends.old.idle_keepalive_s, settings.backends.new.idle_keepalive_s
-        )
+        self._started = False
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(keepalive_timeout=self._keepalive_s),
-            timeout=self._timeout,
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
+        for backend in self._backends.values():
+            await backend.start()
+        self._started = True
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for backend in self._backends.values():
+            await backend.close()
 
     async def apply(self, intent: Intent) -> None:
-        assert self._session is not None, "HttpApplier.start() was not awaited"
+        assert self._started, "HttpApplier.start() was not awaited"
         method, path, body = self._replay_form(intent)
         if any(pattern.fullmatch(path) for pattern in self._state_transfer):
             await self.transfer_state(intent, path)
             return
-        await self._send(intent, method, path, intent.query, body, self._headers(intent, intent.target))
+        await self._send(intent, method, path, intent.query, body, self._headers(intent))
 
     async def transfer_state(self, intent: Intent, path: str) -> str:
         """Set the key at `path` on `intent.target` to its current state on the other (authoritative) side:
         a PUT of the representation it answers, or a DELETE when it has none. Returns the method sent.
         Also what `cutover verify --repair` sends for a differing REST record."""
-        assert self._session is not None, "HttpApplier.start() was not awaited"
-        headers = self._headers(intent, intent.target)
+        assert self._started, "HttpApplier.start() was not awaited"
+        headers = self._headers(intent)
         method, body, content_type = await self._current_state(intent, path)
         if content_type is not None:
             headers["content-type"] = content_type
@@ -110,22 +82,35 @@ class HttpApplier:
     async def _send(
         self, intent: Intent, method: str, path: str, query: str, body: bytes, headers: dict[str, str]
     ) -> None:
-        assert self._session is not None
-        url = f"{self._bases[intent.target]}{path}" + (f"?{query}" if query else "")
-        try:
-            async with self._session.request(
-                method, url, data=body, headers=headers, allow_redirects=False
-            ) as response:
-                status = response.status
-                text = (await response.read())[:300]
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise UnreachableError(intent, f"{intent.target} unreachable: {type(exc).__name__}") from exc
+        answer = await self._call(intent, intent.target, method, path, query, body, headers, "")
+        status = answer.status
         if 200 <= status < 300 or (method == "DELETE" and status in (404, 410)):
             return
-        detail = f"{intent.target} answered {status} to {method} {path}: {text.decode(errors='replace')}"
+        text = answer.body[:300].decode(errors="replace")
+        detail = f"{intent.target} answered {status} to {method} {path}: {text}"
         if status >= 500 or status in _TRANSIENT_STATUSES:
             raise TransientApplyError(intent, detail)
         raise PermanentApplyError(intent, detail)
+
+    async def _call(
+        self,
+        intent: Intent,
+        side: Side,
+        method: str,
+        path: str,
+        query: str,
+        body: bytes,
+        headers: dict[str, str],
+        purpose: str,
+    ) -> Answer:
+        try:
+            return await self._backends[side].call(
+                method, path, query=query, headers=headers.items(), body=body, timeout_s=self._timeout_s
+            )
+        except BackendFailure as exc:
+            if exc.kind == "invalid_request":  # the same request would be refused again: never retry it
+                raise PermanentApplyError(intent, exc.detail) from exc
+            raise UnreachableError(intent, f"{side} unreachable{purpose}: {exc.kind}") from exc
 
     def _replay_form(self, intent: Intent) -> tuple[str, str, bytes]:
         if intent.method != "POST" or not 200 <= intent.status < 300:
@@ -152,32 +137,22 @@ class HttpApplier:
 
     async def _current_state(self, intent: Intent, path: str) -> tuple[str, bytes, str | None]:
         """The key's state on the authoritative side, as the write that sets the mirror to it."""
-        assert self._session is not None
         source = intent.target.other
-        headers = self._headers(intent, source)
+        headers = self._headers(intent)
         headers.pop("idempotency-key", None)
         headers.pop("content-type", None)
-        try:
-            async with self._session.get(f"{self._bases[source]}{path}", headers=headers) as response:
-                status = response.status
-                body = await response.read()
-                content_type = response.headers.get("content-type")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise UnreachableError(
-                intent, f"{source} unreachable for state transfer: {type(exc).__name__}"
-            ) from exc
+        answer = await self._call(intent, source, "GET", path, "", b"", headers, " for state transfer")
+        status = answer.status
         if status == 200:
-            return "PUT", body, content_type
+            return "PUT", answer.body, answer.headers.get("content-type")
         if status in (404, 410):
             return "DELETE", b"", None
         raise TransientApplyError(intent, f"{source} answered {status} to the state-transfer read of {path}")
 
-    def _headers(self, intent: Intent, side: Side) -> dict[str, str]:
-        rewrite = self._rewrites[side]
+    def _headers(self, intent: Intent) -> dict[str, str]:
+        """The apply's own headers; the backend client then applies the side's rewrites and credentials,
+        as it does to a client's request."""
         headers = {name.lower(): value for name, value in intent.headers}
-        for name in rewrite.remove:
-            headers.pop(name.lower(), None)
-        headers.update((name.lower(), value.get_secret_value()) for name, value in rewrite.set.items())
         if intent.tenant:
             headers[self._tenant_header.lower()] = intent.tenant
         headers["idempotency-key"] = intent.intent_id

@@ -36,7 +36,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from buffer_worker.http_applier import ApplyError, PermanentApplyError, TransientApplyError, UnreachableError
+from buffer_worker.apply_errors import ApplyError, PermanentApplyError, TransientApplyError, UnreachableError
 from buffer_worker.intent import Intent
 from buffer_worker.ledger import LEDGER_DDL, prune_forever
 from buffer_worker.mirror_lock import applier_locks_sql

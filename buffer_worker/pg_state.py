@@ -36,7 +36,7 @@ from typing import Protocol
 import asyncpg
 import orjson
 
-from buffer_worker.http_applier import PermanentApplyError, TransientApplyError, UnreachableError
+from buffer_worker.apply_errors import PermanentApplyError, TransientApplyError, UnreachableError
 from buffer_worker.intent import Intent
 from buffer_worker.pg_batch import Table
 from config.pg_applier import PostgresSide

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-from buffer_worker.http_applier import PermanentApplyError
+from buffer_worker.apply_errors import PermanentApplyError
 from buffer_worker.intent import Intent
 from buffer_worker.worker import Applier
 from routing.phases import Side

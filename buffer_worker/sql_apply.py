@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from sqlglot import exp
 
-from buffer_worker.http_applier import PermanentApplyError
+from buffer_worker.apply_errors import PermanentApplyError
 from buffer_worker.intent import Intent
 from config.settings import Settings
 from config.sql import SqlEndpoint

@@ -37,7 +37,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from buffer_worker.http_applier import PermanentApplyError, TransientApplyError, UnreachableError
+from buffer_worker.apply_errors import PermanentApplyError, TransientApplyError, UnreachableError
 from buffer_worker.intent import Intent, IntentDecodeError
 from buffer_worker.keys import (
     CONSUMER_GROUP,
@@ -328,11 +328,10 @@ class Worker:
         if self._throttle.limited:
             for tenant, count in Counter(intent.tenant for intent in intents).items():
                 await self._throttle.take(tenant, count)
-        if await self._traced(
+        failure = await self._traced(
             intents, lambda: self._with_retry(lambda: apply_batch(intents), what=f"batch of {len(intents)}")
-        ):
-            return intents
-        return None
+        )
+        return intents if failure is None else None
 
     async def _apply_one_by_one(
         self, partition: int, entries: list[tuple[bytes, dict[bytes, bytes]]], blocked: dict[str, str]
@@ -352,10 +351,12 @@ class Worker:
                 self.stats.parked += 1
                 continue
             await self._throttle.take(intent.tenant)
-            if await self._apply_with_retry(intent):
+            failure = await self._apply_with_retry(intent)
+            if failure is None:
                 applied.append(intent)
             else:
-                await self._dead_letter(partition, entry_id, fields, "apply failed", blocks=intent)
+                reason = f"apply failed: {failure}"
+                await self._dead_letter(partition, entry_id, fields, reason, blocks=intent)
                 blocked[intent.tenant] = intent.intent_id
         return applied
 
@@ -383,9 +384,12 @@ class Worker:
                 continue
             if intent.tenant != tenant:
                 continue
-            if not await self._apply_with_retry(intent):
+            failure = await self._apply_with_retry(intent)
+            if failure is not None:
                 await self._redis.hset(blocked_key(prefix, partition), tenant, intent.intent_id)
-                log.error("re-drive of tenant %r stopped at intent %s again", tenant, intent.intent_id)
+                log.error(
+                    "re-drive of tenant %r stopped at intent %s again: %s", tenant, intent.intent_id, failure
+                )
                 return
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.xdel(dead, entry_id)
@@ -396,13 +400,14 @@ class Worker:
         await self._redis.hdel(blocked_key(prefix, partition), tenant)
         log.info("re-drove %d dead-lettered intents of tenant %r", redriven, tenant)
 
-    async def _apply_with_retry(self, intent: Intent) -> bool:
+    async def _apply_with_retry(self, intent: Intent) -> str | None:
+        """None once `intent` is applied; otherwise why it failed for good."""
         return await self._traced(
             [intent],
             lambda: self._with_retry(lambda: self._applier.apply(intent), what=f"intent {intent.intent_id}"),
         )
 
-    async def _traced(self, intents: list[Intent], apply: Callable[[], Awaitable[bool]]) -> bool:
+    async def _traced(self, intents: list[Intent], apply: Callable[[], Awaitable[str | None]]) -> str | None:
         """Run `apply` inside one consumer span per intent, each continuing the trace of the write that
         made it (its `traceparent`). A single intent's span is made current, so the applier's request to
         the mirror carries it on."""
@@ -428,21 +433,24 @@ class Worker:
             for intent in intents
         ]
         token = otel_context.attach(trace.set_span_in_context(spans[0])) if len(spans) == 1 else None
-        applied = False
+        failure: str | None = "not applied"
         try:
-            applied = await apply()
-            return applied
+            failure = await apply()
+            return failure
         finally:
             if token is not None:
                 otel_context.detach(token)
             for span in spans:
-                if not applied:
-                    span.set_status(Status(StatusCode.ERROR, "not applied"))
+                if failure is not None:
+                    span.set_status(Status(StatusCode.ERROR, failure))
                 span.end()
 
-    async def _with_retry(self, attempt: Callable[[], Awaitable[None]], *, what: str) -> bool:
-        """Run `attempt` until it succeeds (True) or fails for good (False): a permanent error at once,
-        error answers after `max_attempts`, an unreachable mirror never (that is an outage)."""
+    async def _with_retry(self, attempt: Callable[[], Awaitable[None]], *, what: str) -> str | None:
+        """Run `attempt` until it succeeds (None) or fails for good (the reason): a permanent error at
+        once, error answers after `max_attempts`, an unreachable mirror never (that is an outage). Any
+        other exception is an apply failure like an error answer, never the end of the worker: a bug or a
+        backend the applier cannot talk to must dead-letter the intent with its reason, or a restarted
+        worker would die again on the same intent."""
         delay_s = self._config.retry_initial_s
         attempts = 0
         # A hard deadline over the applier's own timeouts: an apply that produces no outcome at all (a
@@ -451,7 +459,7 @@ class Worker:
         while True:
             try:
                 await asyncio.wait_for(attempt(), deadline_s)
-                return True
+                return None
             except TimeoutError:
                 self.stats.retries += 1
                 log.warning("%s: no outcome within %.0f s; retrying in %.2f s", what, deadline_s, delay_s)
@@ -459,15 +467,25 @@ class Worker:
                 delay_s = min(delay_s * 2, self._config.retry_max_s)
             except PermanentApplyError as exc:
                 log.error("%s failed for good: %s", what, exc)
-                return False
+                return exc.detail
             except TransientApplyError as exc:
                 if not isinstance(exc, UnreachableError):
                     attempts += 1
                     if attempts >= self._config.max_attempts:
                         log.error("%s failed %d times: %s", what, attempts, exc)
-                        return False
+                        return exc.detail
                 self.stats.retries += 1
                 log.warning("%s: retrying in %.2f s: %s", what, delay_s, exc)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, self._config.retry_max_s)
+            except Exception as exc:  # noqa: BLE001 - any other failure is an apply failure (see above)
+                attempts += 1
+                reason = f"unexpected {type(exc).__name__}: {exc}"
+                # The traceback once, when it first happens; the retries then say only what it was.
+                log.error("%s: %s", what, reason, exc_info=attempts == 1)
+                if attempts >= self._config.max_attempts:
+                    return reason
+                self.stats.retries += 1
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, self._config.retry_max_s)
 

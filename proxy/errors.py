@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from backends.errors import BackendFailure
+
 
 class ProxyError(Exception):
     status = 500
@@ -61,6 +63,11 @@ class BackendError(ProxyError):
         )
         self.backend = backend
         self.timeout = timeout
+
+    @classmethod
+    def of(cls, failure: BackendFailure) -> BackendError:
+        """The client's answer to a failed backend call (an unbuildable request counts as unreachable)."""
+        return cls(failure.backend, timeout=failure.timeout, detail=failure.detail)
 
 
 class ServiceUnavailable(ProxyError):

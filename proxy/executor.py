@@ -7,17 +7,18 @@ import logging
 
 import aiohttp
 
+from backends.client import BackendClient
+from backends.errors import BackendFailure
+from backends.headers import response_headers
 from buffer_worker.intent import Intent
 from buffer_worker.sink import BufferUnavailableError, IntentSink
 from proxy.compare import Observation
 from proxy.errors import BackendError, ProxyError, ServiceUnavailable
-from proxy.headers import response_headers
 from proxy.request import ProxyRequest
 from proxy.request_telemetry import Exchange, RequestTelemetry
 from proxy.shadow import ShadowRunner
 from proxy.stats import DataPlaneStats
 from proxy.types import Send
-from proxy.upstream import Upstream
 from routing.classify import RequestKind
 from routing.decide import Action, Outcome, Plan, resolve
 from routing.phases import Phase, Side
@@ -34,7 +35,7 @@ _INTENT_HEADERS = frozenset({b"content-type", b"content-encoding", b"content-lan
 class Executor:
     def __init__(
         self,
-        upstreams: dict[Side, Upstream],
+        upstreams: dict[Side, BackendClient],
         shadow: ShadowRunner,
         sink: IntentSink,
         stats: DataPlaneStats,
@@ -141,18 +142,21 @@ class Executor:
         raise failure
 
     async def _send_upstream(
-        self, upstream: Upstream, request: ProxyRequest, exchange: Exchange | None, role: str
+        self, upstream: BackendClient, request: ProxyRequest, exchange: Exchange | None, role: str
     ) -> aiohttp.ClientResponse:
         headers = upstream.rewriter.build(
             request.headers, client_host=request.client_host, scheme=request.scheme
         )
         url = upstream.url_for(request.raw_path, request.query)
         body = request.body_for(upstream.side)
-        if exchange is None or self._telemetry is None:
-            return await upstream.request(request.method, url, headers, body)
-        return await self._telemetry.call_backend(
-            upstream, request.method, url, request.raw_path, headers, body, exchange, role
-        )
+        try:
+            if exchange is None or self._telemetry is None:
+                return await upstream.request(request.method, url, headers, body)
+            return await self._telemetry.call_backend(
+                upstream, request.method, url, request.raw_path, headers, body, exchange, role
+            )
+        except BackendFailure as exc:
+            raise BackendError.of(exc) from exc
 
     async def _fallback_safe(self, request: ProxyRequest, side: Side) -> bool:
         try:
@@ -163,7 +167,7 @@ class Executor:
     async def _respond(
         self,
         plan: Plan,
-        upstream: Upstream,
+        upstream: BackendClient,
         response: aiohttp.ClientResponse,
         send: Send,
         served_by: Side,
@@ -174,7 +178,7 @@ class Executor:
             headers = _client_headers(response, plan, served_by)
             length = response.content_length
             if length is not None and length <= _SMALL_BODY_BYTES:
-                body = await upstream.read_body(response)
+                body = await _read_body(upstream, response)
                 await send({"type": "http.response.start", "status": response.status, "headers": headers})
                 await send({"type": "http.response.body", "body": body})
                 if capture:
@@ -205,7 +209,7 @@ class Executor:
         self,
         plan: Plan,
         request: ProxyRequest,
-        upstream: Upstream,
+        upstream: BackendClient,
         response: aiohttp.ClientResponse,
         send: Send,
         exchange: Exchange | None,
@@ -213,7 +217,7 @@ class Executor:
         """A write in a mirroring phase: the intent must be durable before the client sees the 2xx."""
         assert plan.mirror is not None and plan.kind is RequestKind.WRITE
         try:
-            body = await upstream.read_body(response)
+            body = await _read_body(upstream, response)
         finally:
             response.release()
         if 200 <= response.status < 300:
@@ -257,6 +261,13 @@ class Executor:
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         return Observation(response.status, None)
+
+
+async def _read_body(upstream: BackendClient, response: aiohttp.ClientResponse) -> bytes:
+    try:
+        return await upstream.read_body(response)
+    except BackendFailure as exc:
+        raise BackendError.of(exc) from exc
 
 
 def _client_headers(

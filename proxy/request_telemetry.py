@@ -29,10 +29,10 @@ from dataclasses import dataclass
 import aiohttp
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from backends.client import BackendClient
+from backends.errors import BackendFailure
 from config.telemetry import TelemetrySettings
-from proxy.errors import BackendError
 from proxy.types import Scope
-from proxy.upstream import Upstream
 from telemetry.labels import TenantLabels
 from telemetry.logs import TRACE_IDS_KEY
 from telemetry.prometheus import FastHistogram
@@ -203,7 +203,7 @@ class RequestTelemetry:
     # -- backend calls --------------------------------------------------------------------------------
     async def call_backend(
         self,
-        upstream: Upstream,
+        upstream: BackendClient,
         method: str,
         url: str,
         path: str,
@@ -227,7 +227,7 @@ class RequestTelemetry:
         started = time.perf_counter()
         try:
             response = await upstream.request(method, url, headers, body)
-        except BackendError as exc:
+        except BackendFailure as exc:
             if self.metrics:
                 self.backend_latency.record((upstream.name, role), time.perf_counter() - started)
             if start_ns:
@@ -258,7 +258,7 @@ class RequestTelemetry:
         exchange: Exchange,
         span_id: int,
         start_ns: int,
-        upstream: Upstream,
+        upstream: BackendClient,
         method: str,
         path: str,
         role: str,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import asyncpg
 import redis.asyncio as aioredis
 
+from backends.client import BackendClient
 from buffer_worker.inspect import BufferInspector
 from buffer_worker.producer import RedisIntentProducer
 from buffer_worker.sink import IntentSink
@@ -28,7 +29,6 @@ from proxy.seen_tenants import SeenTenants
 from proxy.shadow import ShadowRunner
 from proxy.sql_endpoint import SqlRouter
 from proxy.stats import DataPlaneStats
-from proxy.upstream import Upstream
 from proxy.write_gate import WriteGate
 from routing.phases import Side
 from telemetry.tracing import build_tracer_provider
@@ -42,7 +42,7 @@ class Runtime:
     stats: DataPlaneStats
     cache: PhaseCache
     store: PhaseStore
-    upstreams: dict[Side, Upstream]
+    upstreams: dict[Side, BackendClient]
     sink: IntentSink
     shadow: ShadowRunner
     data_plane: DataPlane
@@ -83,7 +83,7 @@ class Runtime:
             reload_interval_s=settings.phases.reload_interval_s,
             reconnect_interval_s=settings.phases.reconnect_interval_s,
         )
-        upstreams = {side: Upstream(side, getattr(settings.backends, side.value)) for side in Side}
+        upstreams = {side: BackendClient(side, getattr(settings.backends, side.value)) for side in Side}
         shadow = ShadowRunner(settings, stats)
         inspector = BufferInspector(
             aioredis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2),

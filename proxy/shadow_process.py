@@ -22,6 +22,8 @@ import asyncpg
 import orjson
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer
 
+from backends.client import BackendClient
+from backends.errors import BackendFailure
 from config.divergence import DivergencePolicy
 from config.settings import Settings
 from proxy.compare import Observation, lift_observation
@@ -32,7 +34,6 @@ from proxy.divergence.rules import Ruleset
 from proxy.divergence.sample import build_sample
 from proxy.divergence.tally import Outcome, Tally, write_tally
 from proxy.divergences import DivergenceRecorder
-from proxy.errors import BackendError
 from proxy.request import ProxyRequest
 from proxy.shadow_job import (
     DROPPED,
@@ -46,7 +47,6 @@ from proxy.shadow_job import (
     completion,
     decode_job,
 )
-from proxy.upstream import Upstream
 from routing.phases import Side
 from telemetry.logs import configure_logging
 from telemetry.process import run_async, settle_heap
@@ -62,7 +62,7 @@ class ShadowComparer:
     def __init__(
         self,
         settings: Settings,
-        upstreams: dict[Side, Upstream],
+        upstreams: dict[Side, BackendClient],
         recorder: DivergenceRecorder,
         tally: Tally,
         tracer: Tracer | None = None,
@@ -175,7 +175,7 @@ class ShadowComparer:
             )
         return analysis.verdict
 
-    async def _observe(self, upstream: Upstream, request: ProxyRequest) -> Observation:
+    async def _observe(self, upstream: BackendClient, request: ProxyRequest) -> Observation:
         headers = upstream.rewriter.build(
             request.headers, client_host=request.client_host, scheme=request.scheme
         )
@@ -184,7 +184,7 @@ class ShadowComparer:
             response = await upstream.request(
                 request.method, url, headers, request.body, timeout=self._timeout
             )
-        except BackendError as exc:
+        except BackendFailure as exc:
             return Observation(None, None, error=exc.code)
         try:
             length = response.content_length
@@ -193,7 +193,7 @@ class ShadowComparer:
             body = await upstream.read_body(response)
             captured = body if len(body) <= self._limit else None
             return Observation(response.status, captured, headers=response.raw_headers)
-        except BackendError as exc:
+        except BackendFailure as exc:
             return Observation(response.status, None, error=exc.code)
         finally:
             response.release()
@@ -215,7 +215,7 @@ async def serve_shadow(settings: Settings, socket_path: str) -> None:
     """Accept the serving process's one connection and work its jobs until it closes."""
     done = asyncio.Event()
     tasks: set[asyncio.Task[None]] = set()
-    upstreams = {side: Upstream(side, getattr(settings.backends, side.value)) for side in Side}
+    upstreams = {side: BackendClient(side, getattr(settings.backends, side.value)) for side in Side}
     for upstream in upstreams.values():
         await upstream.start()
     pool = await asyncpg.create_pool(settings.postgres_url.get_secret_value(), min_size=0, max_size=2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -10,13 +11,8 @@ from typing import Any
 import orjson
 import pytest
 
-from buffer_worker.http_applier import (
-    ApplyError,
-    HttpApplier,
-    PermanentApplyError,
-    TransientApplyError,
-    UnreachableError,
-)
+from buffer_worker.apply_errors import ApplyError, PermanentApplyError, TransientApplyError, UnreachableError
+from buffer_worker.http_applier import HttpApplier
 from buffer_worker.intent import Intent
 from routing.phases import Side
 from tests.buffer_worker.conftest import (
@@ -329,3 +325,44 @@ async def test_location_under_a_base_path_is_not_doubled(start_backend: BackendF
         await applier.close()
     [seen] = recorder.seen
     assert (seen.method, seen.path) == ("PUT", "/api/items/9")
+
+
+async def test_credentials_in_the_url_become_basic_auth_unless_headers_set_names_one(
+    mirrors: Mirrors, prefix: str
+) -> None:
+    """The backend client's credential rule, as the data plane applies it: `user:password@` in the URL is
+    that backend's `Authorization: Basic`, and an explicit `headers.set.Authorization` wins. Both together
+    once made aiohttp refuse every mirrored request (a ValueError that ended the worker)."""
+    with_credentials = mirrors.old.url.replace("http://", "http://svc:s%40cret@")
+    settings = make_settings(
+        prefix,
+        with_credentials,
+        mirrors.new.url.replace("http://", "http://svc:pw@"),
+        backends={
+            "old": {"url": with_credentials},
+            "new": {
+                "url": mirrors.new.url.replace("http://", "http://svc:pw@"),
+                "headers": {"set": {"Authorization": "Bearer explicit"}},
+            },
+        },
+    )
+    applier = HttpApplier(settings)
+    await applier.start()
+    try:
+        await applier.apply(intent(target=Side.OLD))
+        await applier.apply(intent(target=Side.NEW))
+    finally:
+        await applier.close()
+    (to_old,) = mirrors.old_rec.seen
+    (to_new,) = mirrors.new_rec.seen
+    assert to_old.header("authorization") == "Basic " + base64.b64encode(b"svc:s@cret").decode()
+    assert to_new.header("authorization") == "Bearer explicit"
+    assert [name for name, _ in to_new.headers].count("authorization") == 1
+
+
+async def test_a_request_the_client_cannot_build_is_a_permanent_failure(applier: HttpApplier) -> None:
+    """A header value with a line break is refused before anything is sent; the same intent would be
+    refused again, so it is dead-lettered at once instead of retried."""
+    broken = intent(headers=(("content-type", "application/json\r\nX-Injected: 1"),))
+    with pytest.raises(PermanentApplyError, match="could not be built"):
+        await applier.apply(broken)

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from buffer_worker.http_applier import PermanentApplyError, UnreachableError
+from buffer_worker.apply_errors import PermanentApplyError, UnreachableError
 from buffer_worker.intent import Intent
 from buffer_worker.ledger import prune_ledger
 from buffer_worker.mirror_lock import COPY_LOCK_SQL, lock_key

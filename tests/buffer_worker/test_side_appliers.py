@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from buffer_worker.http_applier import PermanentApplyError
+from buffer_worker.apply_errors import PermanentApplyError
 from buffer_worker.intent import Intent
 from buffer_worker.side_appliers import SideAppliers
 from routing.phases import Side

@@ -15,7 +15,7 @@ import asyncpg
 import orjson
 import pytest
 
-from buffer_worker.http_applier import PermanentApplyError
+from buffer_worker.apply_errors import PermanentApplyError
 from buffer_worker.intent import Intent
 from buffer_worker.producer import RedisIntentProducer
 from buffer_worker.runner import build_applier

@@ -466,8 +466,9 @@ async def test_permanent_failure_dead_letters_and_parks_only_that_tenant(
     assert store.items[good] == {f"k{i}": {"v": i} for i in range(1, 6)}
     dead = await dead_letters(rclient, prefix, partition)
     assert [intent for intent, _r, _s in dead] == [intents[4], intents[6], intents[8]]
+    # The reason names the cause, as the mirror gave it.
     assert [reason for _i, reason, _s in dead] == [
-        "apply failed",
+        'apply failed: new answered 400 to PUT /items/k3: {"error": "invalid"}',
         f"parked behind {poison.intent_id}",
         f"parked behind {poison.intent_id}",
     ]
@@ -518,10 +519,52 @@ async def test_error_answers_are_dead_lettered_after_max_attempts(
     assert recorder.keys_for(other) == [intents[1].intent_id]
     dead = await dead_letters(rclient, prefix, partition)
     assert [(i, r) for i, r, _s in dead] == [
-        (intents[0], "apply failed"),
+        (intents[0], 'apply failed: new answered 503 to PUT /items/a: {"error": "try later"}'),
         (intents[2], f"parked behind {intents[0].intent_id}"),
     ]
     assert running.worker.stats.retries == 2
+
+
+class BuggyApplier:
+    """Applies into a dict, except that key `bug` raises an exception no applier error class names."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, Any] = {}
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def apply(self, intent: Intent) -> None:
+        if intent.path.endswith("/bug"):
+            raise KeyError("a bug in the applier")
+        self.items[f"{intent.tenant}{intent.path}"] = orjson.loads(intent.body)
+
+
+async def test_an_unexpected_exception_is_an_apply_failure_not_a_dead_worker(
+    producer: RedisIntentProducer, rclient: aioredis.Redis, prefix: str, workers: WorkerPool
+) -> None:
+    """Whatever an applier raises, the worker lives on: the intent is retried up to max_attempts and then
+    dead-lettered with what was raised, and its tenant waits behind it while the others flow."""
+    bad, good = tenants_on_same_partition(2, label="bug")
+    partition = partition_of(bad, PARTITIONS)
+    intents = [put_intent(bad, "bug", 1), put_intent(good, "k1", 2), put_intent(bad, "k2", 3)]
+    for intent in intents:
+        await producer.append(intent)
+    applier = BuggyApplier()
+    running = workers.start(
+        settings_for(prefix, "http://127.0.0.1:9", worker={"max_attempts": 2}), applier=applier
+    )
+    await wait_until(lambda: drained(rclient, prefix, [good]), alive=[running])
+    await wait_until(lambda: _count(dead_letters(rclient, prefix, partition), 2), alive=[running])
+    running.check_alive()
+    dead = await dead_letters(rclient, prefix, partition)
+    assert [(i, r) for i, r, _s in dead] == [
+        (intents[0], "apply failed: unexpected KeyError: 'a bug in the applier'"),
+        (intents[2], f"parked behind {intents[0].intent_id}"),
+    ]
+    assert applier.items == {f"{good}/items/k1": {"v": 2}}
+    assert running.worker.stats.retries == 1
 
 
 async def test_undecodable_entry_is_dead_lettered_and_the_partition_moves_on(

@@ -102,14 +102,19 @@ async def test_every_phase_routes_reads_and_writes_to_its_side(
     assert response.status_code == 200
     assert_served(response, serving, phase)
     assert response.json() == {**body, "id": "k1"}
-    assert len(backends[serving].recorder.requests_for(tenant, method="GET", path="/items/k1")) == 1
+    served_reads = backends[serving].recorder.requests_for(tenant, method="GET", path="/items/k1")
     if shadow is not None:
 
         async def shadowed() -> bool:
             return len(backends[shadow].recorder.requests_for(tenant, method="GET", path="/items/k1")) == 1
 
         await wait_for(shadowed)
+        # Besides the client's read, the shadow process may send the serving side one copy of it (noise
+        # learning: every read of a resource until it has `noise.min_copies`), at a time of its own.
+        served_reads = backends[serving].recorder.requests_for(tenant, method="GET", path="/items/k1")
+        assert 1 <= len(served_reads) <= 2
     else:
+        assert len(served_reads) == 1
         await asyncio.sleep(0.05)
         assert backends[other].recorder.requests_for(tenant) == []
 

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from backends.headers import HOP_BY_HOP, RequestHeaderRewriter, response_headers
 from config.settings import HeaderRewrite
-from proxy.headers import HOP_BY_HOP, RequestHeaderRewriter, response_headers
 
 HOP_NAMES = [
     "connection",

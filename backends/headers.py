@@ -1,4 +1,4 @@
-"""Header handling of a reverse proxy (RFC 9110 §7.6.1), precomputed per backend so the hot path only filters.
+"""Header handling toward a backend (RFC 9110 §7.6.1), precomputed per backend so the hot path only filters.
 
 Request headers arrive from the ASGI server as lower-cased `(bytes, bytes)` pairs; they leave as `str`
 pairs for the upstream client. Response headers come back as raw pairs and are returned to the client
@@ -92,6 +92,16 @@ class RequestHeaderRewriter:
         out.append(("x-forwarded-proto", scheme))
         if host is not None:
             out.append(("x-forwarded-host", host))
+        out.extend(self._set)
+        return out
+
+    def internal(self, headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The header list of a request cutover sends on its own behalf (mirroring, state transfer,
+        verification): the same drops and rewrites as a client's request, so `headers.set` wins over
+        what the request carries and `headers.remove` removes it, but no forwarded-* fields (there is no
+        client to speak of)."""
+        drop = self._drop
+        out = [(name, value) for name, value in headers if name.lower().encode("latin-1") not in drop]
         out.extend(self._set)
         return out
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import orjson
 
+from backends.client import BackendClient
 from config.settings import BackendSettings
-from proxy.upstream import Upstream
 from routing.phases import Side
 from tests.conftest import RunningServer
 
@@ -14,7 +14,7 @@ _AUTO = {"accept", "accept-encoding", "user-agent", "content-type"}
 
 
 async def _echoed_header_names(
-    upstream: Upstream, method: str, headers: list[tuple[str, str]], body: bytes
+    upstream: BackendClient, method: str, headers: list[tuple[str, str]], body: bytes
 ) -> list[str]:
     response = await upstream.request(method, upstream.url_for("/echo", ""), headers, body)
     try:
@@ -25,7 +25,7 @@ async def _echoed_header_names(
 
 
 async def test_no_header_is_added_to_a_bare_request(echo_backend: RunningServer) -> None:
-    upstream = Upstream(Side.OLD, BackendSettings.model_validate({"url": echo_backend.url}))
+    upstream = BackendClient(Side.OLD, BackendSettings.model_validate({"url": echo_backend.url}))
     await upstream.start()
     try:
         names = await _echoed_header_names(upstream, "GET", [], b"")
@@ -38,7 +38,7 @@ async def test_no_header_is_added_to_a_bare_request(echo_backend: RunningServer)
 
 
 async def test_client_headers_pass_once_and_unchanged(echo_backend: RunningServer) -> None:
-    upstream = Upstream(Side.OLD, BackendSettings.model_validate({"url": echo_backend.url}))
+    upstream = BackendClient(Side.OLD, BackendSettings.model_validate({"url": echo_backend.url}))
     await upstream.start()
     sent = [
         ("Accept", "text/csv"),

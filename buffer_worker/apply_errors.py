@@ -1,0 +1,32 @@
+"""How an apply fails, decided by class so the worker's retry policy never parses text.
+
+ApplyError
+├── TransientApplyError   408/425/429/5xx, or an unexpected error: retried with backoff, up to
+│   │                     `worker.max_attempts`, then dead-lettered with its reason
+│   └── UnreachableError  connection failure or timeout: an outage, retried without limit
+└── PermanentApplyError   any other 4xx, a write no resource maps: retrying cannot help;
+                          dead-letter and stop the tenant
+"""
+
+from __future__ import annotations
+
+from buffer_worker.intent import Intent
+
+
+class ApplyError(Exception):
+    def __init__(self, intent: Intent, detail: str) -> None:
+        self.intent = intent
+        self.detail = detail
+        super().__init__(f"intent {intent.intent_id} of tenant {intent.tenant!r}: {detail}")
+
+
+class TransientApplyError(ApplyError):
+    pass
+
+
+class UnreachableError(TransientApplyError):
+    pass
+
+
+class PermanentApplyError(ApplyError):
+    pass
