@@ -30,16 +30,19 @@ source database is never decoded in Python.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import asyncpg
 import orjson
 
+from backends import BackendClient, BackendFailure
 from buffer_worker.apply_errors import PermanentApplyError, TransientApplyError, UnreachableError
 from buffer_worker.intent import Intent
 from buffer_worker.pg_batch import Table
 from config.pg_applier import PostgresSide
+from config.settings import BackendSettings
 from routing.phases import Side
 
 RowKey = tuple[str, str]  # (tenant, key)
@@ -111,6 +114,85 @@ class DatabaseState:
             raise TransientApplyError(intents[0], detail) from exc
         assert row is not None
         return [str(row[number]) for number in range(self._count)]
+
+
+class HttpState:
+    """The authoritative side's backend, when its database is not configured (e.g. MariaDB): a GET of each
+    touched key's item path (the resource's path with the key), at most `_READS_AT_ONCE` at a time,
+    through the shared backend client, so it carries that side's credentials and header rewrites. 200
+    with a JSON object: the row; 404/410: absent; any other answer is retried."""
+
+    _READS_AT_ONCE = 32  # per batch; the backend client's own pool bounds the connections
+
+    def __init__(
+        self,
+        side: Side,
+        backend: BackendSettings,
+        paths: Sequence[str],
+        *,
+        tenant_header: str,
+        timeout_s: float,
+    ) -> None:
+        self._side = side
+        self._client = BackendClient(side, backend)
+        self._paths = [path.partition("{key}") for path in paths]
+        self._tenant_header = tenant_header
+        self._timeout_s = timeout_s
+
+    async def start(self) -> None:
+        await self._client.start()
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def read(self, intents: Sequence[Intent], touched: Sequence[Sequence[RowKey]]) -> list[str]:
+        gate = asyncio.Semaphore(self._READS_AT_ONCE)
+        intent = intents[0]  # named in errors (the batch fails or applies as a whole)
+
+        async def one(table: int, tenant: str, key: str) -> dict[str, Any] | None:
+            prefix, _, suffix = self._paths[table]
+            path = f"{prefix}{key}{suffix}"
+            async with gate:
+                try:
+                    answer = await self._client.call(
+                        "GET", path, headers=[(self._tenant_header, tenant)], timeout_s=self._timeout_s
+                    )
+                except BackendFailure as exc:
+                    if exc.kind == "invalid_request":
+                        raise PermanentApplyError(intent, exc.detail) from exc
+                    raise UnreachableError(
+                        intent, f"{self._side} unreachable for state transfer: {exc.kind}"
+                    ) from exc
+            if answer.status in (404, 410):
+                return None
+            if answer.status != 200:
+                raise TransientApplyError(
+                    intent, f"{self._side} answered {answer.status} to the state-transfer read of {path}"
+                )
+            try:
+                document = answer.json()
+            except ValueError:
+                document = None
+            if not isinstance(document, dict):
+                raise PermanentApplyError(intent, f"{self._side}'s answer to GET {path} is not a JSON object")
+            return {"t": tenant, "k": key, "d": document}
+
+        counts = [len(keys) for keys in touched]
+        # Every read runs to its end (no orphan left running), then the first failure is raised.
+        results = await asyncio.gather(
+            *(one(table, tenant, key) for table, keys in enumerate(touched) for tenant, key in keys),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        rows: list[str] = []
+        start = 0
+        for count in counts:
+            found = [row for row in results[start : start + count] if row is not None]
+            rows.append(orjson.dumps(found).decode())
+            start += count
+        return rows
 
 
 async def _nothing_to_reset(_conn: asyncpg.Connection) -> None:

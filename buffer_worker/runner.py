@@ -8,7 +8,7 @@ import signal
 
 from buffer_worker.http_applier import HttpApplier
 from buffer_worker.pg_applier import PostgresApplier
-from buffer_worker.pg_state import DatabaseState, StateSource
+from buffer_worker.pg_state import DatabaseState, HttpState, StateSource
 from buffer_worker.side_appliers import SideAppliers
 from buffer_worker.sql_apply import SqlIntents
 from buffer_worker.worker import Applier, Worker
@@ -45,14 +45,25 @@ def build_applier(settings: Settings) -> Applier:
 
 
 def state_source(settings: Settings, target: Side) -> StateSource | None:
-    """Where the PostgreSQL applier toward `target` reads the authoritative state (None: it replays)."""
+    """Where the PostgreSQL applier toward `target` reads the authoritative state: the other side's
+    database when configured, else its backend over HTTP (None: state transfer is off, it replays)."""
     postgres = settings.worker.postgres
     assert postgres is not None
     mirror = postgres.side(target)
-    source = postgres.side(target.other)
-    if not postgres.state_transfer or mirror is None or source is None:
+    if not postgres.state_transfer or mirror is None:
         return None
-    return DatabaseState(target.other, source, [r.path for r in mirror.resources])
+    paths = [resource.path for resource in mirror.resources]
+    source = postgres.side(target.other)
+    if source is not None:
+        return DatabaseState(target.other, source, paths)
+    backend = settings.backends.old if target.other is Side.OLD else settings.backends.new
+    return HttpState(
+        target.other,
+        backend,
+        paths,
+        tenant_header=settings.tenant.header,
+        timeout_s=settings.worker.apply_timeout_s,
+    )
 
 
 async def serve_worker(settings: Settings) -> None:

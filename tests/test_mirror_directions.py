@@ -2,8 +2,9 @@
 it names, whichever applier runs it, so old and new hold the same rows after the buffer drains.
 
 Old and new are each a PostgreSQL database behind a small data service (`tests.pg_service`); a worker
-runs in-process with the applier under test: PostgreSQL toward both sides, HTTP toward both, or
-PostgreSQL toward new and HTTP toward old (as when old's database is not PostgreSQL).
+runs in-process with the applier under test: PostgreSQL toward both sides (each reading the other's
+database for state transfer), HTTP toward both, or PostgreSQL toward new and HTTP toward old (as when
+old's database is not PostgreSQL; new's applier then reads old's rows over HTTP).
 """
 
 from __future__ import annotations
@@ -46,8 +47,13 @@ def worker_settings(appliers: str, sides: dict[Side, PgDataService]) -> dict[str
         return {**FAST_WORKER, "applier": "http"}
     if appliers == "postgres":
         return {**FAST_WORKER, "applier": "postgres", "postgres": postgres}
-    # PostgreSQL toward new, HTTP toward old; old's database is read only as the state-transfer source.
-    return {**FAST_WORKER, "applier": {"new": "postgres", "old": "http"}, "postgres": postgres}
+    # PostgreSQL toward new, HTTP toward old, as when old's database is MariaDB: no worker.postgres.old,
+    # so state transfer toward new reads old's rows over HTTP.
+    return {
+        **FAST_WORKER,
+        "applier": {"new": "postgres", "old": "http"},
+        "postgres": {"new": postgres["new"]},
+    }
 
 
 async def proxy_for(

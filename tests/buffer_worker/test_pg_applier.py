@@ -16,17 +16,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from buffer_worker.apply_errors import PermanentApplyError, UnreachableError
+from buffer_worker.apply_errors import PermanentApplyError, TransientApplyError, UnreachableError
 from buffer_worker.intent import Intent
 from buffer_worker.ledger import prune_ledger
 from buffer_worker.mirror_lock import COPY_LOCK_SQL, lock_key
 from buffer_worker.pg_applier import PostgresApplier
 from buffer_worker.pg_batch import Change, RowWrite, collapse
-from buffer_worker.pg_state import DatabaseState
+from buffer_worker.pg_state import DatabaseState, HttpState
 from buffer_worker.sql_apply import SqlIntents
-from config.settings import PostgresApplierSettings, Settings
+from config.settings import BackendSettings, PostgresApplierSettings, Settings
 from routing.phases import Side
 from tests.buffer_worker.conftest import closed_port
+from tests.conftest import Receive, Scope, Send, backend_config, start_server
 
 TABLE = "mirror_items"
 
@@ -509,3 +510,71 @@ def test_an_intent_toward_the_other_side_is_refused(pg_url: str) -> None:
     toward_old = PostgresApplier(settings, Side.OLD)
     with pytest.raises(PermanentApplyError, match="an intent toward new reached the applier toward old"):
         toward_old._plan(intent("acme", "PUT", "a", {}))  # noqa: SLF001 - refused before any I/O
+
+
+@dataclass
+class StateBackend:
+    """The authoritative side's backend as the HTTP state source sees it: canned answers per (tenant,
+    path), and the headers of every request."""
+
+    answers: dict[tuple[str, str], tuple[int, bytes]]
+    seen: list[dict[str, str]]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        self.seen.append({"method": scope["method"], "path": scope["path"], **headers})
+        status, body = self.answers.get((headers.get("x-tenant-id", ""), scope["path"]), (404, b"{}"))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+async def test_without_its_database_the_authoritative_state_is_read_over_http(
+    applier: PostgresApplier, pg_url: str
+) -> None:
+    table = applier.table  # type: ignore[attr-defined]
+    backend = StateBackend(
+        {
+            ("acme", "/items/a"): (200, b'{"v": "old\'s", "id": "a"}'),
+            ("acme", "/items/odd"): (200, b'["not", "an", "object"]'),
+            ("acme", "/items/busy"): (503, b"{}"),
+        },
+        [],
+    )
+    server = await start_server(backend_config(backend))
+    settings = PostgresApplierSettings.model_validate(
+        {"new": {"url": pg_url, "resources": [{"path": "/items/{key}", "table": table}]}}
+    )
+    old_backend = BackendSettings.model_validate(
+        {"url": f"http://reader:pw@127.0.0.1:{server.port}", "headers": {"set": {"X-Side": "old"}}}
+    )
+    state = HttpState(Side.OLD, old_backend, ["/items/{key}"], tenant_header="X-Tenant-ID", timeout_s=5)
+    over_http = PostgresApplier(settings, Side.NEW, state=state)
+    await over_http.start()
+    try:
+        await applier.apply_batch([intent("acme", "PUT", "gone", {"v": 1})])  # on new, since deleted on old
+        await over_http.apply_batch(
+            [intent("acme", "PUT", "a", {"v": "body"}), intent("acme", "PUT", "gone", {"v": 2})]
+        )
+        assert await rows(pg_url, table) == {("acme", "a"): {"v": "old's", "id": "a"}}
+        with pytest.raises(
+            TransientApplyError, match="old answered 503 to the state-transfer read of /items/busy"
+        ):
+            await over_http.apply_batch([intent("acme", "PUT", "a", {}), intent("acme", "PUT", "busy", {})])
+        with pytest.raises(PermanentApplyError, match="not a JSON object"):
+            await over_http.apply_batch([intent("acme", "PUT", "odd", {})])
+    finally:
+        await over_http.close()
+        await server.stop()
+    reads = [r for r in backend.seen if r["method"] == "GET"]
+    assert reads, "nothing was read over HTTP: the test proved nothing"
+    # The shared backend client: old's credentials and header rewrites on every read.
+    assert all(r["authorization"].startswith("Basic ") and r["x-side"] == "old" for r in reads)
+    assert {r["path"] for r in reads} == {"/items/a", "/items/gone", "/items/busy", "/items/odd"}
