@@ -12,8 +12,8 @@ data lives in a real database (so the PostgreSQL applier can write it, and the t
 Tables (`SCHEMA`): `items (tenant_id, id, doc jsonb)` behind the REST resource, `orders (tenant_id, id,
 total)` written through SQL. The tenant is `X-Tenant-ID`. A request whose `Idempotency-Key` was seen
 gets the first answer again without being applied twice, as the HTTP applier expects. `jitter_ms`
-delays every write's answer after its commit by a random time up to that: the window in which a later
-write of the same key can be committed and acknowledged first.
+delays the answer to a client's write (one without `Idempotency-Key`) after its commit by a random time
+up to that: the window in which a later write of the same key can be committed and acknowledged first.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class PgDataService:
         answer = await self._handle(method, scope["path"], headers.get("x-tenant-id", ""), body)
         if key is not None:
             self.answers[key] = answer
-        if method != "GET" and self.jitter_ms:
+        if method != "GET" and key is None and self.jitter_ms:  # clients' writes, not the worker's
             await asyncio.sleep(random.uniform(0, self.jitter_ms) / 1000)
         await _send(send, *answer)
 
