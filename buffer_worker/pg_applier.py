@@ -49,7 +49,7 @@ from buffer_worker.pg_batch import (
     batch_statement,
     collapse,
 )
-from buffer_worker.pg_state import RowKey, StateSource, state_statement
+from buffer_worker.pg_state import RowKey, StateSource
 from buffer_worker.sql_apply import SqlIntents, coerce
 from config.pg_applier import PostgresApplierSettings, PostgresResource
 from routing.phases import Side
@@ -111,7 +111,6 @@ class PostgresApplier:
         tables = [Table(r.table, r.tenant_column, r.key_column, r.document_column) for r in side.resources]
         self._batch_sql = batch_statement(tables)
         self._state = state  # None: replay the write's body
-        self._state_sql = state_statement(tables)
         self._id_field = id_field
         self._sql = sql  # writes to SQL endpoints: executed as the statements they carry
         self._retention_s = settings.ledger_retention_h * 3600
@@ -197,18 +196,18 @@ class PostgresApplier:
     async def _transfer_collapsed(
         self, conn: asyncpg.Connection, intents: Sequence[Intent], writes: Sequence[RowWrite]
     ) -> bool:
-        """The fast path under state transfer: the touched keys' current rows read from the
-        authoritative side after the locks are held, then written in one statement. False when some
-        intent was applied before (nothing changed then)."""
+        """The fast path under state transfer: the touched keys' current rows, read from the authoritative
+        side once the locks are held, written by the batch statement (the keys not found there deleted).
+        False when some intent was applied before (nothing changed then)."""
         assert self._state is not None
         touched = self._touched(writes)
         await conn.execute("BEGIN;" + applier_locks_sql(i.tenant for i in intents))
         try:
             found = await self._state.read(intents, touched)
-            arguments: list[Any] = [orjson.dumps([i.intent_id for i in intents]).decode(), len(intents)]
-            for rows, keys in zip(found, touched, strict=True):
-                arguments += [rows, orjson.dumps([{"t": t, "k": k} for t, k in keys]).decode()]
-            await conn.fetchval(self._state_sql, *arguments)
+            arguments = [orjson.dumps([i.intent_id for i in intents]).decode(), len(intents)]
+            for keys, rows in zip(touched, found, strict=True):
+                arguments += [_rows_json(rows), "[]", _deleted_json(keys, rows)]
+            await conn.fetchval(self._batch_sql, *arguments)
         except (asyncpg.PostgresError, ApplyError) as exc:
             await conn.execute("ROLLBACK")
             if getattr(exc, "sqlstate", None) == STALE_SQLSTATE:
@@ -266,11 +265,7 @@ class PostgresApplier:
         if self._state is None or not writes:
             return None
         found = await self._state.read(intents, self._touched(writes))
-        return {
-            (table, row["t"], row["k"]): orjson.dumps(row["d"]).decode()
-            for table, rows in enumerate(found)
-            for row in orjson.loads(rows)
-        }
+        return {(table, t, k): document for table, rows in enumerate(found) for t, k, document in rows}
 
     def _plan(self, intent: Intent) -> _Plan:
         if intent.target is not self._target:
@@ -333,6 +328,25 @@ async def _execute(conn: asyncpg.Connection, sql: _Sql, run: list[tuple[Any, ...
     statement = await conn.prepare(sql.text)
     types = [parameter.name for parameter in statement.get_parameters()]
     await statement.executemany([coerce(args, types) for args in run])
+
+
+def _rows_json(rows: Sequence[tuple[str, str, str]]) -> str:
+    """Found rows as the batch statement's set records; each document is JSON text already, spliced in
+    as it is (decoding and re-encoding it cost more than the rest of the batch's Python work)."""
+    dumps = orjson.dumps
+    return (
+        "["
+        + ",".join(
+            f'{{"t":{dumps(t).decode()},"k":{dumps(k).decode()},"d":{document}}}' for t, k, document in rows
+        )
+        + "]"
+    )
+
+
+def _deleted_json(touched: Sequence[RowKey], rows: Sequence[tuple[str, str, str]]) -> str:
+    """The touched keys the authoritative side does not hold: deleted on the mirror."""
+    found = {(t, k) for t, k, _document in rows}
+    return orjson.dumps([{"t": t, "k": k} for t, k in touched if (t, k) not in found]).decode()
 
 
 async def _nothing_to_reset(_conn: asyncpg.Connection) -> None:

@@ -23,16 +23,17 @@ Sources of the authoritative state, per direction: that side's database when `wo
 is configured (`DatabaseState`: one statement per batch for every table, each table read with its
 key pairs), otherwise a GET of the resource's item path on that side's backend (`HttpState`).
 
-Both hand the applier, per mirror table, a JSON array of `{"t": tenant, "k": key, "d": document}` for
-the keys found: the batch statement (`state_statement`) takes it as it is, so a document read from the
-source database is never decoded in Python.
+Both hand the applier, per mirror table, the touched rows they found, each document as JSON text: the
+applier writes those rows (and deletes the touched keys not found) with the same one-statement batch as
+a replay (`pg_batch`), the documents passed on as text, never decoded in Python. The source read costs
+one round trip per batch; on the authoritative database, one index lookup per touched key.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import asyncpg
 import orjson
@@ -40,51 +41,51 @@ import orjson
 from backends import BackendClient, BackendFailure
 from buffer_worker.apply_errors import PermanentApplyError, TransientApplyError, UnreachableError
 from buffer_worker.intent import Intent
-from buffer_worker.pg_batch import Table
 from config.pg_applier import PostgresSide
 from config.settings import BackendSettings
 from routing.phases import Side
 
 RowKey = tuple[str, str]  # (tenant, key)
 _PERMANENT_CLASSES = ("22", "23", "42")  # as the applier's: data, integrity, syntax and access rules
-_ROWS = "jsonb_to_recordset(${}::jsonb) AS {}(t text, k text, d jsonb)"
 _KEYS = "jsonb_to_recordset(${}::jsonb) AS {}(t text, k text)"
+
+
+# Per mirror table (by index): the touched rows the authoritative side holds, as (tenant, key, document
+# as JSON text). The text is passed on as it is, never decoded here.
+Found = list[list[tuple[str, str, str]]]
 
 
 class StateSource(Protocol):
     async def start(self) -> None: ...
     async def close(self) -> None: ...
-    async def read(self, intents: Sequence[Intent], touched: Sequence[Sequence[RowKey]]) -> list[str]:
-        """Per mirror table (by index), the JSON array of the touched keys' current rows that exist on
-        the authoritative side. Raises `ApplyError`s naming the source; `intents` are the batch's."""
+    async def read(self, intents: Sequence[Intent], touched: Sequence[Sequence[RowKey]]) -> Found:
+        """The current rows of the `touched` keys (per mirror table) that exist on the authoritative side.
+        Raises `ApplyError`s naming the source; `intents` are the batch's."""
         ...
 
 
 class DatabaseState:
-    """The authoritative side's database, read with one statement per batch."""
+    """The authoritative side's database, read with one statement per batch: per table, the rows whose
+    (tenant, key) is in that table's list, found through the table's unique index."""
 
     def __init__(self, side: Side, source: PostgresSide, paths: Sequence[str]) -> None:
         """`paths`: the mirror's resources, in its table order."""
         self._side = side
         self._dsn = source.url.get_secret_value()
-        # The source's table for each mirror table: the source resource of the same path (the settings
-        # check that every path is mapped on both sides).
-        tables = []
-        for path in paths:
-            resource = source.resource(path)
-            if resource is None:
-                raise ValueError(f"worker.postgres.{side.value} maps no resource for {path}")
-            tables.append(resource)
         selects = []
-        for number, r in enumerate(tables):
+        for number, path in enumerate(paths):
+            # The source's table is its resource of the same path (the settings check that every path is
+            # mapped on both sides).
+            r = source.resource(path)
+            if r is None:
+                raise ValueError(f"worker.postgres.{side.value} maps no resource for {path}")
             t, k, d = r.tenant_column, r.key_column, r.document_column
             selects.append(
-                f"(SELECT coalesce(jsonb_agg(jsonb_build_object('t', s.{t}, 'k', s.{k}, 'd', s.{d})),"
-                f" '[]'::jsonb) FROM {r.table} s WHERE (s.{t}, s.{k}) IN"
-                f" (SELECT q.t, q.k FROM {_KEYS.format(number + 1, 'q')}))"
+                f"SELECT {number} AS r, s.{t}::text AS t, s.{k}::text AS k, s.{d}::text AS d FROM {r.table} s"
+                f" WHERE (s.{t}, s.{k}) IN (SELECT q.t, q.k FROM {_KEYS.format(number + 1, 'q')})"
             )
-        self._sql = "SELECT " + ", ".join(selects)
-        self._count = len(tables)
+        self._sql = " UNION ALL ".join(selects)
+        self._count = len(paths)
         self._pool: asyncpg.Pool | None = None
 
     async def start(self) -> None:
@@ -96,12 +97,12 @@ class DatabaseState:
         if self._pool is not None:
             await self._pool.close()
 
-    async def read(self, intents: Sequence[Intent], touched: Sequence[Sequence[RowKey]]) -> list[str]:
+    async def read(self, intents: Sequence[Intent], touched: Sequence[Sequence[RowKey]]) -> Found:
         assert self._pool is not None, "DatabaseState.start() was not awaited"
         arguments = [orjson.dumps([{"t": t, "k": k} for t, k in keys]).decode() for keys in touched]
         try:
             async with self._pool.acquire() as conn:
-                row = await conn.fetchrow(self._sql, *arguments)
+                records = await conn.fetch(self._sql, *arguments)
         except (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError) as exc:
             raise UnreachableError(
                 intents[0], f"{self._side} database unreachable for state transfer: {type(exc).__name__}"
@@ -112,8 +113,10 @@ class DatabaseState:
             if sqlstate[:2] in _PERMANENT_CLASSES:
                 raise PermanentApplyError(intents[0], detail) from exc
             raise TransientApplyError(intents[0], detail) from exc
-        assert row is not None
-        return [str(row[number]) for number in range(self._count)]
+        found: Found = [[] for _ in range(self._count)]
+        for record in records:
+            found[record[0]].append((record[1], record[2], record[3]))
+        return found
 
 
 class HttpState:
@@ -145,11 +148,11 @@ class HttpState:
     async def close(self) -> None:
         await self._client.close()
 
-    async def read(self, intents: Sequence[Intent], touched: Sequence[Sequence[RowKey]]) -> list[str]:
+    async def read(self, intents: Sequence[Intent], touched: Sequence[Sequence[RowKey]]) -> Found:
         gate = asyncio.Semaphore(self._READS_AT_ONCE)
         intent = intents[0]  # named in errors (the batch fails or applies as a whole)
 
-        async def one(table: int, tenant: str, key: str) -> dict[str, Any] | None:
+        async def one(table: int, tenant: str, key: str) -> tuple[str, str, str] | None:
             prefix, _, suffix = self._paths[table]
             path = f"{prefix}{key}{suffix}"
             async with gate:
@@ -175,7 +178,7 @@ class HttpState:
                 document = None
             if not isinstance(document, dict):
                 raise PermanentApplyError(intent, f"{self._side}'s answer to GET {path} is not a JSON object")
-            return {"t": tenant, "k": key, "d": document}
+            return tenant, key, answer.body.decode()
 
         counts = [len(keys) for keys in touched]
         # Every read runs to its end (no orphan left running), then the first failure is raised.
@@ -186,40 +189,13 @@ class HttpState:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        rows: list[str] = []
+        found: Found = []
         start = 0
         for count in counts:
-            found = [row for row in results[start : start + count] if row is not None]
-            rows.append(orjson.dumps(found).decode())
+            found.append([row for row in results[start : start + count] if isinstance(row, tuple)])
             start += count
-        return rows
+        return found
 
 
 async def _nothing_to_reset(_conn: asyncpg.Connection) -> None:
     """Pool reset for connections that only ran the one read-only statement (no session state)."""
-
-
-def state_statement(tables: Sequence[Table]) -> str:
-    """The mirror's batch statement under state transfer: every table's found rows upserted, its touched
-    keys that were not found deleted, and every intent id into the ledger (fresh, or the statement fails
-    and rolls itself back, as `pg_batch.batch_statement` does). Parameters: $1 the intent ids (JSON
-    array), $2 their count, then per table the found rows (`{"t", "k", "d"}`) and the touched keys
-    (`{"t", "k"}`). Found and deleted rows are disjoint, as PostgreSQL requires of one statement."""
-    ctes = [
-        "fresh AS (INSERT INTO cutover_applied_intent (intent_id) SELECT jsonb_array_elements_text($1::jsonb)"
-        " ON CONFLICT DO NOTHING RETURNING 1)"
-    ]
-    for number, table in enumerate(tables):
-        found, touched = 3 + 2 * number, 4 + 2 * number
-        t, k, d, name = table.tenant_column, table.key_column, table.document_column, table.name
-        ctes.append(
-            f"set{number} AS (INSERT INTO {name} ({t}, {k}, {d})"
-            f" SELECT r.t, r.k, r.d FROM {_ROWS.format(found, 'r')}"
-            f" ON CONFLICT ({t}, {k}) DO UPDATE SET {d} = EXCLUDED.{d})"
-        )
-        ctes.append(
-            f"delete{number} AS (DELETE FROM {name} WHERE ({t}, {k}) IN"
-            f" (SELECT r.t, r.k FROM {_KEYS.format(touched, 'r')})"
-            f" AND ({t}, {k}) NOT IN (SELECT f.t, f.k FROM {_KEYS.format(found, 'f')}))"
-        )
-    return "WITH " + ",\n".join(ctes) + "\nSELECT cutover_require_fresh($2, (SELECT count(*) FROM fresh))"
