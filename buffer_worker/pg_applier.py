@@ -13,7 +13,8 @@ lock (`buffer_worker.pg_state`); without it, the write's body is replayed: PUT/P
 `cutover_applied_intent` atomically with its effect, so a re-delivered batch, or a batch re-read after a
 worker crash, changes nothing.
 
-A batch is first tried as one statement (`pg_batch`: the batch collapsed to its final effect per row).
+A batch is first tried as one statement (`pg_batch`: the batch collapsed to its final effect per row;
+under state transfer, each touched row set to its authoritative state).
 That is only right when no intent of it was applied before; the statement checks this and rolls itself
 back otherwise, and the batch is then applied intent by intent in one transaction, skipping the intents
 the ledger already holds. Either way the batch first takes its tenants' mirror locks
@@ -36,7 +37,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from buffer_worker.apply_errors import ApplyError, PermanentApplyError, TransientApplyError, UnreachableError
+from buffer_worker.apply_errors import ApplyError, PermanentApplyError
 from buffer_worker.intent import Intent
 from buffer_worker.ledger import LEDGER_DDL, prune_forever
 from buffer_worker.mirror_lock import applier_locks_sql
@@ -49,6 +50,7 @@ from buffer_worker.pg_batch import (
     batch_statement,
     collapse,
 )
+from buffer_worker.pg_errors import UNREACHABLE, database_error
 from buffer_worker.pg_state import RowKey, StateSource
 from buffer_worker.sql_apply import SqlIntents, coerce
 from config.pg_applier import PostgresApplierSettings, PostgresResource
@@ -57,8 +59,6 @@ from routing.phases import Side
 # Creating the ledger and the check function from several workers at once races in the catalog: serialise.
 _DDL_LOCK = "SELECT pg_advisory_xact_lock(hashtext('cutover_applier_ddl'))"
 _PRUNE_INTERVAL_S = 600.0
-# SQLSTATE classes that retrying cannot fix: data exceptions, integrity violations, syntax/access rules.
-_PERMANENT_CLASSES = ("22", "23", "42")
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,14 +163,8 @@ class PostgresApplier:
                     if await collapsed(conn, intents, writes):
                         return
                 await self._apply_in_order(conn, intents, plans)
-        except (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError) as exc:
-            raise UnreachableError(intents[0], f"mirror database unreachable: {type(exc).__name__}") from exc
-        except asyncpg.PostgresError as exc:
-            sqlstate = getattr(exc, "sqlstate", "") or ""
-            detail = f"mirror database refused the batch: {sqlstate} {exc}"
-            if sqlstate[:2] in _PERMANENT_CLASSES:
-                raise PermanentApplyError(intents[0], detail) from exc
-            raise TransientApplyError(intents[0], detail) from exc
+        except (*UNREACHABLE, asyncpg.PostgresError) as exc:
+            raise database_error(intents[0], exc, "mirror database", "the batch") from exc
 
     async def _apply_collapsed(
         self, conn: asyncpg.Connection, intents: Sequence[Intent], writes: Sequence[RowWrite]
@@ -331,8 +325,9 @@ async def _execute(conn: asyncpg.Connection, sql: _Sql, run: list[tuple[Any, ...
 
 
 def _rows_json(rows: Sequence[tuple[str, str, str]]) -> str:
-    """Found rows as the batch statement's set records; each document is JSON text already, spliced in
-    as it is (decoding and re-encoding it cost more than the rest of the batch's Python work)."""
+    """Found rows as the batch statement's set records; each document is JSON text already (jsonb's output
+    on the source, or a body checked to be a JSON object) and is spliced in as it is, never decoded and
+    encoded again."""
     dumps = orjson.dumps
     return (
         "["

@@ -25,8 +25,9 @@ key pairs), otherwise a GET of the resource's item path on that side's backend (
 
 Both hand the applier, per mirror table, the touched rows they found, each document as JSON text: the
 applier writes those rows (and deletes the touched keys not found) with the same one-statement batch as
-a replay (`pg_batch`), the documents passed on as text, never decoded in Python. The source read costs
-one round trip per batch; on the authoritative database, one index lookup per touched key.
+a replay (`pg_batch`); a document read from a database is passed on as text, never decoded in Python.
+The database source costs one round trip per batch and, on the authoritative database, one index lookup
+per touched key.
 """
 
 from __future__ import annotations
@@ -41,12 +42,12 @@ import orjson
 from backends import BackendClient, BackendFailure
 from buffer_worker.apply_errors import PermanentApplyError, TransientApplyError, UnreachableError
 from buffer_worker.intent import Intent
+from buffer_worker.pg_errors import UNREACHABLE, database_error
 from config.pg_applier import PostgresSide
 from config.settings import BackendSettings
 from routing.phases import Side
 
 RowKey = tuple[str, str]  # (tenant, key)
-_PERMANENT_CLASSES = ("22", "23", "42")  # as the applier's: data, integrity, syntax and access rules
 _KEYS = "jsonb_to_recordset(${}::jsonb) AS {}(t text, k text)"
 
 
@@ -103,16 +104,10 @@ class DatabaseState:
         try:
             async with self._pool.acquire() as conn:
                 records = await conn.fetch(self._sql, *arguments)
-        except (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError) as exc:
-            raise UnreachableError(
-                intents[0], f"{self._side} database unreachable for state transfer: {type(exc).__name__}"
+        except (*UNREACHABLE, asyncpg.PostgresError) as exc:
+            raise database_error(
+                intents[0], exc, f"{self._side} database", "the state-transfer read"
             ) from exc
-        except asyncpg.PostgresError as exc:
-            sqlstate = getattr(exc, "sqlstate", "") or ""
-            detail = f"{self._side} database refused the state-transfer read: {sqlstate} {exc}"
-            if sqlstate[:2] in _PERMANENT_CLASSES:
-                raise PermanentApplyError(intents[0], detail) from exc
-            raise TransientApplyError(intents[0], detail) from exc
         found: Found = [[] for _ in range(self._count)]
         for record in records:
             found[record[0]].append((record[1], record[2], record[3]))

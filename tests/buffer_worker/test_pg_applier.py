@@ -495,7 +495,9 @@ async def test_an_unreachable_source_applies_nothing_and_is_retried(pg_url: str,
     await blind.start()  # the worker starts while old's database is down
     try:
         for _ in range(2):  # the mirror's transaction is rolled back each time, its connection reused
-            with pytest.raises(UnreachableError, match="old database unreachable for state transfer"):
+            with pytest.raises(
+                UnreachableError, match="old database unreachable for the state-transfer read"
+            ):
                 await blind.apply_batch([write])
     finally:
         await blind.close()
