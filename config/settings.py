@@ -157,6 +157,13 @@ class WorkerSettings(_Frozen):
     tenant_rate_per_s: float = Field(default=0.0, ge=0)  # intents applied per tenant per second; 0: no limit
     postgres: PostgresApplierSettings | None = None
 
+    @field_validator("applier", mode="before")
+    @classmethod
+    def _applier_kind(cls, value: object) -> object:
+        if isinstance(value, dict) or value in ("http", "postgres"):
+            return value  # a mapping is checked by ApplierPerSide
+        raise ValueError("must be http or postgres, or one per side: {new: http|postgres, old: ...}")
+
     @model_validator(mode="after")
     def _applier_configured(self) -> WorkerSettings:
         if self.postgres is None and "postgres" in (self.applier_toward(side) for side in Side):

@@ -59,6 +59,7 @@ def test_an_applier_per_side() -> None:
         ({"applier": "postgres"}, "needs worker.postgres"),
         ({"applier": {"new": "postgres"}}, "needs worker.postgres"),
         ({"applier": {"new": "mysql"}}, "applier"),
+        ({"applier": "mysql"}, "must be http or postgres, or one per side"),
         ({"applier": "postgres", "postgres": {}}, "worker.postgres.new and/or worker.postgres.old"),
         (
             {"applier": "postgres", "postgres": {"url": NEW_DB, "resources": RESOURCES, "new": {}}},
