@@ -1,14 +1,14 @@
 """End to end through proxies and a worker: concurrent writers of the same keys leave both sides equal.
 
 Old and new are each a PostgreSQL database behind a small data service that answers a client's write a
-random 0-30 ms after committing it, as a loaded service would: the window in which a later write of the
+random 0-100 ms after committing it, as a loaded service would: the window in which a later write of the
 same key commits and is appended to the buffer first. 50 clients write 10 keys through 2 proxies; after
 the buffer drains every key must be equal on both sides, with the HTTP applier (state transfer listed
 for the resource) and with the PostgreSQL applier (state transfer, its default), five times each.
 Replaying the bodies instead is shown to leave keys different
 (`test_replay_loses_updates_under_concurrent_writers`), so the equality is not an accident of timing:
-with 0-30 ms every replayed run has left one or two keys different (with 0-5 ms, replay converged by
-chance in five runs now and then on a busy machine).
+with 0-100 ms every replayed run has left one to four keys different, even on a machine loaded by other
+work (with 0-30 ms, three runs of five there converged by chance; with 0-5 ms, now and then all five).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ CLIENTS = 50
 WRITES_PER_CLIENT = 12
 KEYS = 10
 REPETITIONS = 5
-JITTER_MS = 30.0
+JITTER_MS = 100.0
 RESOURCES = [{"path": "/items/{key}", "table": "items"}]
 
 
@@ -120,15 +120,14 @@ async def test_fifty_clients_writing_ten_keys_through_two_proxies_converge(
     assert divergent == [0] * REPETITIONS
 
 
-@pytest.mark.parametrize("applier", ["http", "postgres"])
 async def test_replay_loses_updates_under_concurrent_writers(
-    make_proxy: ProxyFactory, sides: dict[Side, PgDataService], applier: str
+    make_proxy: ProxyFactory, sides: dict[Side, PgDataService]
 ) -> None:
-    """The control: the same load, the bodies replayed in stream order, leaves keys different (within
-    five runs; it stops at the first that does)."""
-    first, second = await two_proxies(
-        make_proxy, sides, worker_settings(applier, sides, state_transfer=False)
-    )
+    """The control: the same load, the bodies replayed in stream order by the PostgreSQL applier
+    (`state_transfer: false`), leaves keys different (within five runs; it stops at the first that does).
+    The HTTP applier replays in the same stream order: one control covers both."""
+    replay = worker_settings("postgres", sides, state_transfer=False)
+    first, second = await two_proxies(make_proxy, sides, replay)
     settings = first.runtime.settings
     stop = asyncio.Event()
     worker = asyncio.create_task(Worker(settings, build_applier(settings)).run(stop))
