@@ -56,8 +56,8 @@ from redis._parsers import _AsyncRESP2Parser
 from buffer_worker.http_applier import HttpApplier
 from buffer_worker.intent import Intent
 from buffer_worker.keys import CONSUMER_GROUP, lease_key, partition_of, pending_field, pending_key, stream_key
-from buffer_worker.pg_applier import PostgresApplier
 from buffer_worker.producer import RedisIntentProducer
+from buffer_worker.runner import build_applier
 from buffer_worker.spool import SpoolingSink
 from buffer_worker.worker import Worker
 from config.settings import Settings, WorkerSettings
@@ -89,6 +89,7 @@ FLOOR_LABELS = {
 }
 BODY_TARGET = 200
 ITEM_TABLE = "bench_items"
+SOURCE_TABLE = "bench_old_items"
 MIN_TABLE = "bench_min"
 HOLD_TARGET_S = 2.0
 SWITCH_RATE_PER_S = 500
@@ -432,6 +433,9 @@ class Bench:
         self.prefix = f"bench-buffer-{self.run_id}"
         self.database = f"cutover_bench_buffer_{self.run_id}"
         self.dsn = f"postgresql://postgres@127.0.0.1:5432/{self.database}"
+        # The authoritative side's database, read by the PostgreSQL applier's state transfer.
+        self.source_database = f"{self.database}_old"
+        self.source_dsn = f"postgresql://postgres@127.0.0.1:5432/{self.source_database}"
         self.procs = Processes()
         self.report = Report()
         self.nginx_port = 0
@@ -448,17 +452,19 @@ class Bench:
         conn = await asyncpg.connect(PG_ADMIN_DSN)
         try:
             await conn.execute(f'CREATE DATABASE "{self.database}"')
+            await conn.execute(f'CREATE DATABASE "{self.source_database}"')
         finally:
             await conn.close()
-        conn = await asyncpg.connect(self.dsn)
-        try:
-            for table in (ITEM_TABLE, MIN_TABLE):
-                await conn.execute(
-                    f"CREATE TABLE {table} (tenant_id text NOT NULL, id text NOT NULL, doc jsonb NOT NULL,"
-                    " PRIMARY KEY (tenant_id, id))"
-                )
-        finally:
-            await conn.close()
+        for dsn, tables in ((self.dsn, (ITEM_TABLE, MIN_TABLE)), (self.source_dsn, (SOURCE_TABLE,))):
+            conn = await asyncpg.connect(dsn)
+            try:
+                for table in tables:
+                    await conn.execute(
+                        f"CREATE TABLE {table} (tenant_id text NOT NULL, id text NOT NULL,"
+                        " doc jsonb NOT NULL, PRIMARY KEY (tenant_id, id))"
+                    )
+            finally:
+                await conn.close()
         log(f"database {self.database}, redis prefix {self.prefix}")
 
     async def cleanup(self) -> None:
@@ -467,6 +473,7 @@ class Bench:
             conn = await asyncpg.connect(PG_ADMIN_DSN)
             try:
                 await conn.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+                await conn.execute(f'DROP DATABASE IF EXISTS "{self.source_database}" WITH (FORCE)')
             finally:
                 await conn.close()
         except (OSError, asyncpg.PostgresError) as exc:
@@ -506,16 +513,20 @@ class Bench:
                 if r.status != 200:
                     raise BenchError(f"nginx answers {r.status} to PUT")
 
-    def settings(self, prefix: str, *, applier: str, phase: str = "legacy") -> dict[str, Any]:
+    def settings(
+        self, prefix: str, *, applier: str, phase: str = "legacy", state_transfer: bool = True
+    ) -> dict[str, Any]:
         backend = f"http://127.0.0.1:{self.nginx_logged_port if applier == 'http' else self.nginx_port}"
         worker: dict[str, Any] = {"applier": applier, "lease_ttl_s": LEASE_TTL_S}
         if applier == "postgres":
             worker["batch_size"] = self.batch_size
-        if applier == "postgres":
             worker["postgres"] = {
-                "url": self.dsn,
-                "resources": [{"path": "/items/{key}", "table": ITEM_TABLE}],
+                "new": {"url": self.dsn, "resources": [{"path": "/items/{key}", "table": ITEM_TABLE}]},
+                "state_transfer": state_transfer,
             }
+            if state_transfer:  # the intents' authoritative side is old: its rows are read there
+                resources = [{"path": "/items/{key}", "table": SOURCE_TABLE}]
+                worker["postgres"]["old"] = {"url": self.source_dsn, "resources": resources}
         return {
             "backends": {"old": {"url": backend}, "new": {"url": backend}},
             "default_phase": phase,
@@ -686,13 +697,18 @@ class Bench:
         return rate, used
 
     # -- 3. Worker + PostgresApplier -----------------------------------------------------------------
-    async def worker_pg(self, rnd: int) -> tuple[float, int, int, int]:
-        """Returns (intents/s, mismatches, rows, expected rows)."""
-        prefix = f"{self.prefix}-pg{rnd}"
+    async def worker_pg(self, rnd: int, *, state_transfer: bool) -> tuple[float, int, int, int]:
+        """Returns (intents/s, mismatches, rows, expected rows). With `state_transfer`, the authoritative
+        side's table holds each key's last write (as it would once the writes committed there) and the
+        applier copies it from there; without it, the bodies are replayed."""
+        mode = "st" if state_transfer else "replay"
+        prefix = f"{self.prefix}-pg{rnd}-{mode}"
         expected: dict[tuple[str, str], int] = {}
+        last: dict[tuple[str, str], bytes] = {}
 
-        def remember(spec: Spec, _intent: Intent) -> None:
+        def remember(spec: Spec, intent: Intent) -> None:
             expected[(spec.tenant, spec.key)] = spec.seq
+            last[(spec.tenant, spec.key)] = intent.body
 
         await produce(self.redis, prefix, specs(self.intents, seed=100 + rnd), on_intent=remember)
         conn = await asyncpg.connect(self.dsn)
@@ -701,13 +717,20 @@ class Bench:
             await conn.execute("DROP TABLE IF EXISTS cutover_applied_intent")
         finally:
             await conn.close()
-        settings = Settings.model_validate(self.settings(prefix, applier="postgres"))
-        assert settings.worker.postgres is not None
-        worker = Worker(
-            settings,
-            PostgresApplier(settings.worker.postgres, id_field=settings.worker.id_field),
-            worker_id=f"bench-pg-{rnd}",
+        conn = await asyncpg.connect(self.source_dsn)
+        try:
+            await conn.execute(f"TRUNCATE {SOURCE_TABLE}")
+            if state_transfer:
+                records = [(tenant, key, body.decode()) for (tenant, key), body in last.items()]
+                await conn.copy_records_to_table(SOURCE_TABLE, records=records)
+                await conn.execute(f"ANALYZE {SOURCE_TABLE}")
+        finally:
+            await conn.close()
+        settings = Settings.model_validate(
+            self.settings(prefix, applier="postgres", state_transfer=state_transfer)
         )
+        # What `cutover worker` builds: the applier per side, toward new here.
+        worker = Worker(settings, build_applier(settings), worker_id=f"bench-pg-{rnd}-{mode}")
         applied, elapsed = await self.run_worker(worker, self.intents)
         rate = applied / elapsed
         conn = await asyncpg.connect(self.dsn)
@@ -759,6 +782,8 @@ class Bench:
         floor: dict[str, list[float]] = {name: [] for name in FLOORS}
         parsers: dict[str, str] = {}
         pg: list[float] = []
+        replay: list[float] = []
+        replay_checks: list[tuple[int, int, int]] = []
         ratios: dict[str, list[float]] = {name: [] for name in FLOORS}
         checks: list[tuple[int, int, int]] = []
         startups: list[float] = []
@@ -767,15 +792,20 @@ class Bench:
             if with_floor:
                 order += list(FLOORS)
             if with_worker:
-                order.append("worker")
+                order += ["worker", "worker_replay"]
             order = order[rnd % len(order) :] + order[: rnd % len(order)]
             for what in order:
                 if what == "worker":
-                    rate, mismatches, rows, expected = await self.worker_pg(rnd)
+                    rate, mismatches, rows, expected = await self.worker_pg(rnd, state_transfer=True)
                     startups.append(self.startup_s[-1])
                     pg.append(rate)
                     checks.append((mismatches, rows, expected))
                     log(f"drain round {rnd + 1} worker+pg: {rate:,.0f}/s, {mismatches} mismatches")
+                elif what == "worker_replay":
+                    rate, mismatches, rows, expected = await self.worker_pg(rnd, state_transfer=False)
+                    replay.append(rate)
+                    replay_checks.append((mismatches, rows, expected))
+                    log(f"drain round {rnd + 1} worker+pg replay: {rate:,.0f}/s, {mismatches} mismatches")
                 else:
                     rate, used = await self.minimal_drain(what, rnd)
                     floor[what].append(rate)
@@ -809,10 +839,21 @@ class Bench:
             self.report.rows.append(
                 Row(
                     "3",
-                    f"Worker + PostgresApplier (16 partitions, 50 tenants, batch_size {self.batch_size})",
+                    "Worker + PostgresApplier, state transfer from old's database (16 partitions,"
+                    f" 50 tenants, batch_size {self.batch_size})",
                     f"{med(pg):,.0f}/s; {ratio_text}; {mism} mismatches",
                     "≥ 20,000/s and ≥ 4× the floor, 0 mismatches",
                     verdict(ok) if with_floor else ("n/a" if med(pg) >= 20_000 and mism == 0 else "FAIL"),
+                )
+            )
+            replay_mism = sum(c[0] for c in replay_checks)
+            self.report.rows.append(
+                Row(
+                    "3",
+                    "Worker + PostgresApplier, bodies replayed (`state_transfer: false`)",
+                    f"{med(replay):,.0f}/s; {replay_mism} mismatches",
+                    "none (reference)",
+                    "info",
                 )
             )
         self.report.details += [
@@ -834,10 +875,13 @@ class Bench:
             " by default and swaps it for its pure-Python `_AsyncRESP3Parser` (the class named is the one"
             " in use).",
             "- Worker: `buffer_worker.worker.Worker` **in-process** (this script's uvloop event loop) with"
-            " `PostgresApplier` (ledger table, one transaction per batch), default worker settings"
+            " the applier `cutover worker` builds (`build_applier`: `PostgresApplier` toward new, ledger"
+            " table, one transaction per batch), default worker settings"
             f" (batch_size {self.batch_size}, block_ms 200), its own redis-py client (hiredis as installed);"
             " 16 partitions, 50 tenants, PUT /items/k<i%1000>; timed from `run()` to the last intent counted"
-            " applied.",
+            " applied. With state transfer (the default) a second database holds old's rows (each key's"
+            " last write, loaded before the drain): per batch one SELECT there for every touched key, then"
+            " one statement writing those rows on new; replayed, the bodies are written as they are.",
             "",
             "| drain | median /s | per round |",
             "|---|---|---|",
@@ -848,7 +892,12 @@ class Bench:
                     f"| minimal, {label} | {med(floor[what]):,.0f} | {rates(floor[what])} |"
                 )
         if with_worker:
-            self.report.details.append(f"| Worker + PostgresApplier | {med(pg):,.0f} | {rates(pg)} |")
+            self.report.details.append(
+                f"| Worker + PostgresApplier, state transfer | {med(pg):,.0f} | {rates(pg)} |"
+            )
+            self.report.details.append(
+                f"| Worker + PostgresApplier, replayed | {med(replay):,.0f} | {rates(replay)} |"
+            )
             if with_floor:
                 self.report.details.append("")
                 for what, label in FLOOR_LABELS.items():
@@ -863,8 +912,10 @@ class Bench:
                 + "."
             )
             self.report.details.append(
-                "\nCorrectness (table vs last write per (tenant, key)), per round: "
+                "\nCorrectness (table vs last write per (tenant, key)), per round, state transfer: "
                 + "; ".join(f"{m} mismatches, {r:,} rows of {e:,} expected" for m, r, e in checks)
+                + "; replayed: "
+                + "; ".join(f"{m} mismatches, {r:,} rows of {e:,} expected" for m, r, e in replay_checks)
             )
         self.report.details.append("")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
@@ -16,9 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, SecretStr, fie
 from config.data import DataSettings
 from config.divergence import DivergenceSettings
 from config.operator import OperatorSettings
+from config.pg_applier import ApplierKind, ApplierPerSide, same_database
+from config.pg_applier import PostgresApplierSettings as PostgresApplierSettings  # re-exported
+from config.pg_applier import PostgresResource as PostgresResource  # re-exported
+from config.pg_applier import PostgresSide as PostgresSide  # re-exported
 from config.sql import SqlDialect, SqlSettings
 from config.telemetry import TelemetrySettings
-from routing.phases import Phase
+from routing.phases import Phase, Side
 from routing.tenant import TENANT_HEADER_DEFAULT
 
 
@@ -145,7 +149,8 @@ class WorkerSettings(_Frozen):
     max_attempts: int = Field(default=20, ge=1)  # error answers before an intent is dead-lettered
     apply_timeout_s: float = Field(default=10.0, gt=0)
     id_field: str = "id"  # response field carrying the id a create was assigned
-    applier: Literal["http", "postgres"] = "http"
+    # How intents reach the mirrored side: one kind for both sides, or one per side.
+    applier: ApplierKind | ApplierPerSide = "http"
     # HTTP applier: resources applied by state transfer instead of replay (path patterns, `{x}` = one
     # segment). The mirror gets the key's current representation read from the authoritative side, so
     # concurrent writers of one key, through any number of proxies, cannot leave the sides different.
@@ -154,32 +159,32 @@ class WorkerSettings(_Frozen):
     tenant_rate_per_s: float = Field(default=0.0, ge=0)  # intents applied per tenant per second; 0: no limit
     postgres: PostgresApplierSettings | None = None
 
+    @field_validator("applier", mode="before")
+    @classmethod
+    def _applier_kind(cls, value: object) -> object:
+        if isinstance(value, dict) or value in ("http", "postgres"):
+            return value  # a mapping is checked by ApplierPerSide
+        raise ValueError("must be http or postgres, or one per side: {new: http|postgres, old: ...}")
+
     @model_validator(mode="after")
     def _applier_configured(self) -> WorkerSettings:
-        if self.applier == "postgres" and self.postgres is None:
-            raise ValueError("applier 'postgres' needs worker.postgres (url and resources)")
+        if self.postgres is None and "postgres" in (self.applier_toward(side) for side in Side):
+            raise ValueError("applier 'postgres' needs worker.postgres (new and/or old: url, resources)")
         return self
 
+    def applier_toward(self, side: Side) -> ApplierKind:
+        if isinstance(self.applier, str):
+            return self.applier
+        return self.applier.new if side is Side.NEW else self.applier.old
 
-class PostgresApplierSettings(_Frozen):
-    """The mirrored side is a PostgreSQL database: intents become row upserts and deletes."""
-
-    url: SecretStr
-    resources: list[PostgresResource] = Field(min_length=1)
-    # Applied-intent ids are kept this long (0: forever); longer than an intent can wait in a stream or a
-    # proxy's spool, or a late duplicate of it would be applied again (buffer_worker.ledger).
-    ledger_retention_h: float = Field(default=168.0, ge=0)
-
-
-class PostgresResource(_Frozen):
-    """Writes to `path` (a pattern with one `{key}` segment, e.g. `/items/{key}`) map to rows of `table`.
-    The JSON body is stored whole in `document_column` (jsonb), keyed by tenant and key."""
-
-    path: str = Field(pattern=r"^/.*\{key\}")
-    table: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
-    tenant_column: str = Field(default="tenant_id", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    key_column: str = Field(default="id", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    document_column: str = Field(default="doc", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    def missing_for(self, side: Side) -> str | None:
+        """The setting that intents toward `side` cannot be applied without, or None when they can.
+        (HTTP needs nothing beyond `backends.<side>`, which is always there.)"""
+        if self.applier_toward(side) == "postgres":
+            assert self.postgres is not None  # enforced above
+            if self.postgres.side(side) is None:
+                return f"worker.postgres.{side.value}"
+        return None
 
 
 class BarrierSettings(_Frozen):
@@ -218,6 +223,25 @@ class Settings(_Frozen):
     @model_validator(mode="after")
     def _sql_dialects(self) -> Settings:
         self.sql.check_dialects(self.backends.old.sql_dialect, self.backends.new.sql_dialect)
+        return self
+
+    @model_validator(mode="after")
+    def _one_lock_database(self) -> Settings:
+        """The backfill (old -> new) and the repair (toward the side that is not authoritative) take the
+        tenant's mirror lock in `data.<side>.postgres_url`; the applier takes it where it writes. Only one
+        database makes them exclude each other (buffer_worker.mirror_lock)."""
+        postgres = self.worker.postgres
+        for side in Side:
+            data_side = getattr(self.data, side.value)
+            applied = None if postgres is None else postgres.side(side)
+            if data_side is None or applied is None or self.worker.applier_toward(side) != "postgres":
+                continue
+            if not same_database(applied.url.get_secret_value(), data_side.postgres_url.get_secret_value()):
+                raise ValueError(
+                    f"worker.postgres.{side.value}.url and data.{side.value}.postgres_url must name the same"
+                    " database (host, port, database name): the backfill and repair lock a tenant there"
+                    " against the PostgreSQL applier"
+                )
         return self
 
     @field_validator("postgres_url")

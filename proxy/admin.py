@@ -19,7 +19,7 @@ from proxy.admin_auth import Principal, TokenAuthenticator
 from proxy.barrier import BarrierAbortedError
 from proxy.divergences import list_divergences
 from proxy.metrics_api import register_metrics
-from proxy.phase_moves import move_phase
+from proxy.phase_moves import ApplierMissingError, move_phase
 from proxy.phase_store import VersionConflictError
 from proxy.runtime import Runtime
 from proxy.seen_tenants import list_seen_only
@@ -203,7 +203,12 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
                 force=change.force,
                 hold_timeout_s=runtime.settings.barrier.hold_timeout_s,
                 pending_toward=runtime.inspector.pending,
+                missing_applier=runtime.settings.worker.missing_for,
             )
+        except ApplierMissingError as exc:
+            raise AdminError(
+                422, "applier_not_configured", str(exc), setting=exc.setting, side=exc.side.value
+            ) from None
         except BarrierAbortedError as exc:
             raise AdminError(409, "barrier_aborted", str(exc), reason=exc.reason) from None
         except VersionConflictError as exc:

@@ -3,8 +3,13 @@ rollback): a move that changes which side takes writes first goes through the au
 (`proxy.barrier`), any other is a plain audited store update; either way this proxy's cache gets the new
 phase at once (the others through NOTIFY).
 
-Errors are the store's and the barrier's, unchanged: `VersionConflictError`, `PhaseMoveError`,
-`BarrierAbortedError`.
+A move into a phase that mirrors writes toward a side the worker cannot apply to (its applier for that
+side is PostgreSQL, and `worker.postgres.<side>` is not configured) is refused, `force` or not: its
+intents could only be dead-lettered. The check reads this proxy's settings, which are the workers' when
+they share the configuration file, as they should.
+
+Errors: the store's and the barrier's, unchanged (`VersionConflictError`, `PhaseMoveError`,
+`BarrierAbortedError`), and `ApplierMissingError`.
 """
 
 from __future__ import annotations
@@ -14,7 +19,19 @@ from collections.abc import Awaitable, Callable
 from proxy.barrier import changes_authority, switch_authority
 from proxy.phase_cache import PhaseCache
 from proxy.phase_store import PhaseStore, TenantPhase
-from routing.phases import Phase, Side
+from routing.phases import Phase, Side, check_move
+
+
+class ApplierMissingError(Exception):
+    def __init__(self, tenant: str, phase: Phase, side: Side, setting: str) -> None:
+        self.tenant = tenant
+        self.phase = phase
+        self.side = side
+        self.setting = setting
+        super().__init__(
+            f"tenant {tenant!r} cannot move to {phase.value}: its writes would be mirrored to {side},"
+            f" and the worker has no applier toward {side} ({setting} is not configured)"
+        )
 
 
 async def move_phase(
@@ -29,8 +46,16 @@ async def move_phase(
     force: bool,
     hold_timeout_s: float,
     pending_toward: Callable[[str, Side], Awaitable[int]],
+    missing_applier: Callable[[Side], str | None],
 ) -> TenantPhase:
+    """`missing_applier(side)`: the setting the worker lacks to apply intents toward `side`, if any."""
     current = (await store.get(tenant)).phase
+    check_move(tenant, current, phase, force=force)  # a move the rules refuse is named as such first
+    if phase.mirrors:
+        mirror = phase.authoritative.other
+        setting = missing_applier(mirror)
+        if setting is not None:
+            raise ApplierMissingError(tenant, phase, mirror, setting)
     if changes_authority(current, phase):
         updated = await switch_authority(
             store,

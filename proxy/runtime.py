@@ -161,6 +161,7 @@ class Runtime:
                 cache=cache,
                 policy=lambda: shadow.policy,
                 pending_toward=inspector.pending,
+                missing_applier=settings.worker.missing_for,
                 hold_timeout_s=settings.barrier.hold_timeout_s,
                 stats=stats,
             )

@@ -26,7 +26,7 @@ import asyncpg
 from config.divergence import DivergencePolicy, RollbackPolicy
 from proxy.barrier import BarrierAbortedError
 from proxy.phase_cache import PhaseCache
-from proxy.phase_moves import move_phase
+from proxy.phase_moves import ApplierMissingError, move_phase
 from proxy.phase_store import AUTO_ACTOR, PhaseStore, VersionConflictError
 from proxy.stats import DataPlaneStats
 from routing.phases import Phase, PhaseMoveError, Side
@@ -122,6 +122,7 @@ class RollbackMonitor:
         cache: PhaseCache,
         policy: Callable[[], DivergencePolicy],
         pending_toward: Callable[[str, Side], Awaitable[int]],
+        missing_applier: Callable[[Side], str | None],
         hold_timeout_s: float,
         stats: DataPlaneStats,
     ) -> None:
@@ -130,6 +131,7 @@ class RollbackMonitor:
         self._cache = cache
         self._policy = policy
         self._pending_toward = pending_toward
+        self._missing_applier = missing_applier
         self._hold_timeout_s = hold_timeout_s
         self._stats = stats
         self._conn: asyncpg.Connection | None = None
@@ -211,12 +213,16 @@ class RollbackMonitor:
                 force=False,
                 hold_timeout_s=self._hold_timeout_s,
                 pending_toward=self._pending_toward,
+                missing_applier=self._missing_applier,
             )
         except (VersionConflictError, PhaseMoveError) as exc:
             log.info("no automatic rollback of %r: it changed meanwhile (%s)", rollback.tenant, exc)
             return False
         except BarrierAbortedError as exc:
             log.warning("automatic rollback of %r not done yet: %s", rollback.tenant, exc.reason)
+            return False
+        except ApplierMissingError as exc:
+            log.error("no automatic rollback: %s", exc)
             return False
         self._stats.auto_rollbacks[rollback.tenant] += 1
         log.warning(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -13,15 +14,20 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 
-from buffer_worker.apply_errors import PermanentApplyError
+from buffer_worker.apply_errors import PermanentApplyError, TransientApplyError, UnreachableError
 from buffer_worker.intent import Intent
 from buffer_worker.ledger import prune_ledger
 from buffer_worker.mirror_lock import COPY_LOCK_SQL, lock_key
 from buffer_worker.pg_applier import PostgresApplier
 from buffer_worker.pg_batch import Change, RowWrite, collapse
-from config.settings import PostgresApplierSettings
+from buffer_worker.pg_state import DatabaseState, HttpState
+from buffer_worker.sql_apply import SqlIntents
+from config.settings import BackendSettings, PostgresApplierSettings, Settings
 from routing.phases import Side
+from tests.buffer_worker.conftest import closed_port
+from tests.conftest import Receive, Scope, Send, backend_config, start_server
 
 TABLE = "mirror_items"
 
@@ -295,3 +301,282 @@ async def test_any_batching_and_redelivery_equals_applying_each_intent_once_in_o
         if 2 * number + 1 in replays:
             await applier.apply_batch(intents[start:end])  # delivered again whole: changes nothing
     assert await rows(pg_url, table) == model(intents)
+
+
+# -- state transfer ---------------------------------------------------------------------------------------
+@dataclass
+class Transfer:
+    """An applier toward new under state transfer, reading the authoritative rows from `source` (old's
+    table: another name, tenant column and document column than the mirror's)."""
+
+    applier: PostgresApplier
+    mirror: str
+    source: str
+    pg_url: str
+
+    async def authoritative(self, tenant: str, key: str, doc: dict[str, Any] | None) -> None:
+        conn = await asyncpg.connect(self.pg_url)
+        try:
+            if doc is None:
+                await conn.execute(f"DELETE FROM {self.source} WHERE account = $1 AND item = $2", tenant, key)
+            else:
+                await conn.execute(
+                    f"INSERT INTO {self.source} VALUES ($1, $2, $3::jsonb) ON CONFLICT (account, item)"
+                    " DO UPDATE SET body = EXCLUDED.body",
+                    tenant,
+                    key,
+                    orjson.dumps(doc).decode(),
+                )
+        finally:
+            await conn.close()
+
+
+def transfer_settings(pg_url: str, mirror: str, source: str, **extra: Any) -> PostgresApplierSettings:
+    return PostgresApplierSettings.model_validate(
+        {
+            "new": {"url": pg_url, "resources": [{"path": "/items/{key}", "table": mirror}]},
+            "old": {
+                "url": pg_url,
+                "resources": [
+                    {
+                        "path": "/items/{key}",
+                        "table": source,
+                        "tenant_column": "account",
+                        "key_column": "item",
+                        "document_column": "body",
+                    }
+                ],
+            },
+            **extra,
+        }
+    )
+
+
+@pytest.fixture
+async def transfer(pg_url: str) -> AsyncIterator[Transfer]:
+    suffix = uuid.uuid4().hex[:8]
+    mirror, source = f"{TABLE}_{suffix}", f"source_items_{suffix}"
+    conn = await asyncpg.connect(pg_url)
+    await conn.execute(
+        f"CREATE TABLE {mirror} (tenant_id text, id text, doc jsonb, PRIMARY KEY (tenant_id, id));"
+        f"CREATE TABLE {source} (account text, item text, body jsonb, PRIMARY KEY (account, item))"
+    )
+    await conn.close()
+    settings = transfer_settings(pg_url, mirror, source)
+    assert settings.old is not None
+    state = DatabaseState(Side.OLD, settings.old, ["/items/{key}"])
+    the_applier = PostgresApplier(settings, Side.NEW, state=state)
+    await the_applier.start()
+    try:
+        yield Transfer(the_applier, mirror, source, pg_url)
+    finally:
+        await the_applier.close()
+        conn = await asyncpg.connect(pg_url)
+        await conn.execute(f"DROP TABLE {mirror}; DROP TABLE {source}")
+        await conn.close()
+
+
+async def test_state_transfer_writes_the_authoritative_row_not_the_body(
+    transfer: Transfer, pg_url: str
+) -> None:
+    await transfer.authoritative("acme", "a", {"v": "final", "id": "a"})
+    await transfer.authoritative("acme", "c", {"v": "still here", "id": "c"})
+    await transfer.applier.apply_batch(
+        [
+            intent("acme", "PUT", "a", {"v": "stale: an earlier write that reached the stream last"}),
+            intent("acme", "PUT", "b", {"v": "since deleted on old"}),
+            intent("acme", "DELETE", "c"),  # re-created on old after this delete
+            intent("globex", "PATCH", "a", {"v": 1}),  # nothing on old for globex
+        ]
+    )
+    assert await rows(pg_url, transfer.mirror) == {
+        ("acme", "a"): {"v": "final", "id": "a"},
+        ("acme", "c"): {"v": "still here", "id": "c"},
+    }
+
+
+async def test_state_transfer_deletes_what_the_authoritative_side_no_longer_holds(
+    transfer: Transfer, pg_url: str
+) -> None:
+    await transfer.authoritative("acme", "a", {"v": 1})
+    await transfer.applier.apply_batch([intent("acme", "PUT", "a", {"v": 1})])
+    await transfer.authoritative("acme", "a", None)
+    await transfer.applier.apply_batch([intent("acme", "PUT", "a", {"v": 2})])  # its DELETE is still to come
+    assert await rows(pg_url, transfer.mirror) == {}
+
+
+async def test_a_create_transfers_the_row_the_authoritative_side_created(
+    transfer: Transfer, pg_url: str
+) -> None:
+    await transfer.authoritative("acme", "old-7", {"id": "old-7", "name": "x"})
+    created = Intent(
+        tenant="acme",
+        target=Side.NEW,
+        method="POST",
+        path="/items",
+        query="",
+        headers=(),
+        body=b'{"name": "x"}',
+        status=201,
+        response_body=b'{"id": "old-7", "name": "x"}',
+        response_headers=(("Location", "/items/old-7"),),
+    )
+    await transfer.applier.apply_batch([created])
+    assert await rows(pg_url, transfer.mirror) == {("acme", "old-7"): {"id": "old-7", "name": "x"}}
+
+
+async def test_a_late_delivery_under_state_transfer_changes_nothing(transfer: Transfer, pg_url: str) -> None:
+    """A batch already applied comes again (a stalled worker, after the partition's new owner applied and
+    acknowledged it): the ledger keeps it from copying old's state again, which after an authority switch
+    would be the former authority's."""
+    await transfer.authoritative("acme", "a", {"v": 1})
+    batch = [intent("acme", "PUT", "a", {"v": 1})]
+    await transfer.applier.apply_batch(batch)
+    await transfer.authoritative("acme", "a", {"v": "old's, after new took over"})
+    await transfer.applier.apply_batch(batch)
+    await transfer.applier.apply_batch([intent("acme", "PATCH", "b", {}), *batch])  # partly applied
+    assert (await rows(pg_url, transfer.mirror))[("acme", "a")] == {"v": 1}
+
+
+async def test_state_transfer_with_sql_intents_in_the_batch(pg_url: str, transfer: Transfer) -> None:
+    """A batch holding a SQL intent takes the intent-by-intent path: the rows still come from old."""
+    settings = transfer_settings(pg_url, transfer.mirror, transfer.source)
+    sql_settings = Settings.model_validate(
+        {
+            "backends": {
+                "old": {"url": "http://old", "sql_dialect": "postgres"},
+                "new": {"url": "http://new", "sql_dialect": "postgres"},
+            },
+            "sql": {"endpoints": [{"path": "/query"}]},
+        }
+    )
+    assert settings.old is not None
+    with_sql = PostgresApplier(
+        settings,
+        Side.NEW,
+        sql=SqlIntents(sql_settings),
+        state=DatabaseState(Side.OLD, settings.old, ["/items/{key}"]),
+    )
+    await with_sql.start()
+    try:
+        await transfer.authoritative("acme", "a", {"v": "old's"})
+        statement = Intent(
+            tenant="acme",
+            target=Side.NEW,
+            method="POST",
+            path="/query",
+            query="",
+            headers=(),
+            body=orjson.dumps(
+                {
+                    "sql": f"UPDATE {transfer.mirror} SET doc = doc || '{{\"sql\": 1}}' WHERE id = $1",
+                    "params": ["a"],
+                }
+            ),
+            status=200,
+            response_body=b"{}",
+        )
+        await with_sql.apply_batch(
+            [intent("acme", "PUT", "a", {"v": "body"}), statement, intent("acme", "DELETE", "z")]
+        )
+    finally:
+        await with_sql.close()
+    assert await rows(pg_url, transfer.mirror) == {("acme", "a"): {"v": "old's", "sql": 1}}
+
+
+async def test_an_unreachable_source_applies_nothing_and_is_retried(pg_url: str, transfer: Transfer) -> None:
+    down = transfer_settings(pg_url, transfer.mirror, transfer.source)
+    assert down.old is not None
+    source = down.old.model_copy(
+        update={"url": SecretStr(f"postgresql://postgres@127.0.0.1:{closed_port()}/x")}
+    )
+    blind = PostgresApplier(down, Side.NEW, state=DatabaseState(Side.OLD, source, ["/items/{key}"]))
+    write = intent("acme", "PUT", "a", {"v": 1})
+    await blind.start()  # the worker starts while old's database is down
+    try:
+        for _ in range(2):  # the mirror's transaction is rolled back each time, its connection reused
+            with pytest.raises(
+                UnreachableError, match="old database unreachable for the state-transfer read"
+            ):
+                await blind.apply_batch([write])
+    finally:
+        await blind.close()
+    # Nothing applied, nothing in the ledger: once old answers, the intent applies.
+    await transfer.authoritative("acme", "a", {"v": 2})
+    await transfer.applier.apply_batch([write])
+    assert await rows(pg_url, transfer.mirror) == {("acme", "a"): {"v": 2}}
+
+
+def test_an_intent_toward_the_other_side_is_refused(pg_url: str) -> None:
+    settings = transfer_settings(pg_url, "m", "s")
+    toward_old = PostgresApplier(settings, Side.OLD)
+    with pytest.raises(PermanentApplyError, match="an intent toward new reached the applier toward old"):
+        toward_old._plan(intent("acme", "PUT", "a", {}))  # noqa: SLF001 - refused before any I/O
+
+
+@dataclass
+class StateBackend:
+    """The authoritative side's backend as the HTTP state source sees it: canned answers per (tenant,
+    path), and the headers of every request."""
+
+    answers: dict[tuple[str, str], tuple[int, bytes]]
+    seen: list[dict[str, str]]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        self.seen.append({"method": scope["method"], "path": scope["path"], **headers})
+        status, body = self.answers.get((headers.get("x-tenant-id", ""), scope["path"]), (404, b"{}"))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+async def test_without_its_database_the_authoritative_state_is_read_over_http(
+    applier: PostgresApplier, pg_url: str
+) -> None:
+    table = applier.table  # type: ignore[attr-defined]
+    backend = StateBackend(
+        {
+            ("acme", "/items/a"): (200, b'{"v": "old\'s", "id": "a"}'),
+            ("acme", "/items/odd"): (200, b'["not", "an", "object"]'),
+            ("acme", "/items/busy"): (503, b"{}"),
+        },
+        [],
+    )
+    server = await start_server(backend_config(backend))
+    settings = PostgresApplierSettings.model_validate(
+        {"new": {"url": pg_url, "resources": [{"path": "/items/{key}", "table": table}]}}
+    )
+    old_backend = BackendSettings.model_validate(
+        {"url": f"http://reader:pw@127.0.0.1:{server.port}", "headers": {"set": {"X-Side": "old"}}}
+    )
+    state = HttpState(Side.OLD, old_backend, ["/items/{key}"], tenant_header="X-Tenant-ID", timeout_s=5)
+    over_http = PostgresApplier(settings, Side.NEW, state=state)
+    await over_http.start()
+    try:
+        await applier.apply_batch([intent("acme", "PUT", "gone", {"v": 1})])  # on new, since deleted on old
+        await over_http.apply_batch(
+            [intent("acme", "PUT", "a", {"v": "body"}), intent("acme", "PUT", "gone", {"v": 2})]
+        )
+        assert await rows(pg_url, table) == {("acme", "a"): {"v": "old's", "id": "a"}}
+        with pytest.raises(
+            TransientApplyError, match="old answered 503 to the state-transfer read of /items/busy"
+        ):
+            await over_http.apply_batch([intent("acme", "PUT", "a", {}), intent("acme", "PUT", "busy", {})])
+        with pytest.raises(PermanentApplyError, match="not a JSON object"):
+            await over_http.apply_batch([intent("acme", "PUT", "odd", {})])
+    finally:
+        await over_http.close()
+        await server.stop()
+    reads = [r for r in backend.seen if r["method"] == "GET"]
+    assert reads, "nothing was read over HTTP: the test proved nothing"
+    # The shared backend client: old's credentials and header rewrites on every read.
+    assert all(r["authorization"].startswith("Basic ") and r["x-side"] == "old" for r in reads)
+    assert {r["path"] for r in reads} == {"/items/a", "/items/gone", "/items/busy", "/items/odd"}

@@ -1,6 +1,7 @@
 """The PostgreSQL applier executing mirrored SQL writes: transpiled, with parameters, one transaction per
 batch, idempotent through the ledger. Real PostgreSQL (the session's test database) and, for the worker
-path, real Redis."""
+path, real Redis. Both sides' appliers write into the session's database here (old speaks MySQL, new
+PostgreSQL), so that either dialect's statements can be checked in one place."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ import pytest
 
 from buffer_worker.apply_errors import PermanentApplyError
 from buffer_worker.intent import Intent
-from buffer_worker.pg_applier import PostgresApplier
 from buffer_worker.producer import RedisIntentProducer
-from buffer_worker.sql_apply import SqlIntents, coerce
+from buffer_worker.runner import build_applier
+from buffer_worker.side_appliers import SideAppliers
+from buffer_worker.sql_apply import coerce
 from config.settings import Settings
 from routing.phases import Side
 from tests.buffer_worker.conftest import REDIS_URL, WorkerPool, make_settings, wait_until
@@ -65,16 +67,24 @@ def settings_for(pg_url: str, db: Db, prefix: str = "unused") -> Settings:
         sql={"endpoints": [{"path": "/query"}], "primary_keys": {db.orders: ["id"]}},
         worker={
             "applier": "postgres",
-            "postgres": {"url": pg_url, "resources": [{"path": "/items/{key}", "table": db.items}]},
+            "postgres": {
+                side: {"url": pg_url, "resources": [{"path": "/items/{key}", "table": db.items}]}
+                for side in ("old", "new")
+            }
+            | {"state_transfer": False},  # one database for both sides: nothing to read state from
         },
     )
 
 
+def appliers(settings: Settings) -> SideAppliers:
+    built = build_applier(settings)
+    assert isinstance(built, SideAppliers)
+    return built
+
+
 @pytest.fixture
-async def applier(pg_url: str, db: Db) -> AsyncIterator[PostgresApplier]:
-    settings = settings_for(pg_url, db)
-    assert settings.worker.postgres is not None
-    instance = PostgresApplier(settings.worker.postgres, sql=SqlIntents(settings))
+async def applier(pg_url: str, db: Db) -> AsyncIterator[SideAppliers]:
+    instance = appliers(settings_for(pg_url, db))
     await instance.start()
     yield instance
     await instance.close()
@@ -97,7 +107,7 @@ def sql_intent(sql: Any, params: Any = None, *, target: Side = Side.NEW, tenant:
     )
 
 
-async def test_postgres_statements_run_with_their_parameters(applier: PostgresApplier, db: Db) -> None:
+async def test_postgres_statements_run_with_their_parameters(applier: SideAppliers, db: Db) -> None:
     o = db.orders
     await applier.apply_batch(
         [
@@ -116,7 +126,7 @@ async def test_postgres_statements_run_with_their_parameters(applier: PostgresAp
     assert await db.rows("SELECT id, tenant_id, total, n FROM {o} ORDER BY id") == [(1, "acme", 7, 1)]
 
 
-async def test_rest_and_sql_intents_share_one_batch(applier: PostgresApplier, db: Db) -> None:
+async def test_rest_and_sql_intents_share_one_batch(applier: SideAppliers, db: Db) -> None:
     rest = Intent(
         tenant="acme",
         target=Side.NEW,
@@ -137,7 +147,7 @@ async def test_rest_and_sql_intents_share_one_batch(applier: PostgresApplier, db
     assert await db.rows("SELECT id FROM {o}") == [(50,)]
 
 
-async def test_mysql_writes_toward_a_postgres_mirror_are_transpiled(applier: PostgresApplier, db: Db) -> None:
+async def test_mysql_writes_toward_a_postgres_mirror_are_transpiled(applier: SideAppliers, db: Db) -> None:
     o = db.orders
     upsert = (
         f"INSERT INTO {o} (id, tenant_id, total) VALUES (?, ?, ?) "
@@ -156,7 +166,7 @@ async def test_mysql_writes_toward_a_postgres_mirror_are_transpiled(applier: Pos
     assert await db.rows("SELECT id, total, note FROM {o}") == [(3, 7, "seen")]
 
 
-async def test_transaction_control_is_honoured_inside_the_batch(applier: PostgresApplier, db: Db) -> None:
+async def test_transaction_control_is_honoured_inside_the_batch(applier: SideAppliers, db: Db) -> None:
     o = db.orders
     await applier.apply_batch(
         [
@@ -174,7 +184,7 @@ async def test_transaction_control_is_honoured_inside_the_batch(applier: Postgre
     assert await db.rows("SELECT id, n FROM {o} ORDER BY id") == [(10, 0), (12, 0), (13, 4)]
 
 
-async def test_json_parameters_are_converted_to_the_columns_types(applier: PostgresApplier, db: Db) -> None:
+async def test_json_parameters_are_converted_to_the_columns_types(applier: SideAppliers, db: Db) -> None:
     o = db.orders
     await applier.apply_batch(
         [
@@ -194,7 +204,7 @@ def test_coerce_leaves_what_does_not_convert_for_postgres_to_name() -> None:
     assert coerce(("x", "5", None, True), ["int4", "int8", "int4", "text"]) == ("x", 5, None, "true")
 
 
-async def test_a_redelivered_batch_changes_nothing(applier: PostgresApplier, db: Db) -> None:
+async def test_a_redelivered_batch_changes_nothing(applier: SideAppliers, db: Db) -> None:
     o = db.orders
     batch = [
         sql_intent(f"INSERT INTO {o} (id, tenant_id) VALUES (30, 'acme')"),
@@ -206,7 +216,7 @@ async def test_a_redelivered_batch_changes_nothing(applier: PostgresApplier, db:
     assert await db.rows("SELECT id, n FROM {o}") == [(30, 1)]
 
 
-async def test_a_failing_statement_applies_nothing_of_its_batch(applier: PostgresApplier, db: Db) -> None:
+async def test_a_failing_statement_applies_nothing_of_its_batch(applier: SideAppliers, db: Db) -> None:
     o, e = db.orders, db.events
     batch = [
         sql_intent(f"INSERT INTO {o} (id, tenant_id) VALUES (40, 'acme')"),
@@ -230,7 +240,7 @@ async def test_a_failing_statement_applies_nothing_of_its_batch(applier: Postgre
     ],
 )
 async def test_an_intent_that_cannot_be_executed_is_permanent(
-    applier: PostgresApplier, sql: Any, target: Side, reason: str
+    applier: SideAppliers, sql: Any, target: Side, reason: str
 ) -> None:
     with pytest.raises(PermanentApplyError) as caught:
         await applier.apply_batch([sql_intent(sql, target=target)])
@@ -241,8 +251,7 @@ async def test_the_worker_drains_sql_intents_into_postgres(
     pg_url: str, db: Db, prefix: str, workers: WorkerPool
 ) -> None:
     settings = settings_for(pg_url, db, prefix)
-    assert settings.worker.postgres is not None
-    applier = PostgresApplier(settings.worker.postgres, sql=SqlIntents(settings))
+    applier = appliers(settings)
     producer = RedisIntentProducer.from_url(REDIS_URL, prefix=prefix, partitions=settings.buffer.partitions)
     o = db.orders
     try:

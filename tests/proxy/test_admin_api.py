@@ -268,3 +268,35 @@ async def test_secrets_never_appear_in_admin_responses(
         text = response.text + " ".join(f"{k}: {v}" for k, v in response.headers.items())
         for secret in secrets:
             assert secret not in text, f"{response.request.url.path} exposed a secret"
+
+
+async def test_a_move_whose_mirror_side_has_no_applier_is_422_naming_the_setting(
+    make_proxy: ProxyFactory, tenant: str
+) -> None:
+    """The PostgreSQL applier configured toward new only (the shape from before sides): the phases that
+    mirror to old are refused, force or not, instead of their intents being written into new."""
+    resources = [{"path": "/items/{key}", "table": "items"}]
+    proxy = await make_proxy(
+        {
+            "worker": {
+                "applier": "postgres",
+                "postgres": {"url": "postgresql://x@db/new", "resources": resources},
+            }
+        }
+    )
+    await proxy.set_phase_api(tenant, Phase.SHADOW)  # mirrors to new: applied
+    for force in (False, True):
+        response = await proxy.admin.put(f"/tenants/{tenant}/phase", json=put_phase("live", force=force))
+        assert response.status_code == 422, response.text
+        body = response.json()
+        assert (body["error"], body["setting"], body["side"]) == (
+            "applier_not_configured",
+            "worker.postgres.old",
+            "old",
+        )
+        assert "worker.postgres.old" in body["detail"] and "live" in body["detail"]
+    assert (await proxy.admin.get(f"/tenants/{tenant}")).json()["phase"] == "shadow"
+    # Moves that mirror to new, or to nothing, are untouched; a refused move stays refused as such first.
+    response = await proxy.admin.put(f"/tenants/{tenant}/phase", json=put_phase("complete"))
+    assert (response.status_code, response.json()["error"]) == (422, "phase_move_not_allowed")
+    assert (await proxy.admin.put(f"/tenants/{tenant}/phase", json=put_phase("legacy"))).status_code == 200

@@ -176,3 +176,33 @@ async def test_usage_errors(proxy: Proxy, capsys: pytest.CaptureFixture[str]) ->
         proxy, capsys, "phase", "set", "--match", "x*", "--percent", "0", "dual_write", "--reason", "x"
     )
     assert code == 2 and "percent must be in (0, 100]" in err
+
+
+async def test_a_fleet_move_stops_where_the_worker_cannot_apply(
+    make_proxy: ProxyFactory, prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each tenant of a fleet move goes through the admin API's guard: with no applier toward old, the
+    first move to live is refused and nothing after it is attempted."""
+    resources = [{"path": "/items/{key}", "table": "items"}]
+    proxy = await make_proxy(
+        {
+            "worker": {
+                "applier": "postgres",
+                "postgres": {"new": {"url": "postgresql://x@db/n", "resources": resources}},
+            }
+        }
+    )
+    a, b = f"{prefix}-a", f"{prefix}-b"
+    for tenant in (a, b):
+        await proxy.set_phase_api(tenant, Phase.SHADOW)
+    code, out, _ = await cutover(
+        proxy, capsys, "phase", "set", "--tenants", f"{a},{b}", "live", "--reason", "wave 3", "--json"
+    )
+    assert code == 1
+    report: dict[str, Any] = json.loads(out)
+    assert report["moved"] == []
+    assert (report["refused"]["tenant"], report["refused"]["status"]) == (a, 422)
+    assert report["refused"]["error"] == "applier_not_configured"
+    assert "worker.postgres.old" in report["refused"]["detail"]
+    assert report["not_attempted"] == [b]
+    assert await phases(proxy, [a, b]) == {a: "shadow", b: "shadow"}
