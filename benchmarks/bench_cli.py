@@ -301,7 +301,7 @@ def section(bench: Bench, command: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--baseline", help="also measure this git commit's tree (e.g. the one before a change)")
+    parser.add_argument("--baseline", help="also measure the tree of this git commit (e.g. before a change)")
     parser.add_argument("--write", type=Path, help="replace the bench_cli section of this Markdown file")
     args = parser.parse_args()
     bench = Bench(args.rounds, args.baseline)
