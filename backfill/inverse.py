@@ -20,8 +20,8 @@ from backfill.catalog import (
     quote_ident,
     table_columns,
     upsert_sql,
-    without_equality,
 )
+from backfill.digest import exact_equality
 from backfill.errors import RepairRefusedError
 
 
@@ -31,7 +31,7 @@ class InversePlan:
     columns: tuple[str, ...]  # old columns written, unquoted: columns[i] is where plan.columns[i] goes
     new_exprs: tuple[str, ...]  # per column: a new-side expression of the old column's type
     identity_always: bool
-    text_compared: frozenset[str]  # old columns whose type has no `=`
+    text_compared: frozenset[str]  # old columns compared by their text (see `TablePlan.text_compared`)
 
     @property
     def quoted_columns(self) -> str:
@@ -90,5 +90,5 @@ async def resolve_inverse(plan: TablePlan, old: asyncpg.Connection) -> InversePl
         columns=sources,
         new_exprs=tuple(exprs),
         identity_always=any(old_columns[s].identity_always for s in sources),
-        text_compared=frozenset(await without_equality(old, {s: old_columns[s].type_name for s in sources})),
+        text_compared=frozenset(s for s in sources if not exact_equality(old_columns[s].type_oid)),
     )

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from backfill.catalog import TablePlan, quote_ident, resolve
+from backfill.digest import element
 from backfill.errors import DataError, RepairRefusedError
 from backfill.pending import PendingIntents, PendingSnapshot
 from backfill.phase import read_phase, repair_source
@@ -91,8 +92,7 @@ async def _verify_table(
             for url in (data.old.postgres_url, data.new.postgres_url, data.new.postgres_url)
         ]
         plan = await resolve(table, old, new)
-        types = [plan.new_columns[c].type_name for c in plan.columns if c != table.new.tenant_column]
-        mode = await choose_hash_mode([old, new], types)
+        mode = await choose_hash_mode([old, new])
         new_side = _side("new", new, plan, plan.new.relation, new=True, mode=mode)
         refresh = None
         if transform is None:
@@ -157,6 +157,10 @@ def _side(
         tuple(quote_ident(c) for c in columns) if new else tuple(plan.old_verify_exprs[i] for i in indexes)
     )
     numeric = tuple(columns.index(c) for c in plan.numeric_columns)
+    # Both sides digest the new column's type (the old side's expressions are cast to it).
+    elements = tuple(
+        element(expr, plan.new_columns[column].type_oid) for expr, column in zip(exprs, columns, strict=True)
+    )
     return VerifySide(
         label=label,
         conn=conn,
@@ -166,6 +170,7 @@ def _side(
         key_types=shape.key_types,
         columns=columns,
         exprs=exprs,
+        elements=elements,
         numeric=numeric,
         hash_mode=mode,
     )

@@ -1,12 +1,10 @@
 """The SQL of verification, computed on each side by its own server.
 
-Per key range a side answers: row count, the sum of every numeric column, and the sum of a 64-bit hash
-of each row: `hash_record_extended(ROW(...), 0)` over the typed values where both servers can (the
-per-type hash functions PostgreSQL's hash partitioning relies on, so they are stable across platforms
-and versions), else `hashtextextended` of the row's text, rendered with the same session settings on
-both sides. Sums do not depend on row order, so the two sides agree on a range exactly when (barring a
-2^-64 accident) they hold the same rows. The old side's columns are cast to the new columns' types, so
-equal values hash equally.
+Per key range a side answers: row count, the sum of every numeric column, and the sum of a 64-bit
+digest of each row (`backfill.digest`: exact per column type, so a flipped sign, a changed scale or a
+-0 changes it). Sums do not depend on row order, so the two sides agree on a range exactly when (barring
+a 2^-64 accident) they hold the same rows. The old side's columns are cast to the new columns' types, so
+equal values digest equally; both sides render with the same session settings.
 
 Ranges are half-open, [lo, hi), with lo/hi None for unbounded. Keys travel as tuples of text.
 """
@@ -16,12 +14,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 import asyncpg
 import orjson
 
+from backfill import digest
 from backfill.catalog import key_arrays, keys_subquery
 
 Key = tuple[str, ...]
@@ -31,7 +29,7 @@ SESSION_SETTINGS = {
     "DateStyle": "ISO, YMD",
     "TimeZone": "UTC",
     "IntervalStyle": "postgres",
-    "extra_float_digits": "1",
+    "extra_float_digits": "3",  # exact float text: shortest round-trip digits from PostgreSQL 12, 17 before
     "bytea_output": "hex",
 }
 
@@ -41,24 +39,31 @@ async def prepare_session(conn: asyncpg.Connection) -> None:
         await conn.execute(f"SELECT set_config('{name}', $1, false)", value)
 
 
-async def choose_hash_mode(conns: Sequence[asyncpg.Connection], types: Sequence[str]) -> str:
-    """ "record" when every server can hash rows of `types` by value (PostgreSQL 14+, and every type has
-    an extended hash function): three times faster than rendering rows as text, and independent of how
-    values print. Otherwise "text". Both sides must use the same mode."""
-    probe = "SELECT hash_record_extended(ROW(" + ", ".join(f"NULL::{t}" for t in types) + "), 0)"
+async def choose_hash_mode(conns: Sequence[asyncpg.Connection]) -> str:
+    """`digest.RECORD` when every server has `hash_record_extended` (PostgreSQL 14+): it hashes the
+    digest's typed expressions without rendering the row as text. Otherwise `digest.TEXT`. Both sides
+    must use the same mode."""
     for conn in conns:
         try:
-            await conn.fetchval(probe)
+            await conn.fetchval("SELECT hash_record_extended(ROW(1, ''::text), 0)")
         except asyncpg.PostgresError:
-            return "text"
-    return "record"
+            return digest.TEXT
+    return digest.RECORD
+
+
+@dataclass(frozen=True, slots=True)
+class SampleRow:
+    values: dict[str, Any]  # by column, as JSON (what a sample shows)
+    texts: dict[str, str | None]  # by column, the value's text (shown where the JSON values look alike)
+    elements: dict[str, str | None]  # by column, the digest element as text: what decides "differs"
 
 
 @dataclass(frozen=True, slots=True)
 class RangeStats:
     rows: int
     hash: int
-    sums: tuple[Decimal | None, ...]
+    # As text: a NaN sum (of a numeric or float column holding NaN) then equals the other side's.
+    sums: tuple[str | None, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +78,9 @@ class VerifySide:
     key_types: tuple[str, ...]
     columns: tuple[str, ...]  # compared columns (new-side names), the same on both sides
     exprs: tuple[str, ...]  # this side's expression for each compared column
+    elements: tuple[str, ...]  # each expression as it enters the row digest (`digest.element`)
     numeric: tuple[int, ...]  # indexes into `columns` of the numeric ones
-    hash_mode: str = "text"  # "record": hash_record_extended over typed values (see choose_hash_mode)
+    hash_mode: str = digest.TEXT  # see choose_hash_mode
 
     @property
     def key_row(self) -> str:
@@ -90,10 +96,7 @@ class VerifySide:
 
     @property
     def row_hash(self) -> str:
-        row = f"ROW({', '.join(self.exprs)})"
-        if self.hash_mode == "record":
-            return f"hash_record_extended({row}, 0)"
-        return f"hashtextextended({row}::text, 0)"
+        return digest.row_digest(self.elements, self.hash_mode)
 
     def _one_key(self, first_param: int) -> str:
         casts = [f"${first_param + i}::text::{t}" for i, t in enumerate(self.key_types)]
@@ -121,7 +124,7 @@ class VerifySide:
             )
         else:
             bucket = "0"
-        sums = "".join(f", sum(({self.exprs[i]})::numeric) AS s{i}" for i in self.numeric)
+        sums = "".join(f", sum(({self.exprs[i]})::numeric)::text AS s{i}" for i in self.numeric)
         rows = await self.conn.fetch(
             f"SELECT {bucket} AS b, count(*) AS n, sum({self.row_hash}) AS h{sums}"
             f" FROM {self.relation} WHERE {where} GROUP BY 1",
@@ -187,19 +190,30 @@ class VerifySide:
         )
         return {tuple(row.values())[:-1]: int(row["h"]) for row in rows}
 
-    async def rows_of(self, tenant: str, keys: Sequence[Key]) -> dict[Key, dict[str, Any]]:
-        """Rows as JSON values by column (for sample diffs)."""
+    async def rows_of(self, tenant: str, keys: Sequence[Key]) -> dict[Key, SampleRow]:
+        """Rows for sample diffs: JSON values by column, with each column's text and digest element."""
         if not keys:
             return {}
         where, args = self._keys_where(keys)
         pairs = ", ".join(f"'{c}', {e}" for c, e in zip(self.columns, self.exprs, strict=True))
+        texts = ", ".join(f"({e})::text" for e in self.exprs)
+        elements = ", ".join(f"({e})::text" for e in self.elements)
         rows = await self.conn.fetch(
-            f"SELECT {self.key_text}, jsonb_build_object({pairs})::text AS row FROM {self.relation}"
-            f" WHERE {where}",
+            f"SELECT {self.key_text}, jsonb_build_object({pairs})::text AS row,"
+            f" ARRAY[{texts}]::text[] AS texts, ARRAY[{elements}]::text[] AS elements"
+            f" FROM {self.relation} WHERE {where}",
             tenant,
             *args,
         )
-        return {tuple(row.values())[:-1]: orjson.loads(row["row"]) for row in rows}
+        width = len(self.key)
+        return {
+            tuple(row.values())[:width]: SampleRow(
+                orjson.loads(row["row"]),
+                dict(zip(self.columns, row["texts"], strict=True)),
+                dict(zip(self.columns, row["elements"], strict=True)),
+            )
+            for row in rows
+        }
 
     async def totals(self, tenant: str) -> RangeStats:
         stats = await self.bucket_stats(tenant, None, None, [])
