@@ -29,7 +29,7 @@ from backfill.report import TableReport, VerifyRun, store
 from backfill.rest_verify import verify_resources
 from backfill.transform import RowFunction, apply_transform, load_transform, transform_label
 from backfill.verify import TableVerifier
-from backfill.verify_sql import VerifySide, choose_hash_mode, prepare_session
+from backfill.verify_sql import VerifySide, choose_hash_mode, prepare_session, summable
 from config.data import DataTable
 from config.settings import Settings
 from routing.phases import Side
@@ -172,6 +172,7 @@ def _side(
         exprs=exprs,
         elements=elements,
         numeric=numeric,
+        summed=tuple(summable(exprs[i], plan.new_columns[columns[i]].type_oid) for i in numeric),
         hash_mode=mode,
     )
 
