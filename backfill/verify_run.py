@@ -24,9 +24,7 @@ from backfill.digest import element
 from backfill.errors import DataError, RepairRefusedError
 from backfill.pending import PendingIntents, PendingSnapshot
 from backfill.phase import read_phase, repair_source
-from backfill.repair import refused_json, repair_keys
 from backfill.report import TableReport, VerifyRun, store
-from backfill.rest_verify import verify_resources
 from backfill.transform import RowFunction, apply_transform, load_transform, transform_label
 from backfill.verify import TableVerifier
 from backfill.verify_sql import VerifySide, choose_hash_mode, prepare_session, summable
@@ -69,6 +67,10 @@ async def run_verify(settings: Settings, options: VerifyOptions) -> VerifyRun:
                     run.tables.append(await _verify_table(settings, table, options.tenant, source, pending))
             rest = [r for r in data.rest.resources if r.name in names]
             if rest:
+                # Imported here: HTTP clients and the worker's applier, for deployments that have REST
+                # resources (`cutover verify` loads what it needs only; see proxy/data_cli.py).
+                from backfill.rest_verify import verify_resources
+
                 run.tables.extend(await verify_resources(settings, rest, options.tenant, pending, source))
         finally:
             await pending.close()
@@ -123,6 +125,8 @@ async def _verify_table(
         found = await verifier.run(report)
         if source is None or not found:
             return report
+        from backfill.repair import refused_json, repair_keys  # the backfill's copy path: only to repair
+
         try:
             result = await repair_keys(plan, tenant, source, old, new, sorted(found), transform)
         except RepairRefusedError as exc:
