@@ -20,8 +20,9 @@ PostgreSQL's own hash functions cannot be used as they are for the rest: `hash_n
 the scale, and makes NaN and ±Infinity all hash alike; jsonb and arrays hash their numbers with it;
 `hashint8` (bigint, the timestamps, time, money) folds the high 32 bits into the low ones, so 0 and
 4294967297 collide; `hashfloat8` maps -0 to 0 and 0 to the seed, which NULL also gets; interval's hash
-equates `1 day` and `24 hours`. Text output is exact for every type but costs most (about 40 % of the
-scan: BENCHMARKS.md), so it is kept for the types without a cheaper exact form.
+equates `1 day` and `24 hours`. Text output is exact for every type but costs most (the whole row as
+text through hashtextextended, md5 or sha256 ran verify's first pass 2-4x slower: BENCHMARKS.md), so it
+is kept for the types without a cheaper exact form.
 
 A row's digest is `hash_record_extended` of those expressions, a 64-bit value that changes whenever one
 of them does (each column's hash enters it multiplied by an odd constant, so one changed column always
