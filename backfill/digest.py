@@ -10,8 +10,9 @@ through an expression that keeps exactly that, chosen by the new column's type:
   numeric keeps sign, digits and display scale (1.0 ≠ 1.00, as clients read them; NaN ≠ Infinity ≠
   -Infinity ≠ NULL; numeric has no -0); interval keeps months, days and microseconds apart
   (`1 day` ≠ `24:00:00`); character(n) is the stored, padded value.
-- float4, float8: the text, shortest exact digits: -0 ≠ 0 (SQL's `=` says equal, but clients read
-  `-0`), every NaN is the one NaN, ±Infinity apart.
+- float4, float8: the binary form, every NaN made the one NaN first: -0 ≠ 0 (SQL's `=` says equal,
+  but clients read `-0`), ±Infinity apart. Binary, not text: PostgreSQL 11 and 12 print floats with
+  different digits.
 - jsonb, json, arrays, composites and every other type: the text output under fixed session settings.
   jsonb keeps its keys in jsonb's own order (the order they were written in never counts) and its
   nested numbers with sign and scale; json is compared verbatim; an array's NULL element ≠ `"NULL"`.
@@ -42,6 +43,7 @@ from collections.abc import Sequence
 # Type OIDs are fixed for built-in types, the same on every server.
 _BY_VALUE = frozenset({16, 17, 21, 23, 26, 1082, 2950})  # bool bytea int2 int4 oid date uuid
 _BY_VALUE_COLLATED = frozenset({19, 25, 1043})  # name text varchar
+_FLOATS = {700: ("float4send", "real"), 701: ("float8send", "double precision")}
 _BY_BINARY = {
     20: "int8send",
     790: "cash_send",
@@ -68,6 +70,10 @@ def element(expr: str, type_oid: int) -> str:
         return f'({expr}) COLLATE "C"'
     if oid in _BY_BINARY:
         return f"{_BY_BINARY[oid]}({expr})"
+    if oid in _FLOATS:
+        send, name = _FLOATS[oid]
+        # PostgreSQL's NaN equals every NaN; their bits differ (Infinity - Infinity has the sign bit set).
+        return f"{send}(CASE WHEN ({expr}) = 'NaN' THEN 'NaN'::{name} ELSE ({expr}) END)"
     return f"({expr})::text"
 
 

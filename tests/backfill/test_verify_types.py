@@ -126,6 +126,21 @@ async def test_equal_tables_pass_whatever_each_side_s_time_zone_and_date_style(
     assert [(t.table, t.rows_old, t.rows_new) for t in run.tables] == [(f, ROWS, ROWS) for f in FAMILIES]
 
 
+async def test_a_nan_with_other_bits_is_the_same_nan(data_env: DataEnv, tables: Tables) -> None:
+    # Infinity - Infinity is a NaN with the sign bit set; PostgreSQL and its clients see one NaN.
+    key = 58005  # ratio NaN on both sides
+    relation = tables.new["numbers"]
+    where = "WHERE tenant_id = $1 AND id = $2"
+    sql = f"UPDATE {relation} SET ratio = 'Infinity'::float8 - 'Infinity'::float8 {where}"
+    assert await _execute(data_env.new_url, sql, TENANT, key) == "UPDATE 1"
+    bits = f"SELECT float8send(ratio) FROM {relation} {where}"
+    try:
+        assert await _fetchval(data_env.new_url, bits, TENANT, key) != b"\x7f\xf8" + bytes(6), "the same bits"
+        assert (await run_verify(tables.settings, VerifyOptions(TENANT, ("numbers",), store=False))).passed
+    finally:
+        await _execute(data_env.new_url, f"UPDATE {relation} SET ratio = 'NaN' {where}", TENANT, key)
+
+
 # (case, key, table family, column, new value as SQL over the row's columns). Each key is a row whose
 # value the change really changes (e.g. a non-zero amount for the sign flip).
 CASES = [
@@ -247,6 +262,14 @@ async def test_a_value_too_long_for_new_s_varchar_is_not_taken_for_its_truncatio
             key,
         )
     assert (await run_verify(tables.settings, VerifyOptions(TENANT, ("texts",), store=False))).passed
+
+
+async def _fetchval(url: str, sql: str, *args: object) -> Any:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetchval(sql, *args)
+    finally:
+        await conn.close()
 
 
 async def _execute(url: str, sql: str, *args: object) -> str:
