@@ -259,13 +259,13 @@ async def resolve(table: DataTable, old: asyncpg.Connection, new: asyncpg.Connec
             quote_relation(table.old.table),
             quote_ident(table.old.tenant_column),
             tuple(quote_ident(c) for c in old_keys[1:]),
-            tuple(old_columns[c].base_type for c in old_keys[1:]),
+            tuple(unbounded_type(old_columns[c]) for c in old_keys[1:]),
         ),
         new=SideShape(
             quote_relation(table.new.table),
             quote_ident(table.new.tenant_column),
             tuple(quote_ident(c) for c in table.key),
-            tuple(new_columns[c].base_type for c in table.key),
+            tuple(unbounded_type(new_columns[c]) for c in table.key),
         ),
         columns=columns,
         new_columns=new_columns,
@@ -284,7 +284,7 @@ def _old_expr(source: str, old: ColumnInfo | None, new: ColumnInfo, *, with_modi
     ):
         return quote_ident(source)
     if not with_modifier:
-        return f"{quote_ident(source)}::{new.base_type}"
+        return f"{quote_ident(source)}::{unbounded_type(new)}"
     cast = f"{quote_ident(source)}::{new.type_name}"
     unbounded = _LENGTH_TYPES.get(new.type_oid)
     if unbounded is None or new.type_mod < 4:
@@ -293,6 +293,12 @@ def _old_expr(source: str, old: ColumnInfo | None, new: ColumnInfo, *, with_modi
     # spaces, which an assignment drops too) stays whole, so it differs from anything new can hold.
     fits = f"char_length(rtrim({quote_ident(source)}::text, ' ')) <= {new.type_mod - 4}"
     return f"CASE WHEN {fits} THEN {cast} ELSE {quote_ident(source)}::{unbounded} END"
+
+
+def unbounded_type(column: ColumnInfo) -> str:
+    """The column's type without its modifier, as a copy casts to it. Not `format_type`'s name for
+    character(n): `character` alone means character(1) and would cut a value to its first letter."""
+    return _LENGTH_TYPES.get(column.type_oid, column.base_type)
 
 
 async def has_unique_key(conn: asyncpg.Connection, relation: str, columns: set[str]) -> bool:

@@ -19,6 +19,7 @@ from backfill.catalog import (
     old_source,
     quote_ident,
     table_columns,
+    unbounded_type,
     upsert_sql,
 )
 from backfill.digest import exact_equality
@@ -84,7 +85,7 @@ async def resolve_inverse(plan: TablePlan, old: asyncpg.Connection) -> InversePl
         target = old_columns[source]  # resolve() checked every source exists (no transform)
         same = target.type_oid == plan.new_columns[column].type_oid
         # The base type only, as the backfill does: the staging column's modifier refuses what does not fit.
-        exprs.append(quote_ident(column) if same else f"{quote_ident(column)}::{target.base_type}")
+        exprs.append(quote_ident(column) if same else f"{quote_ident(column)}::{unbounded_type(target)}")
     return InversePlan(
         plan=plan,
         columns=sources,

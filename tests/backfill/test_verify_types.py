@@ -4,8 +4,9 @@ against Infinity, float -0, a bigint's bits folded away, numbers nested in jsonb
 
 Old and new differ the ways the backfill maps columns (renamed key and tenant columns, integer → bigint,
 numeric(14,4) → numeric(12,2), real → double precision, varchar(40) → text, text → varchar(12),
-json → jsonb). Both tables are filled once for the module (one INSERT ... SELECT generate_series each);
-every case changes one row on new, verifies, repairs from old, and leaves the tables equal again.
+text → character(8), json → jsonb). Both tables are filled once for the module (one INSERT ... SELECT
+generate_series each); every case changes one row on new, verifies, repairs from old, and leaves the
+tables equal again.
 """
 
 from __future__ import annotations
@@ -47,10 +48,10 @@ FAMILIES = {
             CASE g % 1000 WHEN 4 THEN 0 WHEN 5 THEN 'NaN' ELSE g / 7.0 END::real""",
     ),
     "texts": Family(
-        old="label varchar(40), code text, blob bytea, flag boolean, at timestamptz",
-        new="label text, code varchar(12), blob bytea, flag boolean, at timestamptz",
+        old="label varchar(40), code text, tag text, blob bytea, flag boolean, at timestamptz",
+        new="label text, code varchar(12), tag character(8), blob bytea, flag boolean, at timestamptz",
         values="""CASE g % 1000 WHEN 6 THEN '' WHEN 7 THEN NULL WHEN 8 THEN 'NULL' ELSE 'label ' || g END,
-            'C' || g, decode(md5(g::text), 'hex'), g % 3 = 0,
+            'C' || g, 'T' || (g % 1000), decode(md5(g::text), 'hex'), g % 3 = 0,
             timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second'""",
     ),
     "documents": Family(
@@ -159,6 +160,7 @@ CASES = [
     ("text: 'NULL' -> NULL", 68008, "texts", "label", "NULL"),
     ("text: case", 69999, "texts", "label", "upper(label)"),
     ("varchar(12)", 71234, "texts", "code", "code || 'x'"),
+    ("character(8) from text", 72345, "texts", "tag", "lower(tag)"),
     ("bytea: one bit", 78901, "texts", "blob", "set_byte(blob, 15, get_byte(blob, 15) # 1)"),
     ("boolean", 89012, "texts", "flag", "NOT flag"),
     ("timestamptz: one microsecond", 90123, "texts", "at", "at + interval '1 microsecond'"),
@@ -278,3 +280,24 @@ async def _execute(url: str, sql: str, *args: object) -> str:
         return str(await conn.execute(sql, *args))
     finally:
         await conn.close()
+
+
+async def test_a_character_n_key(data_env: DataEnv) -> None:
+    # `character` alone means character(1): a key cast to it was cut to its first letter.
+    table, tenant = unique("codes"), unique("codes")
+    ddl = (
+        f"CREATE TABLE {table} (tenant_id text, code character(2), n integer, PRIMARY KEY (tenant_id, code))"
+    )
+    fill = f"""INSERT INTO {table} SELECT $1, chr(97 + a) || chr(97 + b), a * 26 + b
+        FROM generate_series(0, 25) AS a, generate_series(0, 25) AS b"""
+    for url in (data_env.old_url, data_env.new_url):
+        await data_env.execute(url, ddl)
+        await data_env.execute(url, fill, tenant)
+    await data_env.set_phase(tenant, Phase.SHADOW)
+    config = {"name": "codes", "old": {"table": table}, "new": {"table": table}, "key": ["code"]}
+    settings = data_env.settings([config], verify={"range_rows": 100, "leaf_rows": 10})
+    assert (await run_verify(settings, VerifyOptions(tenant, store=False))).passed
+    await data_env.execute(data_env.new_url, f"UPDATE {table} SET n = -n WHERE code = 'mq'")
+    report = (await run_verify(settings, VerifyOptions(tenant, store=False))).tables[0]
+    assert report.keys == {"missing_on_new": [], "missing_on_old": [], "different": [["mq"]], "unsettled": []}
+    assert (await run_verify(settings, VerifyOptions(tenant, repair=True, store=False))).passed
