@@ -6,7 +6,9 @@ the cumulative import time of `proxy.cli` (`python -X importtime`).
 The first connection is seen by a TCP relay in this process: every database URL in the verify's settings
 points at the relay, which notes when it accepts its first connection and forwards the bytes to the real
 PostgreSQL, so the command runs to its end (a matching 1,000-row table; exit code 0 is checked). Time
-zero is taken just before the process is spawned, so interpreter start-up counts.
+zero is taken just before the process is spawned, so interpreter start-up counts. A first, unmeasured
+run of every command compiles each tree's modules to bytecode. The relay also reads the process's CPU
+time (user + system, /proc) when it connects: about what an idle machine's clock shows.
 
 Each command runs as `python -m proxy.cli ...` from the tree it measures. `--baseline REF` also measures
 the tree of git commit REF (exported with `git archive` into a temporary directory), interleaved with this
@@ -60,10 +62,13 @@ def log(message: str) -> None:
 
 
 class Relay:
-    """A TCP relay to PostgreSQL that notes when it accepts its first connection since `reset()`."""
+    """A TCP relay to PostgreSQL that notes when it accepts its first connection since `reset()`, and how
+    much CPU time the watched process had used by then."""
 
     def __init__(self) -> None:
         self.first_accept: float | None = None
+        self.first_cpu_s: float | None = None
+        self.watched: int | None = None  # pid
         self.port = 0
         self._server: asyncio.Server | None = None
 
@@ -77,13 +82,25 @@ class Relay:
             await self._server.wait_closed()
 
     def reset(self) -> None:
-        self.first_accept = None
+        self.first_accept = self.first_cpu_s = self.watched = None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.first_accept is None:
             self.first_accept = time.perf_counter()
+            if self.watched is not None:
+                self.first_cpu_s = _cpu_s(self.watched)
         upstream_reader, upstream_writer = await asyncio.open_connection(PG_HOST, PG_PORT)
         await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
+
+
+def _cpu_s(pid: int) -> float | None:
+    """User + system CPU time of `pid` so far (/proc, clock ticks): what the start-up costs on an idle
+    machine, whatever the other jobs on this one do to the wall clock."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -109,6 +126,7 @@ class Bench:
         self.results: dict[str, dict[str, list[float]]] = {}
         self.importtime_ms: dict[str, list[float]] = {}
         self.config = Path()
+        self.load: list[float] = []  # 1-minute load average at the start and the end
 
     async def setup(self, workdir: Path) -> None:
         for name in self.databases.values():
@@ -156,9 +174,9 @@ class Bench:
             await _execute(PG_BASE + "postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     async def _spawn(self, tree: Path, *args: str) -> tuple[float, float | None]:
-        """Run `python -m proxy.cli ARGS` in `tree`: (seconds to exit, seconds to the first connection)."""
+        """Run `python -m proxy.cli ARGS` in `tree`: (seconds to exit, seconds to the first connection);
+        the process's CPU time at its first connection is left in `relay.first_cpu_s`."""
         self.relay.reset()
-        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
         started = time.perf_counter()
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -166,11 +184,11 @@ class Bench:
             "proxy.cli",
             *args,
             cwd=tree,
-            env=env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        out, err = await process.communicate()
+        self.relay.watched = process.pid
+        _, err = await process.communicate()
         ended = time.perf_counter()
         if process.returncode != 0:
             raise RuntimeError(f"{args} in {tree} exited {process.returncode}: {err.decode()[-2000:]}")
@@ -199,7 +217,9 @@ class Bench:
         with tempfile.TemporaryDirectory(prefix="cutover-bench-cli-") as workdir:
             await self.setup(Path(workdir))
             try:
+                self.load.append(os.getloadavg()[0])
                 await self._rounds()
+                self.load.append(os.getloadavg()[0])
             finally:
                 await self.cleanup()
 
@@ -210,8 +230,17 @@ class Bench:
             "verify": ("verify", "--config", str(self.config), "--tenant", TENANT, "--no-store", "--json"),
         }
         for label in self.trees:
-            self.results[label] = {"help": [], "verify_help": [], "verify_total": [], "first_query": []}
+            self.results[label] = {
+                "help": [],
+                "verify_help": [],
+                "verify_total": [],
+                "first_query": [],
+                "first_query_cpu": [],
+            }
             self.importtime_ms[label] = []
+        for tree in self.trees.values():  # a first run compiles each tree's modules to bytecode
+            for args in measures.values():
+                await self._spawn(tree, *args)
         for round_no in range(1, self.rounds + 1):
             for label, tree in self.trees.items():
                 for name, args in measures.items():
@@ -220,6 +249,8 @@ class Bench:
                         assert first is not None, "the verify never connected through the relay"
                         self.results[label]["verify_total"].append(total)
                         self.results[label]["first_query"].append(first)
+                        if self.relay.first_cpu_s is not None:
+                            self.results[label]["first_query_cpu"].append(self.relay.first_cpu_s)
                     else:
                         self.results[label][name].append(total)
                 self.importtime_ms[label].append(await self.importtime(tree))
@@ -247,11 +278,15 @@ def section(bench: Bench, command: str) -> str:
 
     def cell(label: str, name: str) -> str:
         values = bench.results[label][name]
-        return f"{statistics.median(values):.3f} s"
+        return f"{statistics.median(values):.3f} s" if values else "-"
 
     after_first = statistics.median(bench.results["after"]["first_query"])
     rows = [
         ("`cutover verify` (1,000 matching rows): process start → first connection", "first_query"),
+        (
+            "the same, CPU time (user + system) the process had used by its first connection",
+            "first_query_cpu",
+        ),
         ("`cutover verify` (same): process start → exit", "verify_total"),
         ("`cutover --help`: process start → exit", "help"),
         ("`cutover verify --help`: process start → exit", "verify_help"),
@@ -263,7 +298,8 @@ def section(bench: Bench, command: str) -> str:
         f"- command: `{command}`",
         f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
         f"- machine: nproc {os.cpu_count()}, {cpu_model()}, kernel {platform.release()}; shared with other"
-        " jobs while measuring",
+        f" jobs while measuring (1-minute load average {bench.load[0]:.1f} at the start,"
+        f" {bench.load[-1]:.1f} at the end); the CPU-time row is about what an idle machine's clock shows",
         f"- Python: `{shown_path(sys.executable)}` ({platform.python_version()}); each command runs as"
         " `python -m proxy.cli ...` from the tree measured; time zero just before the spawn; the first"
         " connection is noted by a TCP relay to PostgreSQL that every database URL points at",
