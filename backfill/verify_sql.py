@@ -29,7 +29,7 @@ SESSION_SETTINGS = {
     "DateStyle": "ISO, YMD",
     "TimeZone": "UTC",
     "IntervalStyle": "postgres",
-    "extra_float_digits": "3",  # exact float text: shortest round-trip digits from PostgreSQL 12, 17 before
+    "extra_float_digits": "3",  # exact floats in arrays, composites (shortest digits from PG 12, 17 before)
     "bytea_output": "hex",
 }
 
