@@ -14,10 +14,13 @@ sign), and the alternatives (text of the row through hashtextextended, md5 or sh
 ordered string_agg, bit_xor instead of sum), beside a bare count of the same rows.
 
 One run measures every target once per round, interleaved (the machine drifts over minutes), and
-reports medians over rounds; `--write PATH` replaces the `bench_backfill` section of PATH.
+reports medians over rounds; `--write PATH` replaces the `bench_backfill` section of PATH. `--baseline
+REF` also measures `cutover verify` of git commit REF's tree (exported to a temporary directory and run in
+a process started there) on the same tables, in the same rounds.
 
     .venv/bin/python benchmarks/bench_backfill.py --write BENCHMARKS.md      # 500,000 rows, 3 rounds
     .venv/bin/python benchmarks/bench_backfill.py --quick                    # 200,000 rows, 2 rounds
+    .venv/bin/python benchmarks/bench_backfill.py --rows 200000 --rounds 5 --baseline 909f4fd
 
 Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust) and psql. Fresh databases, dropped at the end.
 """
@@ -27,14 +30,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import os
 import platform
 import shlex
 import shutil
 import statistics
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -42,6 +48,7 @@ from typing import Any
 import asyncpg
 from markdown_section import (  # this folder's helper (scripts run from here)
     cpu_model,
+    export_tree,
     shown_path,
     write_section,
 )
@@ -77,6 +84,16 @@ DIGEST_COLUMNS = {
 DIGEST_TYPES = (20, 25, 23, 1700, 25, 1184)
 DIGEST_TABLES = {"old": ("bench_old", "account", "order_no"), "new": ("bench_new", "tenant_id", "id")}
 VERIFY_TARGET = 500_000
+# `cutover verify` of another commit's tree (`--baseline`), run in a process started in that tree.
+BASELINE_VERIFY = """
+import asyncio, json, sys
+from backfill.verify_run import VerifyOptions, run_verify
+from config.settings import Settings
+settings = Settings.model_validate(json.loads(sys.argv[1]))
+run = asyncio.run(run_verify(settings, VerifyOptions(sys.argv[2], store=False)))
+assert run.passed, run.as_json()
+print(run.tables[0].seconds)
+"""
 
 
 def digest_variants(side: str) -> dict[str, str]:
@@ -126,9 +143,11 @@ async def execute(url: str, *statements: str, args: tuple[Any, ...] = ()) -> Non
 
 
 class Bench:
-    def __init__(self, rows: int, rounds: int) -> None:
+    def __init__(self, rows: int, rounds: int, baseline: str | None = None) -> None:
         self.rows = rows
         self.rounds = rounds
+        self.baseline = baseline  # a commit whose `cutover verify` is measured too
+        self.baseline_tree: Path | None = None
         suffix = uuid.uuid4().hex[:8]
         self.names = {side: f"cutover_bench_{side}_{suffix}" for side in ("old", "new", "control")}
         self.urls = {side: PG_BASE + name for side, name in self.names.items()}
@@ -139,10 +158,11 @@ class Bench:
             "staged": [],
             "parallel": [],
             "verify": [],
+            "verify_baseline": [],
         }
         self.digests: dict[str, list[float]] = {}
 
-    def settings(self, new_table: str) -> Settings:
+    def raw_settings(self, new_table: str) -> dict[str, Any]:
         table = {
             "name": "orders",
             "old": {"table": "bench_old", "tenant_column": "account"},
@@ -150,18 +170,19 @@ class Bench:
             "key": ["id"],
             "columns": {"id": "order_no", "quantity": "qty"},
         }
-        return Settings.model_validate(
-            {
-                "backends": {"old": {"url": "http://127.0.0.1:9"}, "new": {"url": "http://127.0.0.1:9"}},
-                "postgres_url": self.urls["control"],
-                "buffer": {"key_prefix": f"cutover-bench-{uuid.uuid4().hex[:8]}"},
-                "data": {
-                    "old": {"postgres_url": self.urls["old"]},
-                    "new": {"postgres_url": self.urls["new"]},
-                    "tables": [table],
-                },
-            }
-        )
+        return {
+            "backends": {"old": {"url": "http://127.0.0.1:9"}, "new": {"url": "http://127.0.0.1:9"}},
+            "postgres_url": self.urls["control"],
+            "buffer": {"key_prefix": f"cutover-bench-{uuid.uuid4().hex[:8]}"},
+            "data": {
+                "old": {"postgres_url": self.urls["old"]},
+                "new": {"postgres_url": self.urls["new"]},
+                "tables": [table],
+            },
+        }
+
+    def settings(self, new_table: str) -> Settings:
+        return Settings.model_validate(self.raw_settings(new_table))
 
     async def setup(self) -> None:
         for name in self.names.values():
@@ -242,6 +263,24 @@ class Bench:
         assert run.passed, run.as_json()
         return self.rows / run.tables[0].seconds
 
+    async def verify_baseline(self) -> float:
+        """`run_verify` of the baseline commit's tree, in a process started there, on the same tables."""
+        assert self.baseline_tree is not None
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            BASELINE_VERIFY,
+            json.dumps(self.raw_settings("bench_new")),
+            TENANT,
+            cwd=self.baseline_tree,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"the baseline's verify failed: {err.decode()[-2000:]}")
+        return self.rows / float(out.decode().split()[-1])
+
     async def digest_rates(self) -> dict[str, float]:
         """Rows per second per side of each candidate digest's first pass, both sides at once."""
         conns = {side: await asyncpg.connect(self.urls[side]) for side in ("old", "new")}
@@ -278,22 +317,31 @@ class Bench:
     async def run(self) -> None:
         await self.setup()
         try:
-            for round_no in range(1, self.rounds + 1):
-                for name, measure in (
-                    ("reference", self.reference),
-                    ("backfill", lambda: self.backfill(1)),
-                    ("staged", lambda: self.backfill(1, staged=True)),
-                    ("parallel", lambda: self.backfill(2)),
-                    ("verify", self.verify),
-                ):
-                    value = await measure()
-                    self.results[name].append(value)
-                    log(f"round {round_no}: {name} {value:,.0f} rows/s")
-                for label, value in (await self.digest_rates()).items():
-                    self.digests.setdefault(label, []).append(value)
-                    log(f"round {round_no}: digest {label}: {value:,.0f} rows/s")
+            with tempfile.TemporaryDirectory(prefix="cutover-bench-baseline-") as directory:
+                if self.baseline is not None:
+                    self.baseline_tree = export_tree(self.baseline, Path(directory))
+                await self._rounds()
         finally:
             await self.cleanup()
+
+    async def _rounds(self) -> None:
+        measures: list[tuple[str, Callable[[], Awaitable[float]]]] = [
+            ("reference", self.reference),
+            ("backfill", lambda: self.backfill(1)),
+            ("staged", lambda: self.backfill(1, staged=True)),
+            ("parallel", lambda: self.backfill(2)),
+            ("verify", self.verify),
+        ]
+        if self.baseline is not None:
+            measures.append(("verify_baseline", self.verify_baseline))
+        for round_no in range(1, self.rounds + 1):
+            for name, measure in measures:
+                value = await measure()
+                self.results[name].append(value)
+                log(f"round {round_no}: {name} {value:,.0f} rows/s")
+            for label, value in (await self.digest_rates()).items():
+                self.digests.setdefault(label, []).append(value)
+                log(f"round {round_no}: digest {label}: {value:,.0f} rows/s")
 
 
 def median(values: list[float]) -> float:
@@ -348,6 +396,15 @@ def section(bench: Bench, command: str, pg_version: str) -> str:
         " reference | none | info |",
         f"| 4 | `cutover verify`, matching data, both sides at once | {ver:,.0f} rows/s per side | "
         f"≥ {VERIFY_TARGET:,} rows/s per side | {'PASS' if ver >= VERIFY_TARGET else 'FAIL'} |",
+    ]
+    if bench.baseline is not None:
+        before = median(bench.results["verify_baseline"])
+        lines.append(
+            f"| 4b | `cutover verify` of `{bench.baseline}` (before the exact digest: PostgreSQL's hash of"
+            f" the typed row, which misses a numeric's sign), same data, same rounds | {before:,.0f} rows/s"
+            " per side | none | info |"
+        )
+    lines += [
         "",
         "Per round (rows/s): reference "
         + rates(bench.results["reference"])
@@ -359,6 +416,11 @@ def section(bench: Bench, command: str, pg_version: str) -> str:
         + rates(bench.results["parallel"])
         + "; verify "
         + rates(bench.results["verify"])
+        + (
+            f"; verify of `{bench.baseline}` " + rates(bench.results["verify_baseline"])
+            if bench.baseline
+            else ""
+        )
         + ".",
         "",
         "The backfill hands the old side's binary COPY stream to the new side's COPY buffer by buffer (no row"
@@ -405,13 +467,14 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=500_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="200,000 rows, 2 rounds")
+    parser.add_argument("--baseline", help="also measure `cutover verify` of this git commit's tree")
     parser.add_argument("--write", type=Path, help="replace the bench_backfill section of this Markdown file")
     args = parser.parse_args()
     if shutil.which("psql") is None:
         print("psql is needed for the reference COPY", file=sys.stderr)
         return 2
     rows, rounds = (200_000, 2) if args.quick else (args.rows, args.rounds)
-    bench = Bench(rows, rounds)
+    bench = Bench(rows, rounds, args.baseline)
     asyncio.run(bench.run())
     command = shlex.join([shown_path(sys.executable), *sys.argv])
     text = section(bench, command, asyncio.run(server_version()))

@@ -25,15 +25,12 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import io
 import os
 import platform
 import re
 import shlex
 import statistics
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import uuid
@@ -41,7 +38,7 @@ from pathlib import Path
 
 import asyncpg
 import yaml
-from markdown_section import cpu_model, shown_path, write_section  # this folder's helper
+from markdown_section import cpu_model, export_tree, shown_path, write_section  # this folder's helper
 
 from proxy.schema import ensure_schema
 
@@ -159,14 +156,8 @@ class Bench:
         self.config = workdir / "cutover.yaml"
         self.config.write_text(yaml.safe_dump(settings))
         if self.baseline is not None:
-            archive = subprocess.run(
-                ["git", "-C", str(REPO), "archive", self.baseline], check=True, capture_output=True
-            ).stdout
-            tree = workdir / "baseline"
-            tree.mkdir()
-            with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-                tar.extractall(tree, filter="data")
-            self.trees = {"before": tree, "after": REPO}
+            (workdir / "baseline").mkdir()
+            self.trees = {"before": export_tree(self.baseline, workdir / "baseline"), "after": REPO}
 
     async def cleanup(self) -> None:
         await self.relay.close()
