@@ -24,6 +24,7 @@ from backfill.catalog import key_arrays, keys_subquery
 
 Key = tuple[str, ...]
 _INTEGER_TYPES = ("smallint", "integer", "bigint")
+_SPAN_RANGES = 10_000  # first-pass ranges cut by key span alone, before the rows are counted instead
 
 SESSION_SETTINGS = {
     "DateStyle": "ISO, YMD",
@@ -169,17 +170,27 @@ class VerifySide:
     async def first_cuts(self, tenant: str, every: int) -> list[Key]:
         """Cut points for the first pass, about `every` rows apart. A single integer key is cut at evenly
         spaced values between its smallest and largest (no scan of every key in order; a skewed key just
-        makes some ranges larger, and only a mismatching range is ever split further)."""
+        makes some ranges larger, and only a mismatching range is ever split further): `every` values
+        apart while that makes at most `_SPAN_RANGES` ranges, which no range can then exceed, else so
+        that the counted rows make ranges of about `every` (a sparse key, such as a snowflake id, would
+        otherwise cut millions of near-empty ranges). Counting reads every index entry of the tenant:
+        about 15 % of the whole verification of 200k rows."""
         if len(self.key) != 1 or self.key_types[0] not in _INTEGER_TYPES:
             return await self.cut_points(tenant, None, None, every)
         row = await self.conn.fetchrow(
-            f"SELECT min({self.key[0]}) AS lo, max({self.key[0]}) AS hi, count(*) AS n FROM {self.relation}"
+            f"SELECT min({self.key[0]}) AS lo, max({self.key[0]}) AS hi FROM {self.relation}"
             f" WHERE {self.tenant} = $1",
             tenant,
         )
-        if row is None or row["n"] == 0:
+        if row is None or row["lo"] is None:
             return []
-        lo, hi, ranges = int(row["lo"]), int(row["hi"]), math.ceil(row["n"] / every)
+        lo, hi = int(row["lo"]), int(row["hi"])
+        ranges = math.ceil((hi - lo + 1) / every)
+        if ranges > _SPAN_RANGES:
+            count = await self.conn.fetchval(
+                f"SELECT count(*) FROM {self.relation} WHERE {self.tenant} = $1", tenant
+            )
+            ranges = max(math.ceil(count / every), 1)
         width = max(math.ceil((hi - lo + 1) / ranges), 1)
         return [(str(value),) for value in range(lo, hi + 1, width)]
 
