@@ -320,6 +320,14 @@ def section(bench: Bench, command: str) -> str:
             for label in labels
         )
         + ".",
+        "",
+        "Before, every command imported the settings model (pydantic, PyYAML), httpx, asyncpg and asyncio"
+        " through `proxy.cli`'s imports, and `cutover verify` also Redis, aiohttp and OpenTelemetry (REST"
+        " verification and the worker's HTTP applier) before its first query. Now a command imports what"
+        " it runs when it runs (`tests/proxy/test_cli_imports.py`: `--help` loads none of them). What"
+        " `cutover verify` still loads before its first query is what it needs: on this machine, idle,"
+        " about 85 ms of CPU to import pydantic, 100 ms to build the settings model, 60 ms for asyncio and"
+        " asyncpg, 25 ms for the interpreter.",
         MARK_END,
     ]
     return "\n".join(lines)
