@@ -161,6 +161,7 @@ class Bench:
             "verify_baseline": [],
         }
         self.digests: dict[str, list[float]] = {}
+        self.load: list[float] = []  # 1-minute load average at the start and the end of the rounds
 
     def raw_settings(self, new_table: str) -> dict[str, Any]:
         table = {
@@ -320,7 +321,9 @@ class Bench:
             with tempfile.TemporaryDirectory(prefix="cutover-bench-baseline-") as directory:
                 if self.baseline is not None:
                     self.baseline_tree = export_tree(self.baseline, Path(directory))
+                self.load.append(os.getloadavg()[0])
                 await self._rounds()
+                self.load.append(os.getloadavg()[0])
         finally:
             await self.cleanup()
 
@@ -371,7 +374,8 @@ def section(bench: Bench, command: str, pg_version: str) -> str:
         f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
         f"- machine: nproc {os.cpu_count()}, {cpu_model()}, kernel {platform.release()};"
         " shared with other jobs while measuring, so absolute figures vary; the ratio is measured within"
-        " each round",
+        f" each round (1-minute load average {bench.load[0]:.1f} at the start, {bench.load[-1]:.1f} at"
+        " the end)",
         f"- Python: `{shown_path(sys.executable)}` ({platform.python_version()},"
         f" {platform.python_implementation()}),"
         f" asyncio event loop; asyncpg {metadata.version('asyncpg')}; PostgreSQL {pg_version}"
@@ -448,7 +452,7 @@ def section(bench: Bench, command: str, pg_version: str) -> str:
         " bigint output dominate. verify's digest renders only floats and types without a cheaper exact"
         " form (jsonb, arrays) as text, so on this table (bigint, text, integer, numeric, text,"
         " timestamptz) it renders nothing. bit_xor would cancel duplicate rows, which only a table without"
-        " a unique key could hold (verify requires one); it is no faster than sum here.",
+        " a unique key could hold (verify requires one), and is no clear gain over sum in the table above.",
         MARK_END,
     ]
     return "\n".join(lines)
