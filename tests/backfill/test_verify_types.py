@@ -230,7 +230,7 @@ async def _change_and_repair(
 async def test_a_value_too_long_for_new_s_varchar_is_not_taken_for_its_truncation(
     data_env: DataEnv, tables: Tables
 ) -> None:
-    # new's code is varchar(12), old's text: a cast would cut old's 13 characters down to new's value.
+    # new's code is varchar(12), old's text: a cast would cut old's 16 characters down to new's 12.
     key = 99_001
     status = await _execute(
         data_env.old_url,
@@ -241,8 +241,8 @@ async def test_a_value_too_long_for_new_s_varchar_is_not_taken_for_its_truncatio
     assert status == "UPDATE 1"
     await _execute(
         data_env.new_url,
-        f"UPDATE {tables.new['texts']} SET code = (SELECT left('C{key}-long-tail', 12)) WHERE tenant_id = $1"
-        " AND id = $2",
+        f"UPDATE {tables.new['texts']} SET code = left('C{key}-long-tail', 12)"
+        " WHERE tenant_id = $1 AND id = $2",
         TENANT,
         key,
     )
