@@ -449,8 +449,8 @@ def section(bench: Bench, command: str, pg_version: str) -> str:
     lines += [
         "",
         "The text-based digests are exact but render every value as text: numeric, timestamptz and"
-        " bigint output dominate. verify's digest renders only floats and types without a cheaper exact"
-        " form (jsonb, arrays) as text, so on this table (bigint, text, integer, numeric, text,"
+        " bigint output dominate. verify's digest renders as text only the types without a cheaper exact"
+        " form (jsonb, json, arrays, composites), so on this table (bigint, text, integer, numeric, text,"
         " timestamptz) it renders nothing. bit_xor would cancel duplicate rows, which only a table without"
         " a unique key could hold (verify requires one), and is no clear gain over sum in the table above.",
         MARK_END,
