@@ -13,8 +13,11 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from backfill.digest import exact_equality
 from backfill.errors import TableSetupError
 from config.data import DataTable
+
+_LENGTH_TYPES = {1042: "bpchar", 1043: "varchar"}  # character(n), character varying(n): unbounded names
 
 
 def quote_ident(name: str) -> str:
@@ -33,12 +36,13 @@ class ColumnInfo:
     type_oid: int
     category: str  # pg_type.typcategory: N numeric, S string, ...
     identity_always: bool
+    type_mod: int = -1  # pg_attribute.atttypmod: for varchar(n) and character(n), n + 4
 
 
 _COLUMNS_SQL = """
 SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type_name,
        format_type(a.atttypid, NULL) AS base_type, a.atttypid::int8 AS type_oid,
-       t.typcategory::text AS category, a.attidentity = 'a' AS identity_always
+       t.typcategory::text AS category, a.attidentity = 'a' AS identity_always, a.atttypmod AS type_mod
 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
 WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
 ORDER BY a.attnum
@@ -63,6 +67,7 @@ async def table_columns(conn: asyncpg.Connection, table: str, relation: str) -> 
             row["type_oid"],
             row["category"],
             row["identity_always"],
+            row["type_mod"],
         )
         for row in rows
     }
@@ -144,7 +149,9 @@ class TablePlan:
     # ... and with the new column's modifier too, for verification: numeric(12,2) renders 1.5 as 1.50
     old_verify_exprs: tuple[str, ...]
     identity_always: bool
-    text_compared: frozenset[str] = frozenset()  # columns whose type has no `=` (json): compared as text
+    # Columns whose `=` is missing (json) or blind to what verification sees (numeric 1.0 = 1.00, float
+    # -0 = 0, jsonb): the upsert compares them by their text, so it rewrites a row verify finds different.
+    text_compared: frozenset[str] = frozenset()
 
     @property
     def name(self) -> str:
@@ -188,7 +195,7 @@ def upsert_sql(
 ) -> str:
     """Staging → `relation` (same column names): insert, or overwrite the columns that differ. Rows equal
     to the stored ones are left alone (no dead tuples on a rerun). `conflict`: quoted unique key columns;
-    `text_compared`: columns whose type has no `=`, compared by their text."""
+    `text_compared`: columns compared by their text (see `TablePlan.text_compared`)."""
     quoted = ", ".join(quote_ident(c) for c in columns)
     updated = [quote_ident(c) for c in columns if quote_ident(c) not in conflict]
     head = f"INSERT INTO {relation} AS t ({quoted})"
@@ -252,20 +259,20 @@ async def resolve(table: DataTable, old: asyncpg.Connection, new: asyncpg.Connec
             quote_relation(table.old.table),
             quote_ident(table.old.tenant_column),
             tuple(quote_ident(c) for c in old_keys[1:]),
-            tuple(old_columns[c].base_type for c in old_keys[1:]),
+            tuple(unbounded_type(old_columns[c]) for c in old_keys[1:]),
         ),
         new=SideShape(
             quote_relation(table.new.table),
             quote_ident(table.new.tenant_column),
             tuple(quote_ident(c) for c in table.key),
-            tuple(new_columns[c].base_type for c in table.key),
+            tuple(unbounded_type(new_columns[c]) for c in table.key),
         ),
         columns=columns,
         new_columns=new_columns,
         old_exprs=old_exprs,
         old_verify_exprs=old_verify_exprs,
         identity_always=any(new_columns[c].identity_always for c in columns),
-        text_compared=frozenset(await without_equality(new, {c: new_columns[c].type_name for c in columns})),
+        text_compared=frozenset(c for c in columns if not exact_equality(new_columns[c].type_oid)),
     )
 
 
@@ -276,20 +283,24 @@ def _old_expr(source: str, old: ColumnInfo | None, new: ColumnInfo, *, with_modi
         new.type_name if with_modifier else new.type_oid
     ):
         return quote_ident(source)
-    return f"{quote_ident(source)}::{new.type_name if with_modifier else new.base_type}"
+    if not with_modifier:
+        return f"{quote_ident(source)}::{unbounded_type(new)}"
+    cast = f"{quote_ident(source)}::{new.type_name}"
+    unbounded = _LENGTH_TYPES.get(new.type_oid)
+    if unbounded is None or new.type_mod < 4:
+        return cast
+    # For verification, the same reason: a value too long for varchar(n) / character(n) (beyond trailing
+    # spaces, which an assignment drops too) stays whole, so it differs from anything new can hold.
+    fits = f"char_length(rtrim({quote_ident(source)}::text, ' ')) <= {new.type_mod - 4}"
+    return f"CASE WHEN {fits} THEN {cast} ELSE {quote_ident(source)}::{unbounded} END"
+
+
+def unbounded_type(column: ColumnInfo) -> str:
+    """The column's type without its modifier, as a copy casts to it. Not `format_type`'s name for
+    character(n): `character` alone means character(1) and would cut a value to its first letter."""
+    return _LENGTH_TYPES.get(column.type_oid, column.base_type)
 
 
 async def has_unique_key(conn: asyncpg.Connection, relation: str, columns: set[str]) -> bool:
     rows = await conn.fetch(_UNIQUE_SQL, quote_relation(relation))
     return any(set(row["columns"]) == columns for row in rows)
-
-
-async def without_equality(conn: asyncpg.Connection, types: dict[str, str]) -> list[str]:
-    """Columns whose type has no `=` operator (json, point, ...), found by asking the server."""
-    missing: list[str] = []
-    for type_name in sorted(set(types.values())):
-        try:
-            await conn.fetchval(f"SELECT NULL::{type_name} = NULL::{type_name}")
-        except asyncpg.PostgresError:
-            missing.extend(c for c, t in types.items() if t == type_name)
-    return missing

@@ -1,6 +1,7 @@
 """The `complete` gate: a tenant may leave the old side behind only once every covered table and REST
 resource has a passing verification report, started after the tenant's last phase change (so it checked
-the data as the current phase writes it) and, if configured, not older than `gate.max_age_s`."""
+the data as the current phase writes it), made by the current verification (`report.VERIFY_VERSION`: an
+earlier one could pass a changed value) and, if configured, not older than `gate.max_age_s`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from backfill.report import latest_per_table
+from backfill.report import VERIFY_VERSION, latest_per_table
 from config.data import DataSettings
 
 
@@ -62,6 +63,12 @@ async def check_complete_gate(
         elif gate.since_last_phase_change and phase_changed_at is not None and started <= phase_changed_at:
             # Started before the change: part of it may have checked data written under the previous phase.
             why = f"older than the last phase change ({phase_changed_at.isoformat()})"
+            problems.append({**base, "problem": "stale", "why": why})
+        elif report["verify_version"] < VERIFY_VERSION:
+            why = (
+                f"made by verify version {report['verify_version']}, which could pass a changed value"
+                f" (version {VERIFY_VERSION} cannot)"
+            )
             problems.append({**base, "problem": "stale", "why": why})
         elif gate.max_age_s is not None and now - finished > timedelta(seconds=gate.max_age_s):
             problems.append({**base, "problem": "stale", "why": f"older than {gate.max_age_s:g} s"})

@@ -19,9 +19,10 @@ from backfill.catalog import (
     old_source,
     quote_ident,
     table_columns,
+    unbounded_type,
     upsert_sql,
-    without_equality,
 )
+from backfill.digest import exact_equality
 from backfill.errors import RepairRefusedError
 
 
@@ -31,7 +32,7 @@ class InversePlan:
     columns: tuple[str, ...]  # old columns written, unquoted: columns[i] is where plan.columns[i] goes
     new_exprs: tuple[str, ...]  # per column: a new-side expression of the old column's type
     identity_always: bool
-    text_compared: frozenset[str]  # old columns whose type has no `=`
+    text_compared: frozenset[str]  # old columns compared by their text (see `TablePlan.text_compared`)
 
     @property
     def quoted_columns(self) -> str:
@@ -84,11 +85,11 @@ async def resolve_inverse(plan: TablePlan, old: asyncpg.Connection) -> InversePl
         target = old_columns[source]  # resolve() checked every source exists (no transform)
         same = target.type_oid == plan.new_columns[column].type_oid
         # The base type only, as the backfill does: the staging column's modifier refuses what does not fit.
-        exprs.append(quote_ident(column) if same else f"{quote_ident(column)}::{target.base_type}")
+        exprs.append(quote_ident(column) if same else f"{quote_ident(column)}::{unbounded_type(target)}")
     return InversePlan(
         plan=plan,
         columns=sources,
         new_exprs=tuple(exprs),
         identity_always=any(old_columns[s].identity_always for s in sources),
-        text_compared=frozenset(await without_equality(old, {s: old_columns[s].type_name for s in sources})),
+        text_compared=frozenset(s for s in sources if not exact_equality(old_columns[s].type_oid)),
     )

@@ -6,6 +6,9 @@ write has not been applied yet. The tenant's partition stream holds exactly the 
 table's `path` pattern which keys, are in flight. Waiting is by stream position: the partition is drained
 up to a snapshot once its consumer group has delivered past the snapshot's last entry and none of those
 entries is still unacknowledged.
+
+The Redis client and the buffer's modules are loaded when the buffer is first asked, which is only once
+a difference has been found: a verification that finds none never pays for them.
 """
 
 from __future__ import annotations
@@ -13,15 +16,12 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
-
-from buffer_worker.inspect import group_last_delivered
-from buffer_worker.intent import Intent, IntentDecodeError
-from buffer_worker.keys import CONSUMER_GROUP, partition_of, pending_key, stream_key
 from config.data import DataTable, path_key_pattern
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 _SCAN_LIMIT = 100_000  # stream entries read per snapshot; beyond this every difference is deferred
 
@@ -57,20 +57,34 @@ def _maybe_create(path: str, pattern: str) -> bool:
 
 
 class PendingIntents:
-    def __init__(self, client: aioredis.Redis, *, prefix: str, partitions: int) -> None:
-        self._redis = client
+    def __init__(self, url: str, *, prefix: str, partitions: int) -> None:
+        self._url = url
         self._prefix = prefix
         self._partitions = partitions
+        self._client: aioredis.Redis | None = None
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str, partitions: int) -> PendingIntents:
-        client = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
-        return cls(client, prefix=prefix, partitions=partitions)
+        return cls(url, prefix=prefix, partitions=partitions)
+
+    @property
+    def _redis(self) -> aioredis.Redis:
+        if self._client is None:
+            import redis.asyncio as aioredis
+
+            self._client = aioredis.Redis.from_url(self._url, socket_timeout=5, socket_connect_timeout=2)
+        return self._client
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        if self._client is not None:
+            await self._client.aclose()
 
     async def snapshot(self, tenant: str) -> PendingSnapshot:
+        from redis.exceptions import RedisError
+
+        from buffer_worker.intent import Intent, IntentDecodeError
+        from buffer_worker.keys import partition_of, pending_key, stream_key
+
         partition = partition_of(tenant, self._partitions)
         try:
             counts: Any = await self._redis.hgetall(pending_key(self._prefix, partition))
@@ -93,6 +107,11 @@ class PendingIntents:
 
     async def drained(self, snapshot: PendingSnapshot) -> bool:
         """Every entry up to the snapshot's last one has been applied (or dead-lettered)."""
+        from redis.exceptions import ResponseError
+
+        from buffer_worker.inspect import group_last_delivered
+        from buffer_worker.keys import CONSUMER_GROUP, partition_of, stream_key
+
         if snapshot.last_id is None:
             return True
         stream = stream_key(self._prefix, partition_of(snapshot.tenant, self._partitions))
@@ -109,6 +128,8 @@ class PendingIntents:
             return True
 
     async def wait_drained(self, snapshot: PendingSnapshot, timeout_s: float) -> bool:
+        from redis.exceptions import RedisError
+
         deadline = time.monotonic() + timeout_s
         while True:
             try:

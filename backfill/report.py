@@ -16,6 +16,10 @@ import asyncpg
 import orjson
 
 KINDS = ("missing_on_new", "missing_on_old", "different")
+# Reports of version 1 (no `verify_version` in their JSON) digested rows with PostgreSQL's own hashes,
+# blind to a numeric's sign and scale among others, and compared REST records with Python's `==`: the
+# `complete` gate does not take their "passed" (see `backfill.digest`).
+VERIFY_VERSION = 2
 _SCHEMA_LOCK = 0x6375_7404
 
 SCHEMA = """
@@ -67,6 +71,7 @@ class TableReport:
         return {
             "table": self.table,
             "kind": self.kind,
+            "verify_version": VERIFY_VERSION,
             "passed": self.passed,
             "transform": self.transform,
             "rows_old": self.rows_old,
@@ -148,6 +153,7 @@ def _summary(row: asyncpg.Record) -> dict[str, Any]:
         "finished_at": row["finished_at"].isoformat(),
         "passed": row["passed"],
         "counts": report.get("counts", {}),
+        "verify_version": report.get("verify_version", 1),
         "rows_old": report.get("rows_old"),
         "rows_new": report.get("rows_new"),
     }

@@ -7,13 +7,19 @@ comparison. Records whose ids have intents still pending in the buffer (writes t
 `item_path`, else `<list_path>/<id>`) are compared again, from freshly read pages, once the buffer has
 applied them. With a repair source, the differing records are transferred from it (`backfill.rest_repair`)
 and the resource is verified again.
+
+Records are equal when their bodies read alike to a client (`same`): Python's `==` would take `true` for
+`1`, `1` for `1.0` and `-0.0` for `0.0`, so values of different JSON types differ, and numbers with a
+fraction or an exponent are parsed as Decimal and compared by their digits and scale (`1.0` ≠ `1.00`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
@@ -93,7 +99,7 @@ class RestSide:
         if answer.status != 200:
             raise DataError(f"{resource.name}: the {self.label} side answered {answer.status} to the list")
         try:
-            body = answer.json()
+            body = json.loads(answer.body, parse_float=Decimal)  # digits and scale as sent (see `same`)
         except ValueError:
             raise DataError(f"{resource.name}: the {self.label} side's page is not JSON") from None
         if not isinstance(body, dict):
@@ -107,11 +113,48 @@ def compare(old: dict[str, Record], new: dict[str, Record]) -> dict[str, str]:
         other = new.get(key)
         if other is None:
             found[key] = "missing_on_new"
-        elif other != record:
+        elif not same(record, other):
             found[key] = "different"
     for key in new.keys() - old.keys():
         found[key] = "missing_on_old"
     return found
+
+
+def same(a: Any, b: Any) -> bool:
+    """Whether two parsed JSON values read alike: same JSON types throughout, equal strings, integers
+    and booleans, and numbers with a fraction (Decimal) of the same text."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(value, b[key]) for key, value in a.items())
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, Decimal):
+        return str(a) == str(b)
+    return bool(a == b)
+
+
+def shown(value: Any) -> Any:
+    """A parsed value as a report shows it (JSON numbers, not Decimal)."""
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, dict):
+        return {key: shown(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [shown(item) for item in value]
+    return value
+
+
+def _sample_values(a: Any, b: Any) -> dict[str, Any]:
+    """A differing field's two values; as text where the shown numbers look alike (1.0 and 1.00)."""
+    old, new = shown(a), shown(b)
+    if old == new and type(old) is type(new):
+        return {"old": _text(a), "new": _text(b)}
+    return {"old": old, "new": new}
+
+
+def _text(value: Any) -> str:
+    return json.dumps(value, default=str, sort_keys=True) if isinstance(value, dict | list) else str(value)
 
 
 def _as_table(resource: RestResource) -> DataTable:
@@ -212,16 +255,20 @@ async def _verify_resource(
     for key in reported[: verify.sample_diffs]:
         a, b = old_records.get(key), new_records.get(key)
         fields = sorted(set(a or {}) | set(b or {}))
-        report.samples.append(
-            {
-                "key": [key],
-                "kind": found[key],
-                "columns": {
-                    f: {"old": None if a is None else a.get(f), "new": None if b is None else b.get(f)}
-                    for f in fields
-                    if a is None or b is None or a.get(f) != b.get(f)
-                },
+        if a is None or b is None:
+            columns = {
+                f: {
+                    "old": None if a is None else shown(a.get(f)),
+                    "new": None if b is None else shown(b.get(f)),
+                }
+                for f in fields
             }
-        )
+        else:
+            columns = {
+                f: _sample_values(a.get(f), b.get(f))
+                for f in fields
+                if f not in a or f not in b or not same(a[f], b[f])
+            }
+        report.samples.append({"key": [key], "kind": found[key], "columns": columns})
     report.seconds = time.monotonic() - started
     return report, sorted(reported)

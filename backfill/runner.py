@@ -24,7 +24,8 @@ from backfill.errors import CheckpointMismatchError, DataError
 from backfill.phase import check_backfill_allowed, read_phase
 from backfill.progress import NoProgress, Progress
 from backfill.transform import load_transform, transform_label
-from config.data import CHUNK_ROWS_MAX, CHUNK_ROWS_MIN, DataTable
+from config.data import DataTable
+from config.limits import CHUNK_ROWS_MAX, CHUNK_ROWS_MIN
 from config.settings import Settings
 
 

@@ -15,11 +15,14 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from decimal import Decimal
 from typing import Any
+
+import orjson
 
 from backfill.pending import PendingSnapshot
 from backfill.report import KINDS, TableReport
-from backfill.verify_sql import Key, RangeStats, VerifySide
+from backfill.verify_sql import Key, RangeStats, SampleRow, VerifySide
 from config.data import DataTable, VerifySettings
 
 _MAX_DEPTH = 64
@@ -73,12 +76,7 @@ class TableVerifier:
         for index in self._old.numeric:
             column = self._old.columns[index]
             position = self._old.numeric.index(index)
-            report.sums[column] = {
-                side: None
-                if self._totals[side].sums[position] is None
-                else str(self._totals[side].sums[position])
-                for side in ("old", "new")
-            }
+            report.sums[column] = {side: self._totals[side].sums[position] for side in ("old", "new")}
         reported, unsettled, rechecked, warnings = await self._settle(found)
         report.rechecked = rechecked
         report.warnings.extend(warnings)
@@ -182,18 +180,26 @@ class TableVerifier:
         samples = []
         for key in keys:
             a, b = old.get(key), new.get(key)
-            columns = {
-                column: {
-                    "old": None if a is None else a.get(column),
-                    "new": None if b is None else b.get(column),
-                }
-                for column in self._old.columns
-                if a is None or b is None or a.get(column) != b.get(column)
-            }
             if a is None or b is None:  # a missing row: show the present one whole
-                columns = {c: v for c, v in columns.items() if v["old"] is not None or v["new"] is not None}
+                present = a or b
+                assert present is not None  # a reported key is on one side at least
+                side = "old" if a is not None else "new"
+                columns = {
+                    c: {"old": None, "new": None, side: v} for c, v in present.values.items() if v is not None
+                }
+            else:
+                columns = {c: _shown(a, b, c) for c in self._old.columns if a.elements[c] != b.elements[c]}
             samples.append({"key": list(key), "kind": reported[key], "columns": columns})
         return samples
+
+
+def _shown(a: SampleRow, b: SampleRow, column: str) -> dict[str, Any]:
+    """A differing column's two values: as JSON, or as text where the JSON forms look alike (numeric
+    1.0 and 1.00, float -0 and 0 both come out of jsonb as the same number)."""
+    old, new = a.values.get(column), b.values.get(column)
+    if orjson.dumps(old) == orjson.dumps(new):
+        return {"old": a.texts[column], "new": b.texts[column]}
+    return {"old": old, "new": new}
 
 
 def _rows(stats: RangeStats | None) -> int:
@@ -202,11 +208,12 @@ def _rows(stats: RangeStats | None) -> int:
 
 def _total(stats: Iterable[RangeStats], side: VerifySide) -> RangeStats:
     rows, digest = 0, 0
-    sums: list[Any] = [None for _ in side.numeric]
+    sums: list[Decimal | None] = [None for _ in side.numeric]
     for item in stats:
         rows += item.rows
         digest += item.hash
         for i, value in enumerate(item.sums):
             if value is not None:
-                sums[i] = value if sums[i] is None else sums[i] + value
-    return RangeStats(rows, digest, tuple(sums))
+                before = sums[i]
+                sums[i] = Decimal(value) if before is None else before + Decimal(value)
+    return RangeStats(rows, digest, tuple(None if s is None else str(s) for s in sums))

@@ -20,15 +20,14 @@ from datetime import UTC, datetime
 import asyncpg
 
 from backfill.catalog import TablePlan, quote_ident, resolve
+from backfill.digest import element
 from backfill.errors import DataError, RepairRefusedError
 from backfill.pending import PendingIntents, PendingSnapshot
 from backfill.phase import read_phase, repair_source
-from backfill.repair import refused_json, repair_keys
 from backfill.report import TableReport, VerifyRun, store
-from backfill.rest_verify import verify_resources
 from backfill.transform import RowFunction, apply_transform, load_transform, transform_label
 from backfill.verify import TableVerifier
-from backfill.verify_sql import VerifySide, choose_hash_mode, prepare_session
+from backfill.verify_sql import VerifySide, choose_hash_mode, prepare_session, summable
 from config.data import DataTable
 from config.settings import Settings
 from routing.phases import Side
@@ -68,6 +67,10 @@ async def run_verify(settings: Settings, options: VerifyOptions) -> VerifyRun:
                     run.tables.append(await _verify_table(settings, table, options.tenant, source, pending))
             rest = [r for r in data.rest.resources if r.name in names]
             if rest:
+                # Imported here: HTTP clients and the worker's applier, for deployments that have REST
+                # resources (`cutover verify` loads what it needs only; see proxy/data_cli.py).
+                from backfill.rest_verify import verify_resources
+
                 run.tables.extend(await verify_resources(settings, rest, options.tenant, pending, source))
         finally:
             await pending.close()
@@ -91,8 +94,7 @@ async def _verify_table(
             for url in (data.old.postgres_url, data.new.postgres_url, data.new.postgres_url)
         ]
         plan = await resolve(table, old, new)
-        types = [plan.new_columns[c].type_name for c in plan.columns if c != table.new.tenant_column]
-        mode = await choose_hash_mode([old, new], types)
+        mode = await choose_hash_mode([old, new])
         new_side = _side("new", new, plan, plan.new.relation, new=True, mode=mode)
         refresh = None
         if transform is None:
@@ -123,6 +125,8 @@ async def _verify_table(
         found = await verifier.run(report)
         if source is None or not found:
             return report
+        from backfill.repair import refused_json, repair_keys  # the backfill's copy path: only to repair
+
         try:
             result = await repair_keys(plan, tenant, source, old, new, sorted(found), transform)
         except RepairRefusedError as exc:
@@ -157,6 +161,10 @@ def _side(
         tuple(quote_ident(c) for c in columns) if new else tuple(plan.old_verify_exprs[i] for i in indexes)
     )
     numeric = tuple(columns.index(c) for c in plan.numeric_columns)
+    # Both sides digest the new column's type (the old side's expressions are cast to it).
+    elements = tuple(
+        element(expr, plan.new_columns[column].type_oid) for expr, column in zip(exprs, columns, strict=True)
+    )
     return VerifySide(
         label=label,
         conn=conn,
@@ -166,7 +174,9 @@ def _side(
         key_types=shape.key_types,
         columns=columns,
         exprs=exprs,
+        elements=elements,
         numeric=numeric,
+        summed=tuple(summable(exprs[i], plan.new_columns[columns[i]].type_oid) for i in numeric),
         hash_mode=mode,
     )
 

@@ -2,12 +2,16 @@
 
 `write_section` puts a benchmark's Markdown section into a file such as BENCHMARKS.md, between its own
 markers: the section replaces the one already there, or is appended, so each script rewrites only its own
-figures. `shown_path` and `cpu_model` fill the header every section opens with."""
+figures. `shown_path` and `cpu_model` fill the header every section opens with. `export_tree` writes a
+commit's files to a directory, for a benchmark that measures the code before a change beside it."""
 
 from __future__ import annotations
 
+import io
 import os
 import platform
+import subprocess
+import tarfile
 from pathlib import Path
 
 
@@ -42,3 +46,12 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def export_tree(commit: str, directory: Path) -> Path:
+    """The repository's files at `commit` (`git archive`), in `directory`, which must exist."""
+    repo = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(["git", "-C", str(repo), "archive", commit], check=True, capture_output=True)
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(directory, filter="data")
+    return directory

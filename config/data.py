@@ -24,10 +24,11 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from config.limits import CHUNK_ROWS_DEFAULT, CHUNK_ROWS_MAX, CHUNK_ROWS_MIN
+
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 Identifier = Annotated[str, Field(pattern=f"^{_IDENT}$", max_length=63)]
 QualifiedName = Annotated[str, Field(pattern=f"^{_IDENT}(\\.{_IDENT})?$", max_length=127)]
-CHUNK_ROWS_MIN, CHUNK_ROWS_MAX, CHUNK_ROWS_DEFAULT = 1_000, 50_000, 10_000
 
 
 class _Frozen(BaseModel):

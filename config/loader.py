@@ -10,6 +10,10 @@ flow collection, `[Cookie]` or `{a: b}`, is parsed as YAML so lists and maps can
 The environment overlay is a small function rather than pydantic-settings: it must report an unknown
 `CUTOVER_*` variable by name (a typo must not pass silently) and it must merge into YAML-loaded maps such
 as `admin.tokens`, which pydantic-settings' nested-env handling does not do with a frozen model tree.
+
+PyYAML, pydantic and the settings model are imported by the functions that use them: every `cutover`
+command imports this module for `ConfigError`, most never load a configuration, and the model alone
+takes a tenth of a second to build.
 """
 
 from __future__ import annotations
@@ -17,12 +21,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
-from pydantic import ValidationError
-
-from config.settings import Settings
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 ENV_PREFIX = "CUTOVER_"
 # Environment variables with the prefix that are not settings keys.
@@ -42,6 +44,10 @@ def load_settings(
     path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
     """Load, merge and validate; raise `ConfigError` naming every bad key."""
+    from pydantic import ValidationError
+
+    from config.settings import Settings
+
     env = os.environ if environ is None else environ
     if path is None:
         path = env.get("CUTOVER_CONFIG") or None
@@ -56,6 +62,8 @@ def load_settings(
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
     try:
         text = path.read_text()
     except OSError as exc:
@@ -77,6 +85,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 def _environment_overlay(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     """The overlay, and which variable set each dotted key (so errors can name the variable)."""
+    from config.settings import Settings
+
     overlay: dict[str, Any] = {}
     sources: dict[str, str] = {}
     known = set(Settings.model_fields)
@@ -109,6 +119,8 @@ def _environment_overlay(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[s
 
 
 def _parse_env_value(value: str) -> Any:
+    import yaml
+
     stripped = value.strip()
     if stripped[:1] in ("[", "{"):
         try:

@@ -3,9 +3,10 @@ carrying the API's `{"error", "detail"}` so the CLI can print them as they are."
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 
 class AdminClientError(Exception):
@@ -21,9 +22,11 @@ class AdminClientError(Exception):
 
 class AdminClient:
     def __init__(self, base_url: str, token: str | None, *, timeout_s: float = 10.0) -> None:
+        import httpx  # here, not at the top: every `cutover` command imports this module, few call the API
+
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self._base_url, headers=headers, timeout=timeout_s)
+        self._http: httpx.Client = httpx.Client(base_url=self._base_url, headers=headers, timeout=timeout_s)
 
     def close(self) -> None:
         self._http.close()
@@ -41,6 +44,8 @@ class AdminClient:
         return self._call("DELETE", path)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        import httpx
+
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:

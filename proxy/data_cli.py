@@ -1,22 +1,21 @@
 """`cutover backfill` and `cutover verify` (run here, against both databases, with `--config`), and
-`cutover verify-reports` (stored reports, through the admin API)."""
+`cutover verify-reports` (stored reports, through the admin API).
+
+Each command imports what it runs when it runs (asyncpg, the backfill, the verifier): building the
+parser, as every `cutover` command does, must not load them."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Callable
 from typing import Any
 
-import asyncpg
-
-from config.data import CHUNK_ROWS_MAX, CHUNK_ROWS_MIN
+from config.limits import CHUNK_ROWS_MAX, CHUNK_ROWS_MIN
 from config.loader import load_settings
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
-_DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 AdminCommand = Callable[[str, str], argparse.ArgumentParser]
 
 
@@ -58,7 +57,15 @@ def _parallel(text: str) -> int:
     return value
 
 
+def _database_errors() -> tuple[type[BaseException], ...]:
+    import asyncpg
+
+    return (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+
 def _backfill(args: argparse.Namespace) -> int:
+    import asyncio
+
     from backfill.errors import DataError
     from backfill.progress import NoProgress, Progress, progress_for
     from backfill.runner import BackfillOptions, run_backfill
@@ -78,7 +85,7 @@ def _backfill(args: argparse.Namespace) -> int:
     except DataError as exc:
         print(f"cutover: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-    except _DATABASE_ERRORS as exc:
+    except _database_errors() as exc:
         print(
             f"cutover: backfill stopped by a database error ({type(exc).__name__}: {exc});"
             " a rerun resumes from the last checkpoint",
@@ -136,6 +143,8 @@ def add_verify_commands(commands: Any, admin_command: AdminCommand) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    import asyncio
+
     from backfill.errors import DataError
     from backfill.report import render
     from backfill.verify_run import VerifyOptions, run_verify
@@ -147,7 +156,7 @@ def _verify(args: argparse.Namespace) -> int:
     except DataError as exc:
         print(f"cutover: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-    except _DATABASE_ERRORS as exc:
+    except _database_errors() as exc:
         print(
             f"cutover: verification stopped by a database error ({type(exc).__name__}: {exc})",
             file=sys.stderr,

@@ -103,3 +103,34 @@ async def test_gate_can_be_switched_off(make_proxy: ProxyFactory, data_env: Data
     proxy = await make_proxy({"data": data})
     await proxy.set_phase_api(tenant, Phase.RAMPDOWN)
     assert (await _complete(proxy, tenant)).status_code == 200
+
+
+async def test_a_passing_report_of_the_earlier_verify_does_not_open_the_gate(
+    make_proxy: ProxyFactory, data_env: DataEnv, tenant: str
+) -> None:
+    # Verify version 1 digested rows with PostgreSQL's own hashes and passed a numeric whose sign flipped.
+    proxy, tables, old_table = await _setup(make_proxy, data_env)
+    await fill_orders(data_env, old_table, tenant, 500)
+    await proxy.set_phase_api(tenant, Phase.DUAL_WRITE)
+    settings = data_env.settings(tables)
+    await run_backfill(settings, BackfillOptions(tenant))
+    await proxy.set_phase_api(tenant, Phase.RAMPDOWN)
+    run = await run_verify(settings, VerifyOptions(tenant))
+    assert run.passed
+    report_id = run.report_ids["orders"]
+    # As the earlier release stored it: the same report without `verify_version`.
+    await data_env.execute(
+        data_env.control_url,
+        "UPDATE cutover_verify_report SET report = report - 'verify_version' WHERE id = $1",
+        report_id,
+    )
+    refused = await _complete(proxy, tenant)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["reports"][0]["problem"] == "stale"
+    assert (
+        f"report {report_id}" in refused.json()["detail"] and "verify version 1" in refused.json()["detail"]
+    )
+
+    again = await run_verify(settings, VerifyOptions(tenant))
+    assert again.passed
+    assert (await _complete(proxy, tenant)).status_code == 200

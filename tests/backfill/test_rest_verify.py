@@ -5,9 +5,11 @@ live) to the other with a GET there and a PUT or DELETE here."""
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -17,6 +19,7 @@ from fastapi.responses import JSONResponse
 
 from backfill.errors import DataError
 from backfill.report import render
+from backfill.rest_verify import _sample_values, compare
 from backfill.verify_run import VerifyOptions, run_verify
 from buffer_worker.intent import Intent
 from buffer_worker.producer import RedisIntentProducer
@@ -310,3 +313,35 @@ async def test_a_resource_without_an_item_path_is_not_repaired_and_says_why(
     assert events.repair is not None and "no item_path configured" in events.repair["refused"]
     assert "events: not repaired from new: no item_path configured" in render(run.as_json())
     assert sides.old_writes.seen == [] and sides.new_writes.seen == []
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ('{"v": 1}', '{"v": true}'),
+        ('{"v": 0}', '{"v": false}'),
+        ('{"v": 1}', '{"v": 1.0}'),
+        ('{"v": 1.0}', '{"v": 1.00}'),
+        ('{"v": 0.0}', '{"v": -0.0}'),
+        ('{"v": 12.5}', '{"v": -12.5}'),
+        ('{"v": {"a": [1, 2.50]}}', '{"v": {"a": [1, 2.5]}}'),
+        ('{"v": ""}', '{"v": null}'),
+        ('{"v": "null"}', '{"v": null}'),
+        ('{"v": "a "}', '{"v": "a"}'),
+        ('{"v": null}', "{}"),
+    ],
+)
+def test_records_differ_when_their_json_reads_differently(old: str, new: str) -> None:
+    parsed = [json.loads(body, parse_float=Decimal) for body in (old, new)]
+    assert compare({"k": parsed[0]}, {"k": parsed[1]}) == {"k": "different"}
+    assert compare({"k": parsed[0]}, {"k": json.loads(old, parse_float=Decimal)}) == {}
+
+
+def test_a_sample_shows_numbers_that_look_alike_as_their_text() -> None:
+    a, b = (
+        json.loads(body, parse_float=Decimal)
+        for body in ('{"v": 1.0, "w": [0.5]}', '{"v": 1.00, "w": [0.50]}')
+    )
+    assert _sample_values(a["v"], b["v"]) == {"old": "1.0", "new": "1.00"}
+    assert _sample_values(a["w"], b["w"]) == {"old": '["0.5"]', "new": '["0.50"]'}
+    assert _sample_values(Decimal("1.5"), Decimal("-1.5")) == {"old": 1.5, "new": -1.5}
