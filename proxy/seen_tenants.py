@@ -19,7 +19,6 @@ import asyncio
 import logging
 import time
 from contextlib import suppress
-from typing import Any
 
 import asyncpg
 
@@ -162,23 +161,3 @@ async def count_seen_only(pool: asyncpg.Pool) -> int:
     except asyncpg.UndefinedTableError:  # no proxy has recorded a tenant yet
         return 0
     return int(count)
-
-
-async def list_seen_only(pool: asyncpg.Pool) -> list[dict[str, Any]]:
-    """Tenants seen in traffic that have no phase row (they follow the default phase)."""
-    try:
-        rows = await pool.fetch(
-            "SELECT s.tenant, s.first_seen, s.last_seen FROM cutover_seen_tenant s"
-            " WHERE NOT EXISTS (SELECT 1 FROM cutover_tenant_phase p WHERE p.tenant = s.tenant)"
-            " ORDER BY s.tenant"
-        )
-    except asyncpg.UndefinedTableError:  # no proxy has recorded a tenant yet
-        return []
-    return [
-        {
-            "tenant": row["tenant"],
-            "first_seen": row["first_seen"].isoformat(),
-            "last_seen": row["last_seen"].isoformat(),
-        }
-        for row in rows
-    ]
