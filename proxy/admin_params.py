@@ -6,6 +6,8 @@
   error).
 - Row ids (`row_id_or_404`): ids are `bigserial`, 1 to 2^63-1; an id outside cannot name a row (404),
   and must not reach asyncpg, which cannot encode it.
+- Page cursors (`TenantCursor`, `DeadLetterCursor`; id cursors are bounded ints in the routes): checked
+  like the values they stand for, so a cursor never reaches a store it would make fail.
 """
 
 from __future__ import annotations

@@ -40,7 +40,10 @@ def register_divergence_routes(app: FastAPI, runtime: Runtime) -> None:
     async def reset(tenant: Tenant, _who: Writer) -> dict[str, Any]:
         return {"tenant": tenant, "resources_reset": await reset_counters(runtime.pool, tenant)}
 
-    @router.get("/tenants/{tenant}/divergences/{divergence_id}", responses={404: {"description": "none"}})
+    @router.get(
+        "/tenants/{tenant}/divergences/{divergence_id}",
+        responses={404: {"description": "no such divergence"}},
+    )
     async def one(
         tenant: Tenant,
         divergence_id: Annotated[int, Path(json_schema_extra=ROW_ID_SCHEMA)],
