@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck unit bench bench-tools bench-proxy bench-buffer bench-telemetry bench-sql \
-	bench-backfill bench-diff bench-cli clean loadtest browser-tools
+	bench-backfill bench-diff bench-cli bench-admin clean loadtest browser-tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,7 +39,7 @@ bench-tools:
 	command -v nginx >/dev/null && command -v wrk >/dev/null || \
 	  (apt-get update -q && apt-get install -y -q nginx wrk)
 
-bench: bench-proxy bench-buffer bench-sql bench-backfill bench-telemetry bench-diff bench-cli
+bench: bench-proxy bench-buffer bench-sql bench-backfill bench-telemetry bench-diff bench-cli bench-admin
 
 bench-proxy: $(STAMP) bench-tools
 	$(BIN)/python loadtests/bench_proxy.py --write BENCHMARKS.md --workers 2
@@ -67,6 +67,10 @@ bench-backfill: $(STAMP)
 # A command's start-up to its first query, against the tree before the CLI's imports were made lazy.
 bench-cli: $(STAMP)
 	$(BIN)/python benchmarks/bench_cli.py --baseline 909f4fd --write BENCHMARKS.md
+
+# The data plane's latency while the admin API (same process, same event loop) lists 200,000 tenants.
+bench-admin: $(STAMP) bench-tools
+	$(BIN)/python benchmarks/bench_admin.py --write BENCHMARKS.md
 
 bench-diff: $(STAMP) bench-tools
 	$(BIN)/python benchmarks/bench_diff.py --serving --write BENCHMARKS.md

@@ -137,19 +137,39 @@ class BufferInspector:
         )
         return int(value or 0)
 
-    async def dead_letters(self, tenant: str | None = None, *, limit: int = 100) -> list[dict[str, Any]]:
+    async def dead_letters(
+        self, tenant: str | None = None, *, limit: int = 100, after: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Up to `limit` dead letters (of `tenant`), oldest first, after the one whose `cursor` is
+        `after`. Each partition is read from the cursor on, `limit` entries at a time, so a page costs
+        about `limit` entries per partition (more when a tenant filter skips other tenants' letters)."""
+        position = parse_dead_letter_cursor(after) if after is not None else None
         partitions = (
             [partition_of(tenant, self._partitions)] if tenant is not None else range(self._partitions)
         )
-        letters: list[dict[str, Any]] = []
+        letters: list[tuple[tuple[int, int, int], dict[str, Any]]] = []
         for partition in partitions:
-            entries: Any = await self._redis.xrange(dead_letter_key(self._prefix, partition))
-            for entry_id, fields in entries:
-                if tenant is not None and _tenant_of(fields) != tenant:
-                    continue
-                letters.append(_describe(partition, entry_id, fields))
-        letters.sort(key=lambda letter: letter["dead_id"])
-        return letters[:limit]
+            start = "-"
+            if position is not None:
+                ms, seq, cursor_partition = position
+                # Ordered by (entry id, partition): an equal id of a later partition comes after.
+                start = f"{ms}-{seq}" if partition > cursor_partition else f"({ms}-{seq}"
+            found = 0
+            while found < limit:
+                entries: Any = await self._redis.xrange(
+                    dead_letter_key(self._prefix, partition), min=start, count=limit
+                )
+                for entry_id, fields in entries:
+                    if tenant is not None and _tenant_of(fields) != tenant:
+                        continue
+                    letter = _describe(partition, entry_id, fields)
+                    letters.append((_order_of(entry_id, partition), letter))
+                    found += 1
+                if len(entries) < limit:
+                    break
+                start = f"({entries[-1][0].decode()}"
+        letters.sort(key=lambda item: item[0])
+        return [letter for _order, letter in letters[:limit]]
 
     async def dead_letter_count(self, tenant: str) -> int:
         return len(await self.dead_letters(tenant, limit=1_000_000))
@@ -160,6 +180,21 @@ class BufferInspector:
         if count:
             await self._redis.sadd(redrive_key(self._prefix, partition_of(tenant, self._partitions)), tenant)
         return count
+
+
+def parse_dead_letter_cursor(cursor: str) -> tuple[int, int, int]:
+    """`<ms>-<seq>:<partition>` (a dead letter's `cursor`) → (ms, seq, partition); ValueError if not."""
+    entry_id, _, partition = cursor.partition(":")
+    ms, _, seq = entry_id.partition("-")
+    parsed = (int(ms), int(seq), int(partition))
+    if not (0 <= parsed[0] < 2**64 and 0 <= parsed[1] < 2**64 and 0 <= parsed[2] < 2**31):
+        raise ValueError(f"dead-letter cursor {cursor!r} is out of range")
+    return parsed
+
+
+def _order_of(entry_id: bytes, partition: int) -> tuple[int, int, int]:
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq), partition
 
 
 def _tenant_of(fields: dict[bytes, bytes]) -> str:
@@ -173,6 +208,7 @@ def _describe(partition: int, entry_id: bytes, fields: dict[bytes, bytes]) -> di
     letter: dict[str, Any] = {
         "partition": partition,
         "dead_id": entry_id.decode(),
+        "cursor": f"{entry_id.decode()}:{partition}",  # its place in the list, for `after`
         "source_id": fields.get(b"source_id", b"").decode(),
         "reason": fields.get(b"reason", b"").decode(errors="replace"),
     }

@@ -14,7 +14,8 @@ class _Frozen(BaseModel):
 
 class SeenTenantSettings(_Frozen):
     """Tenants seen in traffic are remembered in memory and written to PostgreSQL in batches, so that
-    fleet moves (`cutover phase set --match/--percent`) also find tenants that have no phase row yet."""
+    fleet moves (`cutover phase set --match/--percent`) also find tenants that have no phase row yet.
+    Only a tenant whose request reached a backend and got a 2xx counts: any client can make up ids."""
 
     enabled: bool = True
     flush_interval_s: float = Field(default=5.0, gt=0)
@@ -24,6 +25,11 @@ class SeenTenantSettings(_Frozen):
     # Tenants this process already wrote are not written again until this many seconds have passed, which
     # keeps `last_seen` roughly fresh without a write per request.
     refresh_s: float = Field(default=300.0, gt=0)
+    # At most this many tenants in cutover_seen_tenant (new ones are not added beyond it) and in each
+    # process's memory.
+    max_tenants: int = Field(default=100_000, ge=1)
+    # Tenants not seen for this long are deleted from the table (checked every `refresh_s`).
+    retention_s: float = Field(default=30 * 86400.0, gt=0)
 
 
 class StatusPageSettings(_Frozen):

@@ -2,125 +2,90 @@
 
 Errors share the data plane's shape: `{"error": code, "detail": text, ...}`, an unhandled exception too
 (`proxy.unexpected`: 500 `internal_error` with the request id of the logged traceback).
+
+Shared plumbing lives below this module: errors and their shape (`proxy.admin_errors`), who may call what,
+checked before a request is read (`proxy.admin_guard`), parameter types (`proxy.admin_params`), pages of
+lists (`proxy.admin_pages`) and the OpenAPI document (`proxy.admin_openapi`).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-import asyncpg
-from fastapi import Depends, FastAPI, Header, Query, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
-from redis.exceptions import RedisError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
-from proxy.admin_auth import Principal, TokenAuthenticator
+from proxy.admin_auth import TokenAuthenticator
+from proxy.admin_errors import AdminError, install_error_handlers
+from proxy.admin_guard import AdminGuard, Reader, Writer
+from proxy.admin_openapi import install_openapi
+from proxy.admin_pages import (
+    AFTER_HELP,
+    AUDIT_PAGE_MAX,
+    DEAD_LETTERS_PAGE_MAX,
+    DIVERGENCES_PAGE_MAX,
+    LIMIT_HELP,
+    TENANTS_PAGE_MAX,
+    PageResponse,
+    page_of,
+    page_schema,
+)
+from proxy.admin_params import (
+    PG_BIGINT_MAX,
+    DeadLetterCursor,
+    PgText,
+    Tenant,
+    TenantCursor,
+    TenantFilter,
+    checked_tenant,
+)
 from proxy.barrier import BarrierAbortedError
+from proxy.divergence.admin import register_divergence_routes
 from proxy.divergences import list_divergences
 from proxy.metrics_api import register_metrics
 from proxy.phase_moves import ApplierMissingError, move_phase
 from proxy.phase_store import VersionConflictError
 from proxy.runtime import Runtime
-from proxy.seen_tenants import list_seen_only
 from proxy.status_page import create_status_router
+from proxy.tenant_listing import list_tenants
 from proxy.unexpected import CatchUnexpected
+from proxy.verify_admin import register_verify_routes, require_verified
 from routing.phases import Phase, PhaseMoveError
-from routing.tenant import InvalidTenantError, validate_tenant
 
-_STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
-_BUFFER_ERRORS = (RedisError,)
+__all__ = ["AdminError", "Reader", "Tenant", "TenantFilter", "Writer", "create_admin_app"]
 
 
-class AdminError(Exception):
-    def __init__(self, status: int, code: str, detail: str, **fields: Any) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
-        self.fields = fields
-
-    def response(self) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
-        return JSONResponse(
-            {"error": self.code, "detail": self.detail, **self.fields},
-            status_code=self.status,
-            headers=headers,
-        )
+PHASE_CHANGE_ERRORS: dict[int | str, dict[str, Any]] = {
+    409: {"description": "`version_conflict` (not at `expected_version`) or `barrier_aborted`"},
+    422: {
+        "description": "an invalid body (`invalid_request`), or a move the rules refuse: "
+        "`phase_move_not_allowed` (with `allowed`), `dead_letters`, `verify_required`, "
+        "`applier_not_configured` (with `setting` and `side`)"
+    },
+}
 
 
 class PhaseChange(BaseModel):
+    # Strict: `"force": "yes"` or `"expected_version": 1.0` is a mistake to refuse, not to coerce, and
+    # an unknown key (`"froce": true`) is refused rather than ignored.
+    model_config = ConfigDict(extra="forbid")
+
     phase: Phase
-    reason: str = Field(min_length=1, max_length=2000)
-    expected_version: int | None = Field(default=None, ge=0)
-    force: bool = False
-
-
-def _principal(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
-    authenticator: TokenAuthenticator = request.app.state.authenticator
-    found = authenticator.authenticate(authorization)
-    if found is None:
-        raise AdminError(401, "unauthorized", "a valid 'Authorization: Bearer <token>' header is required")
-    return found
-
-
-def _writer(who: Annotated[Principal, Depends(_principal)]) -> Principal:
-    if not who.can_write():
-        raise AdminError(403, "forbidden", f"token {who.name!r} has read scope; this needs write scope")
-    return who
-
-
-def _tenant_id(tenant: str) -> str:
-    try:
-        return validate_tenant(tenant)
-    except InvalidTenantError as exc:
-        raise AdminError(400, "invalid_tenant", str(exc)) from None
-
-
-def _tenant_filter(tenant: Annotated[str | None, Query(max_length=128)] = None) -> str | None:
-    return None if tenant is None else _tenant_id(tenant)
-
-
-Reader = Annotated[Principal, Depends(_principal)]
-TenantFilter = Annotated[str | None, Depends(_tenant_filter)]
-Writer = Annotated[Principal, Depends(_writer)]
-Tenant = Annotated[str, Depends(_tenant_id)]
+    reason: PgText = Field(min_length=1, max_length=2000)
+    expected_version: StrictInt | None = Field(default=None, ge=0, le=PG_BIGINT_MAX)
+    force: StrictBool = False
 
 
 def create_admin_app(runtime: Runtime) -> FastAPI:
-    from proxy.verify_admin import register_verify_routes, require_verified  # it imports this module
-
     store = runtime.store
     app = FastAPI(title="cutover admin", version="0.1.0")
     app.state.authenticator = TokenAuthenticator(runtime.settings.admin.tokens)
 
-    @app.exception_handler(AdminError)
-    async def _admin_error(_request: Request, exc: AdminError) -> JSONResponse:
-        return exc.response()
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [
-            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "problem": e["msg"]}
-            for e in exc.errors()
-        ]
-        return AdminError(
-            422, "invalid_request", "the request body or parameters are invalid", problems=problems
-        ).response()
-
-    async def _store_error(_request: Request, exc: Exception) -> JSONResponse:
-        detail = f"the phase store is unavailable ({type(exc).__name__})"
-        return AdminError(503, "store_unavailable", detail).response()
-
-    for error_type in _STORE_ERRORS:
-        app.add_exception_handler(error_type, _store_error)
-
-    async def _buffer_error(_request: Request, exc: Exception) -> JSONResponse:
-        detail = f"the intent buffer (Redis) is unavailable ({type(exc).__name__})"
-        return AdminError(503, "buffer_unavailable", detail).response()
-
-    for error_type in _BUFFER_ERRORS:
-        app.add_exception_handler(error_type, _buffer_error)
+    install_error_handlers(app)
+    # Checks every request's token against its route before any route reads the request.
+    app.add_middleware(AdminGuard, routes=app.router.routes, authenticator=app.state.authenticator)
+    install_openapi(app)
 
     app.include_router(create_status_router(runtime))
 
@@ -128,7 +93,7 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses={503: {"description": "phases not loaded yet (the same body)"}})
     async def readyz() -> JSONResponse:
         cache = runtime.cache
         buffer = runtime.sink.status()
@@ -162,21 +127,30 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
     async def stats(_who: Reader) -> dict[str, Any]:
         return runtime.stats.as_json()
 
-    @app.get("/tenants")
-    async def tenants(_who: Reader) -> dict[str, Any]:
-        rows = await store.list_all()
-        return {
-            "default_phase": store.default_phase.value,
-            "tenants": [row.as_json() for row in rows],
-            # Tenants seen in traffic without a phase row: they follow default_phase.
-            "seen_in_traffic": await list_seen_only(store.pool),
-        }
+    @app.get(
+        "/tenants",
+        responses={
+            **page_schema("tenants"),
+            400: {"description": "`after` is not a tenant id (`invalid_tenant`)"},
+        },
+    )
+    async def tenants(
+        _who: Reader,
+        limit: Annotated[int, Query(ge=1, le=TENANTS_PAGE_MAX, description=LIMIT_HELP)] = 1000,
+        after: TenantCursor = None,
+    ) -> PageResponse:
+        """Known tenants in id order: those with a phase row (`tenants`) and those only seen in traffic
+        (`seen_in_traffic`, following `default_phase`), one page of both together."""
+        listing = await list_tenants(
+            store.pool, after=None if after is None else checked_tenant(after), limit=limit
+        )
+        return PageResponse({"default_phase": store.default_phase.value, **listing})
 
     @app.get("/tenants/{tenant}")
     async def tenant(tenant: Tenant, _who: Reader) -> dict[str, Any]:
         return (await store.get(tenant)).as_json()
 
-    @app.put("/tenants/{tenant}/phase")
+    @app.put("/tenants/{tenant}/phase", responses=PHASE_CHANGE_ERRORS)
     async def set_phase(tenant: Tenant, change: PhaseChange, who: Writer) -> dict[str, Any]:
         current = (await store.get(tenant)).phase
         if change.phase is Phase.COMPLETE and not change.force:
@@ -223,17 +197,33 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
             ) from None
         return updated.as_json()
 
-    @app.get("/audit")
+    @app.get("/audit", responses=page_schema("entries"))
     async def audit(
-        _who: Reader, tenant: TenantFilter, limit: Annotated[int, Query(ge=1, le=1000)] = 100
-    ) -> dict[str, Any]:
-        return {"entries": [entry.as_json() for entry in await store.audit(tenant, limit=limit)]}
+        _who: Reader,
+        tenant: TenantFilter,
+        limit: Annotated[int, Query(ge=1, le=AUDIT_PAGE_MAX, description=LIMIT_HELP)] = 100,
+        after: Annotated[
+            int | None, Query(ge=1, le=PG_BIGINT_MAX, description=f"{AFTER_HELP} (an entry id)")
+        ] = None,
+    ) -> PageResponse:
+        """Phase changes, newest first."""
+        rows = await store.audit(tenant, limit=limit + 1, before_id=after)
+        entries, next_id = page_of(rows, limit, key=lambda entry: entry.id)
+        return PageResponse({"entries": [entry.as_json() for entry in entries], "next": next_id})
 
-    @app.get("/tenants/{tenant}/divergences")
+    @app.get("/tenants/{tenant}/divergences", responses=page_schema("divergences"))
     async def divergences(
-        tenant: Tenant, _who: Reader, limit: Annotated[int, Query(ge=1, le=500)] = 50
-    ) -> dict[str, Any]:
-        return {"tenant": tenant, "divergences": await list_divergences(runtime.pool, tenant, limit=limit)}
+        tenant: Tenant,
+        _who: Reader,
+        limit: Annotated[int, Query(ge=1, le=DIVERGENCES_PAGE_MAX, description=LIMIT_HELP)] = 50,
+        after: Annotated[
+            int | None, Query(ge=1, le=PG_BIGINT_MAX, description=f"{AFTER_HELP} (a divergence id)")
+        ] = None,
+    ) -> PageResponse:
+        """Stored divergences of a tenant, newest first."""
+        rows = await list_divergences(runtime.pool, tenant, limit=limit + 1, before_id=after)
+        found, next_id = page_of(rows, limit, key=lambda row: int(row["id"]))
+        return PageResponse({"tenant": tenant, "divergences": found, "next": next_id})
 
     @app.get("/buffer")
     async def buffer(_who: Reader) -> dict[str, Any]:
@@ -241,11 +231,17 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
         report["spool"] = runtime.sink.status()
         return report
 
-    @app.get("/buffer/dead-letters")
+    @app.get("/buffer/dead-letters", responses=page_schema("dead_letters"))
     async def dead_letters(
-        _who: Reader, tenant: TenantFilter, limit: Annotated[int, Query(ge=1, le=1000)] = 100
-    ) -> dict[str, Any]:
-        return {"dead_letters": await runtime.inspector.dead_letters(tenant, limit=limit)}
+        _who: Reader,
+        tenant: TenantFilter,
+        limit: Annotated[int, Query(ge=1, le=DEAD_LETTERS_PAGE_MAX, description=LIMIT_HELP)] = 100,
+        after: DeadLetterCursor = None,
+    ) -> PageResponse:
+        """Dead-lettered intents, oldest first."""
+        rows = await runtime.inspector.dead_letters(tenant, limit=limit + 1, after=after)
+        letters, next_cursor = page_of(rows, limit, key=lambda letter: str(letter["cursor"]))
+        return PageResponse({"dead_letters": letters, "next": next_cursor})
 
     @app.post("/buffer/dead-letters/{tenant}/redrive")
     async def redrive(tenant: Tenant, _who: Writer) -> dict[str, Any]:
@@ -254,8 +250,6 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
 
     register_metrics(app, runtime)
     register_verify_routes(app, runtime)
-    from proxy.divergence.admin import register_divergence_routes  # imported here: it imports this module
-
     register_divergence_routes(app, runtime)
     app.add_middleware(CatchUnexpected)  # inside the framework's own error middleware: no plain-text 500
     return app

@@ -1,12 +1,16 @@
 """A small synchronous client of the admin API, for the CLI. Errors come back as `AdminClientError`
-carrying the API's `{"error", "detail"}` so the CLI can print them as they are."""
+carrying the API's `{"error", "detail"}` so the CLI can print them as they are. Lists come in pages
+(`proxy.admin_pages`): `pages` follows `next`, `take` gathers up to a limit."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import httpx
+
+from proxy.admin_pages import TENANTS_PAGE_MAX
 
 
 class AdminClientError(Exception):
@@ -33,6 +37,44 @@ class AdminClient:
 
     def get(self, path: str, **params: Any) -> dict[str, Any]:
         return self._call("GET", path, params={k: v for k, v in params.items() if v is not None})
+
+    def pages(self, path: str, *, page_size: int, **params: Any) -> Iterator[dict[str, Any]]:
+        """Every page of a list, following `next` until the last."""
+        after = None
+        while True:
+            body = self.get(path, limit=page_size, after=after, **params)
+            yield body
+            after = body.get("next")
+            if after is None:
+                return
+
+    def take(
+        self, path: str, key: str, *, limit: int | None, page_size: int = 1000, **params: Any
+    ) -> list[dict[str, Any]]:
+        """The items under `key` of a list, page after page, until `limit` (None: all of them)."""
+        items: list[dict[str, Any]] = []
+        size = page_size if limit is None else max(1, min(page_size, limit))
+        for body in self.pages(path, page_size=size, **params):
+            items.extend(body[key])
+            if limit is not None and len(items) >= limit:
+                return items[:limit]
+        return items
+
+    def tenants(self, *, limit: int | None = None) -> dict[str, Any]:
+        """`GET /tenants` page after page: the first `limit` known tenants in the API's tenant order (all
+        when None), in one body of the same shape (`default_phase`, `tenants`, `seen_in_traffic`)."""
+        merged: dict[str, Any] = {"tenants": [], "seen_in_traffic": []}
+        after, got = None, 0
+        while True:
+            size = TENANTS_PAGE_MAX if limit is None else min(TENANTS_PAGE_MAX, limit - got)
+            page = self.get("/tenants", limit=size, after=after)
+            merged["default_phase"] = page["default_phase"]
+            for key in ("tenants", "seen_in_traffic"):
+                merged[key].extend(page[key])
+                got += len(page[key])
+            after = page.get("next")
+            if after is None or (limit is not None and got >= limit):
+                return merged
 
     def put(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._call("PUT", path, json=body)

@@ -7,7 +7,6 @@ whole hop is allowed to (see BENCHMARKS.md), and a proxy has exactly one route.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 from proxy.errors import BadRequest, InternalError, ProxyError, ServiceUnavailable
 from proxy.executor import PHASE_HEADERS, Executor
@@ -39,7 +38,6 @@ class DataPlane:
         gate: WriteGate,
         tenant_header: str,
         max_body_bytes: int,
-        note_tenant: Callable[[str], None] | None = None,
         telemetry: RequestTelemetry | None = None,
         sql: SqlRouter | None = None,
     ) -> None:
@@ -48,7 +46,6 @@ class DataPlane:
         self._gate = gate
         self._tenant_header = tenant_header.lower().encode("latin-1")
         self._max_body_bytes = max_body_bytes
-        self._note_tenant = note_tenant  # records tenants seen in traffic (proxy.seen_tenants)
         # None when tracing and metrics are both off: then no request pays for telemetry at all.
         self._telemetry = telemetry if telemetry is not None and telemetry.enabled else None
         self._sql = sql
@@ -114,8 +111,6 @@ class DataPlane:
                 gated = facts.tenant
             phase = self._cache.phase_of(facts.tenant)
             phase_header = PHASE_HEADERS[phase][1]
-            if facts.tenant is not None and self._note_tenant is not None:
-                self._note_tenant(facts.tenant)
             if exchange is not None:
                 exchange.phase = phase
             plan, old_body, new_body = decide(phase, facts.kind), None, None

@@ -44,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_REFUSED
     except KeyboardInterrupt:
         return 130
+    finally:
+        if getattr(args, "admin_client", None) is not None:
+            args.admin_client.close()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,9 +86,9 @@ def _parser() -> argparse.ArgumentParser:
         _admin_options(sub)
         return sub
 
-    admin_command("tenants", "list tenants (phase rows, then tenants only seen in traffic)").set_defaults(
-        run=_tenants
-    )
+    tenants = admin_command("tenants", "list tenants (phase rows, then tenants only seen in traffic)")
+    tenants.add_argument("--limit", type=int, help="at most this many, in tenant order (default: all)")
+    tenants.set_defaults(run=_tenants)
     admin_command("status", "proxy readiness, phase counts and data-plane counters").set_defaults(run=_status)
     audit = admin_command("audit", "phase change history")
     audit.add_argument("tenant", nargs="?")
@@ -142,7 +145,11 @@ def _admin_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _client(args: argparse.Namespace) -> AdminClient:
-    return AdminClient(args.admin_url, args.token)
+    """The command's one client of the admin API (closed by `main`)."""
+    client: AdminClient | None = getattr(args, "admin_client", None)
+    if client is None:
+        client = args.admin_client = AdminClient(args.admin_url, args.token)
+    return client
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -185,7 +192,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _tenants(args: argparse.Namespace) -> int:
-    body = _client(args).get("/tenants")
+    body = _client(args).tenants(limit=args.limit)
     if args.json:
         return _print_json(body)
     print(f"default phase (tenants without a row): {body['default_phase']}")
@@ -195,7 +202,7 @@ def _tenants(args: argparse.Namespace) -> int:
     ]
     rows += [
         [t["tenant"], body["default_phase"], "0", "-", f"(seen in traffic {t['last_seen']})"]
-        for t in body.get("seen_in_traffic", [])
+        for t in body["seen_in_traffic"]
     ]
     print(format_table(["TENANT", "PHASE", "VERSION", "UPDATED", "BY"], rows))
     return EXIT_OK
@@ -209,7 +216,7 @@ def _status(args: argparse.Namespace) -> int:
         if exc.status != 503:
             raise
         ready = exc.body
-    tenants = client.get("/tenants")
+    tenants = client.tenants()
     stats = client.get("/stats")
     if args.json:
         return _print_json({"ready": ready, "tenants": tenants, "stats": stats})
@@ -220,7 +227,7 @@ def _status(args: argparse.Namespace) -> int:
     counts: dict[str, int] = {p.value: 0 for p in Phase}
     for tenant in tenants["tenants"]:
         counts[tenant["phase"]] += 1
-    counts[tenants["default_phase"]] += len(tenants.get("seen_in_traffic", []))  # no row: default phase
+    counts[tenants["default_phase"]] += len(tenants["seen_in_traffic"])  # no row: default phase
     print(format_table(["PHASE", "TENANTS"], [[phase, str(n)] for phase, n in counts.items()]))
     shadow = stats["shadow"]
     print(
@@ -232,7 +239,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    body = _client(args).get("/audit", tenant=args.tenant, limit=args.limit)
+    body = {"entries": _client(args).take("/audit", "entries", limit=args.limit, tenant=args.tenant)}
     if args.json:
         return _print_json(body)
     rows = [
@@ -244,7 +251,11 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _divergences(args: argparse.Namespace) -> int:
-    body = _client(args).get(f"/tenants/{args.tenant}/divergences", limit=args.limit)
+    path = f"/tenants/{args.tenant}/divergences"
+    body = {
+        "tenant": args.tenant,
+        "divergences": _client(args).take(path, "divergences", limit=args.limit, page_size=100),
+    }
     if args.json:
         return _print_json(body)
     rows = []
@@ -288,7 +299,8 @@ def _buffer(args: argparse.Namespace) -> int:
 
 
 def _dead_letters(args: argparse.Namespace) -> int:
-    body = _client(args).get("/buffer/dead-letters", tenant=args.tenant, limit=args.limit)
+    letters = _client(args).take("/buffer/dead-letters", "dead_letters", limit=args.limit, tenant=args.tenant)
+    body = {"dead_letters": letters}
     if args.json:
         return _print_json(body)
     rows = [

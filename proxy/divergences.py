@@ -176,14 +176,21 @@ async def prune_older_than(pool: asyncpg.Pool, max_age_s: float) -> int:
 
 
 async def list_divergences(
-    pool: asyncpg.Pool, tenant: str, *, limit: int = 50, field_name: str | None = None
+    pool: asyncpg.Pool,
+    tenant: str,
+    *,
+    limit: int = 50,
+    field_name: str | None = None,
+    before_id: int | None = None,
 ) -> list[dict[str, Any]]:
+    """Newest first; `before_id`: only samples older than that one (the next page)."""
     rows = await pool.fetch(
         "SELECT * FROM cutover_divergence WHERE tenant = $1 AND ($3::text IS NULL OR $3 = ANY(fields))"
-        " ORDER BY id DESC LIMIT $2",
+        " AND ($4::bigint IS NULL OR id < $4) ORDER BY id DESC LIMIT $2",
         tenant,
         limit,
         field_name,
+        before_id,
     )
     return [_divergence(row) for row in rows]
 

@@ -4,6 +4,7 @@ and turn acknowledged writes into intents before the client sees the acknowledge
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import aiohttp
 
@@ -42,6 +43,7 @@ class Executor:
         *,
         capture_limit: int,
         telemetry: RequestTelemetry | None = None,
+        note_tenant: Callable[[str], None] | None = None,
     ) -> None:
         self._upstreams = upstreams
         self._shadow = shadow
@@ -49,6 +51,8 @@ class Executor:
         self._stats = stats
         self._capture_limit = capture_limit
         self._telemetry = telemetry
+        # Told of each tenant a backend answered with a 2xx (proxy.seen_tenants): made-up ids never are.
+        self._note_tenant = note_tenant
 
     async def run(
         self, plan: Plan, request: ProxyRequest, send: Send, exchange: Exchange | None = None
@@ -103,6 +107,8 @@ class Executor:
             if exchange is not None:
                 exchange.served_by = plan.serving
                 exchange.status = response.status
+            if self._note_tenant is not None and 200 <= response.status < 300 and request.tenant is not None:
+                self._note_tenant(request.tenant)
             if plan.mirror is not None:
                 return await self._respond_write(plan, request, upstream, response, send, exchange)
             return await self._respond(plan, upstream, response, send, plan.serving, capture=capture)
@@ -126,6 +132,8 @@ class Executor:
             if exchange is not None:
                 exchange.served_by = plan.fallback
                 exchange.status = response.status
+            if self._note_tenant is not None and 200 <= response.status < 300 and request.tenant is not None:
+                self._note_tenant(request.tenant)
             assert plan.fallback_key is not None
             self._stats.requests[plan.fallback_key] += 1
             await self._respond(plan, fallback, response, send, plan.fallback, capture=False)

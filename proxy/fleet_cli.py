@@ -82,12 +82,12 @@ def _run(args: argparse.Namespace, client: AdminClient) -> int:
     if selector is None:
         return EXIT_USAGE
     target = Phase(args.phase)
-    listing = client.get("/tenants")
+    listing = client.tenants()
     default_phase = Phase(listing["default_phase"])
     states = {
         row["tenant"]: TenantState(Phase(row["phase"]), int(row["version"])) for row in listing["tenants"]
     }
-    for row in listing.get("seen_in_traffic", []):
+    for row in listing["seen_in_traffic"]:
         states.setdefault(row["tenant"], TenantState(default_phase, 0))
     steps = plan(select(selector, states), states, target, default_phase=default_phase, force=args.force)
     report: dict[str, Any] = {

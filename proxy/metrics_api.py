@@ -25,7 +25,15 @@ def register_metrics(app: FastAPI, runtime: Runtime) -> None:
     metrics = ProxyMetrics(runtime) if settings.metrics else None
     authenticator = TokenAuthenticator(runtime.settings.admin.tokens)
 
-    @app.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE: {}}}})
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={
+            200: {"content": {CONTENT_TYPE: {}}},
+            401: {"description": "no valid token (unless `telemetry.metrics_auth: none`)"},
+            404: {"description": "`telemetry.metrics` is off (`metrics_disabled`)"},
+        },
+    )
     async def prometheus_metrics(
         _request: Request, authorization: Annotated[str | None, Header()] = None
     ) -> Response:

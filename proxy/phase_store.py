@@ -205,12 +205,19 @@ class PhaseStore:
         )
         return [(Phase(row["to_phase"]), bool(row["auto"]), int(row["n"])) for row in rows]
 
-    async def audit(self, tenant: str | None = None, *, limit: int = 100) -> list[AuditEntry]:
+    async def audit(
+        self, tenant: str | None = None, *, limit: int = 100, before_id: int | None = None
+    ) -> list[AuditEntry]:
+        """Newest first; `before_id`: only entries older than that one (the next page)."""
+        # One statement per combination, so each plan can walk an index (PK, or (tenant, id)) backwards.
+        conditions, args = [], []
+        for condition, value in (("tenant = ${}", tenant), ("id < ${}", before_id)):
+            if value is not None:
+                args.append(value)
+                conditions.append(condition.format(len(args)))
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         rows = await self._pool.fetch(
-            "SELECT * FROM cutover_phase_audit WHERE $1::text IS NULL OR tenant = $1"
-            " ORDER BY id DESC LIMIT $2",
-            tenant,
-            limit,
+            f"SELECT * FROM cutover_phase_audit{where} ORDER BY id DESC LIMIT ${len(args) + 1}", *args, limit
         )
         return [
             AuditEntry(

@@ -128,6 +128,7 @@ class Runtime:
                 stats,
                 capture_limit=settings.shadow.compare_max_bytes,
                 telemetry=telemetry,
+                note_tenant=seen.note if settings.operator.seen_tenants.enabled else None,
             )
             data_plane = DataPlane(
                 cache=cache,
@@ -135,7 +136,6 @@ class Runtime:
                 gate=gate,
                 tenant_header=settings.tenant.header,
                 max_body_bytes=settings.max_body_bytes,
-                note_tenant=seen.note if settings.operator.seen_tenants.enabled else None,
                 telemetry=telemetry,
                 sql=SqlRouter(settings) if settings.sql.endpoints else None,
             )

@@ -15,7 +15,7 @@ import asyncpg
 from redis.exceptions import RedisError
 
 from config.operator import StatusPageSettings
-from proxy.seen_tenants import list_seen_only
+from proxy.seen_tenants import count_seen_only
 from routing.phases import Phase
 
 if TYPE_CHECKING:
@@ -68,37 +68,49 @@ async def _section(coro: Any) -> Any:
 
 
 async def _tenants(runtime: Runtime, settings: StatusPageSettings) -> dict[str, Any]:
+    """Counts per phase, and the first `tenants_per_phase` of each phase by id: what is read and
+    rendered stays bounded however many tenants there are (the database does the counting)."""
     store = runtime.store
-    rows = await store.list_all()
+    pool = store.pool
+    counts = {
+        row["phase"]: row["n"]
+        for row in await pool.fetch("SELECT phase, count(*) AS n FROM cutover_tenant_phase GROUP BY phase")
+    }
+    rows = await pool.fetch(
+        "SELECT tenant, phase, version, updated_at, updated_by FROM ("
+        " SELECT *, row_number() OVER (PARTITION BY phase ORDER BY tenant) AS rank FROM cutover_tenant_phase"
+        ") AS ranked WHERE rank <= $1 ORDER BY phase, tenant",
+        settings.tenants_per_phase,
+    )
     last = {
         row["tenant"]: row
-        for row in await store.pool.fetch(
+        for row in await pool.fetch(
             "SELECT DISTINCT ON (tenant) tenant, at, actor, from_phase, reason FROM cutover_phase_audit"
-            " ORDER BY tenant, id DESC"
+            " WHERE tenant = ANY($1::text[]) ORDER BY tenant, id DESC",
+            [row["tenant"] for row in rows],
         )
     }
-    seen_only = await list_seen_only(store.pool)
-    phases: dict[str, dict[str, Any]] = {p.value: {"count": 0, "tenants": [], "more": 0} for p in Phase}
+    seen_only = await count_seen_only(pool)
+    phases: dict[str, dict[str, Any]] = {
+        p.value: {"count": counts.get(p.value, 0), "tenants": [], "more": 0} for p in Phase
+    }
     for row in rows:
-        entry = phases[row.phase.value]
-        entry["count"] += 1
-        if len(entry["tenants"]) >= settings.tenants_per_phase:
-            entry["more"] += 1
-            continue
-        change = last.get(row.tenant)
-        entry["tenants"].append(
+        change = last.get(row["tenant"])
+        phases[row["phase"]]["tenants"].append(
             {
-                "tenant": row.tenant,
-                "version": row.version,
-                "changed_at": row.updated_at.isoformat() if row.updated_at else None,
-                "changed_by": row.updated_by,
+                "tenant": row["tenant"],
+                "version": row["version"],
+                "changed_at": row["updated_at"].isoformat() if row["updated_at"] else None,
+                "changed_by": row["updated_by"],
                 "from": change["from_phase"] if change else None,
                 "reason": change["reason"] if change else None,
             }
         )
+    for entry in phases.values():
+        entry["more"] = entry["count"] - len(entry["tenants"])
     # Tenants seen in traffic without a phase row follow the default phase: counted there, not listed.
-    phases[store.default_phase.value]["count"] += len(seen_only)
-    phases[store.default_phase.value]["seen_in_traffic"] = len(seen_only)
+    phases[store.default_phase.value]["count"] += seen_only
+    phases[store.default_phase.value]["seen_in_traffic"] = seen_only
     return {"default_phase": store.default_phase.value, "by_phase": phases}
 
 

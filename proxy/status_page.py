@@ -36,7 +36,7 @@ def create_status_router(runtime: Runtime) -> APIRouter:
             return Viewer(principal.name, principal.scope)
         return sessions.verify(request.cookies.get(COOKIE_NAME))
 
-    @router.get("/status", response_class=HTMLResponse)
+    @router.get("/status", response_class=HTMLResponse, responses=_PAGE_RESPONSES)
     async def status_page(
         request: Request,
         token: Annotated[str | None, Query(max_length=4096)] = None,
@@ -63,7 +63,7 @@ def create_status_router(runtime: Runtime) -> APIRouter:
             return _sign_in_page(401, "Open this page once as /status?token=TOKEN (a read or write token).")
         return HTMLResponse(render_page(viewer=who.name, refresh_s=settings.refresh_s), headers=_NO_STORE)
 
-    @router.get("/status/data")
+    @router.get("/status/data", responses={401: {"description": "no session cookie and no valid token"}})
     async def status_data(
         request: Request, authorization: Annotated[str | None, Header()] = None
     ) -> JSONResponse:
@@ -82,6 +82,10 @@ def create_status_router(runtime: Runtime) -> APIRouter:
 
 
 _NO_STORE = {"Cache-Control": "no-store", "X-Frame-Options": "DENY"}
+_PAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    303: {"description": "signed in with `?token=`: to /status, with the session cookie"},
+    401: {"description": "the sign-in page", "content": {"text/html": {}}},
+}
 
 
 def _sign_in_page(status: int, message: str) -> HTMLResponse:

@@ -1,16 +1,18 @@
 """Admin API of the data half: stored verification reports, and the `complete` gate used by the phase
-change route. Imported by `create_admin_app` once `proxy.admin` is loaded (it reuses its dependencies)."""
+change route."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Path, Query
 
 from backfill.gate import check_complete_gate
 from backfill.report import get_report, list_reports
-from proxy.admin import AdminError, Reader, Tenant
+from proxy.admin_errors import AdminError
+from proxy.admin_guard import Reader
+from proxy.admin_params import ROW_ID_SCHEMA, PgText, Tenant, row_id_or_404
 from proxy.runtime import Runtime
 
 
@@ -19,15 +21,18 @@ def register_verify_routes(app: FastAPI, runtime: Runtime) -> None:
     async def verify_reports(
         tenant: Tenant,
         _who: Reader,
-        table: Annotated[str | None, Query(max_length=63)] = None,
+        table: Annotated[PgText | None, Query(max_length=63)] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> dict[str, Any]:
         async with runtime.pool.acquire() as conn:
             reports = await list_reports(conn, tenant, table=table, limit=limit)
         return {"tenant": tenant, "reports": reports}
 
-    @app.get("/verify-reports/{report_id}")
-    async def verify_report(report_id: int, _who: Reader) -> dict[str, Any]:
+    @app.get("/verify-reports/{report_id}", responses={404: {"description": "no such report"}})
+    async def verify_report(
+        report_id: Annotated[int, Path(json_schema_extra=ROW_ID_SCHEMA)], _who: Reader
+    ) -> dict[str, Any]:
+        row_id_or_404(report_id, "verification report")
         async with runtime.pool.acquire() as conn:
             report = await get_report(conn, report_id)
         if report is None:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Query
+from fastapi import APIRouter, FastAPI, Path, Query
 
-from proxy.admin import AdminError, Reader, Tenant, TenantFilter, Writer
+from proxy.admin_errors import AdminError
+from proxy.admin_guard import Reader, Writer
+from proxy.admin_params import ROW_ID_SCHEMA, Tenant, TenantFilter, row_id_or_404
 from proxy.divergence.report import reset_counters, side_by_side, tenant_report
 from proxy.divergences import get_divergence
 from proxy.shadow import PolicyReloadError
@@ -38,8 +40,16 @@ def register_divergence_routes(app: FastAPI, runtime: Runtime) -> None:
     async def reset(tenant: Tenant, _who: Writer) -> dict[str, Any]:
         return {"tenant": tenant, "resources_reset": await reset_counters(runtime.pool, tenant)}
 
-    @router.get("/tenants/{tenant}/divergences/{divergence_id}")
-    async def one(tenant: Tenant, divergence_id: int, _who: Reader) -> dict[str, Any]:
+    @router.get(
+        "/tenants/{tenant}/divergences/{divergence_id}",
+        responses={404: {"description": "no such divergence"}},
+    )
+    async def one(
+        tenant: Tenant,
+        divergence_id: Annotated[int, Path(json_schema_extra=ROW_ID_SCHEMA)],
+        _who: Reader,
+    ) -> dict[str, Any]:
+        row_id_or_404(divergence_id, "divergence")
         found = await get_divergence(runtime.pool, tenant, divergence_id)
         if found is None:
             raise AdminError(404, "not_found", f"no divergence {divergence_id} of tenant {tenant!r}")
@@ -50,7 +60,7 @@ def register_divergence_routes(app: FastAPI, runtime: Runtime) -> None:
     async def policy(_who: Reader) -> dict[str, Any]:
         return runtime.shadow.policy.model_dump(mode="json")
 
-    @router.post("/divergence/reload")
+    @router.post("/divergence/reload", responses={422: {"description": "`policy_invalid`, with `problems`"}})
     async def reload(_who: Writer) -> dict[str, Any]:
         try:
             return runtime.shadow.reload_policy()

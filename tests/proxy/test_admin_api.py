@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from routing.phases import Phase
-from tests.conftest import MemorySink, Proxy, ProxyFactory, Tokens, closed_port
+from tests.conftest import MemorySink, Proxy, ProxyFactory, Tokens, closed_port, raw_request
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -300,3 +301,135 @@ async def test_a_move_whose_mirror_side_has_no_applier_is_422_naming_the_setting
     response = await proxy.admin.put(f"/tenants/{tenant}/phase", json=put_phase("complete"))
     assert (response.status_code, response.json()["error"]) == (422, "phase_move_not_allowed")
     assert (await proxy.admin.put(f"/tenants/{tenant}/phase", json=put_phase("legacy"))).status_code == 200
+
+
+# -- refusing before reading ------------------------------------------------------------------------------
+def raw_admin(proxy: Proxy, method: str, target: str, body: bytes = b"", token: str | None = None) -> bytes:
+    """A request as bytes, exactly as given: no client tidies the target, the body or the headers."""
+    head = f"{method} {target} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n"
+    if token is not None:
+        head += f"Authorization: Bearer {token}\r\n"
+    if body:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    return head.encode() + b"\r\n" + body
+
+
+async def send_raw(proxy: Proxy, request: bytes) -> tuple[int, dict[str, Any]]:
+    status, _headers, body = await raw_request(proxy.admin_server.port, request)
+    return status, orjson.loads(body)
+
+
+async def test_malformed_body_is_refused_by_token_before_it_is_parsed(proxy: Proxy, tenant: str) -> None:
+    target = f"/tenants/{tenant}/phase"
+    for token, status, code in (
+        (None, 401, "unauthorized"),
+        ("not-a-token", 401, "unauthorized"),
+        (proxy.tokens.read, 403, "forbidden"),
+        (proxy.tokens.write, 422, "invalid_request"),  # only a writer learns that the body is malformed
+    ):
+        answer = await send_raw(proxy, raw_admin(proxy, "PUT", target, b'{"phase": "dual_wr', token))
+        assert answer[0] == status, (token, answer)
+        assert answer[1]["error"] == code and answer[1]["detail"]
+    assert (await proxy.admin.get(f"/tenants/{tenant}")).json()["version"] == 0
+
+
+async def test_every_route_that_needs_a_token_refuses_before_reading(proxy: Proxy) -> None:
+    """Whatever the route and whatever it would parse, a request without a token is 401, and a read
+    token on a route that changes something 403, with a body that would not parse."""
+    document = (await proxy.admin.get("/openapi.json")).json()
+    checked = 0
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            if not operation.get("security"):
+                continue
+            target = (
+                path.replace("{tenant}", "t1").replace("{divergence_id}", "1").replace("{report_id}", "1")
+            )
+            request = raw_admin(proxy, method.upper(), target + "?limit=oops", b"{not json")
+            status, body = await send_raw(proxy, request)
+            assert (status, body["error"]) == (401, "unauthorized"), (method, path, body)
+            if "403" in operation["responses"]:
+                read = raw_admin(proxy, method.upper(), target, b"{not json", proxy.tokens.read)
+                status, body = await send_raw(proxy, read)
+                assert (status, body["error"]) == (403, "forbidden"), (method, path, body)
+            checked += 1
+    assert checked >= 15, "too few routes were checked: the test proved nothing"
+
+
+async def test_nul_in_text_bound_for_postgres_is_422(proxy: Proxy, tenant: str) -> None:
+    body = b'{"phase": "dual_write", "reason": "start\\u0000mirroring"}'  # JSON's escape: a real NUL
+    status, answer = await send_raw(
+        proxy, raw_admin(proxy, "PUT", f"/tenants/{tenant}/phase", body, proxy.tokens.write)
+    )
+    assert status == 422, answer
+    assert answer["error"] == "invalid_request"
+    assert [p["field"] for p in answer["problems"]] == ["reason"] and "NUL" in answer["problems"][0][
+        "problem"
+    ]
+    target = f"/tenants/{tenant}/verify-reports?table=orders%00"
+    status, answer = await send_raw(proxy, raw_admin(proxy, "GET", target, token=proxy.tokens.read))
+    assert status == 422 and answer["problems"][0]["field"] == "query.table", answer
+    assert (await proxy.admin.get(f"/tenants/{tenant}")).json()["version"] == 0
+
+
+@pytest.mark.parametrize("bad_id", [str(2**63), str(2**64 + 5), "-1", "0", "-" + str(2**63 + 1)])
+async def test_ids_no_row_can_have_are_404(proxy: Proxy, tenant: str, bad_id: str) -> None:
+    for target in (f"/tenants/{tenant}/divergences/{bad_id}", f"/verify-reports/{bad_id}"):
+        status, answer = await send_raw(proxy, raw_admin(proxy, "GET", target, token=proxy.tokens.read))
+        assert (status, answer["error"]) == (404, "not_found"), (target, answer)
+
+
+async def test_page_cursors_out_of_column_range_are_422(proxy: Proxy, tenant: str) -> None:
+    for target in (f"/audit?after={2**63}", f"/tenants/{tenant}/divergences?after=-1", "/audit?after=0"):
+        status, answer = await send_raw(proxy, raw_admin(proxy, "GET", target, token=proxy.tokens.read))
+        assert (status, answer["error"]) == (422, "invalid_request"), (target, answer)
+    status, answer = await send_raw(
+        proxy, raw_admin(proxy, "GET", f"/buffer/dead-letters?after={2**64}-0:1", token=proxy.tokens.read)
+    )
+    assert status == 422, answer  # Redis could not take it: refused before it is asked
+
+
+@pytest.mark.parametrize("dots", ["..", ".", "%2E%2E", "%2e", ".%2E"])
+async def test_dot_segments_are_not_tenant_ids(proxy: Proxy, dots: str) -> None:
+    write = proxy.tokens.write
+    for method, target, body in (
+        ("GET", f"/tenants/{dots}", b""),
+        ("PUT", f"/tenants/{dots}/phase", b'{"phase": "dual_write", "reason": "x"}'),
+        ("GET", f"/audit?tenant={dots}", b""),
+        ("GET", f"/tenants?after={dots}", b""),
+    ):
+        status, answer = await send_raw(proxy, raw_admin(proxy, method, target, body, write))
+        assert (status, answer["error"]) == (400, "invalid_tenant"), (target, answer)
+    listed = await proxy.admin.get("/tenants", params={"limit": 5000})
+    assert {".", ".."}.isdisjoint(row["tenant"] for row in listed.json()["tenants"])
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"force": "yes"}, "force"),
+        ({"force": 1}, "force"),
+        ({"force": "true"}, "force"),
+        ({"expected_version": 1.0}, "expected_version"),
+        ({"expected_version": "0"}, "expected_version"),
+        ({"expected_version": 2**63}, "expected_version"),
+        ({"froce": True}, "froce"),
+        ({"reason": 5}, "reason"),
+    ],
+)
+async def test_phase_change_fields_are_strict(
+    proxy: Proxy, tenant: str, extra: dict[str, Any], field: str
+) -> None:
+    response = await proxy.admin.put(f"/tenants/{tenant}/phase", json={**put_phase("dual_write"), **extra})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "invalid_request"
+    assert field in [p["field"] for p in response.json()["problems"]]
+    assert (await proxy.admin.get(f"/tenants/{tenant}")).json()["version"] == 0
+
+
+async def test_routing_errors_have_the_error_shape(proxy: Proxy) -> None:
+    missing = await proxy.admin.get("/no-such-route")
+    assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+    wrong_method = await proxy.admin.delete("/stats")
+    assert wrong_method.status_code == 405 and wrong_method.json()["error"] == "method_not_allowed"
+    assert "GET" in wrong_method.headers["allow"]

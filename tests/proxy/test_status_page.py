@@ -76,7 +76,12 @@ async def status_proxy(make_proxy: ProxyFactory) -> AsyncIterator[Proxy]:
 async def api_snapshot(proxy: Proxy, tenants: list[str]) -> dict[str, Any]:
     """The figures the page must show, read from the admin API's own endpoints."""
     stats = (await proxy.admin.get("/stats")).json()
-    listing = (await proxy.admin.get("/tenants")).json()
+    listing = (await proxy.admin.get("/tenants", params={"limit": 5000})).json()
+    while listing["next"] is not None:  # every page: the page counts all tenants
+        more = (await proxy.admin.get("/tenants", params={"limit": 5000, "after": listing["next"]})).json()
+        for key in ("tenants", "seen_in_traffic"):
+            more[key] = listing[key] + more[key]
+        listing = more
     buffer = (await proxy.admin.get("/buffer")).json()
     by_phase = {p.value: 0 for p in Phase}
     for row in listing["tenants"]:

@@ -79,8 +79,12 @@ VALID_TENANTS = [
     "ACME-corp_2.eu:west",
     "a" * 128,
     "x" * 127,
-    ".",
-    "..",
+    "...",
+    ".a",
+    "a.",
+    "..a",
+    "a..",
+    "." * 128,
     ":",
     "-",
     "_",
@@ -91,6 +95,10 @@ VALID_TENANTS = [
 
 INVALID_TENANTS = [
     "",
+    # dot segments: in a URL path (`/tenants/..`) they would name another resource
+    ".",
+    "..",
+    "." * 129,
     "a" * 129,
     "a" * 1000,
     "a b",
@@ -137,7 +145,7 @@ def test_invalid_tenant(value: str) -> None:
         validate_tenant(value)
     assert info.value.value == value
     assert isinstance(info.value, ValueError)
-    assert "1-128 characters of [A-Za-z0-9._:-]" in str(info.value)
+    assert "1-128 characters of [A-Za-z0-9._:-], other than '.' and '..'" in str(info.value)
 
 
 @pytest.mark.parametrize(("length", "ok"), [(0, False), (1, True), (127, True), (128, True), (129, False)])
