@@ -19,18 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from proxy.admin_auth import TokenAuthenticator
 from proxy.admin_errors import AdminError, install_error_handlers
 from proxy.admin_guard import AdminGuard, Reader, Writer
+from proxy.admin_limits import AUDIT_PAGE_MAX, DEAD_LETTERS_PAGE_MAX, DIVERGENCES_PAGE_MAX, TENANTS_PAGE_MAX
 from proxy.admin_openapi import install_openapi
-from proxy.admin_pages import (
-    AFTER_HELP,
-    AUDIT_PAGE_MAX,
-    DEAD_LETTERS_PAGE_MAX,
-    DIVERGENCES_PAGE_MAX,
-    LIMIT_HELP,
-    TENANTS_PAGE_MAX,
-    PageResponse,
-    page_of,
-    page_schema,
-)
+from proxy.admin_pages import AFTER_HELP, LIMIT_HELP, PageResponse, page_of, page_schema
 from proxy.admin_params import (
     PG_BIGINT_MAX,
     DeadLetterCursor,

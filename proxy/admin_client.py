@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import httpx
 
-from proxy.admin_pages import TENANTS_PAGE_MAX
+from proxy.admin_limits import TENANTS_PAGE_MAX
 
 
 class AdminClientError(Exception):

@@ -28,12 +28,6 @@ from fastapi.responses import JSONResponse
 T = TypeVar("T")
 K = TypeVar("K")
 
-# The largest `limit` of each list: large enough for a script, small enough that serving one page never
-# holds the event loop (shared with the data plane in process 0) for long (BENCHMARKS.md, admin API).
-TENANTS_PAGE_MAX = 5000
-AUDIT_PAGE_MAX = 1000
-DIVERGENCES_PAGE_MAX = 500  # samples carry both bodies
-DEAD_LETTERS_PAGE_MAX = 1000
 
 LIMIT_HELP = "at most this many items; follow `next` for more"
 AFTER_HELP = "the `next` of the previous page: items after this key, in this list's order"
