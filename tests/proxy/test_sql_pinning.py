@@ -122,6 +122,7 @@ async def env(
         ):
             server = await start_server(backend_config(PostgresSqlApi(pools[api])))
             servers.append(server)
+            mirror_side = Side.NEW if name == "a" else Side.OLD  # the side the applier writes
             old_url = server.url if name == "a" else "http://127.0.0.1:1"
             new_url = server.url if name == "b" else "http://127.0.0.1:1"
             config: dict[str, Any] = {
@@ -139,15 +140,17 @@ async def env(
                     "worker": {
                         "applier": "postgres",
                         "postgres": {
-                            "url": f"{pg_url}?search_path={schemas[mirror]}&TimeZone=UTC",
-                            # SQL intents need no resource; the setting wants one (REST writes).
-                            "resources": [{"path": "/items/{key}", "table": "items_unused"}],
+                            mirror_side.value: {
+                                "url": f"{pg_url}?search_path={schemas[mirror]}&TimeZone=UTC",
+                                # SQL intents need no resource; the setting wants one (REST writes).
+                                "resources": [{"path": "/items/{key}", "table": "items_unused"}],
+                            }
                         },
                     },
                 }
             )
             assert worker.worker.postgres is not None
-            applier = PostgresApplier(worker.worker.postgres, sql=SqlIntents(worker))
+            applier = PostgresApplier(worker.worker.postgres, mirror_side, sql=SqlIntents(worker))
             await applier.start()
             appliers.append(applier)
             setups[name] = Side2(proxy, sink, applier, schemas[api], schemas[mirror])
