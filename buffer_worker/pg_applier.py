@@ -28,7 +28,12 @@ from typing import Any
 import asyncpg
 import orjson
 
-from buffer_worker.apply_errors import PermanentApplyError, TransientApplyError, UnreachableError
+from buffer_worker.apply_errors import (
+    PermanentApplyError,
+    TransientApplyError,
+    UnapplicableIntentError,
+    UnreachableError,
+)
 from buffer_worker.intent import Intent
 from buffer_worker.ledger import LEDGER_DDL, prune_forever
 from buffer_worker.mirror_lock import applier_locks_sql
@@ -215,7 +220,7 @@ class PostgresApplier:
             created = _created_key(intent, self._id_field)
             if created is not None:
                 return self._resolve(_as_put(intent, created))
-        raise PermanentApplyError(intent, f"no postgres resource maps {intent.method} {intent.path}")
+        raise UnapplicableIntentError(intent, f"no postgres resource maps {intent.method} {intent.path}")
 
     def _statement(self, write: RowWrite) -> tuple[_Sql, tuple[Any, ...]]:
         route = self._routes[write.table]
@@ -252,9 +257,9 @@ def _document(body: bytes, intent: Intent) -> dict[str, Any]:
     try:
         document = orjson.loads(body) if body else {}
     except orjson.JSONDecodeError:
-        raise PermanentApplyError(intent, "the write's body is not JSON") from None
+        raise UnapplicableIntentError(intent, "the write's body is not JSON") from None
     if not isinstance(document, dict):
-        raise PermanentApplyError(intent, "the write's body is not a JSON object")
+        raise UnapplicableIntentError(intent, "the write's body is not a JSON object")
     return document
 
 
