@@ -221,19 +221,11 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
         report["spool"] = runtime.sink.status()
         return report
 
-    @app.get("/buffer/dead-letters")
-    async def dead_letters(
-        _who: Reader, tenant: TenantFilter, limit: Annotated[int, Query(ge=1, le=1000)] = 100
-    ) -> dict[str, Any]:
-        return {"dead_letters": await runtime.inspector.dead_letters(tenant, limit=limit)}
-
-    @app.post("/buffer/dead-letters/{tenant}/redrive")
-    async def redrive(tenant: Tenant, _who: Writer) -> dict[str, Any]:
-        count = await runtime.inspector.request_redrive(tenant)
-        return {"tenant": tenant, "requested": count}
-
     register_metrics(app, runtime)
     register_verify_routes(app, runtime)
+    from proxy.dead_letter_admin import register_dead_letter_routes  # imported here: it imports this module
+
+    register_dead_letter_routes(app, runtime)
     from proxy.divergence.admin import register_divergence_routes  # imported here: it imports this module
 
     register_divergence_routes(app, runtime)
