@@ -329,7 +329,7 @@ async def test_replay_is_exactly_once_in_effect_against_a_json_server_like_backe
     }
     print(f"\nexactly-once result: {json.dumps(summary, sort_keys=True)}")
     assert faults.count("worker killed") == scenario.kills
-    assert acknowledged > 1000, "too few writes: the test proved nothing"
+    assert acknowledged > 500, "too few writes: the test proved nothing"
     assert spooled_total, "Redis was paused but nothing was spooled: the test proved nothing"
     assert not [w.refused for w in writers if w.refused], "writes were refused"
     assert lost == [], lost[:10]
