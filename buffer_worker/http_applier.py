@@ -57,12 +57,17 @@ _GONE = (404, 410)
 _RACED = frozenset({404, 409, 410, 422})
 
 
+# Headers that describe a representation: a settling write carries the authoritative answer's, never the
+# intent's (whose body it does not send).
+_REPRESENTATION = ("content-type", "content-encoding", "content-language")
+
+
 @dataclass(frozen=True, slots=True)
 class _State:
     """A record's representation on one side."""
 
     body: bytes
-    content_type: str | None
+    headers: tuple[tuple[str, str], ...]  # its representation headers
 
     def document(self) -> Any:
         try:
@@ -147,9 +152,9 @@ class HttpApplier:
             method, path, body = "POST", record.collection, _with_id(wanted.body, record)
         # A fresh key: a backend that honours Idempotency-Key must not answer this write from its memory
         # of the intent's earlier replay (which carried another body).
-        headers = self._headers(intent, key=f"{intent.intent_id}.{os.urandom(4).hex()}")
-        if wanted is not None and wanted.content_type is not None:
-            headers["content-type"] = wanted.content_type
+        headers = self._headers(intent, key=f"{intent.intent_id}.{os.urandom(4).hex()}", own=False)
+        if wanted is not None:
+            headers.update(wanted.headers)
         answer = await self._call(intent, intent.target, method, path, "", body, headers, " to settle")
         if _applied(method, answer.status):
             return method
@@ -164,10 +169,10 @@ class HttpApplier:
         What `cutover verify --repair` sends for a differing REST record."""
         assert self._started, "HttpApplier.start() was not awaited"
         wanted = await self._read(intent, intent.target.other, path)
-        headers = self._headers(intent)
+        headers = self._headers(intent, own=False)
         method, body = ("DELETE", b"") if wanted is None else ("PUT", wanted.body)
-        if wanted is not None and wanted.content_type is not None:
-            headers["content-type"] = wanted.content_type
+        if wanted is not None:
+            headers.update(wanted.headers)
         answer = await self._call(intent, intent.target, method, path, "", body, headers)
         if not _applied(method, answer.status):
             raise _failure(intent, method, path, answer)
@@ -175,12 +180,12 @@ class HttpApplier:
 
     async def _read(self, intent: Intent, side: Side, path: str) -> _State | None:
         """The record at `path` on `side`; None when that side has none (404/410)."""
-        headers = self._headers(intent)
+        headers = self._headers(intent, own=False)
         headers.pop("idempotency-key", None)
-        headers.pop("content-type", None)
         answer = await self._call(intent, side, "GET", path, "", b"", headers, " for a state read")
         if answer.status == 200:
-            return _State(answer.body, answer.headers.get("content-type"))
+            found = tuple((name, answer.headers[name]) for name in _REPRESENTATION if name in answer.headers)
+            return _State(answer.body, found)
         if answer.status in _GONE:
             return None
         raise TransientApplyError(intent, f"{side} answered {answer.status} to the state read of {path}")
@@ -219,10 +224,12 @@ class HttpApplier:
                 return "POST", intent.path, orjson.dumps(document)
         return intent.method, intent.path, intent.body
 
-    def _headers(self, intent: Intent, *, key: str | None = None) -> dict[str, str]:
+    def _headers(self, intent: Intent, *, key: str | None = None, own: bool = True) -> dict[str, str]:
         """The apply's own headers; the backend client then applies the side's rewrites and credentials,
-        as it does to a client's request."""
-        headers = {name.lower(): value for name, value in intent.headers}
+        as it does to a client's request. With `own`, the intent's request headers too (a replay); never
+        for a state read or a settling write, which must not be conditional (If-Match) nor describe a
+        body they do not send (Content-Encoding)."""
+        headers = {name.lower(): value for name, value in intent.headers} if own else {}
         if intent.tenant:
             headers[self._tenant_header.lower()] = intent.tenant
         headers["idempotency-key"] = key or intent.intent_id

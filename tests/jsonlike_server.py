@@ -26,8 +26,11 @@ from aiohttp import web
 Store = dict[str, dict[str, dict[str, Any]]]  # tenant → id (as a string) → record
 
 
-def create_app(seen: list[tuple[str, str]] | None = None) -> web.Application:
-    """The app; with `seen`, every request's method and path is appended to it (for tests in-process)."""
+def create_app(
+    seen: list[tuple[str, str]] | None = None, headers: list[dict[str, str]] | None = None
+) -> web.Application:
+    """The app; with `seen` (and `headers`), every request's method and path (and headers) are appended
+    to it, for tests in-process."""
     store: Store = {}
 
     def records(request: web.Request) -> dict[str, dict[str, Any]]:
@@ -88,6 +91,8 @@ def create_app(seen: list[tuple[str, str]] | None = None) -> web.Application:
     async def record(request: web.Request, handler: Any) -> web.StreamResponse:
         if seen is not None:
             seen.append((request.method, request.path))
+        if headers is not None:
+            headers.append({name.lower(): value for name, value in request.headers.items()})
         response: web.StreamResponse = await handler(request)
         return response
 

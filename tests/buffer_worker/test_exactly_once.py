@@ -38,12 +38,13 @@ async def sides() -> AsyncIterator[dict[Side, JsonLike]]:
     runners: list[web.AppRunner] = []
     found: dict[Side, JsonLike] = {}
     for side in Side:
-        seen: list[tuple[str, str]] = []
-        runner = web.AppRunner(create_app(seen), access_log=None)
+        backend = JsonLike("")
+        runner = web.AppRunner(create_app(backend.seen), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
+        backend.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
         runners.append(runner)
-        found[side] = JsonLike(f"http://127.0.0.1:{runner.addresses[0][1]}", seen)
+        found[side] = backend
     yield found
     for runner in runners:
         await runner.cleanup()

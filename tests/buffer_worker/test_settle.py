@@ -31,6 +31,7 @@ class JsonLike:
 
     url: str
     seen: list[tuple[str, str]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)  # of each request in `seen`
 
     async def call(self, method: str, path: str, body: Any = None) -> httpx.Response:
         async with httpx.AsyncClient(base_url=self.url) as client:
@@ -49,14 +50,14 @@ async def sides() -> AsyncIterator[dict[Side, JsonLike]]:
     runners: list[web.AppRunner] = []
     found: dict[Side, JsonLike] = {}
     for side in Side:
-        seen: list[tuple[str, str]] = []
-        runner = web.AppRunner(create_app(seen), access_log=None)
+        backend = JsonLike("")
+        runner = web.AppRunner(create_app(backend.seen, backend.headers), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        port = runner.addresses[0][1]
+        backend.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
         runners.append(runner)
-        found[side] = JsonLike(f"http://127.0.0.1:{port}", seen)
+        found[side] = backend
     yield found
     for runner in runners:
         await runner.cleanup()
@@ -92,6 +93,7 @@ def intent(method: str, path: str, body: Any = None, *, response: Any = None, st
 async def seed(backend: JsonLike, record: dict[str, Any]) -> None:
     assert (await backend.call("POST", "/items", record)).status_code == 201
     backend.seen.clear()
+    backend.headers.clear()
 
 
 # -- in doubt: read both sides, write what the mirror supports --------------------------------------------
@@ -131,6 +133,34 @@ async def test_in_doubt_and_the_mirror_holds_another_state_puts_the_authoritativ
     await applier.resolve(intent("PUT", "/items/a", {"v": 1}))
     assert new.writes() == [("PUT", "/items/a")]
     assert await new.record("a") == {"id": "a", "v": 3}
+
+
+async def test_settling_requests_are_neither_conditional_nor_encoded_like_the_intent(
+    applier: HttpApplier, sides: dict[Side, JsonLike]
+) -> None:
+    """The intent's If-Match and Content-Encoding belonged to its own body and precondition: a state read
+    or a settling write carrying them would be refused (412) or misread (a plain body said to be gzip)."""
+    old, new = sides[Side.OLD], sides[Side.NEW]
+    await seed(old, {"id": "a", "v": 2})
+    await seed(new, {"id": "a", "v": 1})
+    conditional = Intent(
+        tenant=TENANT,
+        target=Side.NEW,
+        method="PATCH",
+        path="/items/a",
+        query="",
+        headers=(("content-type", "application/json"), ("if-match", '"v1"'), ("content-encoding", "gzip")),
+        body=b"\x1f\x8b compressed",
+        status=200,
+        response_body=b"{}",
+    )
+    await applier.resolve(conditional)
+    assert new.writes() == [("PUT", "/items/a")]
+    for sent in old.headers + new.headers:
+        assert "if-match" not in sent and "content-encoding" not in sent, sent
+    assert new.headers[-1]["content-type"].startswith("application/json")
+    assert new.headers[-1]["idempotency-key"].startswith(conditional.intent_id + ".")
+    assert await new.record("a") == {"id": "a", "v": 2}
 
 
 async def test_in_doubt_and_equal_sends_nothing(applier: HttpApplier, sides: dict[Side, JsonLike]) -> None:
