@@ -285,7 +285,7 @@ async def test_replay_is_exactly_once_in_effect_against_a_json_server_like_backe
                 f"{exc}: {[t for t in report['tenants'] if t['tenant'] in tenants]}"
             ) from None
         spooled_total = (await admin.get("/readyz")).json()["buffer"]["spooled_total"]
-        dead = (await admin.get("/buffer/dead-letters")).json()["dead_letters"]
+        dead = (await admin.get("/buffer/dead-letters", params={"limit": 1000})).json()["dead_letters"]
         lost: list[str] = []
         duplicated: list[str] = []
         divergent: list[str] = []
