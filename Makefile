@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench bench-tools bench-proxy bench-buffer bench-telemetry bench-sql \
+.PHONY: demo test soak lint typecheck unit bench bench-tools bench-proxy bench-buffer bench-telemetry bench-sql \
 	bench-backfill bench-diff bench-cli bench-admin clean loadtest browser-tools
 
 $(STAMP): pyproject.toml
@@ -27,6 +27,11 @@ typecheck: $(STAMP)
 
 unit: $(STAMP) browser-tools
 	$(BIN)/pytest
+
+# The 60 s adversity run of replay against json-server-like backends (20 writers, 5 worker SIGKILLs, a
+# 10 s Redis pause); `make test` runs its 20 s variant. Prints the counts (lost, duplicated, divergent).
+soak: $(STAMP)
+	$(BIN)/pytest -m soak -s tests/test_replay_exactly_once.py
 
 # The status page's end-to-end test drives headless Chromium (Debian packages); installed when missing.
 browser-tools:

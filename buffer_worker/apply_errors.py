@@ -4,8 +4,13 @@ ApplyError
 ├── TransientApplyError   408/425/429/5xx, or an unexpected error: retried with backoff, up to
 │   │                     `worker.max_attempts`, then dead-lettered with its reason
 │   └── UnreachableError  connection failure or timeout: an outage, retried without limit
-└── PermanentApplyError   any other 4xx, a write no resource maps: retrying cannot help;
-                          dead-letter and stop the tenant
+└── PermanentApplyError   any other 4xx: retrying cannot help; dead-letter and stop the tenant
+    └── UnapplicableIntentError   a property of the intent itself (a write no resource maps, a request
+                                  that cannot be built, a body the applier cannot use): a re-drive would
+                                  fail the same way, so it is refused; resolve or discard the dead letter
+
+After any failed attempt the intent is in doubt (the mirror may have applied it, or part of it): the
+worker's next attempt settles it from the authoritative side where the applier can (`resolve`).
 """
 
 from __future__ import annotations
@@ -29,4 +34,8 @@ class UnreachableError(TransientApplyError):
 
 
 class PermanentApplyError(ApplyError):
+    pass
+
+
+class UnapplicableIntentError(PermanentApplyError):
     pass

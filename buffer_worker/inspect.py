@@ -1,23 +1,28 @@
-"""Read-only views of the buffer (per partition and per tenant), dead letters, and re-drive requests.
+"""Read-only views of the buffer (per partition and per tenant), dead letters, and the operators'
+requests on dead letters (re-drive, resolve, discard).
 
-Re-drive is a request, not an action: the worker that owns the partition applies the tenant's dead
-letters itself, before anything newer of that tenant, so order holds even while new intents arrive.
+A request is not an action: the worker that owns the partition carries it out itself, before anything
+newer of that tenant, so order holds even while new intents arrive (`buffer_worker.dead_letters`).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from buffer_worker.dead_letters import cause_of
 from buffer_worker.intent import Intent, IntentDecodeError
 from buffer_worker.keys import (
     CONSUMER_GROUP,
     blocked_key,
     dead_letter_key,
     lease_key,
+    operator_key,
     partition_of,
     pending_field,
     pending_key,
@@ -35,6 +40,16 @@ def group_last_delivered(groups: Any) -> Any:
         (g["last-delivered-id"] for g in groups if g["name"] in (CONSUMER_GROUP, CONSUMER_GROUP.decode())),
         None,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One of a tenant's dead letters, decoded."""
+
+    dead_id: str
+    intent: Intent
+    cause: str
+    reason: str
 
 
 def _ms_of(entry_id: bytes | str) -> int:
@@ -174,12 +189,35 @@ class BufferInspector:
     async def dead_letter_count(self, tenant: str) -> int:
         return len(await self.dead_letters(tenant, limit=1_000_000))
 
+    async def letters_of(self, tenant: str) -> list[DeadLetter]:
+        """The tenant's dead letters, oldest first (undecodable entries belong to no tenant)."""
+        partition = partition_of(tenant, self._partitions)
+        entries: Any = await self._redis.xrange(dead_letter_key(self._prefix, partition))
+        letters: list[DeadLetter] = []
+        for entry_id, fields in entries:
+            try:
+                intent = Intent.from_fields(fields)
+            except IntentDecodeError:
+                continue
+            if intent.tenant == tenant:
+                reason = fields.get(b"reason", b"").decode(errors="replace")
+                letters.append(DeadLetter(entry_id.decode(), intent, cause_of(fields), reason))
+        return letters
+
     async def request_redrive(self, tenant: str) -> int:
         """Ask the partition's worker to re-apply the tenant's dead letters; returns how many there are."""
         count = await self.dead_letter_count(tenant)
         if count:
             await self._redis.sadd(redrive_key(self._prefix, partition_of(tenant, self._partitions)), tenant)
         return count
+
+    async def request(self, op: str, tenant: str, intent_id: str | None = None) -> None:
+        """Queue an operator request (`resolve`, or `discard` of `intent_id`) for the partition's worker."""
+        request: dict[str, str] = {"op": op, "tenant": tenant}
+        if intent_id is not None:
+            request["intent_id"] = intent_id
+        partition = partition_of(tenant, self._partitions)
+        await self._redis.rpush(operator_key(self._prefix, partition), orjson.dumps(request))
 
 
 def parse_dead_letter_cursor(cursor: str) -> tuple[int, int, int]:
@@ -211,6 +249,7 @@ def _describe(partition: int, entry_id: bytes, fields: dict[bytes, bytes]) -> di
         "cursor": f"{entry_id.decode()}:{partition}",  # its place in the list, for `after`
         "source_id": fields.get(b"source_id", b"").decode(),
         "reason": fields.get(b"reason", b"").decode(errors="replace"),
+        "cause": cause_of(fields),
     }
     try:
         intent = Intent.from_fields(fields)

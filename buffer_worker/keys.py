@@ -41,6 +41,16 @@ def redrive_key(prefix: str, partition: int) -> str:
     return f"{prefix}:{{p{partition}}}:redrive"
 
 
+def operator_key(prefix: str, partition: int) -> str:
+    """List of operator requests on dead letters (JSON: resolve or discard) for the partition's worker."""
+    return f"{prefix}:{{p{partition}}}:operator"
+
+
+def ledger_key(prefix: str, partition: int) -> str:
+    """Sorted set of intent ids the HTTP applier sent (score -ms) or applied (score ms)."""
+    return f"{prefix}:{{p{partition}}}:applied"
+
+
 def pending_field(tenant: str, side: str) -> str:
     return f"{tenant}|{side}"
 

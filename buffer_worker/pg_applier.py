@@ -37,7 +37,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from buffer_worker.apply_errors import ApplyError, PermanentApplyError
+from buffer_worker.apply_errors import ApplyError, PermanentApplyError, UnapplicableIntentError
 from buffer_worker.intent import Intent
 from buffer_worker.ledger import LEDGER_DDL, prune_forever
 from buffer_worker.mirror_lock import applier_locks_sql
@@ -288,7 +288,7 @@ class PostgresApplier:
             created = _created_key(intent, self._id_field)
             if created is not None:
                 return self._resolve(_as_put(intent, created))
-        raise PermanentApplyError(intent, f"no postgres resource maps {intent.method} {intent.path}")
+        raise UnapplicableIntentError(intent, f"no postgres resource maps {intent.method} {intent.path}")
 
     def _statement(
         self, write: RowWrite, states: dict[tuple[int, str, str], str] | None
@@ -352,9 +352,9 @@ def _document(body: bytes, intent: Intent) -> dict[str, Any]:
     try:
         document = orjson.loads(body) if body else {}
     except orjson.JSONDecodeError:
-        raise PermanentApplyError(intent, "the write's body is not JSON") from None
+        raise UnapplicableIntentError(intent, "the write's body is not JSON") from None
     if not isinstance(document, dict):
-        raise PermanentApplyError(intent, "the write's body is not a JSON object")
+        raise UnapplicableIntentError(intent, "the write's body is not a JSON object")
     return document
 
 

@@ -10,6 +10,12 @@ second time (the PostgreSQL ledger, the HTTP replay's `Idempotency-Key`).
 A side with no applier (`worker.applier` names postgres for it but `worker.postgres.<side>` is not
 configured) fails its intents for good, naming the setting: they are dead-lettered, never applied
 elsewhere. The admin API refuses the phase moves that would produce them (`proxy.phase_moves`).
+
+An HTTP side keeps its exactly-once machinery: the dispatcher offers `resolve` and
+`resolve_dead_letter` (so the worker keeps its ledger and settles intents in doubt), and says which
+intents may go in a one-call batch (`batchable`): only those of a side that applies batches itself,
+whose idempotence is its own (the PostgreSQL ledger). An intent toward an HTTP side must pass through
+the worker's ledger, one by one.
 """
 
 from __future__ import annotations
@@ -55,6 +61,28 @@ class SideAppliers:
                 continue
             for intent in part:
                 await applier.apply(intent)
+
+    def batchable(self, intent: Intent) -> bool:
+        """Whether `intent` may be applied in a one-call batch, outside the worker's ledger."""
+        return getattr(self._appliers.get(intent.target), "apply_batch", None) is not None
+
+    async def resolve(self, intent: Intent) -> None:
+        """An intent in doubt: settled from the authoritative side by an applier that can (HTTP);
+        applied again by one whose applies are idempotent by themselves (PostgreSQL's ledger)."""
+        applier = self._toward(intent)
+        resolve: Callable[[Intent], Awaitable[None]] | None = getattr(applier, "resolve", None)
+        await (resolve(intent) if resolve is not None else applier.apply(intent))
+
+    async def resolve_dead_letter(self, intent: Intent) -> str:
+        applier = self._toward(intent)
+        resolve_letter: Callable[[Intent], Awaitable[str]] | None = getattr(
+            applier, "resolve_dead_letter", None
+        )
+        if resolve_letter is None:
+            raise PermanentApplyError(
+                intent, f"the applier toward {intent.target} cannot resolve a dead letter by state transfer"
+            )
+        return await resolve_letter(intent)
 
     def _toward(self, intent: Intent) -> Applier:
         applier = self._appliers.get(intent.target)

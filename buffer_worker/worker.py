@@ -5,8 +5,16 @@ but not acknowledged stay in that consumer's pending list, so a worker taking a 
 re-reads the pending list from id 0 (the dead owner's unfinished batch, in order) and only then reads new
 entries with `>`. Entries pending under any other consumer name are XAUTOCLAIMed into that list first.
 Acknowledgement (XACK) and the tenant's pending counter decrement happen in one MULTI,
-after the apply succeeded: a crash between apply and ack re-applies the entry, which the idempotent
-applier turns into a no-op.
+after the apply succeeded: a crash between apply and ack delivers the entry again.
+
+Exactly once in effect, for an applier that can settle an intent from the authoritative side (one with
+`resolve`, the HTTP applier): the worker keeps a ledger of applied intent ids (`redis_ledger`), marked
+"sending" before a batch is sent and "applied" in the MULTI that acknowledges it. An entry whose id the
+ledger holds as applied (a copy the proxy's spool appended again, or one delivered twice) is skipped. An
+entry whose fate is unknown is *in doubt* and is resolved, not sent again: one read from the pending list
+(delivered before, to a worker that died or before a Redis error), one the ledger says is "sending", one
+older than the ledger's retention, and any intent after a failed or timed-out attempt. Appliers with
+their own ledger (PostgreSQL, in the mirror's transaction) apply every delivery as it comes.
 
 Failures: an unreachable mirror is an outage and is retried without limit (capped exponential backoff);
 error answers are retried up to `max_attempts`; a permanent error dead-letters the intent at once. A
@@ -35,7 +43,13 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from buffer_worker.apply_errors import PermanentApplyError, TransientApplyError, UnreachableError
+from buffer_worker.apply_errors import (
+    PermanentApplyError,
+    TransientApplyError,
+    UnapplicableIntentError,
+    UnreachableError,
+)
+from buffer_worker.dead_letters import CAUSE_APPLY, CAUSE_INTENT, CAUSE_PARKED, Attempt, DeadLetterOps
 from buffer_worker.intent import Intent, IntentDecodeError
 from buffer_worker.keys import (
     CONSUMER_GROUP,
@@ -43,13 +57,13 @@ from buffer_worker.keys import (
     dead_letter_key,
     pending_field,
     pending_key,
-    redrive_key,
     stream_key,
     worker_stats_key,
     workers_key,
 )
 from buffer_worker.lease import PartitionLeases
 from buffer_worker.liveness import default_worker_id
+from buffer_worker.redis_ledger import APPLIED, SENDING, RedisLedger
 from buffer_worker.throttle import TenantThrottle
 from config.settings import Settings
 from telemetry.tracing import context_from_traceparent
@@ -57,6 +71,7 @@ from telemetry.tracing import context_from_traceparent
 log = logging.getLogger("cutover.worker")
 T = TypeVar("T")
 _REDRIVE_CHECK_S = 0.5
+_LEDGER_PRUNE_S = 60.0
 
 
 class Applier(Protocol):
@@ -66,7 +81,17 @@ class Applier(Protocol):
 
 
 # An applier may also offer `async def apply_batch(intents: Sequence[Intent]) -> None`, applying all of
-# them atomically, in order (see PostgresApplier); the worker uses it when a batch allows.
+# them atomically, in order (see PostgresApplier); the worker uses it when a batch allows. One that offers
+# `async def resolve(intent: Intent) -> None` (HttpApplier), applying an intent whose fate is in doubt
+# without sending it twice, gets the worker's ledger of applied intent ids and its in-doubt handling.
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why an intent could not be applied; `intrinsic` when it is a property of the intent itself."""
+
+    detail: str
+    intrinsic: bool = False
 
 
 @dataclass
@@ -75,6 +100,8 @@ class WorkerStats:
     retries: int = 0
     dead_lettered: int = 0
     parked: int = 0
+    duplicates: int = 0  # skipped: the ledger holds them as applied
+    in_doubt: int = 0  # resolved from the authoritative side instead of sent again
 
 
 class Worker:
@@ -106,6 +133,24 @@ class Worker:
         self.stats = WorkerStats()
         self._published = WorkerStats()  # the part of `stats` already added to the shared totals
         self._tracer = None if tracer_provider is None else tracer_provider.get_tracer("cutover.worker")
+        self._resolve: Callable[[Intent], Awaitable[None]] | None = getattr(applier, "resolve", None)
+        self._ledger = (
+            None
+            if self._resolve is None
+            else RedisLedger(
+                self._redis,
+                prefix=self._buffer.key_prefix,
+                retention_s=self._config.ledger_retention_h * 3600,
+            )
+        )
+        self._dead_letters = DeadLetterOps(
+            self._redis,
+            prefix=self._buffer.key_prefix,
+            applier=applier,
+            retrying=self._retrying_detail,
+            ledger=self._ledger,
+            on_applied=self._count_applied,
+        )
 
     @property
     def owned_partitions(self) -> list[int]:
@@ -209,12 +254,16 @@ class Worker:
             await self._redis.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
         cursor = "0"  # first our pending list (a previous owner's unacknowledged entries), then new ones
         next_redrive_check = 0.0
+        next_prune = time.monotonic() + _LEDGER_PRUNE_S
         claimed = False
         while partition not in self._releasing:
             if time.monotonic() >= next_redrive_check:
                 next_redrive_check = time.monotonic() + _REDRIVE_CHECK_S
                 await self._redrive_requested(partition)
             try:
+                if self._ledger is not None and time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + _LEDGER_PRUNE_S
+                    await self._bounded(self._ledger.prune(partition))
                 if not claimed:  # inside the try: a Redis error here is retried like any read
                     await self._claim_foreign_pending(stream, consumer)
                     claimed = True
@@ -239,7 +288,8 @@ class Worker:
                 if not owned:
                     log.warning("partition %d: lease lost before applying a batch; stopping", partition)
                     return
-                await self._process(partition, entries, blocked)
+                # Entries read from the pending list were delivered before: their fate is unknown.
+                await self._process(partition, entries, blocked, redelivered=cursor != ">")
                 if cursor != ">":
                     cursor = entries[-1][0].decode()
             except (RedisError, OSError) as exc:
@@ -291,13 +341,20 @@ class Worker:
         return bool(renewed), {k.decode(): v.decode() for k, v in raw_blocked.items()}
 
     async def _process(
-        self, partition: int, entries: list[tuple[bytes, dict[bytes, bytes]]], blocked: dict[str, str]
+        self,
+        partition: int,
+        entries: list[tuple[bytes, dict[bytes, bytes]]],
+        blocked: dict[str, str],
+        *,
+        redelivered: bool = False,
     ) -> None:
         prefix = self._buffer.key_prefix
         applied = await self._apply_whole_batch(entries, blocked)
         if applied is None:
-            applied = await self._apply_one_by_one(partition, entries, blocked)
+            applied = await self._apply_one_by_one(partition, entries, blocked, redelivered)
         async with self._redis.pipeline(transaction=True) as pipe:
+            if self._ledger is not None:  # in the acknowledging MULTI: lost together, or kept together
+                self._ledger.queue_applied(pipe, partition, [intent.intent_id for intent in applied])
             pipe.xack(stream_key(prefix, partition), CONSUMER_GROUP, *(entry_id for entry_id, _ in entries))
             for field, count in Counter(pending_field(i.tenant, i.target) for i in applied).items():
                 pipe.hincrby(pending_key(prefix, partition), field, -count)
@@ -316,98 +373,122 @@ class Worker:
         apply_batch = getattr(self._applier, "apply_batch", None)
         if apply_batch is None:
             return None
+        # With a ledger, an intent may skip it only where the applier's own applies are idempotent.
+        batchable: Callable[[Intent], bool] = getattr(self._applier, "batchable", lambda _intent: True)
         intents: list[Intent] = []
         for _entry_id, fields in entries:
             try:
                 intent = Intent.from_fields(fields)
             except IntentDecodeError:
                 return None
-            if intent.tenant in blocked:
+            if intent.tenant in blocked or (self._ledger is not None and not batchable(intent)):
                 return None
             intents.append(intent)
         if self._throttle.limited:
             for tenant, count in Counter(intent.tenant for intent in intents).items():
                 await self._throttle.take(tenant, count)
         failure = await self._traced(
-            intents, lambda: self._with_retry(lambda: apply_batch(intents), what=f"batch of {len(intents)}")
+            intents,
+            lambda: self._with_retry(lambda _doubt: apply_batch(intents), what=f"batch of {len(intents)}"),
         )
         return intents if failure is None else None
 
     async def _apply_one_by_one(
-        self, partition: int, entries: list[tuple[bytes, dict[bytes, bytes]]], blocked: dict[str, str]
+        self,
+        partition: int,
+        entries: list[tuple[bytes, dict[bytes, bytes]]],
+        blocked: dict[str, str],
+        redelivered: bool,
     ) -> list[Intent]:
-        applied: list[Intent] = []
+        decoded: list[tuple[bytes, dict[bytes, bytes], Intent | IntentDecodeError]] = []
         for entry_id, fields in entries:
             try:
-                intent = Intent.from_fields(fields)
+                decoded.append((entry_id, fields, Intent.from_fields(fields)))
             except IntentDecodeError as exc:
-                log.error("partition %d: dropping undecodable entry %s: %s", partition, entry_id, exc)
-                await self._dead_letter(partition, entry_id, fields, f"undecodable: {exc}")
+                decoded.append((entry_id, fields, exc))
+        states = await self._ledger_states(partition, [d[2] for d in decoded], blocked)
+        applied: list[Intent] = []
+        applied_ids: set[str] = set()
+        for entry_id, fields, intent in decoded:
+            if isinstance(intent, IntentDecodeError):
+                log.error("partition %d: dropping undecodable entry %s: %s", partition, entry_id, intent)
+                await self._dead_letter(partition, entry_id, fields, f"undecodable: {intent}", CAUSE_INTENT)
                 continue
             if intent.tenant in blocked:
-                await self._dead_letter(
-                    partition, entry_id, fields, f"parked behind {blocked[intent.tenant]}"
-                )
+                reason = f"parked behind {blocked[intent.tenant]}"
+                await self._dead_letter(partition, entry_id, fields, reason, CAUSE_PARKED)
                 self.stats.parked += 1
                 continue
+            state = states.get(intent.intent_id, "")
+            if state == APPLIED or intent.intent_id in applied_ids:
+                # A copy of an intent applied before (the spool appended it twice, or it was delivered
+                # again): acknowledged and counted off the tenant's pending intents, not applied again.
+                self.stats.duplicates += 1
+                applied.append(intent)
+                continue
+            in_doubt = self._ledger is not None and (
+                redelivered or state == SENDING or self._ledger.forgets(intent.created_ms)
+            )
             await self._throttle.take(intent.tenant)
-            failure = await self._apply_with_retry(intent)
+            failure = await self._apply_with_retry(intent, in_doubt=in_doubt)
             if failure is None:
                 applied.append(intent)
+                applied_ids.add(intent.intent_id)
             else:
-                reason = f"apply failed: {failure}"
-                await self._dead_letter(partition, entry_id, fields, reason, blocks=intent)
+                cause = CAUSE_INTENT if failure.intrinsic else CAUSE_APPLY
+                reason = f"apply failed: {failure.detail}"
+                await self._dead_letter(partition, entry_id, fields, reason, cause, blocks=intent)
                 blocked[intent.tenant] = intent.intent_id
         return applied
 
+    async def _ledger_states(
+        self, partition: int, intents: list[Intent | IntentDecodeError], blocked: dict[str, str]
+    ) -> dict[str, str]:
+        """What the ledger knows of the batch's intents (marking the unknown ones as being sent)."""
+        if self._ledger is None:
+            return {}
+        ids = [i.intent_id for i in intents if isinstance(i, Intent) and i.tenant not in blocked]
+        states = await self._bounded(self._ledger.check(partition, ids))
+        return dict(zip(ids, states, strict=True))
+
     async def _redrive_requested(self, partition: int) -> None:
-        """Re-apply, in order, the dead letters of every tenant a re-drive was requested for. Runs in the
-        partition's own loop, between batches, so nothing newer of the tenant can overtake them."""
-        prefix = self._buffer.key_prefix
+        """Carry out the operators' requests on the partition's dead letters (re-drive, resolve, discard).
+        Runs in the partition's own loop, between batches, so nothing newer of the tenant can overtake
+        them."""
         try:
-            requested: Any = await self._redis.smembers(redrive_key(prefix, partition))
-            for raw_tenant in requested:
-                await self._redrive(partition, raw_tenant.decode())
-                await self._redis.srem(redrive_key(prefix, partition), raw_tenant)
+            await self._dead_letters.run_requested(partition)
         except (RedisError, OSError) as exc:
-            log.warning("partition %d: re-drive check failed (%s)", partition, type(exc).__name__)
+            log.warning("partition %d: dead-letter requests failed (%s)", partition, type(exc).__name__)
 
-    async def _redrive(self, partition: int, tenant: str) -> None:
-        prefix = self._buffer.key_prefix
-        dead = dead_letter_key(prefix, partition)
-        entries: Any = await self._redis.xrange(dead)
-        redriven = 0
-        for entry_id, fields in entries:
-            try:
-                intent = Intent.from_fields(fields)
-            except IntentDecodeError:
-                continue
-            if intent.tenant != tenant:
-                continue
-            failure = await self._apply_with_retry(intent)
-            if failure is not None:
-                await self._redis.hset(blocked_key(prefix, partition), tenant, intent.intent_id)
-                log.error(
-                    "re-drive of tenant %r stopped at intent %s again: %s", tenant, intent.intent_id, failure
-                )
-                return
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.xdel(dead, entry_id)
-                pipe.hincrby(pending_key(prefix, partition), pending_field(intent.tenant, intent.target), -1)
-                await pipe.execute()
-            redriven += 1
-            self.stats.applied += 1
-        await self._redis.hdel(blocked_key(prefix, partition), tenant)
-        log.info("re-drove %d dead-lettered intents of tenant %r", redriven, tenant)
+    def _count_applied(self, count: int) -> None:
+        self.stats.applied += count
 
-    async def _apply_with_retry(self, intent: Intent) -> str | None:
-        """None once `intent` is applied; otherwise why it failed for good."""
+    async def _retrying_detail(self, intent: Intent, attempt: Attempt) -> str | None:
+        failure = await self._traced(
+            [intent], lambda: self._with_retry(attempt, what=f"intent {intent.intent_id}")
+        )
+        return None if failure is None else failure.detail
+
+    async def _apply_with_retry(self, intent: Intent, *, in_doubt: bool = False) -> Failure | None:
+        """None once `intent` is applied; otherwise why it failed for good. An intent in doubt, and any
+        intent after a failed attempt, is resolved (by an applier that can) rather than sent again."""
+        resolve = self._resolve
+        if in_doubt and resolve is not None:
+            self.stats.in_doubt += 1
+
+        async def attempt(doubt: bool) -> None:
+            if doubt and resolve is not None:
+                await resolve(intent)
+            else:
+                await self._applier.apply(intent)
+
         return await self._traced(
-            [intent],
-            lambda: self._with_retry(lambda: self._applier.apply(intent), what=f"intent {intent.intent_id}"),
+            [intent], lambda: self._with_retry(attempt, doubt=in_doubt, what=f"intent {intent.intent_id}")
         )
 
-    async def _traced(self, intents: list[Intent], apply: Callable[[], Awaitable[str | None]]) -> str | None:
+    async def _traced(
+        self, intents: list[Intent], apply: Callable[[], Awaitable[Failure | None]]
+    ) -> Failure | None:
         """Run `apply` inside one consumer span per intent, each continuing the trace of the write that
         made it (its `traceparent`). A single intent's span is made current, so the applier's request to
         the mirror carries it on."""
@@ -433,7 +514,7 @@ class Worker:
             for intent in intents
         ]
         token = otel_context.attach(trace.set_span_in_context(spans[0])) if len(spans) == 1 else None
-        failure: str | None = "not applied"
+        failure: Failure | None = Failure("not applied")
         try:
             failure = await apply()
             return failure
@@ -442,15 +523,16 @@ class Worker:
                 otel_context.detach(token)
             for span in spans:
                 if failure is not None:
-                    span.set_status(Status(StatusCode.ERROR, failure))
+                    span.set_status(Status(StatusCode.ERROR, failure.detail))
                 span.end()
 
-    async def _with_retry(self, attempt: Callable[[], Awaitable[None]], *, what: str) -> str | None:
-        """Run `attempt` until it succeeds (None) or fails for good (the reason): a permanent error at
+    async def _with_retry(self, attempt: Attempt, *, doubt: bool = False, what: str) -> Failure | None:
+        """Run `attempt(in_doubt)` until it succeeds (None) or fails for good (why): a permanent error at
         once, error answers after `max_attempts`, an unreachable mirror never (that is an outage). Any
         other exception is an apply failure like an error answer, never the end of the worker: a bug or a
         backend the applier cannot talk to must dead-letter the intent with its reason, or a restarted
-        worker would die again on the same intent."""
+        worker would die again on the same intent. After any failed attempt the intent is in doubt (the
+        mirror may have applied it, or part of it, before the failure surfaced)."""
         delay_s = self._config.retry_initial_s
         attempts = 0
         # A hard deadline over the applier's own timeouts: an apply that produces no outcome at all (a
@@ -458,7 +540,7 @@ class Worker:
         deadline_s = 2 * self._config.apply_timeout_s + 1
         while True:
             try:
-                await asyncio.wait_for(attempt(), deadline_s)
+                await asyncio.wait_for(attempt(doubt), deadline_s)
                 return None
             except TimeoutError:
                 self.stats.retries += 1
@@ -467,13 +549,13 @@ class Worker:
                 delay_s = min(delay_s * 2, self._config.retry_max_s)
             except PermanentApplyError as exc:
                 log.error("%s failed for good: %s", what, exc)
-                return exc.detail
+                return Failure(exc.detail, intrinsic=isinstance(exc, UnapplicableIntentError))
             except TransientApplyError as exc:
                 if not isinstance(exc, UnreachableError):
                     attempts += 1
                     if attempts >= self._config.max_attempts:
                         log.error("%s failed %d times: %s", what, attempts, exc)
-                        return exc.detail
+                        return Failure(exc.detail)
                 self.stats.retries += 1
                 log.warning("%s: retrying in %.2f s: %s", what, delay_s, exc)
                 await asyncio.sleep(delay_s)
@@ -484,10 +566,11 @@ class Worker:
                 # The traceback once, when it first happens; the retries then say only what it was.
                 log.error("%s: %s", what, reason, exc_info=attempts == 1)
                 if attempts >= self._config.max_attempts:
-                    return reason
+                    return Failure(reason)
                 self.stats.retries += 1
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, self._config.retry_max_s)
+            doubt = True
 
     async def _dead_letter(
         self,
@@ -495,12 +578,14 @@ class Worker:
         entry_id: bytes,
         fields: dict[bytes, bytes],
         reason: str,
+        cause: str,
         *,
         blocks: Intent | None = None,
     ) -> None:
-        """Move an entry to the dead-letter stream; with `blocks`, stop that intent's tenant behind it."""
+        """Move an entry to the dead-letter stream, with why (`reason`) and what kind of cause that is
+        (`buffer_worker.dead_letters`); with `blocks`, stop that intent's tenant behind it."""
         prefix = self._buffer.key_prefix
-        record = {**fields, b"reason": reason.encode(), b"source_id": entry_id}
+        record = {**fields, b"reason": reason.encode(), b"cause": cause.encode(), b"source_id": entry_id}
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.xadd(dead_letter_key(prefix, partition), record)  # type: ignore[arg-type]
             if blocks is not None:

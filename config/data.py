@@ -19,7 +19,7 @@ data:
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -108,9 +108,11 @@ class VerifySettings(_Frozen):
 
 
 class RestResource(_Frozen):
-    """A list endpoint served by both backends, compared record by record when the data has no database
-    access. Pages are followed by `page_param` (a page number from `first_page`) or, when the body carries
-    `next_field`, by the cursor it holds."""
+    """A REST resource both backends serve: its collection (`list_path`), one record's path (`item_path`),
+    the field holding a record's id, and how a record with a given id is created (`create`). Verification
+    pages the collection and compares records by id (pages are followed by `page_param`, a page number
+    from `first_page`, or, when the body carries `next_field`, by the cursor it holds); repair and the
+    worker's replay read and write single records."""
 
     name: Identifier
     list_path: Annotated[str, Field(pattern=r"^/")]
@@ -129,11 +131,20 @@ class RestResource(_Frozen):
     # the authoritative side and PUTs or DELETEs it on the other; a resource without it is not repaired.
     # Pending writes to it defer a difference (without it: writes to `<list_path>/{key}`).
     item_path: Annotated[str, Field(pattern=r"^/[^{}]*\{key\}[^{}]*$")] | None = None
+    # How the mirror is given a record it lacks, with the id the authoritative side holds: `put` to the
+    # record's path (an upsert), or `post` to the collection with the id in the body (json-server and
+    # services whose PUT only replaces). The worker uses it when it settles an intent in doubt.
+    create: Literal["put", "post"] = "put"
 
     @property
     def record_path(self) -> str:
         """The path pattern of one record, as writes to it are seen."""
-        return self.item_path or self.list_path.rstrip("/") + "/{key}"
+        return self.item_path or self.collection_path.rstrip("/") + "/{key}"
+
+    @property
+    def collection_path(self) -> str:
+        """`list_path` without its query string: where creates are POSTed."""
+        return self.list_path.partition("?")[0]
 
 
 class RestVerifySettings(_Frozen):

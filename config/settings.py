@@ -155,6 +155,10 @@ class WorkerSettings(_Frozen):
     # segment). The mirror gets the key's current representation read from the authoritative side, so
     # concurrent writers of one key, through any number of proxies, cannot leave the sides different.
     state_transfer: list[Annotated[str, Field(pattern=r"^/")]] = Field(default_factory=list)
+    # HTTP applier: ids of applied intents are kept in Redis this long (0: forever), so a copy delivered
+    # again or appended twice by a proxy's spool is recognised (buffer_worker.redis_ledger). An intent
+    # older than this is beyond the ledger's memory: it is settled from the authoritative side instead.
+    ledger_retention_h: float = Field(default=24.0, ge=0)
     linger_ms: int = Field(default=0, ge=0, le=1000)  # wait this long to fill a short batch
     tenant_rate_per_s: float = Field(default=0.0, ge=0)  # intents applied per tenant per second; 0: no limit
     postgres: PostgresApplierSettings | None = None

@@ -19,12 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from proxy.admin_auth import TokenAuthenticator
 from proxy.admin_errors import AdminError, install_error_handlers
 from proxy.admin_guard import AdminGuard, Reader, Writer
-from proxy.admin_limits import AUDIT_PAGE_MAX, DEAD_LETTERS_PAGE_MAX, DIVERGENCES_PAGE_MAX, TENANTS_PAGE_MAX
+from proxy.admin_limits import AUDIT_PAGE_MAX, DIVERGENCES_PAGE_MAX, TENANTS_PAGE_MAX
 from proxy.admin_openapi import install_openapi
 from proxy.admin_pages import AFTER_HELP, LIMIT_HELP, PageResponse, page_of, page_schema
 from proxy.admin_params import (
     PG_BIGINT_MAX,
-    DeadLetterCursor,
     PgText,
     Tenant,
     TenantCursor,
@@ -32,6 +31,7 @@ from proxy.admin_params import (
     checked_tenant,
 )
 from proxy.barrier import BarrierAbortedError
+from proxy.dead_letter_admin import register_dead_letter_routes
 from proxy.divergence.admin import register_divergence_routes
 from proxy.divergences import list_divergences
 from proxy.metrics_api import register_metrics
@@ -222,25 +222,9 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
         report["spool"] = runtime.sink.status()
         return report
 
-    @app.get("/buffer/dead-letters", responses=page_schema("dead_letters"))
-    async def dead_letters(
-        _who: Reader,
-        tenant: TenantFilter,
-        limit: Annotated[int, Query(ge=1, le=DEAD_LETTERS_PAGE_MAX, description=LIMIT_HELP)] = 100,
-        after: DeadLetterCursor = None,
-    ) -> PageResponse:
-        """Dead-lettered intents, oldest first."""
-        rows = await runtime.inspector.dead_letters(tenant, limit=limit + 1, after=after)
-        letters, next_cursor = page_of(rows, limit, key=lambda letter: str(letter["cursor"]))
-        return PageResponse({"dead_letters": letters, "next": next_cursor})
-
-    @app.post("/buffer/dead-letters/{tenant}/redrive")
-    async def redrive(tenant: Tenant, _who: Writer) -> dict[str, Any]:
-        count = await runtime.inspector.request_redrive(tenant)
-        return {"tenant": tenant, "requested": count}
-
     register_metrics(app, runtime)
     register_verify_routes(app, runtime)
+    register_dead_letter_routes(app, runtime)
     register_divergence_routes(app, runtime)
     app.add_middleware(CatchUnexpected)  # inside the framework's own error middleware: no plain-text 500
     return app

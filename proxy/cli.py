@@ -102,12 +102,19 @@ def _parser() -> argparse.ArgumentParser:
     admin_command("buffer", "intent buffer: partitions, lag, owners, per-tenant pending").set_defaults(
         run=_buffer
     )
-    dead = admin_command("dead-letters", "intents that could not be applied")
-    dead.add_argument("tenant", nargs="?")
+    dead = admin_command(
+        "dead-letters",
+        "intents that could not be applied: [TENANT] lists them; `resolve TENANT` sets their records from"
+        " the authoritative side; `discard TENANT --intent ID` drops one; `audit [TENANT]`: who did what",
+    )
+    dead.add_argument("words", nargs="*", metavar="[ACTION] TENANT")
     dead.add_argument("--limit", type=int, default=50)
+    dead.add_argument("--intent", help="discard: the dead-lettered intent's id")
+    dead.add_argument("--reason", help="resolve, discard: why (kept in the audit log)")
     dead.set_defaults(run=_dead_letters)
     redrive = admin_command("redrive", "re-apply a tenant's dead-lettered intents, in order")
     redrive.add_argument("tenant")
+    redrive.add_argument("--reason", default="re-drive", help="why (kept in the audit log)")
     redrive.set_defaults(run=_redrive)
     add_data_commands(commands, admin_command)
     add_divergence_commands(admin_command)
@@ -299,26 +306,21 @@ def _buffer(args: argparse.Namespace) -> int:
 
 
 def _dead_letters(args: argparse.Namespace) -> int:
-    letters = _client(args).take("/buffer/dead-letters", "dead_letters", limit=args.limit, tenant=args.tenant)
-    body = {"dead_letters": letters}
-    if args.json:
-        return _print_json(body)
-    rows = [
-        [
-            d["dead_id"],
-            d.get("tenant", "?"),
-            f"{d.get('method', '?')} {d.get('path', '?')}",
-            d.get("target", "?"),
-            d["reason"][:60],
-        ]
-        for d in body["dead_letters"]
-    ]
-    print(format_table(["ID", "TENANT", "REQUEST", "TO", "REASON"], rows))
-    return EXIT_OK
+    from proxy.dead_letter_cli import run_dead_letters
+
+    client = _client(args)
+    try:
+        return run_dead_letters(args, client)
+    finally:
+        client.close()
 
 
 def _redrive(args: argparse.Namespace) -> int:
-    body = _client(args).post(f"/buffer/dead-letters/{args.tenant}/redrive")
+    client = _client(args)
+    try:
+        body = client.post(f"/buffer/dead-letters/{args.tenant}/redrive", {"reason": args.reason})
+    finally:
+        client.close()
     if args.json:
         return _print_json(body)
     print(

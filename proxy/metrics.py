@@ -265,6 +265,16 @@ class ProxyMetrics:
             "Intents moved to a dead-letter stream by all workers",
             worker_total("dead_lettered"),
         )
+        e.counter(
+            "cutover_buffer_duplicates",
+            "Copies of applied intents skipped by the workers' ledger (HTTP applier)",
+            worker_total("duplicates"),
+        )
+        e.counter(
+            "cutover_buffer_in_doubt",
+            "Intents whose fate was unknown, settled from the authoritative side (HTTP applier)",
+            worker_total("in_doubt"),
+        )
         e.gauge(
             "cutover_buffer_up",
             "1 when Redis answered this scrape",

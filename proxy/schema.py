@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from proxy.dead_letter_audit import DEAD_LETTER_AUDIT_SCHEMA
 from proxy.divergence.schema import DIVERGENCE_SCHEMA
 
 PHASE_CHANNEL = "cutover_phase"
@@ -78,3 +79,4 @@ async def ensure_schema(conn: asyncpg.Connection) -> None:
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
         await conn.execute(SCHEMA)
         await conn.execute(DIVERGENCE_SCHEMA)
+        await conn.execute(DEAD_LETTER_AUDIT_SCHEMA)

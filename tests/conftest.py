@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import secrets
+import shutil
+import signal
 import socket
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from contextlib import contextmanager
@@ -305,6 +308,53 @@ async def echo_backend() -> AsyncIterator[RunningServer]:
 
 
 # -- PostgreSQL and Redis --------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def private_redis(tmp_path: Path) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A redis-server of this test only, so it can be paused (SIGSTOP) without touching anyone else."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed")
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = aioredis.Redis.from_url(url)
+    for _ in range(100):
+        try:
+            await client.ping()
+            break
+        except (OSError, aioredis.ConnectionError):
+            await asyncio.sleep(0.05)
+    await client.aclose()
+    try:
+        yield url, process
+    finally:
+        process.send_signal(signal.SIGCONT)
+        process.terminate()
+        process.wait(timeout=10)
+
+
 @pytest.fixture(scope="session")
 async def pg_database() -> AsyncIterator[str]:
     """A fresh database for the session (dropped at the end); yields its name."""

@@ -91,3 +91,33 @@ async def test_a_side_without_an_applier_fails_its_intents_for_good_naming_the_s
         await appliers.apply(intent(Side.OLD, "/o1"))
     await appliers.apply(intent(Side.NEW, "/n1"))
     assert toward_new.applied == ["/n1"]
+
+
+@dataclass
+class SettlingRecorder(Recorder):
+    """An HTTP-like applier: settles intents in doubt and resolves dead letters."""
+
+    resolved: list[str] = field(default_factory=list)
+
+    async def resolve(self, intent: Intent) -> None:
+        self.resolved.append(intent.path)
+
+    async def resolve_dead_letter(self, intent: Intent) -> str:
+        self.resolved.append(intent.path)
+        return "PUT"
+
+
+async def test_an_http_side_keeps_its_exactly_once_machinery() -> None:
+    """PostgreSQL toward new, HTTP toward old: the worker must keep its ledger and settle old's intents in
+    doubt (it does when the applier offers `resolve`), and never batch them past the ledger."""
+    toward_new, toward_old = BatchRecorder(), SettlingRecorder()
+    appliers = SideAppliers({Side.NEW: toward_new, Side.OLD: toward_old}, {})
+    assert appliers.batchable(intent(Side.NEW, "/items/1"))
+    assert not appliers.batchable(intent(Side.OLD, "/items/1"))
+    await appliers.resolve(intent(Side.OLD, "/items/2"))
+    await appliers.resolve(intent(Side.NEW, "/items/3"))  # idempotent by itself: applied again
+    assert toward_old.resolved == ["/items/2"] and toward_old.applied == []
+    assert toward_new.applied == ["/items/3"]
+    assert await appliers.resolve_dead_letter(intent(Side.OLD, "/items/4")) == "PUT"
+    with pytest.raises(PermanentApplyError, match="cannot resolve a dead letter"):
+        await appliers.resolve_dead_letter(intent(Side.NEW, "/items/5"))

@@ -233,6 +233,7 @@ async def test_worker_counters_and_dead_letters_come_from_redis(
     before = await scrape(proxy.admin)
     worker = Worker(proxy.runtime.settings, applier=None, client=aioredis.Redis.from_url(REDIS_URL))  # type: ignore[arg-type]
     worker.stats.retries, worker.stats.applied, worker.stats.dead_lettered = 3, 5, 1
+    worker.stats.duplicates, worker.stats.in_doubt = 2, 4
     await worker._publish_stats()
     await worker._publish_stats()  # nothing new: adds nothing
     partition = partition_of(tenant, PARTITIONS)
@@ -249,7 +250,13 @@ async def test_worker_counters_and_dead_letters_come_from_redis(
     )
     await redis_client.xadd(dead_letter_key(redis_prefix, partition), intent.to_fields())  # type: ignore[arg-type]
     after = await scrape(proxy.admin)
-    for name, delta in (("retries", 3), ("applied", 5), ("dead_lettered", 1)):
+    for name, delta in (
+        ("retries", 3),
+        ("applied", 5),
+        ("dead_lettered", 1),
+        ("duplicates", 2),
+        ("in_doubt", 4),
+    ):
         metric = f"cutover_buffer_{name}_total"
         assert value(after, metric) - value(before, metric) == delta, name
     labels = {"partition": str(partition)}

@@ -1,0 +1,101 @@
+"""`cutover dead-letters`: list a tenant's dead letters with their cause, resolve them from the
+authoritative side, discard one, or show the audit of those actions (all through the admin API)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from proxy.admin_client import AdminClient
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+_ACTIONS = ("list", "resolve", "discard", "audit")
+
+
+def run_dead_letters(args: argparse.Namespace, client: AdminClient) -> int:
+    words: list[str] = list(args.words)
+    action = words.pop(0) if words and words[0] in _ACTIONS else "list"
+    if len(words) > 1:
+        return _usage(f"too many arguments: {' '.join(words)}")
+    tenant = words[0] if words else None
+    if action == "list":
+        letters = client.take("/buffer/dead-letters", "dead_letters", limit=args.limit, tenant=tenant)
+        body = {"dead_letters": letters}
+        return _print(body, args) if args.json else _print_letters(letters)
+    if action == "audit":
+        body = client.get("/buffer/dead-letters/audit", tenant=tenant, limit=args.limit)
+        return _print(body, args) if args.json else _print_audit(body["entries"])
+    if tenant is None:
+        return _usage(f"dead-letters {action} needs a TENANT")
+    if not args.reason:
+        return _usage(f"dead-letters {action} needs --reason (kept in the audit log)")
+    if action == "resolve":
+        body = client.post(f"/buffer/dead-letters/{tenant}/resolve", {"reason": args.reason})
+        if args.json:
+            return _print(body, args)
+        print(
+            f"resolution of {body['requested']} dead-lettered intents of {tenant} requested (audit"
+            f" #{body['audit_id']}); the partition's worker sets each one's record from the authoritative"
+            " side, in order, and unblocks the tenant when the last is gone"
+        )
+        return EXIT_OK
+    if not args.intent:
+        return _usage("dead-letters discard needs --intent ID")
+    body = client.post(
+        f"/buffer/dead-letters/{tenant}/discard", {"intent_id": args.intent, "reason": args.reason}
+    )
+    if args.json:
+        return _print(body, args)
+    print(f"discard of intent {args.intent} of {tenant} requested (audit #{body['audit_id']})")
+    return EXIT_OK
+
+
+def _print_letters(letters: list[dict[str, Any]]) -> int:
+    from proxy.cli import format_table
+
+    rows = [
+        [
+            d["dead_id"],
+            d.get("tenant", "?"),
+            d.get("intent_id", "?"),
+            f"{d.get('method', '?')} {d.get('path', '?')}",
+            d.get("target", "?"),
+            d.get("cause", "?"),
+            d["reason"],
+        ]
+        for d in letters
+    ]
+    print(format_table(["ID", "TENANT", "INTENT", "REQUEST", "TO", "CAUSE", "REASON"], rows))
+    return EXIT_OK
+
+
+def _print_audit(entries: list[dict[str, Any]]) -> int:
+    from proxy.cli import format_table
+
+    rows = [
+        [
+            str(e["id"]),
+            e["at"],
+            e["tenant"],
+            e["action"],
+            ", ".join(e["intent_ids"][:3])
+            + (f" (+{len(e['intent_ids']) - 3})" if len(e["intent_ids"]) > 3 else ""),
+            e["actor"],
+            e["reason"],
+        ]
+        for e in entries
+    ]
+    print(format_table(["ID", "AT", "TENANT", "ACTION", "INTENTS", "BY", "REASON"], rows))
+    return EXIT_OK
+
+
+def _print(body: Any, _args: argparse.Namespace) -> int:
+    print(json.dumps(body, indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+def _usage(problem: str) -> int:
+    print(f"cutover: {problem}", file=sys.stderr)
+    return EXIT_USAGE
