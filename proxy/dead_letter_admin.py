@@ -94,7 +94,10 @@ def register_dead_letter_routes(app: FastAPI, runtime: Runtime) -> None:
     ) -> dict[str, Any]:
         return {"entries": [a.as_json() for a in await list_actions(runtime.pool, tenant, limit=limit)]}
 
-    @app.post("/buffer/dead-letters/{tenant}/redrive")
+    @app.post(
+        "/buffer/dead-letters/{tenant}/redrive",
+        responses={422: {"description": "`redrive_refused`: a dead letter would fail the same way"}},
+    )
     async def redrive(tenant: Tenant, who: Writer, body: RedriveRequest | None = None) -> dict[str, Any]:
         letters = await inspector.letters_of(tenant)
         for letter in letters:
@@ -117,7 +120,13 @@ def register_dead_letter_routes(app: FastAPI, runtime: Runtime) -> None:
         audit_id = await queue(tenant, who, "redrive", ids, reason)
         return {"tenant": tenant, "requested": len(letters), "audit_id": audit_id}
 
-    @app.post("/buffer/dead-letters/{tenant}/resolve")
+    @app.post(
+        "/buffer/dead-letters/{tenant}/resolve",
+        responses={
+            404: {"description": "`no_dead_letters`"},
+            422: {"description": "`resolve_refused`: a record that cannot be named or read over HTTP"},
+        },
+    )
     async def resolve(tenant: Tenant, who: Writer, body: ResolveRequest) -> dict[str, Any]:
         letters = await letters_or_404(tenant)
         for letter in letters:
@@ -143,7 +152,10 @@ def register_dead_letter_routes(app: FastAPI, runtime: Runtime) -> None:
         audit_id = await queue(tenant, who, "resolve", ids, body.reason)
         return {"tenant": tenant, "requested": len(letters), "intent_ids": ids, "audit_id": audit_id}
 
-    @app.post("/buffer/dead-letters/{tenant}/discard")
+    @app.post(
+        "/buffer/dead-letters/{tenant}/discard",
+        responses={404: {"description": "`no_dead_letters` or `dead_letter_not_found`"}},
+    )
     async def discard(tenant: Tenant, who: Writer, body: DiscardRequest) -> dict[str, Any]:
         letters = await letters_or_404(tenant)
         if not any(letter.intent.intent_id == body.intent_id for letter in letters):
