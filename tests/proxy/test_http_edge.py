@@ -171,7 +171,27 @@ async def test_a_tenant_named_only_in_a_trailer_is_no_tenant_anywhere(
     assert edge.reached(path) == 1
 
 
-# -- header names --------------------------------------------------------------------------------------------
+# -- one tenant per request ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("lines", "why"),
+    [
+        (["X-Tenant-ID: {t}", "X-Tenant-ID: other-{t}"], "more than once"),
+        (["X-Tenant-ID: {t}", "x-tenant-id: {t}"], "more than once"),
+        (["X-Tenant-ID: {t}, other-{t}"], "several tenants"),
+        (["X-Tenant-ID: {t},other-{t}"], "several tenants"),
+        (["X-Tenant-ID: {t}", "Connection: keep-alive, X-Tenant-ID"], "Connection"),
+    ],
+    ids=["repeated", "repeated-case", "comma-joined", "comma-joined-tight", "hop-by-hop"],
+)
+async def test_a_request_names_one_tenant(
+    edge: Edge, path: str, tenant: str, lines: list[str], why: str
+) -> None:
+    response = await exchange(edge.port, get(path, "Host: x", *(line.format(t=tenant) for line in lines)))
+    assert_refused(response, 400, "invalid_tenant")
+    assert why in response.json()["detail"]
+    assert edge.reached(path) == 0
+
+
 async def test_header_names_with_underscores_are_dropped(edge: Edge, path: str, tenant: str) -> None:
     # CGI and WSGI backends read all of these as HTTP_X_TENANT_ID (or HTTP_X_FORWARDED_FOR).
     response = await exchange(
