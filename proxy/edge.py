@@ -145,11 +145,12 @@ class EdgeProtocol(HttpToolsProtocol):
         return False
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
         # Answered before the body was read to its end (413, an early 400): reading on would take
-        # whatever the client sends, for as long as it likes. With a pipeline queued, the request
-        # being read is a later one.
-        if self._in_body and not self.pipeline and not self.transport.is_closing():
+        # whatever the client sends, for as long as it likes. With a pipeline queued, the body being
+        # read is a later request's (asked before uvicorn starts that one).
+        unread = self._in_body and not self.pipeline
+        super().on_response_complete()
+        if unread and not self.transport.is_closing():
             self._linger()
 
     # -- parser callbacks ---------------------------------------------------------------------------------

@@ -426,3 +426,17 @@ async def test_keep_alive_and_pipelining_still_work(edge: Edge, path: str, tenan
     assert await closed(reader)
     writer.close()
     assert edge.reached(path) == 6
+
+
+async def test_a_pipelined_request_whose_body_is_still_coming_is_served(edge: Edge, path: str) -> None:
+    # The PUT is queued behind the GET with half its body: the GET's answer must not end the connection.
+    reader, writer = await connect(edge.port)
+    get_head = f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"
+    writer.write(f"{get_head}PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nfirst".encode())
+    assert (await read_response(reader)).status == 200
+    writer.write(b"-half")
+    answer = await read_response(reader)
+    assert answer.status == 200, answer.body
+    assert answer.json()["body_b64"] == "Zmlyc3QtaGFsZg=="  # first-half
+    writer.close()
+    assert edge.reached(path) == 2
