@@ -53,7 +53,7 @@ from proxy.unexpected import internal_error
 
 log = logging.getLogger("cutover.edge")
 
-LINGER_S = 5.0  # nginx's `lingering_timeout`
+LINGER_S = 5.0  # in all; nginx allows `lingering_timeout` (5 s) between reads, up to 30 s
 _UNDERSCORE = ord("_")  # `int in bytes` is a memchr; `b"_" in bytes` costs ten times as much
 
 
