@@ -60,7 +60,7 @@ FORWARDING = frozenset(
 _REQUEST_DROP = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
 
 
-def _listed_fields(connection: bytes) -> set[bytes]:
+def listed_fields(connection: bytes) -> set[bytes]:
     """Field names one `Connection` value lists (hop-by-hop for this message only), leaving out those
     dropped anyway and `close`; usually `keep-alive` or `close`, so usually nothing."""
     tokens = (token.strip().lower() for token in connection.split(b","))
@@ -71,7 +71,7 @@ def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
     tokens: set[bytes] = set()
     for name, value in headers:
         if name.lower() == b"connection":
-            tokens |= _listed_fields(value)
+            tokens |= listed_fields(value)
     return tokens
 
 
@@ -180,7 +180,7 @@ def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, by
         lowered = name.lower()
         if lowered in HOP_BY_HOP:
             if lowered == b"connection":
-                listed = (listed or set()) | _listed_fields(value)
+                listed = (listed or set()) | listed_fields(value)
             continue
         out.append((name, value))
     if listed:

@@ -191,6 +191,20 @@ class WorkerSettings(_Frozen):
         return None
 
 
+class ClientLimits(_Frozen):
+    """What one client connection may take of the proxy's time and memory. Named after, and defaulting
+    like, the nginx directives they mirror (`proxy.edge` enforces them)."""
+
+    # The whole request head must arrive within this (nginx `client_header_timeout`); 408 and close.
+    client_header_timeout_s: float = Field(default=60.0, gt=0)
+    # Each read of the request body must follow the previous one within this (`client_body_timeout`).
+    client_body_timeout_s: float = Field(default=60.0, gt=0)
+    # The request line and header fields together (nginx `large_client_header_buffers 4 8k`), and in a
+    # chunked body each stretch that is not data (chunk framing, the trailer section); 431 and close.
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    max_header_fields: int = Field(default=100, ge=1)
+
+
 class BarrierSettings(_Frozen):
     hold_timeout_s: float = Field(default=2.0, gt=0, le=60)
 
@@ -205,6 +219,7 @@ class Settings(_Frozen):
     postgres_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/cutover")
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
+    limits: ClientLimits = ClientLimits()
     phases: PhaseCacheSettings = PhaseCacheSettings()
     shadow: ShadowSettings = ShadowSettings()
     buffer: BufferSettings = BufferSettings()

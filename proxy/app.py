@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from backends.headers import listed_fields
 from proxy.errors import BadRequest, InternalError, ProxyError, ServiceUnavailable
 from proxy.executor import PHASE_HEADERS, Executor
 from proxy.phase_cache import PhaseCache
@@ -24,9 +25,11 @@ from telemetry.logs import REQUEST_SCOPE
 
 log = logging.getLogger("cutover.proxy")
 
-# Set by `proxy.server.TargetRecordingProtocol`: the request target exactly as sent (uvicorn's scope
+# Set by `proxy.edge.EdgeProtocol`: the request target exactly as sent (uvicorn's scope
 # only carries the parsed path, which hides an absolute-form target).
 REQUEST_TARGET_EXTENSION = "cutover.request_target"
+# `Connection` values that list no field: most requests' only one, not worth parsing.
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
 
 
 class DataPlane:
@@ -45,6 +48,7 @@ class DataPlane:
         self._executor = executor
         self._gate = gate
         self._tenant_header = tenant_header.lower().encode("latin-1")
+        self._tenant_header_name = tenant_header
         self._max_body_bytes = max_body_bytes
         # None when tracing and metrics are both off: then no request pays for telemetry at all.
         self._telemetry = telemetry if telemetry is not None and telemetry.enabled else None
@@ -83,9 +87,18 @@ class DataPlane:
             declared_length: int | None = None
             for name, value in scope["headers"]:
                 if name == self._tenant_header:
+                    if tenant_value is not None:
+                        raise self._tenant_refused("is given more than once: a request names one tenant")
                     tenant_value = value.decode("latin-1")
                 elif name == b"content-length":
                     declared_length = _content_length(value)
+                elif (
+                    name == b"connection"
+                    and value.lower() not in _PLAIN_CONNECTION
+                    and self._tenant_header in listed_fields(value)
+                ):
+                    # Hop-by-hop for this message: the backend would get the request without its tenant.
+                    raise self._tenant_refused("is listed in Connection: it cannot be hop-by-hop")
             facts = classify(scope["method"], tenant_value)
             if exchange is not None:
                 exchange.tenant = facts.tenant
@@ -151,6 +164,9 @@ class DataPlane:
         finally:
             if gated is not None:
                 self._gate.exit(gated)
+
+    def _tenant_refused(self, why: str) -> BadRequest:
+        return BadRequest(f"{self._tenant_header_name} {why}", code="invalid_tenant")
 
 
 def _answered_by_proxy(exchange: Exchange | None, status: int) -> None:

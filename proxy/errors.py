@@ -2,7 +2,9 @@
 
 ProxyError
 ├── BadRequest             400  bad_request / invalid_tenant / invalid_target / sql_* (SQL endpoints)
+├── RequestTimeout         408  request_timeout  (head or body too slow; the connection is closed)
 ├── PayloadTooLarge        413  body_too_large
+├── HeaderFieldsTooLarge   431  header_too_large  (the connection is closed)
 ├── Unprocessable          422  sql_refused / sql_mixed_tables / sql_ddl_refused / sql_untranspilable
 ├── BackendError           502 / 504  backend_unreachable / backend_bad_response / backend_timeout
 ├── ServiceUnavailable     503  not_ready / fallback_unsafe / buffer_full / buffer_unavailable (Retry-After)
@@ -40,6 +42,16 @@ class ProxyError(Exception):
 class BadRequest(ProxyError):
     status = 400
     code = "bad_request"
+
+
+class RequestTimeout(ProxyError):
+    status = 408
+    code = "request_timeout"
+
+
+class HeaderFieldsTooLarge(ProxyError):
+    status = 431
+    code = "header_too_large"
 
 
 class Unprocessable(ProxyError):

@@ -16,32 +16,20 @@ import signal
 import socket
 from collections.abc import Generator
 from contextlib import contextmanager, suppress
-from typing import Any, cast
+from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from buffer_worker.spool_check import check_spool, spool_file
 from config.settings import ListenAddress, Settings
 from proxy.admin import create_admin_app
-from proxy.app import REQUEST_TARGET_EXTENSION
+from proxy.edge import edge_protocol
 from proxy.runtime import Runtime
 from telemetry.logs import configure_logging
 from telemetry.process import run_async, settle_heap
 
 log = logging.getLogger("cutover.server")
 _SHUTDOWN_GRACE_S = 10
-
-
-class TargetRecordingProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, plus the raw request target when it is not origin-form, so the data
-    plane can refuse absolute-form (`GET http://host/x`) requests that uvicorn would silently rewrite."""
-
-    def on_headers_complete(self) -> None:
-        if not self.url.startswith(b"/"):
-            extensions = cast(dict[str, Any], self.scope).setdefault("extensions", {})
-            extensions[REQUEST_TARGET_EXTENSION] = bytes(self.url)
-        super().on_headers_complete()
 
 
 class _Server(uvicorn.Server):
@@ -70,7 +58,8 @@ def bind_socket(address: ListenAddress, *, reuse_port: bool) -> socket.socket:
 def _uvicorn_config(app: Any, settings: Settings, *, data_plane: bool) -> uvicorn.Config:
     return uvicorn.Config(
         app,
-        http=TargetRecordingProtocol if data_plane else "httptools",
+        # Both servers: the admin API shares the process (and its descriptors) with the data plane.
+        http=edge_protocol(settings.limits),
         loop="none",
         lifespan="off",
         access_log=settings.access_log,

@@ -23,9 +23,13 @@ class InvalidTenantError(ValueError):
     def __init__(self, value: str) -> None:
         self.value = value
         shown = value if len(value) <= 40 else value[:40] + "…"
-        super().__init__(
-            f"tenant id {shown!r} must be 1-128 characters of [A-Za-z0-9._:-], other than '.' and '..'"
-        )
+        rule = "must be 1-128 characters of [A-Za-z0-9._:-], other than '.' and '..'"
+        if "," in value:  # repeated fields arrive joined when a proxy in front merged them (RFC 9110 §5.3)
+            super().__init__(
+                f"tenant header {shown!r} names several tenants: a request names one; a tenant id {rule}"
+            )
+        else:
+            super().__init__(f"tenant id {shown!r} {rule}")
 
 
 def validate_tenant(value: str) -> str:
