@@ -30,7 +30,7 @@ from proxy.compare import Observation, lift_observation
 from proxy.divergence.analysis import analyse
 from proxy.divergence.mask import Masker
 from proxy.divergence.noise import NoiseLearner
-from proxy.divergence.rules import Ruleset
+from proxy.divergence.rules import Ruleset, auto_resource
 from proxy.divergence.sample import build_sample
 from proxy.divergence.tally import Outcome, Tally, write_tally
 from proxy.divergences import DivergenceRecorder
@@ -89,20 +89,26 @@ class ShadowComparer:
             return await self._run(job)
         upstream = self._upstreams[job.shadow_side]
         request = job.request
+        path = request.raw_path
+        route = self._ruleset.route(path)
+        attributes: dict[str, str | int] = {
+            "http.request.method": request.method,
+            "server.address": upstream.host,
+            "server.port": upstream.port,
+            "url.full": upstream.display + path,
+            "cutover.backend": upstream.name,
+            "cutover.role": "shadow",
+            "cutover.phase": job.phase.value,
+            "cutover.tenant": request.mirror_tenant,
+        }
+        if route is not None:
+            attributes["url.template"] = route
+        name = route if route is not None else auto_resource([p for p in path.split("/") if p])
         span = self._tracer.start_span(
-            request.method,
+            f"cutover {request.method} {name}",
             kind=SpanKind.CLIENT,
             links=[Link(linked)],
-            attributes={
-                "http.request.method": request.method,
-                "server.address": upstream.host,
-                "server.port": upstream.port,
-                "url.full": upstream.display + request.raw_path,
-                "cutover.backend": upstream.name,
-                "cutover.role": "shadow",
-                "cutover.phase": job.phase.value,
-                "cutover.tenant": request.mirror_tenant,
-            },
+            attributes=attributes,
         )
         try:
             verdict = await self._run(job)

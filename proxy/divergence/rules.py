@@ -73,6 +73,7 @@ class Ruleset:
             (_Pattern.parse(r.resource), r.name or r.resource, compile_rules(merge(policy.defaults, r)))
             for r in policy.resources
         ]
+        self._routes = [(_Pattern.parse(r.resource), r.resource) for r in policy.resources]
         names = {*policy.defaults.headers, *(h for r in policy.resources for h in r.headers)}
         self.keep_headers = frozenset(names) | BODY_HEADERS
         self._mask_query = frozenset(policy.mask_query)
@@ -84,6 +85,15 @@ class Ruleset:
             if pattern.matches(parts):
                 return name, rules
         return auto_resource(parts), self.default
+
+    def route(self, raw_path: str) -> str | None:
+        """The pattern of the first resource a request path matches (its spans' `http.route`), or None.
+        The pattern, not the resource's display name: a route is a path template."""
+        parts = [p for p in raw_path.split("/") if p]
+        for pattern, text in self._routes:
+            if pattern.matches(parts):
+                return text
+        return None
 
     @property
     def mask_query(self) -> frozenset[str]:
