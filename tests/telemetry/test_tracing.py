@@ -380,23 +380,42 @@ async def test_shadow_calls_are_recorded_exactly_when_their_request_is(
 
 
 # -- an unreachable collector ------------------------------------------------------------------------------
+@dataclass
+class Unreachable:
+    url: str
+    sock: socket.socket | None  # the blackhole's listening socket
+
+    def contacted(self) -> bool:
+        """Whether the exporter connected: a blackhole's connections wait in its backlog."""
+        assert self.sock is not None
+        self.sock.setblocking(False)
+        try:
+            conn, _ = self.sock.accept()
+        except BlockingIOError:
+            return False
+        conn.close()
+        return True
+
+
 @contextmanager
-def unreachable_collector(kind: str) -> Iterator[str]:
+def unreachable_collector(kind: str) -> Iterator[Unreachable]:
     """`blackhole`: a socket that listens (the kernel completes connections into its backlog) and never
     answers; `closed`: a port nothing listens on (connections are refused)."""
     if kind == "closed":
-        yield f"http://127.0.0.1:{closed_port()}"
+        yield Unreachable(f"http://127.0.0.1:{closed_port()}", None)
         return
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen(64)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        yield Unreachable(f"http://127.0.0.1:{sock.getsockname()[1]}", sock)
 
 
 @pytest.mark.parametrize("kind", ["blackhole", "closed"])
-def test_shutdown_does_not_wait_on_an_unreachable_collector(kind: str) -> None:
-    with unreachable_collector(kind) as endpoint:
-        settings = TelemetrySettings(otlp_endpoint=endpoint, trace_sample_rate=1.0)
+def test_shutdown_does_not_wait_on_an_unreachable_collector(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with unreachable_collector(kind) as collector:
+        settings = TelemetrySettings(otlp_endpoint=collector.url, trace_sample_rate=1.0)
         provider = build_tracer_provider(settings, component="worker")
         assert provider is not None
         tracer = provider.get_tracer("test")
@@ -405,5 +424,9 @@ def test_shutdown_does_not_wait_on_an_unreachable_collector(kind: str) -> None:
         started = time.monotonic()
         provider.shutdown()
         took = time.monotonic() - started
+        if kind == "blackhole":
+            assert collector.contacted(), "nothing was exported: the test proved nothing"
+        else:
+            assert "exporting spans" in caplog.text, "nothing was exported: the test proved nothing"
     # Bounded at 1 s; 3 s leaves room for a loaded machine. Without the bound: the exporter's 10 s.
     assert took < 3.0, f"shutdown waited {took:.1f} s on an unreachable collector"
