@@ -156,7 +156,9 @@ async def test_backend_failure_marks_both_spans(make_proxy: ProxyFactory) -> Non
     [client] = by_kind(spans, SpanKind.CLIENT)
     assert server.status.status_code is StatusCode.ERROR
     assert dict(server.attributes or {})["cutover.decision"] == "bad_gateway"
-    assert dict(server.attributes or {})["cutover.served_by"] == "proxy"
+    # The answer names the backend that failed; so does the span.
+    assert response.headers["x-cutover-served-by"] == "old"
+    assert dict(server.attributes or {})["cutover.served_by"] == "old"
     assert client.status.status_code is StatusCode.ERROR
     assert dict(client.attributes or {})["error.type"] == "connect_error"
 
