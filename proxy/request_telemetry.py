@@ -61,12 +61,13 @@ _STATUS_CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 _ERROR = Status(StatusCode.ERROR)
 _UNSET = Status(StatusCode.UNSET)
 _TRACE_ID_LOW = (1 << 64) - 1  # the bits the SDK's TraceIdRatioBased sampler decides by
-# A request path → the configured resource pattern it matches, or None.
-RouteOf = Callable[[str], str | None]
+# A request path → (the configured resource pattern it matches, or None; the route spans are named by).
+RouteOf = Callable[[str], tuple[str | None, str]]
+_ROUTE_KEY = "cutover.route"  # a recorded request's route, kept in its scope for its second span
 
 
-def _no_route(_path: str) -> str | None:
-    return None
+def _no_route(path: str) -> tuple[str | None, str]:
+    return None, auto_resource([p for p in path.split("/") if p])
 
 
 @dataclass(slots=True)
@@ -184,8 +185,7 @@ class RequestTelemetry:
         assert scope is not None  # kept by `begin` for every recorded request
         method = scope["method"]
         known = method in _KNOWN_METHODS
-        raw_path = scope.get("raw_path")
-        route, name = self._route_of(raw_path.decode("latin-1") if raw_path else scope["path"])
+        route, name = self._route_of(exchange)
         attributes: dict[str, str | int] = {
             "http.request.method": method if known else "_OTHER",
             "url.path": scope["path"],
@@ -298,7 +298,7 @@ class RequestTelemetry:
     ) -> None:
         assert self._spans is not None
         known = method in _KNOWN_METHODS
-        route, name = self._route_of(path)
+        route, name = self._route_of(exchange)
         attributes: dict[str, str | int] = {
             "http.request.method": method if known else "_OTHER",
             "server.address": upstream.host,
@@ -329,11 +329,16 @@ class RequestTelemetry:
             parse_tracestate(exchange.tracestate),
         )
 
-    def _route_of(self, raw_path: str) -> tuple[str | None, str]:
-        """(the configured route, if any; the route a span is named by). Recorded spans only."""
-        path = raw_path.partition("?")[0]
-        route = self._route(path)
-        return route, route if route is not None else auto_resource([p for p in path.split("/") if p])
+    def _route_of(self, exchange: Exchange) -> tuple[str | None, str]:
+        """(the configured route, if any; the route spans are named by) of a recorded request: found once
+        and kept in its scope, for its client spans and its server span."""
+        scope = exchange.scope
+        assert scope is not None  # kept by `begin` for every recorded request
+        found: tuple[str | None, str] | None = scope.get(_ROUTE_KEY)
+        if found is None:
+            raw_path = scope.get("raw_path")
+            found = scope[_ROUTE_KEY] = self._route(raw_path.decode("latin-1") if raw_path else scope["path"])
+        return found
 
     def shutdown(self) -> None:
         if self.tracer_provider is not None:

@@ -99,8 +99,8 @@ class ShadowRunner:
     def policy(self) -> DivergencePolicy:
         return self._policy
 
-    def route(self, raw_path: str) -> str | None:
-        """The resource pattern of the policy in force that `raw_path` matches (spans are named by it)."""
+    def route(self, raw_path: str) -> tuple[str | None, str]:
+        """The route of `raw_path` under the policy in force (`Ruleset.route`): spans are named by it."""
         return self._ruleset.route(raw_path)
 
     def _apply_policy(self, policy: DivergencePolicy) -> None:

@@ -30,7 +30,7 @@ from proxy.compare import Observation, lift_observation
 from proxy.divergence.analysis import analyse
 from proxy.divergence.mask import Masker
 from proxy.divergence.noise import NoiseLearner
-from proxy.divergence.rules import Ruleset, auto_resource
+from proxy.divergence.rules import Ruleset
 from proxy.divergence.sample import build_sample
 from proxy.divergence.tally import Outcome, Tally, write_tally
 from proxy.divergences import DivergenceRecorder
@@ -90,7 +90,7 @@ class ShadowComparer:
         upstream = self._upstreams[job.shadow_side]
         request = job.request
         path = request.raw_path
-        route = self._ruleset.route(path)
+        route, name = self._ruleset.route(path)
         attributes: dict[str, str | int] = {
             "http.request.method": request.method,
             "server.address": upstream.host,
@@ -103,7 +103,6 @@ class ShadowComparer:
         }
         if route is not None:
             attributes["url.template"] = route
-        name = route if route is not None else auto_resource([p for p in path.split("/") if p])
         span = self._tracer.start_span(
             f"cutover {request.method} {name}",
             kind=SpanKind.CLIENT,

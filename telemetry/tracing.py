@@ -111,17 +111,27 @@ def build_tracer_provider(
     return provider
 
 
+class _HashedOnceResource(Resource):
+    """A `Resource` whose hash is computed once. The OTLP encoder groups the spans of a batch by
+    resource, hashing it for every span, and the SDK's hash dumps all attributes as JSON each time: ~4 µs
+    per exported span with a handful of attributes. A resource never changes once built."""
+
+    def __init__(self, attributes: dict[str, str]) -> None:
+        super().__init__(attributes)
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
 def resource_of(settings: TelemetrySettings, component: str) -> Resource:
     """The resource of every span of one process: `resource_attributes`, then what cutover sets."""
-    return Resource(
+    return _HashedOnceResource(
         {
             **settings.resource_attributes,
             "service.name": settings.service_name,
             "service.version": cutover_version(),
             "cutover.component": component,
-            "telemetry.sdk.language": "python",
-            "telemetry.sdk.name": "opentelemetry",
-            "telemetry.sdk.version": version("opentelemetry-sdk"),
         }
     )
 

@@ -86,14 +86,15 @@ class Ruleset:
                 return name, rules
         return auto_resource(parts), self.default
 
-    def route(self, raw_path: str) -> str | None:
-        """The pattern of the first resource a request path matches (its spans' `http.route`), or None.
-        The pattern, not the resource's display name: a route is a path template."""
+    def route(self, raw_path: str) -> tuple[str | None, str]:
+        """(the pattern of the first resource a request path matches, or None; the route its spans are
+        named by: that pattern, else the automatic name). The pattern, not the resource's display name:
+        a route is a path template (`http.route`)."""
         parts = [p for p in raw_path.split("/") if p]
         for pattern, text in self._routes:
             if pattern.matches(parts):
-                return text
-        return None
+                return text, text
+        return None, auto_resource(parts)
 
     @property
     def mask_query(self) -> frozenset[str]:
