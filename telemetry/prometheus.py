@@ -147,6 +147,10 @@ class MetricsExposition:
             exemplar_filter=AlwaysOffExemplarFilter(),
             shutdown_on_exit=False,
         )
+        # The SDK turns itself into a no-op when OTEL_SDK_DISABLED=true is in the environment, read here,
+        # after start. `/metrics` is cutover's own interface, switched by `telemetry.metrics`; the
+        # variable turns tracing off (config/otel_env.py), not this.
+        self._provider._disabled = False
         self.meter: Meter = self._provider.get_meter("cutover")
 
     def counter(self, name: str, description: str, read: Callback, *, unit: str = "") -> None:
