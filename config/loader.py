@@ -1,6 +1,7 @@
 """Build `Settings` from one YAML file plus `CUTOVER_*` environment overrides.
 
-Order of precedence (later wins): model defaults < YAML file < environment.
+Order of precedence (later wins): model defaults < YAML file < environment. Within the environment,
+the standard `OTEL_*` variables (`config.otel_env`) come before `CUTOVER_TELEMETRY__*`.
 - `CUTOVER_BACKENDS__NEW__URL=...` sets `backends.new.url` (`__` nests, names are case-insensitive).
 - Any key may instead be given as `<key>_file: PATH` (or `CUTOVER_<KEY>_FILE`); the file's content,
   stripped, becomes the value. This is how secrets come from mounted files.
@@ -46,14 +47,24 @@ def load_settings(
     """Load, merge and validate; raise `ConfigError` naming every bad key."""
     from pydantic import ValidationError
 
+    from config.otel_env import OtelEnvironment
     from config.settings import Settings
 
     env = os.environ if environ is None else environ
     if path is None:
         path = env.get("CUTOVER_CONFIG") or None
     raw: dict[str, Any] = _read_yaml(Path(path)) if path is not None else {}
+    otel = OtelEnvironment(env)
+    if otel.problems:
+        raise ConfigError(otel.problems)
+    _merge(raw, otel.overlay)
     overlay, sources = _environment_overlay(env)
     _merge(raw, overlay)
+    sources = {**otel.sources, **sources}
+    if otel.sdk_disabled:
+        telemetry = raw.get("telemetry")
+        raw["telemetry"] = {**(telemetry if isinstance(telemetry, dict) else {}), "tracing": False}
+        sources["telemetry.tracing"] = "OTEL_SDK_DISABLED"
     raw = _resolve_files(raw, prefix="")
     try:
         return Settings.model_validate(raw)

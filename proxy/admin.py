@@ -37,6 +37,7 @@ from proxy.divergences import list_divergences
 from proxy.metrics_api import register_metrics
 from proxy.phase_moves import ApplierMissingError, move_phase
 from proxy.phase_store import VersionConflictError
+from proxy.readiness import Readiness, readiness
 from proxy.runtime import Runtime
 from proxy.status_page import create_status_router
 from proxy.tenant_listing import list_tenants
@@ -89,18 +90,7 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
         cache = runtime.cache
         buffer = runtime.sink.status()
         refusal = runtime.sink.refusal()
-        # Not ready: requests would be refused (no phases yet, or mirroring writes that the buffer could
-        # not take). Degraded: served, but something a failure could soon need is missing.
-        if not cache.loaded or refusal is not None:
-            status = "not_ready"
-        elif (
-            not cache.connected
-            or buffer.get("redis_reachable") is False
-            or buffer.get("spool_writable") is False
-        ):
-            status = "degraded"
-        else:
-            status = "ready"
+        status = readiness(cache, runtime.sink)  # the rule `cutover_ready` reports too
         body: dict[str, Any] = {
             "status": status,
             "phases_loaded": cache.loaded,
@@ -112,7 +102,7 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
             "buffer": buffer,
             "buffer_refusal": None if refusal is None else {"error": refusal.code, "detail": refusal.detail},
         }
-        return JSONResponse(body, status_code=503 if status == "not_ready" else 200)
+        return JSONResponse(body, status_code=503 if status is Readiness.NOT_READY else 200)
 
     @app.get("/stats")
     async def stats(_who: Reader) -> dict[str, Any]:

@@ -145,7 +145,7 @@ class DataPlane:
             )
             await self._executor.run(plan, request, send, exchange)
         except ProxyError as exc:
-            _answered_by_proxy(exchange, exc.status)
+            _answered_by_proxy(exchange, exc.status, _served_by(exc))
             await _send_error(send, exc, phase_header)
         except (InvalidTenantError, InvalidTargetError) as exc:
             _answered_by_proxy(exchange, BadRequest.status)
@@ -169,11 +169,17 @@ class DataPlane:
         return BadRequest(f"{self._tenant_header_name} {why}", code="invalid_tenant")
 
 
-def _answered_by_proxy(exchange: Exchange | None, status: int) -> None:
+def _served_by(error: ProxyError) -> str:
+    """Who an error answer names in `X-Cutover-Served-By` (and in metrics): the backend that failed for
+    a 502/504, else the proxy."""
+    return getattr(error, "backend", "proxy")
+
+
+def _answered_by_proxy(exchange: Exchange | None, status: int, served_by: str = "proxy") -> None:
     """An error answer is the proxy's own; keep the executor's decision when it made one (a backend
     failure, an unsafe fallback), else the proxy refused the request by itself."""
     if exchange is not None:
-        exchange.served_by = "proxy"
+        exchange.served_by = served_by
         exchange.status = status
         if exchange.decision == "respond":  # the backend answered, then buffering the write failed
             exchange.decision = REJECTED
@@ -190,7 +196,7 @@ async def _send_error(send: Send, error: ProxyError, phase: bytes | None) -> Non
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
-        (b"x-cutover-served-by", getattr(error, "backend", "proxy").encode()),
+        (b"x-cutover-served-by", _served_by(error).encode()),
         *error.headers(),
     ]
     if phase is not None:

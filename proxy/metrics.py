@@ -7,32 +7,53 @@ phase-change counts from PostgreSQL, read once per scrape before the collection 
 callbacks are synchronous). A store that does not answer leaves its metrics out of that scrape and sets
 its `cutover_*_up` gauge to 0; nothing stale is reported as current.
 
-Hook for shadow outcomes the data plane does not count itself (the divergence engine's `noise`, or a
-refined `divergent`): put a reader in `runtime.telemetry.shadow_counters[name]`; it replaces the built-in
-count of that name (compared, equal, divergent, failed, noise, skipped, unsampled, errors).
+Two kinds of series:
+- this process's own (requests, latencies, shadow outcomes, spool, readiness): summed over replicas;
+- fleet-wide (`scope="fleet"`): the same value from every proxy, because it is read from shared state
+  (tenants per phase, phase changes, buffer depth, lag and dead letters, worker totals). Summed over
+  replicas they would count N times, so they carry `scope="fleet"` and are aggregated with `max`. Their
+  `tenant` labels follow `telemetry.tenant_labels` only (not the per-process top-N promotion), so that
+  every proxy reports the very same series.
+Every proxy exports both (no election: a fleet series stays as long as any proxy is scraped).
+
+Shadow outcomes are one counter, `cutover_shadow_reads_total{outcome}`, with exclusive outcomes that sum
+to the reads considered: equal, noise, divergent, failed (the shadow side errored or timed out), error
+(the comparison machinery failed), skipped (no budget), unsampled. Hook for outcomes the data plane does
+not count itself (the divergence engine's `noise`, or a refined `divergent`): put a reader in
+`runtime.telemetry.shadow_counters[outcome]`; it replaces the built-in count of that outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import platform
 from collections.abc import Iterable
+from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from redis.exceptions import RedisError
 
+from proxy.readiness import Readiness, readiness
 from routing.phases import Phase
 from telemetry.labels import OTHER
 from telemetry.prometheus import MetricsExposition
+from telemetry.tracing import cutover_version
 
 if TYPE_CHECKING:
     from proxy.runtime import Runtime
 
 log = logging.getLogger("cutover.metrics")
 _STORE_TIMEOUT_S = 3.0
-SHADOW_OUTCOMES = ("compared", "equal", "divergent", "failed", "noise", "skipped", "unsampled", "errors")
+SHADOW_OUTCOMES = ("equal", "noise", "divergent", "failed", "error", "skipped", "unsampled")
+FLEET = {"scope": "fleet"}
 Points = Iterable[tuple[float, dict[str, str]]]
+
+
+def fleet(points: Points) -> Points:
+    """The same points, labelled as fleet-wide (see the module docstring)."""
+    return [(value, {**labels, **FLEET}) for value, labels in points]
 
 
 class ProxyMetrics:
@@ -43,18 +64,37 @@ class ProxyMetrics:
         self._phase_changes: list[tuple[Phase, bool, int]] | None = None
         exposition = MetricsExposition(runtime.settings.telemetry.service_name)
         self._exposition = exposition
+        # Fleet-wide series name only configured tenants: the same set on every proxy.
+        self._configured = frozenset(runtime.settings.telemetry.tenant_labels)
+        self._process(exposition)
         self._requests(exposition)
         self._phases(exposition)
         self._shadow(exposition)
         self._buffer_metrics(exposition)
 
-    async def render(self) -> bytes:
+    async def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The exposition in the format `accept` asks for (OpenMetrics or Prometheus text), and its type."""
         await asyncio.gather(self._refresh_buffer(), self._refresh_phase_changes())
         self._telemetry.labels.promote()
-        return self._exposition.render()
+        return self._exposition.render(accept)
 
     def close(self) -> None:
         self._exposition.shutdown()
+
+    # -- the process ----------------------------------------------------------------------------------
+    def _process(self, e: MetricsExposition) -> None:
+        build = {
+            "version": cutover_version(),
+            "python": platform.python_version(),
+            "opentelemetry": version("opentelemetry-sdk"),
+        }
+        e.gauge("cutover_build_info", "Always 1; the labels say what runs", lambda: [(1, build)])
+        runtime = self._runtime
+        e.gauge(
+            "cutover_ready",
+            "1 when this proxy process serves (as GET /readyz: phases loaded, buffer taking intents)",
+            lambda: [(int(readiness(runtime.cache, runtime.sink) is not Readiness.NOT_READY), {})],
+        )
 
     # -- per request ----------------------------------------------------------------------------------
     def _requests(self, e: MetricsExposition) -> None:
@@ -75,9 +115,9 @@ class ProxyMetrics:
         )
         e.histogram(
             "cutover_request_duration",
-            "Whole-request latency as the proxy saw it, by phase, kind and side that answered",
+            "Whole-request latency as the proxy saw it, by tenant, phase, kind and side that answered",
             telemetry.request_latency,
-            ("phase", "kind", "served_by"),
+            ("tenant", "phase", "kind", "served_by"),
             unit="s",
         )
         e.histogram(
@@ -107,12 +147,24 @@ class ProxyMetrics:
             counts = dict.fromkeys(Phase, 0)
             for phase, _version in cache.snapshot().values():
                 counts[phase] += 1
-            return [(n, {"phase": phase.value}) for phase, n in counts.items()]
+            return fleet((n, {"phase": phase.value}) for phase, n in counts.items())
 
         e.gauge(
             "cutover_tenants",
-            "Tenants with a phase row, by phase (as this proxy's cache holds them)",
+            "Tenants with a phase row, by phase (fleet-wide: aggregate with max)",
             tenants,
+        )
+
+        def tenant_phases() -> Points:
+            return fleet(
+                (1, {"tenant": tenant, "phase": cache.phase_of(tenant).value}) for tenant in self._configured
+            )
+
+        e.gauge(
+            "cutover_tenant_phase_info",
+            "1 for the phase of each tenant in telemetry.tenant_labels (fleet-wide; a phase change ends"
+            " one series and starts another, which dashboards show as an annotation)",
+            tenant_phases,
         )
 
         def staleness() -> Points:
@@ -131,14 +183,14 @@ class ProxyMetrics:
         def changes() -> Points:
             if self._phase_changes is None:
                 return []
-            return [
+            return fleet(
                 (n, {"to": phase.value, "trigger": "auto" if auto else "human"})
                 for phase, auto, n in self._phase_changes
-            ]
+            )
 
         e.counter(
             "cutover_phase_changes",
-            "Audited phase changes (all proxies), by target phase and trigger (human, auto)",
+            "Audited phase changes of all proxies, by target phase and trigger (human, auto); fleet-wide",
             changes,
         )
         e.gauge(
@@ -149,38 +201,30 @@ class ProxyMetrics:
 
     # -- shadow reads ---------------------------------------------------------------------------------
     def shadow_counts(self) -> dict[str, int]:
+        """Reads considered for shadowing, by exclusive outcome (`DataPlaneStats.shadow_divergent` counts
+        the failed ones too; here they are apart)."""
         stats = self._runtime.stats
         counts = {
-            "compared": stats.shadow_compared,
             "equal": stats.shadow_equal,
-            "divergent": stats.shadow_divergent,
-            "failed": stats.shadow_failed,
             "noise": stats.shadow_noise,
+            "divergent": stats.shadow_divergent - stats.shadow_failed,
+            "failed": stats.shadow_failed,
+            "error": stats.shadow_errors,
             "skipped": stats.shadow_skipped,
             "unsampled": stats.shadow_unsampled,
-            "errors": stats.shadow_errors,
         }
         for name, read in list(self._telemetry.shadow_counters.items()):
             counts[name] = read()
         return counts
 
     def _shadow(self, e: MetricsExposition) -> None:
-        descriptions = {
-            "compared": "Shadow reads compared with the served answer",
-            "equal": "Shadow reads whose answer equalled the served one",
-            "divergent": "Shadow reads whose answer differed (including shadow-side failures)",
-            "failed": "Shadow reads where the shadow side errored or timed out (counted as divergent too)",
-            "noise": "Shadow reads that differed only in fields learned or configured as noise",
-            "skipped": "Reads not shadowed for lack of budget (in-flight cap reached, shadow process down)",
-            "unsampled": "Reads not shadowed because the tenant's sample rate left them out",
-            "errors": "Shadow comparisons the machinery itself failed on",
-        }
-        for outcome in SHADOW_OUTCOMES:
-            e.counter(
-                f"cutover_shadow_{outcome}",
-                descriptions[outcome],
-                lambda outcome=outcome: [(self.shadow_counts().get(outcome, 0), {})],  # type: ignore[misc]
-            )
+        e.counter(
+            "cutover_shadow_reads",
+            "Reads considered for shadowing, by outcome: equal, noise (differed only in noise fields),"
+            " divergent, failed (the shadow side errored or timed out), error (the comparison itself"
+            " failed), skipped (no budget: in-flight cap, shadow process down), unsampled",
+            lambda: [(n, {"outcome": outcome}) for outcome, n in self.shadow_counts().items()],
+        )
         runtime = self._runtime
         e.gauge(
             "cutover_shadow_in_flight",
@@ -217,52 +261,63 @@ class ProxyMetrics:
             def read() -> Points:
                 if self._buffer is None:
                     return []
-                return [(p[field], {"partition": str(p["partition"])}) for p in self._buffer["partitions"]]
+                partitions = self._buffer["partitions"]
+                return fleet((p[field], {"partition": str(p["partition"])}) for p in partitions)
 
             return read
 
-        e.gauge("cutover_buffer_length", "Entries in each partition's stream", partition_gauge("length"))
+        e.gauge(
+            "cutover_buffer_length",
+            "Entries in each partition's stream (fleet-wide)",
+            partition_gauge("length"),
+        )
         e.gauge(
             "cutover_buffer_pending",
-            "Entries delivered to a worker and not yet acknowledged, per partition",
+            "Entries delivered to a worker and not yet acknowledged, per partition (fleet-wide)",
             partition_gauge("pending"),
         )
         e.gauge(
             "cutover_buffer_lag",
-            "Age of the oldest unapplied intent, per partition (0 when drained)",
+            "Age of the oldest unapplied intent, per partition (0 when drained; fleet-wide)",
             partition_gauge("lag_s"),
             unit="s",
         )
         e.gauge(
             "cutover_buffer_dead_letters",
-            "Dead-lettered intents, per partition",
+            "Dead-lettered intents, per partition (fleet-wide)",
             partition_gauge("dead_letters"),
         )
 
         def tenant_pending() -> Points:
             if self._buffer is None:
                 return []
-            labels = self._telemetry.labels.labelled
             folded: dict[tuple[str, str], int] = {}
             for (tenant, side), n in self._buffer["tenant_pending"].items():
-                key = (tenant if tenant in labels else OTHER, side)
+                key = (tenant if tenant in self._configured else OTHER, side)
                 folded[key] = folded.get(key, 0) + n
-            return [(n, {"tenant": tenant, "target": side}) for (tenant, side), n in folded.items()]
+            return fleet((n, {"tenant": tenant, "target": side}) for (tenant, side), n in folded.items())
 
         e.gauge(
             "cutover_buffer_tenant_pending",
-            "Intents appended and not yet applied, by tenant (labelled tenants, else other) and target side",
+            "Intents appended and not yet applied, by tenant (telemetry.tenant_labels, else other) and"
+            " target side (fleet-wide)",
             tenant_pending,
         )
 
         def worker_total(name: str) -> Any:
-            return lambda: [] if self._buffer is None else [(self._buffer["worker"].get(name, 0), {})]
+            return lambda: [] if self._buffer is None else fleet([(self._buffer["worker"].get(name, 0), {})])
 
-        e.counter("cutover_buffer_applied", "Intents applied by all workers", worker_total("applied"))
-        e.counter("cutover_buffer_retries", "Apply attempts retried by all workers", worker_total("retries"))
+        e.counter(
+            "cutover_buffer_applied", "Intents applied by all workers (fleet-wide)", worker_total("applied")
+        )
+        e.counter(
+            "cutover_buffer_retries",
+            "Apply attempts retried by all workers (fleet-wide)",
+            worker_total("retries"),
+        )
         e.counter(
             "cutover_buffer_dead_lettered",
-            "Intents moved to a dead-letter stream by all workers",
+            "Intents moved to a dead-letter stream by all workers (fleet-wide)",
             worker_total("dead_lettered"),
         )
         e.counter(

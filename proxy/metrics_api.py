@@ -1,4 +1,5 @@
-"""`GET /metrics` on the admin port: Prometheus text of the proxy's OpenTelemetry metrics.
+"""`GET /metrics` on the admin port: Prometheus text of the proxy's OpenTelemetry metrics, or OpenMetrics
+for a scraper that asks for it (`Accept: application/openmetrics-text`, as Prometheus itself does).
 
 Authentication follows `telemetry.metrics_auth`: `read` (the default) wants any admin token as a
 Bearer token, as Prometheus sends with `authorization: {credentials: ...}` in its scrape config; `none`
@@ -14,7 +15,7 @@ from fastapi.responses import JSONResponse
 
 from proxy.admin_auth import TokenAuthenticator
 from proxy.metrics import ProxyMetrics
-from telemetry.prometheus import CONTENT_TYPE
+from telemetry.prometheus import CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE
 
 if TYPE_CHECKING:
     from proxy.runtime import Runtime
@@ -29,13 +30,15 @@ def register_metrics(app: FastAPI, runtime: Runtime) -> None:
         "/metrics",
         response_class=Response,
         responses={
-            200: {"content": {CONTENT_TYPE: {}}},
+            200: {"content": {CONTENT_TYPE: {}, OPENMETRICS_CONTENT_TYPE: {}}},
             401: {"description": "no valid token (unless `telemetry.metrics_auth: none`)"},
             404: {"description": "`telemetry.metrics` is off (`metrics_disabled`)"},
         },
     )
     async def prometheus_metrics(
-        _request: Request, authorization: Annotated[str | None, Header()] = None
+        _request: Request,
+        authorization: Annotated[str | None, Header()] = None,
+        accept: Annotated[str | None, Header()] = None,
     ) -> Response:
         if settings.metrics_auth == "read" and authenticator.authenticate(authorization) is None:
             return JSONResponse(
@@ -51,4 +54,5 @@ def register_metrics(app: FastAPI, runtime: Runtime) -> None:
                 {"error": "metrics_disabled", "detail": "telemetry.metrics is off in this proxy's settings"},
                 status_code=404,
             )
-        return Response(await metrics.render(), media_type=CONTENT_TYPE)
+        body, content_type = await metrics.render(accept)
+        return Response(body, media_type=content_type)

@@ -15,7 +15,11 @@ A request that arrives with a valid `traceparent` continues that trace, sampled 
 decided; an unsampled one is still propagated (with flags 00) and recorded nowhere.
 
 HTTP attributes follow the current semantic conventions (`http.request.method`, `url.path`,
-`http.response.status_code`, `server.address`, `error.type`); cutover's own are under `cutover.*`.
+`http.response.status_code`, `server.address`, `error.type`); cutover's own are under `cutover.*`. Span
+names are `cutover <METHOD> <route>`: the route is the resource pattern of the divergence policy that
+the path matches (also set as `http.route` on the server span and `url.template` on client spans), else
+the path's first segment and depth (`/items/*`, as divergence reports name it). A name never holds an
+id from the path, so span names stay few whatever clients send.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from backends.client import BackendClient
 from backends.errors import BackendFailure
 from config.telemetry import TelemetrySettings
+from proxy.divergence.rules import auto_resource
 from proxy.types import Scope
 from telemetry.labels import TenantLabels
 from telemetry.logs import TRACE_IDS_KEY
@@ -55,6 +60,14 @@ _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OP
 _STATUS_CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 _ERROR = Status(StatusCode.ERROR)
 _UNSET = Status(StatusCode.UNSET)
+_TRACE_ID_LOW = (1 << 64) - 1  # the bits the SDK's TraceIdRatioBased sampler decides by
+# A request path → (the configured resource pattern it matches, or None; the route spans are named by).
+RouteOf = Callable[[str], tuple[str | None, str]]
+_ROUTE_KEY = "cutover.route"  # a recorded request's route, kept in its scope for its second span
+
+
+def _no_route(path: str) -> tuple[str | None, str]:
+    return None, auto_resource([p for p in path.split("/") if p])
 
 
 @dataclass(slots=True)
@@ -85,15 +98,25 @@ class Exchange:
 
 
 class RequestTelemetry:
-    def __init__(self, settings: TelemetrySettings, tracer_provider: RecordingTracerProvider | None) -> None:
+    def __init__(
+        self,
+        settings: TelemetrySettings,
+        tracer_provider: RecordingTracerProvider | None,
+        *,
+        route: RouteOf = _no_route,
+    ) -> None:
         self.tracer_provider = tracer_provider
         self._spans = None if tracer_provider is None else SpanRecorder(tracer_provider, "cutover.proxy")
-        self._sample_rate = settings.trace_sample_rate
+        self._sample_rate = settings.root_sample_rate
+        self._follows_parent = settings.follows_parent
+        # As the SDK's TraceIdRatioBased: a trace is kept when its low 64 bits are below this bound.
+        self._bound = round(self._sample_rate * (_TRACE_ID_LOW + 1))
+        self._route = route
         self.metrics = settings.metrics
         self.enabled = self._spans is not None or self.metrics
         self.labels = TenantLabels(settings.tenant_labels, top_n=settings.tenant_top_n)
         self.requests: Counter[RequestKey] = Counter()
-        # (phase, kind, served_by) → whole-request latency as the proxy saw it.
+        # (tenant label, phase, kind, served_by) → whole-request latency as the proxy saw it.
         self.request_latency = FastHistogram(settings.latency_buckets_s)
         # (backend, role) → time to the backend's response head.
         self.backend_latency = FastHistogram(settings.latency_buckets_s)
@@ -114,15 +137,25 @@ class RequestTelemetry:
                 tracestate = value
         parent = None if traceparent is None else parse_traceparent(traceparent.decode("latin-1"))
         if parent is None:
-            # A new trace. Head sampling comes first: an unsampled request costs one random number.
-            if self._sample_rate < 1.0 and random.random() >= self._sample_rate:
-                return exchange
-            exchange.trace_id = new_trace_id()
+            if self._follows_parent:
+                # A new trace. Head sampling comes first: an unsampled request costs one random number.
+                if self._sample_rate < 1.0 and random.random() >= self._sample_rate:
+                    return exchange
+                exchange.trace_id = new_trace_id()
+            else:
+                # `traceidratio`: decided by the id, as the worker's SDK sampler decides the same trace.
+                trace_id = new_trace_id()
+                if trace_id & _TRACE_ID_LOW >= self._bound:
+                    return exchange
+                exchange.trace_id = trace_id
             exchange.flags = SAMPLED
         else:
-            # The caller's trace, recorded when the caller sampled it (as the SDK's ParentBased sampler).
             exchange.trace_id, exchange.parent_span_id, exchange.parent_flags = parent
-            exchange.flags = exchange.parent_flags & SAMPLED
+            if self._follows_parent:
+                # Recorded when the caller sampled it (as the SDK's ParentBased sampler).
+                exchange.flags = exchange.parent_flags & SAMPLED
+            else:
+                exchange.flags = SAMPLED if exchange.trace_id & _TRACE_ID_LOW < self._bound else 0
             if tracestate is not None:
                 exchange.tracestate = tracestate.decode("latin-1")
         exchange.span_id = new_span_id()
@@ -135,18 +168,12 @@ class RequestTelemetry:
 
     def finish(self, exchange: Exchange, error: BaseException | None = None) -> None:
         if self.metrics:
+            tenant = self.labels.label(exchange.tenant)
+            phase, kind, served_by = exchange.phase, exchange.kind, exchange.served_by
             status_class = _STATUS_CLASSES[min(exchange.status // 100, 5)]
-            key = (
-                self.labels.label(exchange.tenant),
-                exchange.phase,
-                exchange.kind,
-                exchange.decision,
-                exchange.served_by,
-                status_class,
-            )
-            self.requests[key] += 1
+            self.requests[(tenant, phase, kind, exchange.decision, served_by, status_class)] += 1
             self.request_latency.record(
-                (exchange.phase, exchange.kind, exchange.served_by), time.perf_counter() - exchange.started
+                (tenant, phase, kind, served_by), time.perf_counter() - exchange.started
             )
         if exchange.flags and self._spans is not None:
             self._record_server_span(exchange, self._spans, error)
@@ -158,6 +185,7 @@ class RequestTelemetry:
         assert scope is not None  # kept by `begin` for every recorded request
         method = scope["method"]
         known = method in _KNOWN_METHODS
+        route, name = self._route_of(exchange)
         attributes: dict[str, str | int] = {
             "http.request.method": method if known else "_OTHER",
             "url.path": scope["path"],
@@ -168,6 +196,8 @@ class RequestTelemetry:
             "cutover.decision": str(exchange.decision),
             "cutover.served_by": str(exchange.served_by),
         }
+        if route is not None:
+            attributes["http.route"] = route
         client = scope.get("client")
         if client:
             attributes["client.address"] = client[0]
@@ -188,7 +218,7 @@ class RequestTelemetry:
                 exchange.trace_id, exchange.parent_span_id, True, TraceFlags(exchange.parent_flags)
             )
         spans.record(
-            method if known else "HTTP",
+            f"cutover {method if known else 'HTTP'} {name}",
             SpanKind.SERVER,
             exchange.trace_id,
             exchange.span_id,
@@ -268,6 +298,7 @@ class RequestTelemetry:
     ) -> None:
         assert self._spans is not None
         known = method in _KNOWN_METHODS
+        route, name = self._route_of(exchange)
         attributes: dict[str, str | int] = {
             "http.request.method": method if known else "_OTHER",
             "server.address": upstream.host,
@@ -277,6 +308,8 @@ class RequestTelemetry:
             "cutover.backend": upstream.name,
             "cutover.role": role,
         }
+        if route is not None:
+            attributes["url.template"] = route
         if status_code is not None:
             attributes["http.response.status_code"] = status_code
         status = _UNSET
@@ -284,7 +317,7 @@ class RequestTelemetry:
             attributes["error.type"] = error
             status = _ERROR if detail is None else Status(StatusCode.ERROR, detail)
         self._spans.record(
-            method if known else "HTTP",
+            f"cutover {method if known else 'HTTP'} {name}",
             SpanKind.CLIENT,
             exchange.trace_id,
             span_id,
@@ -295,6 +328,17 @@ class RequestTelemetry:
             status,
             parse_tracestate(exchange.tracestate),
         )
+
+    def _route_of(self, exchange: Exchange) -> tuple[str | None, str]:
+        """(the configured route, if any; the route spans are named by) of a recorded request: found once
+        and kept in its scope, for its client spans and its server span."""
+        scope = exchange.scope
+        assert scope is not None  # kept by `begin` for every recorded request
+        found: tuple[str | None, str] | None = scope.get(_ROUTE_KEY)
+        if found is None:
+            raw_path = scope.get("raw_path")
+            found = scope[_ROUTE_KEY] = self._route(raw_path.decode("latin-1") if raw_path else scope["path"])
+        return found
 
     def shutdown(self) -> None:
         if self.tracer_provider is not None:

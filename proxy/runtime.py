@@ -63,9 +63,11 @@ class Runtime:
         A phase store that cannot be reached is not fatal: the process starts not-ready and the cache
         keeps trying to connect."""
         stats = DataPlaneStats()
+        shadow = ShadowRunner(settings, stats)
         telemetry = RequestTelemetry(
             settings.telemetry,
             build_tracer_provider(settings.telemetry, component="proxy", roots_sampled_by_caller=True),
+            route=shadow.route,  # spans are named by the divergence policy's resources (reloadable)
         )
         dsn = settings.postgres_url.get_secret_value()
         redis_url = settings.redis_url.get_secret_value()
@@ -87,7 +89,6 @@ class Runtime:
             reconnect_interval_s=settings.phases.reconnect_interval_s,
         )
         upstreams = {side: BackendClient.of(settings, side) for side in Side}
-        shadow = ShadowRunner(settings, stats)
         inspector = BufferInspector(
             aioredis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2),
             prefix=buffer.key_prefix,

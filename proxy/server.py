@@ -102,11 +102,23 @@ async def run_process(settings: Settings, *, index: int, reuse_port: bool) -> No
         loop.add_signal_handler(sig, _stop)
     loop.add_signal_handler(signal.SIGHUP, runtime.shadow.handle_sighup)  # re-read divergence.policy_file
     settle_heap()
-    log.info("proxy process %d serving data plane on %s", index, settings.listen)
+    # The one start line (uvicorn's own are filtered out: with two servers each came twice).
+    addresses = {"data_plane": str(settings.listen), "pid": os.getpid()}
+    if index == 0:
+        addresses["admin"] = str(settings.admin.listen)
+        log.info(
+            "proxy process 0 serving: data plane on %s, admin API on %s",
+            settings.listen,
+            settings.admin.listen,
+            extra=addresses,
+        )
+    else:
+        log.info("proxy process %d serving: data plane on %s", index, settings.listen, extra=addresses)
     try:
         await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in servers))
     finally:
         await runtime.close()
+        log.info("proxy process %d stopped", index)
 
 
 def _process_main(settings: Settings, index: int, reuse_port: bool) -> None:

@@ -99,6 +99,10 @@ class ShadowRunner:
     def policy(self) -> DivergencePolicy:
         return self._policy
 
+    def route(self, raw_path: str) -> tuple[str | None, str]:
+        """The route of `raw_path` under the policy in force (`Ruleset.route`): spans are named by it."""
+        return self._ruleset.route(raw_path)
+
     def _apply_policy(self, policy: DivergencePolicy) -> None:
         self._policy = policy
         self._ruleset = Ruleset(policy)

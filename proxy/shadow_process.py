@@ -89,20 +89,25 @@ class ShadowComparer:
             return await self._run(job)
         upstream = self._upstreams[job.shadow_side]
         request = job.request
+        path = request.raw_path
+        route, name = self._ruleset.route(path)
+        attributes: dict[str, str | int] = {
+            "http.request.method": request.method,
+            "server.address": upstream.host,
+            "server.port": upstream.port,
+            "url.full": upstream.display + path,
+            "cutover.backend": upstream.name,
+            "cutover.role": "shadow",
+            "cutover.phase": job.phase.value,
+            "cutover.tenant": request.mirror_tenant,
+        }
+        if route is not None:
+            attributes["url.template"] = route
         span = self._tracer.start_span(
-            request.method,
+            f"cutover {request.method} {name}",
             kind=SpanKind.CLIENT,
             links=[Link(linked)],
-            attributes={
-                "http.request.method": request.method,
-                "server.address": upstream.host,
-                "server.port": upstream.port,
-                "url.full": upstream.display + request.raw_path,
-                "cutover.backend": upstream.name,
-                "cutover.role": "shadow",
-                "cutover.phase": job.phase.value,
-                "cutover.tenant": request.mirror_tenant,
-            },
+            attributes=attributes,
         )
         try:
             verdict = await self._run(job)

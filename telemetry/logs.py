@@ -56,8 +56,27 @@ _CREDENTIAL_PATTERNS = (
     ),
 )
 _AUTH_SCHEMES = frozenset({"bearer", "basic", "token", "apikey", "digest"})
-# Attributes every LogRecord has; anything else on a record came from `extra=` and is logged as a field.
-_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+# Attributes every LogRecord has; anything else on a record came from `extra=` and is logged as a field,
+# except uvicorn's `color_message` (the message again, with ANSI colour codes for a terminal).
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "color_message",
+}
+# uvicorn's own start and stop lines. A proxy process runs two uvicorn servers (data plane and admin
+# API), so each came twice, and neither names its address when handed a socket; cutover logs one line
+# naming both addresses instead (proxy.server). Templates, not rendered text: the pid varies.
+_UVICORN_LIFECYCLE = frozenset(
+    {
+        "Started server process [%d]",
+        "Finished server process [%d]",
+        "Waiting for application startup.",
+        "Application startup complete.",
+        "Waiting for application shutdown.",
+        "Application shutdown complete.",
+        "Shutting down",
+    }
+)
 
 
 def request_id(context: MutableMapping[str, Any]) -> str:
@@ -188,10 +207,15 @@ def secret_values(model: BaseModel) -> list[str]:
     return found
 
 
+def _not_uvicorn_lifecycle(record: logging.LogRecord) -> bool:
+    return not (record.name == "uvicorn.error" and record.msg in _UVICORN_LIFECYCLE)
+
+
 def configure_logging(settings: Settings, *, component: str) -> logging.Handler:
     """Route every logger (cutover's, uvicorn's, libraries') through one scrubbing handler on stderr."""
     scrubber = Scrubber(secret_values(settings), settings.telemetry.redact_fields)
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_not_uvicorn_lifecycle)
     formatter: logging.Formatter
     if settings.telemetry.log_format == "json":
         formatter = JsonFormatter(scrubber, component=component)

@@ -10,7 +10,10 @@ a proxied request per call. Instead the hot path bumps plain dicts (`collections
   SDK's own histogram data points and handed to the Prometheus translation with the rest.
 
 The Prometheus text itself is the `opentelemetry-exporter-prometheus` reader's, over a registry of our
-own (never the process-global one: several runtimes may share a test process).
+own (never the process-global one: several runtimes may share a test process). The same registry holds
+prometheus_client's process collector (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+`process_open_fds`, `process_start_time_seconds`, ...), and is rendered as OpenMetrics when the scraper
+asks for it (`Accept: application/openmetrics-text`), else as the Prometheus text format 0.0.4.
 """
 
 from __future__ import annotations
@@ -37,9 +40,11 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.exposition import choose_encoder
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 _SCOPE = InstrumentationScope("cutover")
 
 
@@ -133,6 +138,7 @@ class MetricsExposition:
 
     def __init__(self, service_name: str) -> None:
         self._registry = CollectorRegistry(auto_describe=False)
+        ProcessCollector(registry=self._registry)
         self._histograms: list[_HistogramExport] = []
         self._reader = _Reader(self._registry, self._histograms)
         self._provider = MeterProvider(
@@ -141,6 +147,10 @@ class MetricsExposition:
             exemplar_filter=AlwaysOffExemplarFilter(),
             shutdown_on_exit=False,
         )
+        # The SDK turns itself into a no-op when OTEL_SDK_DISABLED=true is in the environment, read here,
+        # after start. `/metrics` is cutover's own interface, switched by `telemetry.metrics`; the
+        # variable turns tracing off (config/otel_env.py), not this.
+        self._provider._disabled = False
         self.meter: Meter = self._provider.get_meter("cutover")
 
     def counter(self, name: str, description: str, read: Callback, *, unit: str = "") -> None:
@@ -155,8 +165,10 @@ class MetricsExposition:
     ) -> None:
         self._histograms.append(_HistogramExport(name, description, unit, histogram, tuple(label_names)))
 
-    def render(self) -> bytes:
-        return generate_latest(self._registry)
+    def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The exposition in the format `accept` asks for, and its content type."""
+        encode, content_type = choose_encoder(accept or "")
+        return encode(self._registry), content_type
 
     def shutdown(self) -> None:
         self._provider.shutdown()

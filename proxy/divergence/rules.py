@@ -73,6 +73,7 @@ class Ruleset:
             (_Pattern.parse(r.resource), r.name or r.resource, compile_rules(merge(policy.defaults, r)))
             for r in policy.resources
         ]
+        self._routes = [(_Pattern.parse(r.resource), r.resource) for r in policy.resources]
         names = {*policy.defaults.headers, *(h for r in policy.resources for h in r.headers)}
         self.keep_headers = frozenset(names) | BODY_HEADERS
         self._mask_query = frozenset(policy.mask_query)
@@ -84,6 +85,16 @@ class Ruleset:
             if pattern.matches(parts):
                 return name, rules
         return auto_resource(parts), self.default
+
+    def route(self, raw_path: str) -> tuple[str | None, str]:
+        """(the pattern of the first resource a request path matches, or None; the route its spans are
+        named by: that pattern, else the automatic name). The pattern, not the resource's display name:
+        a route is a path template (`http.route`)."""
+        parts = [p for p in raw_path.split("/") if p]
+        for pattern, text in self._routes:
+            if pattern.matches(parts):
+                return text, text
+        return None, auto_resource(parts)
 
     @property
     def mask_query(self) -> frozenset[str]:

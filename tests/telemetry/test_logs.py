@@ -178,3 +178,20 @@ def test_configured_fields_are_masked_and_settings_secrets_are_found() -> None:
     document = json.loads(formatter.format(record))
     assert document["customer_email"] == "***"
     assert "newsidetoken9" not in document["message"]
+
+
+def test_uvicorn_lifecycle_lines_and_colour_copies_stay_out(restore_logging: None) -> None:
+    """A proxy process runs two uvicorn servers: their start and stop lines would each come twice, with
+    an ANSI-coloured copy of the message as a field. cutover logs its own start line instead."""
+    settings = Settings.model_validate({"backends": {"old": {"url": "http://o"}, "new": {"url": "http://n"}}})
+    stream = capture(settings)
+    uvicorn = logging.getLogger("uvicorn.error")
+    for _server in ("data plane", "admin"):
+        uvicorn.info(
+            "Started server process [%d]", 42, extra={"color_message": "Started [\x1b[36m%d\x1b[0m]"}
+        )
+        uvicorn.info("Shutting down")
+    uvicorn.warning("Invalid HTTP request received.", extra={"color_message": "\x1b[33mInvalid\x1b[0m"})
+    found = lines(stream)
+    assert [line["message"] for line in found] == ["Invalid HTTP request received."]
+    assert "color_message" not in found[0]

@@ -4,24 +4,30 @@ through a real proxy (demo backends, PostgreSQL, Redis)."""
 from __future__ import annotations
 
 import asyncio
+import platform
+import time
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 
 from buffer_worker.intent import Intent
 from buffer_worker.keys import dead_letter_key, partition_of
 from buffer_worker.worker import Worker
-from proxy.metrics import SHADOW_OUTCOMES
+from proxy.metrics import FLEET, SHADOW_OUTCOMES
 from routing.phases import Phase, Side
+from telemetry.tracing import cutover_version
 from tests.conftest import (
     PARTITIONS,
     REDIS_URL,
     DemoBackend,
+    MemorySink,
     Proxy,
     ProxyBuilder,
     ProxyFactory,
     Tokens,
+    closed_port,
     wait_for,
 )
 from tests.telemetry.scraping import fresh_tenant, scrape, total, value
@@ -77,6 +83,8 @@ async def test_reads_are_counted_per_labelled_tenant_and_other(
         - total(before, "cutover_request_duration_seconds_count", **served)
         == 6
     )
+    # ...and per tenant label, for latency panels per tenant.
+    assert value(after, "cutover_request_duration_seconds_count", tenant=tenant, **served) == 3
     inf = value(after, "cutover_backend_request_duration_seconds_bucket", le="+Inf", **backend)
     assert inf == value(after, "cutover_backend_request_duration_seconds_count", **backend)
     assert value(after, "cutover_backend_request_duration_seconds_sum", **backend) > 0
@@ -129,18 +137,20 @@ async def test_mirrored_write_shows_in_buffer_and_phase_metrics(
         value(after, "cutover_intents_appended_total") - value(before, "cutover_intents_appended_total") == 1
     )
     # No worker runs in this test: the intent stays pending toward new.
-    assert value(after, "cutover_buffer_tenant_pending", tenant=tenant, target="new") == 1
+    assert value(after, "cutover_buffer_tenant_pending", tenant=tenant, target="new", **FLEET) == 1
     partition = str(partition_of(tenant, PARTITIONS))
-    assert value(after, "cutover_buffer_length", partition=partition) >= 1
-    assert value(after, "cutover_buffer_lag_seconds", partition=partition) >= 0
+    assert value(after, "cutover_buffer_length", partition=partition, **FLEET) >= 1
+    assert ("cutover_buffer_lag_seconds", frozenset({"partition": partition, **FLEET}.items())) in after
     assert value(after, "cutover_buffer_up") == 1
-    changes = {"to": "dual_write", "trigger": "human"}
+    changes = {"to": "dual_write", "trigger": "human", **FLEET}
     assert (
         value(after, "cutover_phase_changes_total", **changes)
         - value(before, "cutover_phase_changes_total", **changes)
         == 1
     )
-    assert value(after, "cutover_tenants", phase="dual_write") >= 1
+    assert value(after, "cutover_tenants", phase="dual_write", **FLEET) >= 1
+    assert value(after, "cutover_tenant_phase_info", tenant=tenant, phase="dual_write", **FLEET) == 1
+    assert value(after, "cutover_tenant_phase_info", tenant=tenant, phase="legacy", **FLEET) == 0
     assert value(after, "cutover_phase_cache_loaded") == 1
     assert value(after, "cutover_phase_cache_staleness_seconds") == 0
     assert value(after, "cutover_spool_intents") == 0
@@ -152,7 +162,7 @@ async def test_automatic_phase_changes_are_counted_apart(metrics_proxy: Proxy) -
     before = await scrape(proxy.admin)
     await proxy.runtime.store.set_phase(tenant, Phase.DUAL_WRITE, actor="auto:canary", reason="rule")
     after = await scrape(proxy.admin)
-    auto = {"to": "dual_write", "trigger": "auto"}
+    auto = {"to": "dual_write", "trigger": "auto", **FLEET}
     assert (
         value(after, "cutover_phase_changes_total", **auto)
         - value(before, "cutover_phase_changes_total", **auto)
@@ -199,29 +209,44 @@ async def test_fallback_is_a_decision_served_by_old(
         )
 
 
-async def test_shadow_outcomes_and_the_noise_hook(metrics_proxy: Proxy, old: DemoBackend) -> None:
+def outcome(samples: Any, name: str) -> float:
+    return value(samples, "cutover_shadow_reads_total", outcome=name)
+
+
+async def test_shadow_outcomes_are_one_metric_and_the_noise_hook(
+    metrics_proxy: Proxy, old: DemoBackend
+) -> None:
     proxy, tenant = metrics_proxy, LABELLED[4]
     await old.seed(tenant, "s1", {"v": "old only"})  # new lacks it: the shadow read diverges
     await proxy.set_phase_api(tenant, Phase.SHADOW)
     before = await scrape(proxy.admin)
     assert (await proxy.client.get("/items/s1", headers=h(tenant))).status_code == 200
 
-    async def compared() -> bool:
-        now = await scrape(proxy.admin)
-        return value(now, "cutover_shadow_compared_total") > value(before, "cutover_shadow_compared_total")
+    def compared(samples: Any) -> float:
+        return sum(outcome(samples, name) for name in ("equal", "noise", "divergent", "failed"))
 
-    await wait_for(compared, timeout_s=10)
+    async def done() -> bool:
+        return compared(await scrape(proxy.admin)) > compared(before)
+
+    await wait_for(done, timeout_s=10)
     after = await scrape(proxy.admin)
-    assert (
-        value(after, "cutover_shadow_divergent_total") - value(before, "cutover_shadow_divergent_total") == 1
-    )
-    assert value(after, "cutover_shadow_noise_total") == 0
-    for outcome in SHADOW_OUTCOMES:
-        assert ("cutover_shadow_" + outcome + "_total", frozenset()) in after
+    assert outcome(after, "divergent") - outcome(before, "divergent") == 1
+    assert compared(after) - compared(before) == 1  # exclusive outcomes: the read counted once
+    assert outcome(after, "noise") == 0
+    # Every outcome is exported (0 included), as one metric; the per-outcome names are gone.
+    exported = {dict(labels)["outcome"] for name, labels in after if name == "cutover_shadow_reads_total"}
+    assert exported == set(SHADOW_OUTCOMES)
+    assert not [
+        name
+        for name, _ in after
+        if name.startswith("cutover_shadow_")
+        and name.endswith("_total")
+        and name != "cutover_shadow_reads_total"
+    ]
 
     proxy.runtime.telemetry.shadow_counters["noise"] = lambda: 7
     try:
-        assert value(await scrape(proxy.admin), "cutover_shadow_noise_total") == 7
+        assert outcome(await scrape(proxy.admin), "noise") == 7
     finally:
         del proxy.runtime.telemetry.shadow_counters["noise"]
 
@@ -258,8 +283,8 @@ async def test_worker_counters_and_dead_letters_come_from_redis(
         ("in_doubt", 4),
     ):
         metric = f"cutover_buffer_{name}_total"
-        assert value(after, metric) - value(before, metric) == delta, name
-    labels = {"partition": str(partition)}
+        assert value(after, metric, **FLEET) - value(before, metric, **FLEET) == delta, name
+    labels = {"partition": str(partition), **FLEET}
     assert (
         value(after, "cutover_buffer_dead_letters", **labels)
         - value(before, "cutover_buffer_dead_letters", **labels)
@@ -347,3 +372,120 @@ async def test_sql_requests_are_counted_by_what_their_statements_do(shared_build
     assert value(samples, "cutover_requests_total", **writes) == 2
     served = {"phase": "legacy", "served_by": "old"}
     assert total(samples, "cutover_request_duration_seconds_count", kind="read", **served) >= 1
+
+
+async def test_build_info_and_process_metrics(metrics_proxy: Proxy) -> None:
+    samples = await scrape(metrics_proxy.admin)
+    [build] = [dict(labels) for name, labels in samples if name == "cutover_build_info"]
+    assert build["version"] == cutover_version() and build["python"] == platform.python_version()
+    assert value(samples, "cutover_build_info", **build) == 1
+    for name in ("process_cpu_seconds_total", "process_open_fds", "process_max_fds"):
+        assert value(samples, name) > 0, name
+    assert value(samples, "process_resident_memory_bytes") > 1024 * 1024
+    assert 0 < value(samples, "process_start_time_seconds") <= time.time()
+
+
+async def test_openmetrics_when_the_scraper_asks_for_it(metrics_proxy: Proxy) -> None:
+    # What Prometheus sends: OpenMetrics preferred, the text format as a fallback.
+    accept = (
+        "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,"
+        "text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+    )
+    response = await metrics_proxy.admin.get("/metrics", headers={"Accept": accept})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
+    assert response.text.endswith("# EOF\n")
+    families = {family.name: family for family in openmetrics_families(response.text)}  # strict parser
+    assert families["cutover_requests"].type == "counter"
+    assert families["cutover_request_duration_seconds"].type == "histogram"
+    assert families["process_cpu_seconds"].type == "counter"
+    plain = await metrics_proxy.admin.get("/metrics")
+    assert plain.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert "# EOF" not in plain.text
+
+
+async def test_a_502_is_counted_as_served_by_the_backend_its_header_names(make_proxy: ProxyFactory) -> None:
+    tenant = fresh_tenant("bad")
+    proxy = await make_proxy(
+        {
+            "backends": {"old": {"url": f"http://127.0.0.1:{closed_port()}"}},
+            "telemetry": {"tenant_labels": [tenant]},
+        }
+    )
+    response = await proxy.client.get("/items/x", headers=h(tenant))
+    assert response.status_code == 502
+    served_by = response.headers["x-cutover-served-by"]
+    assert served_by == "old"
+    samples = await scrape(proxy.admin)
+    [(labels, count)] = [
+        (dict(found), n)
+        for (name, found), n in samples.items()
+        if name == "cutover_requests_total" and dict(found)["tenant"] == tenant
+    ]
+    assert count == 1
+    assert labels["served_by"] == served_by and labels["decision"] == "bad_gateway"
+    assert labels["status_class"] == "5xx"
+
+
+def fleet_series(samples: Any) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {key: n for key, n in samples.items() if ("scope", "fleet") in key[1]}
+
+
+FLEET_METRICS = {
+    "cutover_tenants",
+    "cutover_tenant_phase_info",
+    "cutover_phase_changes_total",
+    "cutover_buffer_length",
+    "cutover_buffer_pending",
+    "cutover_buffer_lag_seconds",
+    "cutover_buffer_dead_letters",
+    "cutover_buffer_tenant_pending",
+    "cutover_buffer_applied_total",
+    "cutover_buffer_retries_total",
+    "cutover_buffer_dead_lettered_total",
+}
+
+
+async def test_fleet_series_are_the_same_on_every_proxy(
+    metrics_proxy: Proxy, make_proxy: ProxyFactory
+) -> None:
+    """Summed over replicas, a fleet-wide gauge would count N times: every proxy reports the very same
+    series (labelled scope="fleet", for max()), even where their own top-N tenant labels differ."""
+    second = await make_proxy({"telemetry": {"tenant_labels": LABELLED, "tenant_top_n": 3}})
+    busy = fresh_tenant("busy")  # promoted to its own label by `second` only
+    await second.set_phase_api(busy, Phase.DUAL_WRITE)
+    for n in range(3):
+        assert (await second.client.put(f"/items/b{n}", json={"v": n}, headers=h(busy))).status_code == 200
+    await scrape(second.admin)  # promotes `busy` in second's per-process labels
+    assert busy in second.runtime.telemetry.labels.labelled
+
+    async def same() -> bool:
+        first, other = (
+            fleet_series(await scrape(metrics_proxy.admin)),
+            fleet_series(await scrape(second.admin)),
+        )
+        # Lag is an age, read at each scrape's own moment: compare which series exist.
+        lag = "cutover_buffer_lag_seconds"
+        return {k for k in first if k[0] == lag} == {k for k in other if k[0] == lag} and {
+            k: n for k, n in first.items() if k[0] != lag
+        } == {k: n for k, n in other.items() if k[0] != lag}
+
+    await wait_for(same, timeout_s=5)
+    samples = await scrape(second.admin)
+    assert {name for name, _labels in fleet_series(samples)} == FLEET_METRICS
+    for (name, labels), _n in samples.items():
+        assert (("scope", "fleet") in labels) is (name in FLEET_METRICS), name
+    pending = [dict(labels) for name, labels in samples if name == "cutover_buffer_tenant_pending"]
+    assert pending, "no pending intents: the test proved nothing"
+    assert all(labels["tenant"] in {*LABELLED, "other"} for labels in pending)
+
+
+async def test_ready_is_what_readyz_says(make_proxy: ProxyFactory) -> None:
+    sink = MemorySink()
+    proxy = await make_proxy(sink=sink)
+    assert (await proxy.admin.get("/readyz")).status_code == 200
+    assert value(await scrape(proxy.admin), "cutover_ready") == 1
+    sink.accepting = False  # mirroring writes would be refused: not ready
+    assert (await proxy.admin.get("/readyz")).status_code == 503
+    assert value(await scrape(proxy.admin), "cutover_ready") == 0
+    assert ("cutover_ready", frozenset()) in await scrape(proxy.admin)

@@ -4,6 +4,7 @@ the SDK's exporters take as their own."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -11,10 +12,13 @@ from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from config.divergence import DivergencePolicy
 from config.telemetry import TelemetrySettings
+from proxy.divergence.rules import Ruleset
 from proxy.request_telemetry import RequestTelemetry
 from telemetry.logs import TRACE_IDS_KEY
 from telemetry.spans import parse_traceparent, parse_tracestate
@@ -107,7 +111,8 @@ def test_a_callers_sampled_trace_is_recorded_whatever_the_rate() -> None:
     exchange.decision, exchange.served_by, exchange.status = "respond", "old", 503
     tel.finish(exchange)
     [span] = exporter.get_finished_spans()
-    assert span.kind is SpanKind.SERVER and span.name == "GET"
+    # No resource configured: named by the path's first segment and depth, as divergence reports do.
+    assert span.kind is SpanKind.SERVER and span.name == "cutover GET /v1/*/*"
     assert span.context.trace_id == int(TRACE, 16) and span.context.span_id == exchange.span_id
     assert span.parent is not None and span.parent.span_id == int(SPAN, 16) and span.parent.is_remote
     assert span.context.trace_state == parse_tracestate("vendor=a1,x=y")
@@ -146,7 +151,7 @@ def test_an_exception_marks_the_server_span_and_unknown_methods_are_other() -> N
     tel.finish(exchange, ConnectionAbortedError("cut"))
     [span] = exporter.get_finished_spans()
     attributes = dict(span.attributes or {})
-    assert span.name == "HTTP" and attributes["http.request.method"] == "_OTHER"
+    assert span.name == "cutover HTTP /v1/*/*" and attributes["http.request.method"] == "_OTHER"
     assert attributes["error.type"] == "ConnectionAbortedError"
     assert attributes["cutover.decision"] == "rejected" and attributes["cutover.served_by"] == "proxy"
     assert span.status.status_code is StatusCode.ERROR
@@ -169,3 +174,111 @@ def test_recorded_spans_encode_as_otlp() -> None:
     attributes = {kv.key: kv.value for kv in span.attributes}
     assert attributes["http.response.status_code"].int_value == 200
     assert attributes["url.path"].string_value == "/v1/orders/42"
+
+
+# -- span names --------------------------------------------------------------------------------------------
+class _Response:
+    status = 200
+
+
+class _Backend:
+    """What `call_backend` uses of a backend client; answers at once."""
+
+    name, host, port, display = "old", "10.0.0.9", 9000, "http://10.0.0.9:9000"
+
+    async def request(self, method: str, url: str, headers: Any, body: bytes) -> _Response:
+        return _Response()
+
+
+def routed(resources: list[str]) -> tuple[RequestTelemetry, InMemorySpanExporter]:
+    settings = TelemetrySettings(tracing=True, trace_sample_rate=1.0)
+    provider = build_tracer_provider(settings, component="proxy", roots_sampled_by_caller=True)
+    assert provider is not None
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    policy = DivergencePolicy.model_validate({"resources": [{"resource": r} for r in resources]})
+    return RequestTelemetry(settings, provider, route=Ruleset(policy).route), exporter
+
+
+async def traced_call(
+    tel: RequestTelemetry, exporter: InMemorySpanExporter, path: str
+) -> dict[SpanKind, Any]:
+    exporter.clear()
+    exchange = tel.begin({**scope(), "path": path, "raw_path": path.encode()})
+    url = "http://10.0.0.9:9000" + path
+    await tel.call_backend(_Backend(), "GET", url, path, [], b"", exchange, "serving")  # type: ignore[arg-type]
+    exchange.status = 200
+    tel.finish(exchange)
+    return {span.kind: span for span in exporter.get_finished_spans()}
+
+
+async def test_spans_are_named_by_the_divergence_resource_the_path_matches() -> None:
+    tel, exporter = routed(["/v1/orders/{id}", "/v1/**"])
+    spans = await traced_call(tel, exporter, "/v1/orders/42")
+    server, client = spans[SpanKind.SERVER], spans[SpanKind.CLIENT]
+    assert server.name == client.name == "cutover GET /v1/orders/{id}"
+    assert (server.attributes or {})["http.route"] == "/v1/orders/{id}"
+    assert (client.attributes or {})["url.template"] == "/v1/orders/{id}"
+    assert (client.attributes or {})["url.full"] == "http://10.0.0.9:9000/v1/orders/42"
+
+
+async def test_a_path_no_resource_matches_is_named_by_its_first_segment_without_a_route() -> None:
+    tel, exporter = routed(["/v1/orders/{id}"])
+    names = set()
+    for item in ("a1", "b2", "c3"):
+        spans = await traced_call(tel, exporter, f"/items/{item}")
+        assert "http.route" not in (spans[SpanKind.SERVER].attributes or {})
+        assert "url.template" not in (spans[SpanKind.CLIENT].attributes or {})
+        names |= {span.name for span in spans.values()}
+    assert names == {"cutover GET /items/*"}  # ids never reach a span name
+
+
+# -- samplers (OTEL_TRACES_SAMPLER) ------------------------------------------------------------------------
+def sampled_with(sampler: str, rate: float = 1.0) -> tuple[RequestTelemetry, InMemorySpanExporter]:
+    settings = TelemetrySettings(tracing=True, trace_sampler=sampler, trace_sample_rate=rate)  # type: ignore[arg-type]
+    provider = build_tracer_provider(settings, component="proxy", roots_sampled_by_caller=True)
+    assert provider is not None
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return RequestTelemetry(settings, provider), exporter
+
+
+def recorded(tel: RequestTelemetry, exporter: InMemorySpanExporter, traceparent: str | None) -> bool:
+    exporter.clear()
+    headers = () if traceparent is None else ((b"traceparent", traceparent.encode()),)
+    exchange = tel.begin(scope(*headers))
+    exchange.status = 200
+    tel.finish(exchange)
+    return bool(exporter.get_finished_spans())
+
+
+@pytest.mark.parametrize(
+    ("sampler", "new_trace", "sampled_parent", "unsampled_parent"),
+    [
+        ("parentbased_always_on", True, True, False),
+        ("parentbased_always_off", False, True, False),
+        ("always_on", True, True, True),
+        ("always_off", False, False, False),
+    ],
+)
+def test_samplers_by_their_opentelemetry_names(
+    sampler: str, new_trace: bool, sampled_parent: bool, unsampled_parent: bool
+) -> None:
+    tel, exporter = sampled_with(sampler)
+    assert recorded(tel, exporter, None) is new_trace
+    assert recorded(tel, exporter, f"00-{TRACE}-{SPAN}-01") is sampled_parent
+    assert recorded(tel, exporter, f"00-{TRACE}-{SPAN}-00") is unsampled_parent
+
+
+def test_traceidratio_decides_by_the_trace_id_as_the_sdk_does() -> None:
+    """Not by the caller's flag: the data plane and the worker's SDK sampler agree on every trace."""
+    tel, exporter = sampled_with("traceidratio", 0.5)
+    sdk = TraceIdRatioBased(0.5)
+    decisions = set()
+    for _ in range(200):
+        trace_id = random.getrandbits(128) or 1
+        expected = sdk.should_sample(None, trace_id, "x").decision.is_sampled()
+        flag = random.choice(("00", "01"))
+        assert recorded(tel, exporter, f"00-{trace_id:032x}-{SPAN}-{flag}") is expected
+        decisions.add(expected)
+    assert decisions == {True, False}, "the test proved nothing"

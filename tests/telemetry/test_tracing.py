@@ -5,7 +5,11 @@ call (in the shadow process) linked to its request and the buffer worker continu
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +25,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from buffer_worker.http_applier import HttpApplier
 from buffer_worker.worker import Worker
+from config.telemetry import TelemetrySettings
 from routing.phases import Phase
 from telemetry.tracing import build_tracer_provider
 from tests.conftest import (
@@ -74,7 +79,9 @@ def sampled_child_of(value: str, trace_id: str, span_id: str) -> bool:
 async def test_server_and_client_spans_continue_the_callers_trace(
     make_proxy: ProxyFactory, old: DemoBackend
 ) -> None:
-    proxy, exporter = await traced_proxy(make_proxy)
+    # Spans are named by the divergence policy's resource the path matches.
+    routes = {"divergence": {"policy": {"resources": [{"resource": "/items/{id}", "name": "item"}]}}}
+    proxy, exporter = await traced_proxy(make_proxy, routes)
     tenant = fresh_tenant()
     await old.seed(tenant, "a1", {"v": 1})
     incoming = f"00-{INCOMING_TRACE}-{INCOMING_SPAN}-01"
@@ -84,7 +91,8 @@ async def test_server_and_client_spans_continue_the_callers_trace(
     spans = exporter.get_finished_spans()
     [server] = by_kind(spans, SpanKind.SERVER)
     [client] = by_kind(spans, SpanKind.CLIENT)
-    assert server.name == "GET"
+    assert server.name == client.name == "cutover GET /items/{id}"
+    assert dict(server.attributes or {})["http.route"] == "/items/{id}"
     assert f"{server.context.trace_id:032x}" == INCOMING_TRACE
     assert server.parent is not None and f"{server.parent.span_id:016x}" == INCOMING_SPAN
     attributes = dict(server.attributes or {})
@@ -148,7 +156,9 @@ async def test_backend_failure_marks_both_spans(make_proxy: ProxyFactory) -> Non
     [client] = by_kind(spans, SpanKind.CLIENT)
     assert server.status.status_code is StatusCode.ERROR
     assert dict(server.attributes or {})["cutover.decision"] == "bad_gateway"
-    assert dict(server.attributes or {})["cutover.served_by"] == "proxy"
+    # The answer names the backend that failed; so does the span.
+    assert response.headers["x-cutover-served-by"] == "old"
+    assert dict(server.attributes or {})["cutover.served_by"] == "old"
     assert client.status.status_code is StatusCode.ERROR
     assert dict(client.attributes or {})["error.type"] == "connect_error"
 
@@ -301,6 +311,7 @@ async def test_shadow_is_linked_and_worker_continues_the_write(
     read_span = server_span(reader)
     [shadow] = [s for s in received.of("shadow") if attrs(s).get("cutover.tenant") == reader]
     assert shadow.kind == 3  # CLIENT
+    assert shadow.name == "cutover GET /items/*"
     assert attrs(shadow)["cutover.role"] == "shadow"
     assert attrs(shadow)["cutover.backend"] == "new"
     assert attrs(shadow)["cutover.shadow.result"] == "equal"
@@ -322,8 +333,6 @@ async def test_shadow_is_linked_and_worker_continues_the_write(
 
 
 def test_build_tracer_provider_is_none_when_off() -> None:
-    from config.telemetry import TelemetrySettings
-
     assert build_tracer_provider(TelemetrySettings(), component="x") is None
     assert (
         build_tracer_provider(TelemetrySettings(tracing=False, otlp_endpoint="http://c:4318"), component="x")
@@ -370,3 +379,56 @@ async def test_shadow_calls_are_recorded_exactly_when_their_request_is(
     # The unsampled request's shadow job ran first; several export intervals later it has made no span.
     await asyncio.sleep(0.3)
     assert shadow_spans(unsampled) == []
+
+
+# -- an unreachable collector ------------------------------------------------------------------------------
+@dataclass
+class Unreachable:
+    url: str
+    sock: socket.socket | None  # the blackhole's listening socket
+
+    def contacted(self) -> bool:
+        """Whether the exporter connected: a blackhole's connections wait in its backlog."""
+        assert self.sock is not None
+        self.sock.setblocking(False)
+        try:
+            conn, _ = self.sock.accept()
+        except BlockingIOError:
+            return False
+        conn.close()
+        return True
+
+
+@contextmanager
+def unreachable_collector(kind: str) -> Iterator[Unreachable]:
+    """`blackhole`: a socket that listens (the kernel completes connections into its backlog) and never
+    answers; `closed`: a port nothing listens on (connections are refused)."""
+    if kind == "closed":
+        yield Unreachable(f"http://127.0.0.1:{closed_port()}", None)
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield Unreachable(f"http://127.0.0.1:{sock.getsockname()[1]}", sock)
+
+
+@pytest.mark.parametrize("kind", ["blackhole", "closed"])
+def test_shutdown_does_not_wait_on_an_unreachable_collector(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with unreachable_collector(kind) as collector:
+        settings = TelemetrySettings(otlp_endpoint=collector.url, trace_sample_rate=1.0)
+        provider = build_tracer_provider(settings, component="worker")
+        assert provider is not None
+        tracer = provider.get_tracer("test")
+        for _ in range(10):
+            tracer.start_span("queued").end()  # held for the next export (every 5 s): shutdown's to send
+        started = time.monotonic()
+        provider.shutdown()
+        took = time.monotonic() - started
+        if kind == "blackhole":
+            assert collector.contacted(), "nothing was exported: the test proved nothing"
+        else:
+            assert "exporting spans" in caplog.text, "nothing was exported: the test proved nothing"
+    # Bounded at 1 s; 3 s leaves room for a loaded machine. Without the bound: the exporter's 10 s.
+    assert took < 3.0, f"shutdown waited {took:.1f} s on an unreachable collector"
