@@ -322,12 +322,12 @@ class ProxyMetrics:
         )
         e.counter(
             "cutover_buffer_duplicates",
-            "Copies of applied intents skipped by the workers' ledger (HTTP applier)",
+            "Copies of applied intents skipped by the workers' ledger (HTTP applier; fleet-wide)",
             worker_total("duplicates"),
         )
         e.counter(
             "cutover_buffer_in_doubt",
-            "Intents whose fate was unknown, settled from the authoritative side (HTTP applier)",
+            "Intents whose fate was unknown, settled from the authoritative side (HTTP applier; fleet-wide)",
             worker_total("in_doubt"),
         )
         e.gauge(

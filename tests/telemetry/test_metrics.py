@@ -443,6 +443,8 @@ FLEET_METRICS = {
     "cutover_buffer_applied_total",
     "cutover_buffer_retries_total",
     "cutover_buffer_dead_lettered_total",
+    "cutover_buffer_duplicates_total",
+    "cutover_buffer_in_doubt_total",
 }
 
 
