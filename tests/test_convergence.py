@@ -28,6 +28,8 @@ from routing.phases import Phase, Side
 from tests.conftest import Proxy, ProxyFactory
 from tests.pg_service import PgDataService, pg_sides
 
+pytestmark = pytest.mark.slow
+
 CLIENTS = 50
 WRITES_PER_CLIENT = 12
 KEYS = 10

@@ -32,6 +32,8 @@ from buffer_worker.keys import workers_key
 from tests.conftest import REDIS_URL
 from tests.dockerfile import ROOT, BuildResult, materialise_context, read_dockerfile, reproduce_build_stage
 
+pytestmark = pytest.mark.slow
+
 PACKAGES_FOR_DEVELOPMENT = {"tests", "loadtests", "benchmarks", "docs"}
 TOKEN = "image-test-token-" + "x" * 16
 

@@ -24,6 +24,8 @@ from routing.phases import Phase, Side
 from tests.conftest import Proxy, ProxyFactory
 from tests.pg_service import PgDataService, pg_sides
 
+pytestmark = pytest.mark.slow
+
 OLD, NEW = Side.OLD, Side.NEW
 RESOURCES = [{"path": "/items/{key}", "table": "items"}]
 FAST_WORKER = {

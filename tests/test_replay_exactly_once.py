@@ -32,6 +32,8 @@ import yaml
 from buffer_worker.keys import worker_stats_key
 from tests.conftest import free_port
 
+pytestmark = pytest.mark.slow
+
 TENANTS = 4
 WRITERS = 20
 PARTITIONS = 4

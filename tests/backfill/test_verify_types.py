@@ -23,6 +23,8 @@ from config.settings import Settings
 from routing.phases import Phase
 from tests.backfill.conftest import DataEnv, unique
 
+pytestmark = pytest.mark.slow
+
 ROWS = 100_000
 TENANT = f"types-{unique('t')}"
 

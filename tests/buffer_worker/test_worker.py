@@ -345,6 +345,7 @@ async def test_two_workers_share_partitions_exclusively_and_take_over(
 MIRROR_OUTAGE_S = float(os.environ.get("CUTOVER_TEST_MIRROR_OUTAGE_S", "30"))
 
 
+@pytest.mark.slow
 async def test_mirror_down_then_up_drops_nothing_and_keeps_order(
     mirror: Mirror, producer: RedisIntentProducer, rclient: aioredis.Redis, prefix: str, workers: WorkerPool
 ) -> None:

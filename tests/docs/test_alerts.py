@@ -34,6 +34,8 @@ from tests.conftest import PARTITIONS, DemoBackend, MemorySink, ProxyFactory, wa
 from tests.docs.test_grafana_dashboard import _SELECTOR, METRICS, check_expression
 from tests.telemetry.scraping import Samples, fresh_tenant, scrape, total, value
 
+pytestmark = pytest.mark.slow
+
 ALERTS = Path(__file__).resolve().parents[2] / "docs" / "alerts.yaml"
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(

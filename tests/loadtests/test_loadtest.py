@@ -13,6 +13,8 @@ import pytest
 from loadtests.run_loadtest import PHASES
 from loadtests.verdict import BudgetFileError, judge, load_budgets, read_stats, render
 
+pytestmark = pytest.mark.load
+
 REPO = Path(__file__).resolve().parents[2]
 HEADER = (
     "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,"

@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+import pytest
 import schemathesis
 from schemathesis.engine import Status, events, from_schema
 
 from tests.conftest import Proxy
+
+pytestmark = pytest.mark.slow
 
 # Operations whose schema-valid requests may be refused by a rule (a phase move the rules forbid, a
 # policy file that is not set): for them a documented 422 is an answer, not a rejected request.

@@ -125,6 +125,7 @@ async def pg_forwarder() -> AsyncIterator[TcpForwarder]:
     await forwarder.stop()
 
 
+@pytest.mark.slow
 async def test_proxy_that_never_loaded_phases_serves_nothing_until_it_does(
     pg_forwarder: TcpForwarder,
     make_proxy: ProxyFactory,

@@ -24,6 +24,8 @@ from buffer_worker.worker import Worker
 from routing.phases import Phase
 from tests.conftest import REDIS_URL, DemoBackend, Proxy, ProxyFactory, wait_for
 
+pytestmark = pytest.mark.browser
+
 T = TypeVar("T")
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 

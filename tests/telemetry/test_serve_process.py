@@ -22,9 +22,12 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 
 from tests.conftest import REDIS_URL, closed_port
 from tests.telemetry.test_tracing import unreachable_collector
+
+pytestmark = pytest.mark.slow
 
 TOKEN = f"serve-test-{uuid.uuid4().hex}"
 CUTOVER = Path(sys.executable).with_name("cutover")

@@ -7,6 +7,8 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
+
 from routing.phases import Phase, Side
 from tests.conftest import Proxy, ProxyFactory, wait_for
 from tests.proxy.divergence.conftest import Answer, ScriptedPair
@@ -56,6 +58,7 @@ async def test_sample_rate_per_tenant(make_proxy: ProxyFactory, scripted: Script
     assert after["skipped"] == before["skipped"]  # not sampled is not "skipped for lack of budget"
 
 
+@pytest.mark.slow
 async def test_backlog_stays_bounded_when_the_new_side_hangs(
     make_proxy: ProxyFactory, scripted: ScriptedPair, tenant: str
 ) -> None:
