@@ -230,8 +230,10 @@ def _status(args: argparse.Namespace) -> int:
     counts[tenants["default_phase"]] += len(tenants["seen_in_traffic"])  # no row: default phase
     print(format_table(["PHASE", "TENANTS"], [[phase, str(n)] for phase, n in counts.items()]))
     shadow = stats["shadow"]
+    rate = shadow["divergence_rate"]  # divergent / answered, as `cutover report` (proxy.divergence.rates)
     print(
         f"shadow: compared {shadow['compared']}, equal {shadow['equal']}, divergent {shadow['divergent']}, "
+        f"failed {shadow['failed']}, divergence rate {'-' if rate is None else f'{rate:.2%}'}, "
         f"skipped {shadow['skipped']}; fallbacks {sum(stats['fallbacks'].values())}, "
         f"refused {stats['fallback_refused']}; intents appended {stats['intents']['appended']}"
     )

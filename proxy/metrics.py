@@ -168,8 +168,8 @@ class ProxyMetrics:
         descriptions = {
             "compared": "Shadow reads compared with the served answer",
             "equal": "Shadow reads whose answer equalled the served one",
-            "divergent": "Shadow reads whose answer differed (including shadow-side failures)",
-            "failed": "Shadow reads where the shadow side errored or timed out (counted as divergent too)",
+            "divergent": "Shadow reads whose answers differed beyond noise (failed reads are not)",
+            "failed": "Shadow reads where a side errored or timed out (nothing compared; never divergent)",
             "noise": "Shadow reads that differed only in fields learned or configured as noise",
             "skipped": "Reads not shadowed for lack of budget (in-flight cap reached, shadow process down)",
             "unsampled": "Reads not shadowed because the tenant's sample rate left them out",

@@ -32,7 +32,6 @@ async def gather(runtime: Runtime, settings: StatusPageSettings) -> dict[str, An
     by_side: Counter[str] = Counter()
     for (_phase, _kind, served_by), count in stats.requests.items():
         by_side[served_by] += count
-    compared = stats.shadow_compared
     return {
         "generated_at": dt.datetime.now(dt.UTC).isoformat(),
         "refresh_s": settings.refresh_s,
@@ -49,10 +48,8 @@ async def gather(runtime: Runtime, settings: StatusPageSettings) -> dict[str, An
             "rows": stats.as_json()["requests"],
         },
         "fallbacks": {"served": sum(stats.fallbacks.values()), "refused": stats.fallback_refused},
-        "shadow": {
-            **shadow,
-            "divergent_ratio": round(stats.shadow_divergent / compared, 4) if compared else None,
-        },
+        # compared, equal, divergent, failed, ... and divergence_rate (proxy.divergence.rates).
+        "shadow": shadow,
         "divergences": await _section(_divergences(runtime, settings.divergence_window_s)),
         "buffer": await _section(_buffer(runtime)),
     }
