@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from proxy.divergence.schema import DIVERGENCE_SCHEMA
+from proxy.health_store import HEALTH_SCHEMA
 
 PHASE_CHANNEL = "cutover_phase"
 BARRIER_CHANNEL = "cutover_barrier"
@@ -78,3 +79,4 @@ async def ensure_schema(conn: asyncpg.Connection) -> None:
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
         await conn.execute(SCHEMA)
         await conn.execute(DIVERGENCE_SCHEMA)
+        await conn.execute(HEALTH_SCHEMA)
