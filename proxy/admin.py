@@ -34,6 +34,7 @@ from proxy.admin_params import (
 from proxy.barrier import BarrierAbortedError
 from proxy.divergence.admin import register_divergence_routes
 from proxy.divergences import list_divergences
+from proxy.health_admin import register_health_routes
 from proxy.metrics_api import register_metrics
 from proxy.phase_moves import ApplierMissingError, move_phase
 from proxy.phase_store import VersionConflictError
@@ -242,5 +243,6 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
     register_metrics(app, runtime)
     register_verify_routes(app, runtime)
     register_divergence_routes(app, runtime)
+    register_health_routes(app, runtime)
     app.add_middleware(CatchUnexpected)  # inside the framework's own error middleware: no plain-text 500
     return app

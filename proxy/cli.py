@@ -20,6 +20,7 @@ from proxy.admin_client import AdminClient, AdminClientError
 from proxy.data_cli import add_data_commands
 from proxy.divergence.cli import add_divergence_commands
 from proxy.fleet_cli import add_fleet_arguments, is_fleet_move, run_fleet_move
+from proxy.health_cli import add_tenant_commands
 from routing.phases import Phase
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
@@ -111,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     redrive.set_defaults(run=_redrive)
     add_data_commands(commands, admin_command)
     add_divergence_commands(admin_command)
+    add_tenant_commands(commands, _admin_options)
 
     phase = commands.add_parser("phase", help="read or change a tenant's phase")
     phase_commands = phase.add_subparsers(title="phase commands", metavar="ACTION")
