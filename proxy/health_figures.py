@@ -100,8 +100,14 @@ async def series(
     seconds[-1] = round(elapsed - step_s * (count - 1), 3)  # the last point is still filling
     out: dict[str, dict[str, Any]] = {
         tenant: {
+            # No row in a point: no request counted there (0), and no error rate or latency to give.
             "sides": {
-                side: {key: [None] * count for key in ("rate_per_s", "error_rate", "p99_ms", "requests")}
+                side: {
+                    "requests": [0] * count,
+                    "rate_per_s": [0.0] * count,
+                    "error_rate": [None] * count,
+                    "p99_ms": [None] * count,
+                }
                 for side in SIDES
             },
             "divergence_rate": [None] * count,

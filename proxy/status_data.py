@@ -42,7 +42,7 @@ async def gather(runtime: Runtime, settings: StatusPageSettings) -> dict[str, An
             "phase_cache_stale_s": cache.staleness_s(),
             "phase_store_error": cache.last_error,
         },
-        "tenants": await _section(_tenants(runtime, settings)),
+        "tenants": await guarded(_tenants(runtime, settings)),
         "requests": {
             "by_side": {side: by_side.get(side, 0) for side in ("old", "new")},
             "rows": stats.as_json()["requests"],
@@ -50,12 +50,13 @@ async def gather(runtime: Runtime, settings: StatusPageSettings) -> dict[str, An
         "fallbacks": {"served": sum(stats.fallbacks.values()), "refused": stats.fallback_refused},
         # compared, equal, divergent, failed, ... and divergence_rate (proxy.divergence.rates).
         "shadow": shadow,
-        "divergences": await _section(_divergences(runtime, settings.divergence_window_s)),
-        "buffer": await _section(_buffer(runtime)),
+        "divergences": await guarded(_divergences(runtime, settings.divergence_window_s)),
+        "buffer": await guarded(_buffer(runtime)),
     }
 
 
-async def _section(coro: Any) -> Any:
+async def guarded(coro: Any) -> Any:
+    """`coro`'s result, or `{"error": ...}` when its store does not answer."""
     try:
         return await coro
     except _STORE_ERRORS as exc:

@@ -167,7 +167,7 @@ async def test_series_points_and_shadow_rates(pool: asyncpg.Pool) -> None:
     mine = points["tenants"][tenant]
     assert mine["sides"]["new"]["requests"][-1] == 4
     assert mine["sides"]["new"]["error_rate"][-1] == 0.25
-    assert mine["sides"]["old"]["requests"][-1] is None
+    assert mine["sides"]["old"]["requests"][-1] == 0 and mine["sides"]["old"]["p99_ms"][-1] is None
     # 2 divergent of 8 answered; 3 new-side errors of 10 compared (failed reads are not divergent).
     assert mine["divergence_rate"][-1] == 0.25 and mine["new_error_rate"][-1] == 0.3
     figures = await window(pool, tenant, SETTINGS, 300)
