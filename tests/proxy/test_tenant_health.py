@@ -8,18 +8,33 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import signal
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
+import yaml
 
 from backfill.report import TableReport, VerifyRun, store
 from buffer_worker.intent import Intent
 from buffer_worker.keys import dead_letter_key, partition_of
 from proxy.cli import main
 from routing.phases import Phase, Side
-from tests.conftest import PARTITIONS, DemoBackend, Proxy, ProxyFactory, wait_for
+from tests.conftest import (
+    PARTITIONS,
+    REDIS_URL,
+    DemoBackend,
+    Proxy,
+    ProxyFactory,
+    Tokens,
+    closed_port,
+    wait_for,
+)
 
 FAST = {"operator": {"health": {"flush_interval_s": 0.1}}}
 
@@ -278,3 +293,72 @@ async def test_bad_parameters_are_refused_with_the_field_named(proxy: Proxy) -> 
     response = await proxy.admin.get("/tenants/x/health", params={"step_s": 2})
     assert response.status_code == 422 and response.json()["problems"][0]["field"] == "query.step_s"
     assert (await proxy.anon_admin.get("/tenants/x/health")).status_code == 401
+
+
+async def test_every_process_of_serve_workers_adds_to_the_history(
+    old: DemoBackend, new: DemoBackend, pg_url: str, redis_prefix: str, tokens: Tokens, tmp_path: Path
+) -> None:
+    """`cutover serve --workers 2`: requests spread over both data-plane processes (SO_REUSEPORT); the
+    health view (served by process 0) counts all of them, while process 0's own /stats sees only its share."""
+    data_port, admin_port = closed_port(), closed_port()
+    config = tmp_path / "cutover.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "backends": {"old": {"url": old.url}, "new": {"url": new.url}},
+                "postgres_url": pg_url,
+                "redis_url": REDIS_URL,
+                "listen": f"127.0.0.1:{data_port}",
+                "admin": {
+                    "listen": f"127.0.0.1:{admin_port}",
+                    "tokens": {tokens.read_name: {"token": tokens.read, "scope": "read"}},
+                },
+                "buffer": {"key_prefix": redis_prefix, "spool_path": str(tmp_path / "intents.spool")},
+                "operator": {"health": {"flush_interval_s": 0.1}},
+                "workers": 2,
+                "log_level": "warning",
+            }
+        )
+    )
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    admin = httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{admin_port}", headers={"Authorization": f"Bearer {tokens.read}"}
+    )
+    try:
+
+        async def ready() -> bool:
+            assert serve.poll() is None, serve.stderr.read() if serve.stderr else ""
+            try:
+                return (await admin.get("/readyz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await wait_for(ready, timeout_s=60, interval_s=0.2)
+        tenant = tenant_id()
+        sent = 40
+        for _ in range(sent):  # a connection each: the kernel spreads connections over the processes
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{data_port}") as client:
+                assert (await client.get("/items", headers={"X-Tenant-ID": tenant})).status_code == 200
+
+        async def counted() -> bool:
+            body = (await admin.get(f"/tenants/{tenant}/health")).json()
+            return bool(body["traffic"]["sides"]["old"]["requests"] == sent)
+
+        await wait_for(counted, timeout_s=15)
+        stats = (await admin.get("/stats")).json()
+        by_process_0 = sum(row["count"] for row in stats["requests"])
+        assert by_process_0 < sent, "process 0 served every request: the test proved nothing"
+    finally:
+        await admin.aclose()
+        serve.send_signal(signal.SIGTERM)
+        try:
+            serve.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+            serve.wait()
+        if serve.stderr is not None:
+            serve.stderr.close()
