@@ -106,7 +106,8 @@ def keep_apart(totals: dict[str | None, float], labels: Iterable[str], top_n: in
     """The tenants written under their own id: `labels`, then the `top_n` largest of `totals`."""
     kept = set(labels)
     ranked = sorted(
-        ((n, tenant) for tenant, n in totals.items() if tenant is not None and tenant not in kept),
+        # (other) already (a full window's overflow) takes no place among the busiest tenants.
+        ((n, tenant) for tenant, n in totals.items() if tenant not in (None, OTHER) and tenant not in kept),
         key=lambda item: (-item[0], item[1]),
     )
     kept.update(tenant for _n, tenant in ranked[:top_n])

@@ -114,6 +114,8 @@ def test_a_full_window_counts_new_tenants_as_other_at_once() -> None:
     taken = series_.take()
     assert len(taken) == 5 and series_.overflowed == 6
     assert taken[(OTHER, "old")][ERRORS] == 6
+    # The overflow, though the largest, takes none of the busiest places: t0..t3 keep theirs.
+    assert set(fold(taken, labels=[], top_n=4)) == {(f"t{n}", "old") for n in range(4)} | {(OTHER, "old")}
 
 
 async def test_rows_per_bucket_stay_bounded_whatever_the_tenants(pool: asyncpg.Pool) -> None:
