@@ -114,7 +114,7 @@ async def _tenants(runtime: Runtime, settings: StatusPageSettings) -> dict[str, 
 
 async def _divergences(runtime: Runtime, window_s: int) -> dict[str, Any]:
     counts = await runtime.pool.fetch(
-        "SELECT tenant, count(*) AS n, max(at) AS last_at FROM cutover_divergence"
+        "SELECT tenant, count(*) AS n, max(at) AS last_at, max(id) AS last_id FROM cutover_divergence"
         " WHERE at > now() - make_interval(secs => $1) GROUP BY tenant ORDER BY n DESC, tenant LIMIT 100",
         float(window_s),
     )
@@ -136,6 +136,7 @@ async def _divergences(runtime: Runtime, window_s: int) -> dict[str, Any]:
                 "count": row["n"],
                 "per_min": round(row["n"] * 60 / window_s, 2),
                 "last_at": row["last_at"].isoformat(),
+                "last_id": row["last_id"],  # the newest sample (the page links to it)
                 "top_fields": top.get(row["tenant"], []),
             }
             for row in counts

@@ -131,6 +131,7 @@ return {
   divergent: map("[data-divergent]", "data-divergent", (n) => n.innerText),
   top_fields: map("tr[data-divergent-tenant]", "data-divergent-tenant", (n) => n.cells[3].innerText),
   lags: all("[data-lag]").map((n) => Number(n.innerText)),
+  last_links: map("a[data-last-divergence]", "data-last-divergence", (n) => n.getAttribute("href")),
   rates: all("[data-rate]").map((n) => n.innerText),
 };
 """
@@ -228,6 +229,8 @@ async def test_status_page_shows_what_the_admin_api_says(
     assert page["divergent"][shadowed] == after["divergent"][shadowed]
     assert page["top_fields"][shadowed] == after["top_fields"][shadowed]
     assert "status (8)" in page["top_fields"][shadowed]  # old has the item, new does not (no worker)
+    newest = (await proxy.admin.get(f"/tenants/{shadowed}/divergences", params={"limit": 1})).json()
+    assert page["last_links"][shadowed] == f"/status/divergence/{shadowed}/{newest['divergences'][0]['id']}"
     assert len(page["lags"]) == len(after["lags"]) == 4
     for shown, (low, high) in zip(page["lags"], zip(before["lags"], after["lags"], strict=True), strict=True):
         assert low - 0.1 <= shown <= high + 0.1  # lag grows with time: between the two API reads
