@@ -30,6 +30,7 @@ from buffer_worker.keys import (
     stream_key,
     worker_stats_key,
 )
+from buffer_worker.tenant_backlog import tenant_backlog
 from routing.phases import Side
 
 
@@ -151,6 +152,12 @@ class BufferInspector:
             pending_key(self._prefix, partition), pending_field(tenant, target)
         )
         return int(value or 0)
+
+    async def tenant_backlog(self, tenant: str) -> dict[str, Any]:
+        """`tenant`'s pending intents toward each side and the age of the oldest (`tenant_backlog`)."""
+        return await tenant_backlog(
+            self._redis, prefix=self._prefix, partitions=self._partitions, tenant=tenant
+        )
 
     async def dead_letters(
         self, tenant: str | None = None, *, limit: int = 100, after: str | None = None

@@ -1,11 +1,12 @@
-"""Settings of the operator's tools: the record of tenants seen in traffic, and the status page.
+"""Settings of the operator's tools: the record of tenants seen in traffic, the status page and the
+per-tenant health history.
 
 Referenced from `Settings.operator`; frozen like every settings model.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Frozen(BaseModel):
@@ -38,8 +39,40 @@ class StatusPageSettings(_Frozen):
     session_ttl_s: int = Field(default=8 * 3600, ge=60)  # lifetime of the cookie set by `?token=`
     divergence_window_s: int = Field(default=900, ge=60)  # divergences counted over this window
     tenants_per_phase: int = Field(default=200, ge=1, le=10_000)  # listed per phase; the rest are counted
+    # Tenants drawn as time series (the busiest of the last hour), and the seconds per point.
+    series_tenants: int = Field(default=12, ge=1, le=100)
+    series_step_s: int = Field(default=60, ge=1, le=600)
+
+
+class HealthSettings(_Frozen):
+    """Per-tenant history for `GET /tenants/{t}/health`, `cutover tenant show` and the status page: every
+    data-plane process adds its per-tenant, per-side request counts and latency histograms to PostgreSQL
+    in buckets of `bucket_s`, the shadow process its comparisons, one process per proxy the buffer's
+    backlog; pruned after `retention_s`."""
+
+    enabled: bool = True
+    bucket_s: int = Field(default=10, ge=1, le=300)
+    # Seconds between two writes of a process's counts (the request path never waits for them).
+    flush_interval_s: float = Field(default=2.0, gt=0, le=60)
+    # Rows older than this are deleted: the page's hour and a margin.
+    retention_s: int = Field(default=3900, ge=60)
+    # What the page and the health view show, and the default window of the "now" figures.
+    history_s: int = Field(default=3600, ge=60)
+    window_s: int = Field(default=300, ge=10)
+    # Tenants kept apart per process and flush: `telemetry.tenant_labels`, then the busiest this many;
+    # the others are summed as `other`. Bounds the rows per bucket whatever the traffic.
+    top_tenants: int = Field(default=50, ge=0, le=1000)
+
+    @model_validator(mode="after")
+    def _windows_fit(self) -> HealthSettings:
+        if self.history_s > self.retention_s:
+            raise ValueError("history_s must not exceed retention_s (rows older than retention_s are gone)")
+        if self.window_s > self.history_s:
+            raise ValueError("window_s must not exceed history_s")
+        return self
 
 
 class OperatorSettings(_Frozen):
     seen_tenants: SeenTenantSettings = SeenTenantSettings()
     status_page: StatusPageSettings = StatusPageSettings()
+    health: HealthSettings = HealthSettings()

@@ -34,6 +34,7 @@ from proxy.barrier import BarrierAbortedError
 from proxy.dead_letter_admin import register_dead_letter_routes
 from proxy.divergence.admin import register_divergence_routes
 from proxy.divergences import list_divergences
+from proxy.health_admin import register_health_routes
 from proxy.metrics_api import register_metrics
 from proxy.phase_moves import ApplierMissingError, move_phase
 from proxy.phase_store import VersionConflictError
@@ -216,5 +217,6 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
     register_verify_routes(app, runtime)
     register_dead_letter_routes(app, runtime)
     register_divergence_routes(app, runtime)
+    register_health_routes(app, runtime)
     app.add_middleware(CatchUnexpected)  # inside the framework's own error middleware: no plain-text 500
     return app

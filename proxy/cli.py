@@ -20,6 +20,7 @@ from proxy.admin_client import AdminClient, AdminClientError
 from proxy.data_cli import add_data_commands
 from proxy.divergence.cli import add_divergence_commands
 from proxy.fleet_cli import add_fleet_arguments, is_fleet_move, run_fleet_move
+from proxy.health_cli import add_tenant_commands
 from routing.phases import Phase
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
@@ -118,6 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     redrive.set_defaults(run=_redrive)
     add_data_commands(commands, admin_command)
     add_divergence_commands(admin_command)
+    add_tenant_commands(commands, _admin_options)
 
     phase = commands.add_parser("phase", help="read or change a tenant's phase")
     phase_commands = phase.add_subparsers(title="phase commands", metavar="ACTION")
@@ -237,8 +239,10 @@ def _status(args: argparse.Namespace) -> int:
     counts[tenants["default_phase"]] += len(tenants["seen_in_traffic"])  # no row: default phase
     print(format_table(["PHASE", "TENANTS"], [[phase, str(n)] for phase, n in counts.items()]))
     shadow = stats["shadow"]
+    rate = shadow["divergence_rate"]  # divergent / answered, as `cutover report` (proxy.divergence.rates)
     print(
         f"shadow: compared {shadow['compared']}, equal {shadow['equal']}, divergent {shadow['divergent']}, "
+        f"failed {shadow['failed']}, divergence rate {'-' if rate is None else f'{rate:.2%}'}, "
         f"skipped {shadow['skipped']}; fallbacks {sum(stats['fallbacks'].values())}, "
         f"refused {stats['fallback_refused']}; intents appended {stats['intents']['appended']}"
     )

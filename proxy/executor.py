@@ -100,6 +100,7 @@ class Executor:
         action = resolve(plan, outcome, fallback_safe=fallback_safe)
         if exchange is not None:
             exchange.decision = action
+            exchange.serving = plan.serving
 
         if action is Action.RESPOND:
             assert response is not None  # RESPOND follows an answer (2xx-4xx, or a 5xx with no fallback)

@@ -201,13 +201,13 @@ class ProxyMetrics:
 
     # -- shadow reads ---------------------------------------------------------------------------------
     def shadow_counts(self) -> dict[str, int]:
-        """Reads considered for shadowing, by exclusive outcome (`DataPlaneStats.shadow_divergent` counts
-        the failed ones too; here they are apart)."""
+        """Reads considered for shadowing, by exclusive outcome (a failed read is never divergent:
+        `proxy.divergence.rates`)."""
         stats = self._runtime.stats
         counts = {
             "equal": stats.shadow_equal,
             "noise": stats.shadow_noise,
-            "divergent": stats.shadow_divergent - stats.shadow_failed,
+            "divergent": stats.shadow_divergent,
             "failed": stats.shadow_failed,
             "error": stats.shadow_errors,
             "skipped": stats.shadow_skipped,

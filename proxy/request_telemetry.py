@@ -37,6 +37,7 @@ from backends.client import BackendClient
 from backends.errors import BackendFailure
 from config.telemetry import TelemetrySettings
 from proxy.divergence.rules import auto_resource
+from proxy.health_series import SideSeries
 from proxy.types import Scope
 from telemetry.labels import TenantLabels
 from telemetry.logs import TRACE_IDS_KEY
@@ -89,6 +90,7 @@ class Exchange:
     kind: str = "unknown"
     decision: str = REJECTED  # a routing.decide.Action value once the executor has resolved one
     served_by: str = "proxy"
+    serving: str = "proxy"  # the side the plan sent the request to first (the health series' side)
     status: int = 0
 
     @property
@@ -104,6 +106,7 @@ class RequestTelemetry:
         tracer_provider: RecordingTracerProvider | None,
         *,
         route: RouteOf = _no_route,
+        series: SideSeries | None = None,
     ) -> None:
         self.tracer_provider = tracer_provider
         self._spans = None if tracer_provider is None else SpanRecorder(tracer_provider, "cutover.proxy")
@@ -113,7 +116,9 @@ class RequestTelemetry:
         self._bound = round(self._sample_rate * (_TRACE_ID_LOW + 1))
         self._route = route
         self.metrics = settings.metrics
-        self.enabled = self._spans is not None or self.metrics
+        # Per-tenant, per-side counts for the health history (proxy.health_recorder writes them out).
+        self.series = series
+        self.enabled = self._spans is not None or self.metrics or series is not None
         self.labels = TenantLabels(settings.tenant_labels, top_n=settings.tenant_top_n)
         self.requests: Counter[RequestKey] = Counter()
         # (tenant label, phase, kind, served_by) → whole-request latency as the proxy saw it.
@@ -172,8 +177,19 @@ class RequestTelemetry:
             phase, kind, served_by = exchange.phase, exchange.kind, exchange.served_by
             status_class = _STATUS_CLASSES[min(exchange.status // 100, 5)]
             self.requests[(tenant, phase, kind, exchange.decision, served_by, status_class)] += 1
-            self.request_latency.record(
-                (tenant, phase, kind, served_by), time.perf_counter() - exchange.started
+            elapsed = time.perf_counter() - exchange.started
+            self.request_latency.record((tenant, phase, kind, served_by), elapsed)
+            if self.series is not None:
+                self.series.record(
+                    exchange.tenant, exchange.serving, elapsed, exchange.status, exchange.decision
+                )
+        elif self.series is not None:
+            self.series.record(
+                exchange.tenant,
+                exchange.serving,
+                time.perf_counter() - exchange.started,
+                exchange.status,
+                exchange.decision,
             )
         if exchange.flags and self._spans is not None:
             self._record_server_span(exchange, self._spans, error)

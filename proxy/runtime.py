@@ -22,6 +22,8 @@ from config.settings import Settings
 from proxy.app import DataPlane
 from proxy.divergence.rollback import RollbackMonitor
 from proxy.executor import Executor
+from proxy.health_recorder import HealthRecorder, window_capacity
+from proxy.health_series import SideSeries
 from proxy.phase_cache import PhaseCache
 from proxy.phase_store import PhaseStore
 from proxy.presence import ProxyPresence
@@ -54,6 +56,7 @@ class Runtime:
     seen: SeenTenants
     telemetry: RequestTelemetry
     rollback: RollbackMonitor | None = None
+    health: HealthRecorder | None = None
 
     @classmethod
     async def create(
@@ -64,10 +67,16 @@ class Runtime:
         keeps trying to connect."""
         stats = DataPlaneStats()
         shadow = ShadowRunner(settings, stats)
+        health_settings = settings.operator.health
+        labels = settings.telemetry.tenant_labels
+        series = (
+            SideSeries(capacity=window_capacity(health_settings, labels)) if health_settings.enabled else None
+        )
         telemetry = RequestTelemetry(
             settings.telemetry,
             build_tracer_provider(settings.telemetry, component="proxy", roots_sampled_by_caller=True),
             route=shadow.route,  # spans are named by the divergence policy's resources (reloadable)
+            series=series,
         )
         dsn = settings.postgres_url.get_secret_value()
         redis_url = settings.redis_url.get_secret_value()
@@ -118,6 +127,19 @@ class Runtime:
             seen = SeenTenants(store.pool, settings.operator.seen_tenants)
             started.push_async_callback(seen.stop)
             seen.start()
+            health = None
+            if series is not None:
+                health = HealthRecorder(
+                    store.pool,
+                    health_settings,
+                    series,
+                    labels=labels,
+                    # One process per proxy samples the buffer (Redis's state is the same for all).
+                    backlog=inspector.gauges if process_index == 0 else None,
+                    partitions=buffer.partitions,
+                )
+                started.push_async_callback(health.stop)
+                health.start()
             if not cache.loaded:
                 log.warning(
                     "phases not loaded yet (%s); the data plane answers 503 until they are", cache.last_error
@@ -156,6 +178,7 @@ class Runtime:
                 seen,
                 telemetry,
             )
+            runtime.health = health
             runtime.rollback = RollbackMonitor(
                 dsn=dsn,
                 store=store,
@@ -172,6 +195,8 @@ class Runtime:
 
     async def close(self) -> None:
         """Stop in the reverse order of `create`."""
+        if self.health is not None:
+            await self.health.stop()
         await self.seen.stop()
         if self.rollback is not None:
             await self.rollback.stop()

@@ -6,6 +6,7 @@ import asyncpg
 
 from proxy.dead_letter_audit import DEAD_LETTER_AUDIT_SCHEMA
 from proxy.divergence.schema import DIVERGENCE_SCHEMA
+from proxy.health_store import HEALTH_SCHEMA
 
 PHASE_CHANNEL = "cutover_phase"
 BARRIER_CHANNEL = "cutover_barrier"
@@ -80,3 +81,4 @@ async def ensure_schema(conn: asyncpg.Connection) -> None:
         await conn.execute(SCHEMA)
         await conn.execute(DIVERGENCE_SCHEMA)
         await conn.execute(DEAD_LETTER_AUDIT_SCHEMA)
+        await conn.execute(HEALTH_SCHEMA)

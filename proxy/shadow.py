@@ -275,10 +275,10 @@ class ShadowRunner:
                         stats.shadow_equal += 1
                     elif verdict is Verdict.NOISE:
                         stats.shadow_noise += 1
+                    elif verdict is Verdict.FAILED:  # never divergent too (proxy.divergence.rates)
+                        stats.shadow_failed += 1
                     else:
                         stats.shadow_divergent += 1
-                        if verdict is Verdict.FAILED:
-                            stats.shadow_failed += 1
                 elif code == _STORED:
                     stats.divergences_stored += 1
                 elif code == _DROPPED:

@@ -204,13 +204,14 @@ class ShadowComparer:
             response.release()
 
 
-async def flush_tally(pool: asyncpg.Pool, tally: Tally) -> None:
+async def flush_tally(pool: asyncpg.Pool, tally: Tally, settings: Settings) -> None:
     """Write what the tally gathered; on failure keep it for the next attempt."""
     if tally.empty():
         return
     taken = tally.take()
     try:
-        await write_tally(pool, taken)
+        health = settings.operator.health
+        await write_tally(pool, taken, health=health, labels=settings.telemetry.tenant_labels)
     except _STORE_ERRORS as exc:
         tally.merge_back(taken)
         log.warning("could not write shadow counters (%s); kept for the next flush", type(exc).__name__)
@@ -256,7 +257,7 @@ async def serve_shadow(settings: Settings, socket_path: str) -> None:
     async def flush_forever() -> None:
         while True:
             await asyncio.sleep(settings.divergence.flush_interval_s)
-            await flush_tally(pool, tally)
+            await flush_tally(pool, tally, settings)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer_ref.append(writer)
@@ -289,7 +290,7 @@ async def serve_shadow(settings: Settings, socket_path: str) -> None:
         flusher.cancel()
         with suppress(asyncio.CancelledError):
             await flusher
-        await flush_tally(pool, tally)
+        await flush_tally(pool, tally, settings)
         await recorder.stop()
         for upstream in upstreams.values():
             await upstream.close()

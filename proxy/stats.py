@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from proxy.divergence.rates import divergence_rate
+
 
 @dataclass
 class DataPlaneStats:
@@ -18,7 +20,7 @@ class DataPlaneStats:
     shadow_noise: int = 0  # differed only in fields learned or configured as noise
     shadow_skipped: int = 0  # not shadowed for lack of budget: over the in-flight cap, shadow process down
     shadow_unsampled: int = 0  # not shadowed by the tenant's sample rate
-    shadow_failed: int = 0  # a side errored or timed out: nothing compared (counted as divergent too)
+    shadow_failed: int = 0  # a side errored or timed out: nothing compared (never divergent)
     shadow_errors: int = 0  # the comparison machinery failed (see the shadow process log)
     divergences_dropped: int = 0  # recorder queue full
     divergences_stored: int = 0
@@ -36,6 +38,9 @@ class DataPlaneStats:
             "fallback_refused": self.fallback_refused,
             "shadow": {
                 "compared": self.shadow_compared,
+                "divergence_rate": divergence_rate(
+                    self.shadow_divergent, self.shadow_compared - self.shadow_failed
+                ),
                 "equal": self.shadow_equal,
                 "divergent": self.shadow_divergent,
                 "noise": self.shadow_noise,

@@ -32,7 +32,6 @@ async def gather(runtime: Runtime, settings: StatusPageSettings) -> dict[str, An
     by_side: Counter[str] = Counter()
     for (_phase, _kind, served_by), count in stats.requests.items():
         by_side[served_by] += count
-    compared = stats.shadow_compared
     return {
         "generated_at": dt.datetime.now(dt.UTC).isoformat(),
         "refresh_s": settings.refresh_s,
@@ -43,22 +42,21 @@ async def gather(runtime: Runtime, settings: StatusPageSettings) -> dict[str, An
             "phase_cache_stale_s": cache.staleness_s(),
             "phase_store_error": cache.last_error,
         },
-        "tenants": await _section(_tenants(runtime, settings)),
+        "tenants": await guarded(_tenants(runtime, settings)),
         "requests": {
             "by_side": {side: by_side.get(side, 0) for side in ("old", "new")},
             "rows": stats.as_json()["requests"],
         },
         "fallbacks": {"served": sum(stats.fallbacks.values()), "refused": stats.fallback_refused},
-        "shadow": {
-            **shadow,
-            "divergent_ratio": round(stats.shadow_divergent / compared, 4) if compared else None,
-        },
-        "divergences": await _section(_divergences(runtime, settings.divergence_window_s)),
-        "buffer": await _section(_buffer(runtime)),
+        # compared, equal, divergent, failed, ... and divergence_rate (proxy.divergence.rates).
+        "shadow": shadow,
+        "divergences": await guarded(_divergences(runtime, settings.divergence_window_s)),
+        "buffer": await guarded(_buffer(runtime)),
     }
 
 
-async def _section(coro: Any) -> Any:
+async def guarded(coro: Any) -> Any:
+    """`coro`'s result, or `{"error": ...}` when its store does not answer."""
     try:
         return await coro
     except _STORE_ERRORS as exc:
@@ -116,7 +114,7 @@ async def _tenants(runtime: Runtime, settings: StatusPageSettings) -> dict[str, 
 
 async def _divergences(runtime: Runtime, window_s: int) -> dict[str, Any]:
     counts = await runtime.pool.fetch(
-        "SELECT tenant, count(*) AS n, max(at) AS last_at FROM cutover_divergence"
+        "SELECT tenant, count(*) AS n, max(at) AS last_at, max(id) AS last_id FROM cutover_divergence"
         " WHERE at > now() - make_interval(secs => $1) GROUP BY tenant ORDER BY n DESC, tenant LIMIT 100",
         float(window_s),
     )
@@ -138,6 +136,7 @@ async def _divergences(runtime: Runtime, window_s: int) -> dict[str, Any]:
                 "count": row["n"],
                 "per_min": round(row["n"] * 60 / window_s, 2),
                 "last_at": row["last_at"].isoformat(),
+                "last_id": row["last_id"],  # the newest sample (the page links to it)
                 "top_fields": top.get(row["tenant"], []),
             }
             for row in counts

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from proxy.divergence.rates import divergence_rate, new_error_rate
 from proxy.divergence.tally import COUNT_COLUMNS
 
 _EXAMPLES = 3
@@ -54,10 +55,9 @@ async def tenant_report(
 
 
 def _rates(counts: dict[str, int]) -> dict[str, float | None]:
-    answered = counts["compared"] - counts["failed"]
     return {
-        "divergence_rate": round(counts["divergent"] / answered, 4) if answered else None,
-        "new_error_rate": round(counts["new_errors"] / counts["compared"], 4) if counts["compared"] else None,
+        "divergence_rate": divergence_rate(counts["divergent"], counts["compared"] - counts["failed"]),
+        "new_error_rate": new_error_rate(counts["new_errors"], counts["compared"]),
     }
 
 

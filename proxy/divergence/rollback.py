@@ -7,6 +7,9 @@ that disables it or by the proxy's end). Every `check_interval_s` it sums, per t
 in the tenant's current phase within the last `window_s` seconds and since its last phase change (a
 rollback starts a new window: the figures that caused it do not count against the phase it lands in).
 
+With rollback off, no proxy reads the window, but the shadow processes still write it: every proxy then
+deletes its rows older than twice `window_s`, about once a minute, as the evaluating proxy does.
+
 `decide` is the pure rule; the move goes through `proxy.phase_moves.move_phase`, the same audited path as
 an operator's (actor `auto`, the figures in the reason), so live → shadow passes the authority-switch
 barrier. A move refused because the tenant changed meanwhile is left alone; a barrier that aborts is tried
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -36,6 +40,8 @@ ACTOR = AUTO_ACTOR  # counted as automatic by the phase-change metrics
 _LOCK = 0x6375_746F_7665_7201  # any fixed 64-bit number, distinct from the schema lock
 _STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 _BACK = {Phase.LIVE: Phase.SHADOW, Phase.SHADOW: Phase.DUAL_WRITE}
+_PRUNE_WINDOW = "DELETE FROM cutover_shadow_window WHERE at < now() - make_interval(secs => $1)"
+_PRUNE_WHILE_OFF_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +143,7 @@ class RollbackMonitor:
         self._conn: asyncpg.Connection | None = None
         self._leading = False
         self._task: asyncio.Task[None] | None = None
+        self._pruned_at = float("-inf")
 
     @property
     def leading(self) -> bool:
@@ -160,6 +167,7 @@ class RollbackMonitor:
                     await self.check_once(policy)
                 elif not policy.enabled:
                     await self._release()
+                    await self._prune_while_off(policy)
             except _STORE_ERRORS as exc:
                 log.warning("rollback check failed (%s); retrying", type(exc).__name__)
                 await self._release()
@@ -194,11 +202,16 @@ class RollbackMonitor:
             rollback = decide(figure, policy)
             if rollback is not None and await self._apply(rollback):
                 done.append(rollback)
-        await self._conn.execute(
-            "DELETE FROM cutover_shadow_window WHERE at < now() - make_interval(secs => $1)",
-            2 * policy.window_s,
-        )
+        await self._conn.execute(_PRUNE_WINDOW, 2 * policy.window_s)
         return done
+
+    async def _prune_while_off(self, policy: RollbackPolicy) -> None:
+        """Rollback off, nobody evaluates the window, yet every shadow process still adds a row per tenant
+        and second of shadow traffic: delete what the window would not read, about once a minute."""
+        now = time.monotonic()
+        if now - self._pruned_at >= _PRUNE_WHILE_OFF_S:
+            self._pruned_at = now
+            await self._store.pool.execute(_PRUNE_WINDOW, 2 * policy.window_s)
 
     async def _apply(self, rollback: Rollback) -> bool:
         try:

@@ -4,7 +4,8 @@ Three sets, each keyed so that its size stays bounded between two flushes:
 - per (tenant, resource): comparisons by outcome, new-side errors, skipped reads (reports);
 - per (tenant, resource, field): how often the field diverged, and how often it differed as noise;
 - per (tenant, phase): the rollback window's figures, stamped with the database's clock at flush time, so
-  proxies on hosts with skewed clocks still fall in the same window.
+  proxies on hosts with skewed clocks still fall in the same window; the same figures per tenant go to the
+  health history's buckets (`proxy.health_store`).
 
 A flush that fails keeps its counts for the next one (up to the bounds): a short store outage loses nothing.
 """
@@ -12,11 +13,15 @@ A flush that fails keeps its counts for the next one (up to the bounds): a short
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
+from config.operator import HealthSettings
+from proxy.health_series import fold_shadow
+from proxy.health_store import write_shadow
 from proxy.shadow_job import Verdict
 
 log = logging.getLogger("cutover.divergence")
@@ -113,9 +118,15 @@ class Tally:
                         row[index] += value
 
 
-async def write_tally(pool: asyncpg.Pool, taken: Tally) -> None:
-    """Add `taken` to the tables, in one transaction."""
+async def write_tally(
+    pool: asyncpg.Pool, taken: Tally, *, health: HealthSettings | None = None, labels: Sequence[str] = ()
+) -> None:
+    """Add `taken` to the tables, in one transaction; with `health`, the window's figures also go to the
+    per-tenant health history (`proxy.health_store`), capped like the data plane's (`labels` kept apart)."""
     async with pool.acquire() as conn, conn.transaction():
+        if health is not None and health.enabled and taken.window:
+            rows = fold_shadow(taken.window, labels, health.top_tenants)
+            await write_shadow(conn, rows, health.bucket_s)
         if taken.counts:
             await conn.executemany(
                 "INSERT INTO cutover_shadow_count AS c"

@@ -249,6 +249,7 @@ async def test_secrets_never_appear_in_admin_responses(
         "/docs",
         f"/audit?tenant={tenant}",
         f"/tenants/{tenant}/divergences",
+        f"/tenants/{tenant}/health",
     ):
         response = await proxy.admin.get(path)
         assert response.status_code == 200, (path, response.text)

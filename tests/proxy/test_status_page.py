@@ -133,6 +133,7 @@ return {
   divergent: map("[data-divergent]", "data-divergent", (n) => n.innerText),
   top_fields: map("tr[data-divergent-tenant]", "data-divergent-tenant", (n) => n.cells[3].innerText),
   lags: all("[data-lag]").map((n) => Number(n.innerText)),
+  last_links: map("a[data-last-divergence]", "data-last-divergence", (n) => n.getAttribute("href")),
   rates: all("[data-rate]").map((n) => n.innerText),
 };
 """
@@ -230,6 +231,8 @@ async def test_status_page_shows_what_the_admin_api_says(
     assert page["divergent"][shadowed] == after["divergent"][shadowed]
     assert page["top_fields"][shadowed] == after["top_fields"][shadowed]
     assert "status (8)" in page["top_fields"][shadowed]  # old has the item, new does not (no worker)
+    newest = (await proxy.admin.get(f"/tenants/{shadowed}/divergences", params={"limit": 1})).json()
+    assert page["last_links"][shadowed] == f"/status/divergence/{shadowed}/{newest['divergences'][0]['id']}"
     assert len(page["lags"]) == len(after["lags"]) == 4
     for shown, (low, high) in zip(page["lags"], zip(before["lags"], after["lags"], strict=True), strict=True):
         assert low - 0.1 <= shown <= high + 0.1  # lag grows with time: between the two API reads
@@ -266,3 +269,157 @@ async def test_sign_in_and_what_the_cookie_is_good_for(status_proxy: Proxy) -> N
         assert change.status_code == 401
     bearer = await proxy.admin.get("/status/data")  # a bearer token works too (scripts)
     assert bearer.status_code == 200 and set(bearer.json()) >= {"tenants", "requests", "shadow", "buffer"}
+
+
+_READ_SERIES = """
+const all = (selector) => Array.from(document.querySelectorAll(selector));
+const line = (key, side) => {
+  const node = document.querySelector(`svg[data-series="${key}"] polyline[data-side="${side}"]`);
+  return node ? {n: Number(node.dataset.n), values: JSON.parse(node.dataset.values),
+                 points: node.getAttribute("points")} : null;
+};
+const tenants = arguments[0];
+return {
+  at: document.body.dataset.seriesAt || null,
+  cards: all("[data-series-tenant]").map((n) => n.dataset.seriesTenant),
+  series: Object.fromEntries(tenants.map((t) => [t, {
+    totals: Object.fromEntries(["old", "new"].map((s) => {
+      const n = document.querySelector(`[data-total="${t}|${s}"]`);
+      return [s, n ? Number(n.innerText) : null];
+    })),
+    rate_old: line(t + "|rate", "old"), rate_new: line(t + "|rate", "new"),
+    p99_new: line(t + "|p99", "new"), divergence: line(t + "|divergence", "div"),
+    links: all(`[data-series-tenant="${t}"] a[data-divergence]`).map((a) => a.getAttribute("href")),
+  }])),
+};
+"""
+
+
+async def test_series_of_the_last_hour_divergence_links_and_a_phone_screen(
+    make_proxy: ProxyFactory, browser: webdriver.Chrome, new: DemoBackend
+) -> None:
+    proxy = await make_proxy(
+        {
+            "operator": {
+                "status_page": {"refresh_s": 0.5, "series_step_s": 2},
+                "health": {"bucket_s": 1, "flush_interval_s": 0.1, "history_s": 60, "window_s": 30},
+            },
+            "divergence": {"flush_interval_s": 0.1},
+        }
+    )
+    run = uuid.uuid4().hex[:6]
+    shadowed, live = f"ss{run}-shadow", f"ss{run}-live"
+    await proxy.set_phase_api(shadowed, Phase.SHADOW)
+    await proxy.set_phase_api(live, Phase.LIVE)
+    new.faults.stamp = True  # new adds a field: every shadowed read of `shadowed` diverges
+    for _ in range(6):
+        assert (await proxy.client.get("/items", headers={"X-Tenant-ID": shadowed})).status_code == 200
+    for _ in range(4):
+        response = await proxy.client.get("/items", headers={"X-Tenant-ID": live})
+        assert response.headers["x-cutover-served-by"] == "new"
+
+    async def settled() -> bool:
+        bodies = [(await proxy.admin.get(f"/tenants/{t}/health")).json() for t in (shadowed, live)]
+        return (
+            bodies[0]["traffic"]["sides"]["old"]["requests"] == 6
+            and bodies[0]["shadow"]["divergent"] == 6
+            and bodies[1]["traffic"]["sides"]["new"]["requests"] == 4
+        )
+
+    await wait_for(settled, timeout_s=15)
+    samples = (await proxy.admin.get(f"/tenants/{shadowed}/divergences")).json()["divergences"]
+    assert samples, "no divergence stored: the test proved nothing"
+
+    await in_thread(browser.get, f"{proxy.admin_server.url}/status?token={proxy.tokens.read}")
+    query = f"?tenant={shadowed}&tenant={live}"
+    await in_thread(browser.get, f"{proxy.admin_server.url}/status{query}")
+    tenants = [shadowed, live]
+    page: dict[str, Any] = {}
+    for _ in range(100):
+        page = await in_thread(browser.execute_script, _READ_SERIES, tenants)
+        if page["at"] and page["series"][live]["rate_new"]:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the series were not drawn")
+    assert page["cards"][:2] == tenants  # pinned first
+    mine, other = page["series"][shadowed], page["series"][live]
+    assert mine["totals"] == {"old": 6, "new": 0} and other["totals"] == {"old": 0, "new": 4}
+    for line in (mine["rate_old"], other["rate_new"], other["p99_new"], mine["divergence"]):
+        assert line["n"] >= 1 and line["points"], line
+        assert max(v for v in line["values"] if v is not None) > 0
+    assert max(v for v in mine["divergence"]["values"] if v is not None) == 1.0  # 6 of 6 answered
+    assert set(mine["rate_new"]["values"]) == {0}  # nothing was sent to new for this tenant
+    expected = [f"/status/divergence/{shadowed}/{s['id']}" for s in samples[:5]]
+    assert mine["links"] == expected
+
+    # A divergence link opens its stored sample.
+    link = browser.find_element(By.CSS_SELECTOR, f'a[href="{expected[0]}"]')
+    await in_thread(link.click)
+    await drawn(browser, "loaded")
+    shown = await in_thread(browser.execute_script, _READ_SAMPLE)
+    sample = samples[0]
+    assert browser.current_url.endswith(expected[0])
+    assert shown["id"] == str(sample["id"])
+    query_text = f"?{sample['query']}" if sample["query"] else ""
+    assert shown["request"] == f"{sample['method']} {sample['path']}{query_text}"
+    assert shown["paths"] == [d["path"] for d in sample["differences"]]
+
+    # A phone: 390 px wide. The pages never scroll sideways; wide tables scroll inside their box.
+    await in_thread(
+        browser.execute_cdp_cmd,
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 390, "height": 844, "deviceScaleFactor": 3, "mobile": True},
+    )
+    try:
+        for path, mark in ((f"/status{query}", "seriesAt"), (expected[0], "loaded")):
+            await in_thread(browser.get, f"{proxy.admin_server.url}{path}")
+            await drawn(browser, mark)
+            if mark == "seriesAt":
+                await drawn(browser, "generatedAt")
+            widths = await in_thread(
+                browser.execute_script, "return [window.innerWidth, document.documentElement.scrollWidth]"
+            )
+            assert widths[1] <= 390, f"{path} scrolls sideways at 390 px: {widths[1]} px wide"
+            assert widths[0] == 390, widths  # a mobile browser zooms out a page wider than the screen
+    finally:
+        await in_thread(browser.execute_cdp_cmd, "Emulation.clearDeviceMetricsOverride", {})
+
+
+_READ_SAMPLE = """
+return {
+  id: document.body.dataset.loaded,
+  request: document.querySelector("[data-fact=request]").innerText,
+  paths: Array.from(document.querySelectorAll("tr[data-path]")).map((row) => row.dataset.path),
+};
+"""
+
+
+async def drawn(driver: webdriver.Chrome, mark: str) -> None:
+    """Wait until the page's script has set `document.body.dataset[mark]` (it does after drawing)."""
+    for _ in range(100):
+        if await in_thread(driver.execute_script, f"return document.body.dataset.{mark} || null"):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the page did not draw ({mark})")
+
+
+async def test_series_and_sample_routes_need_a_viewer_and_check_their_input(status_proxy: Proxy) -> None:
+    proxy = status_proxy
+    for path in ("/status/series", "/status/divergence/t1/1/data"):
+        response = await proxy.anon_admin.get(path)
+        assert response.status_code == 401 and response.json()["error"] == "unauthorized"
+    page = await proxy.anon_admin.get("/status/divergence/t1/1")
+    assert page.status_code == 401 and "/status?token=" in page.text
+    pinned = [f"pin-{uuid.uuid4().hex[:6]}", f"pin-{uuid.uuid4().hex[:6]}"]
+    series = (await proxy.admin.get("/status/series", params={"tenants": ",".join(pinned)})).json()
+    assert [t["tenant"] for t in series["tenants"][:2]] == pinned  # shown even without traffic
+    assert series["tenants"][0]["phase"] == "legacy" and series["tenants"][0]["divergences"] == []
+    bad = await proxy.admin.get("/status/series", params={"tenants": "ok,not ok"})
+    assert bad.status_code == 400 and bad.json()["error"] == "invalid_tenant"
+    many = await proxy.admin.get("/status/series", params={"tenants": ",".join(f"t{n}" for n in range(11))})
+    assert many.status_code == 422 and many.json()["problems"][0]["field"] == "query.tenants"
+    missing = await proxy.admin.get("/status/divergence/t1/987654321/data")
+    assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+    assert (await proxy.admin.get("/status/divergence/t1/0")).status_code == 404
+    assert (await proxy.admin.get("/status/divergence/not%20ok/1/data")).status_code == 400

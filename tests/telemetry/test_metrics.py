@@ -306,11 +306,15 @@ async def test_metrics_need_a_token_by_default(metrics_proxy: Proxy, tokens: Tok
 async def test_open_metrics_and_metrics_off(make_proxy: ProxyFactory) -> None:
     open_proxy = await make_proxy({"telemetry": {"metrics_auth": "none"}})
     assert (await open_proxy.anon_admin.get("/metrics")).status_code == 200
-    off = await make_proxy({"telemetry": {"metrics": False}})
+    off = await make_proxy({"telemetry": {"metrics": False}, "operator": {"health": {"enabled": False}}})
     response = await off.admin.get("/metrics")
     assert response.status_code == 404
     assert response.json()["error"] == "metrics_disabled"
     assert off.runtime.data_plane._telemetry is None  # no per-request telemetry at all
+    # The health history counts per request on its own: metrics off, it still does.
+    health_only = await make_proxy({"telemetry": {"metrics": False}})
+    telemetry = health_only.runtime.data_plane._telemetry
+    assert telemetry is not None and telemetry.series is not None and not telemetry.metrics
 
 
 async def test_top_n_promotes_the_busiest_tenant_at_a_scrape(make_proxy: ProxyFactory) -> None:

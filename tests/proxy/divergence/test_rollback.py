@@ -10,10 +10,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-from config.divergence import RollbackPolicy
-from proxy.divergence.rollback import WindowFigures, decide, window_figures
+from config.divergence import DivergencePolicy, RollbackPolicy
+from proxy.divergence.rollback import RollbackMonitor, WindowFigures, decide, window_figures
 from proxy.divergence.tally import Outcome, Tally, write_tally
 from proxy.shadow_job import Verdict
+from proxy.stats import DataPlaneStats
 from routing.phases import Phase
 from tests.conftest import Proxy, ProxyFactory, wait_for
 from tests.proxy.divergence.conftest import ScriptedPair
@@ -107,6 +108,41 @@ async def test_window_counts_all_proxies_in_the_current_phase_since_its_last_cha
     assert "" not in found  # requests without a tenant are never rolled back
     legacy = {f.tenant for f in await window_figures(pg_pool, window_s=60, default_phase=Phase.LEGACY)}
     assert fresh not in legacy
+
+
+async def test_the_window_is_pruned_while_rollback_is_off(proxy: Proxy, tenant: str) -> None:
+    """Nobody evaluates the window then, but shadow processes keep adding a row per tenant and second."""
+    runtime = proxy.runtime
+    await runtime.pool.execute(
+        "INSERT INTO cutover_shadow_window (tenant, phase, at, compared) VALUES"
+        " ($1, 'shadow', now() - interval '1 hour', 1), ($1, 'shadow', now(), 1)",
+        tenant,
+    )
+    off = DivergencePolicy()
+    assert not off.rollback.enabled and 2 * off.rollback.window_s < 3600
+    monitor = RollbackMonitor(
+        dsn=runtime.settings.postgres_url.get_secret_value(),
+        store=runtime.store,
+        cache=runtime.cache,
+        policy=lambda: off,
+        pending_toward=runtime.inspector.pending,
+        missing_applier=lambda _side: None,
+        hold_timeout_s=1,
+        stats=DataPlaneStats(),
+    )
+    monitor.start()
+
+    async def pruned() -> bool:
+        left = await runtime.pool.fetchval(
+            "SELECT count(*) FROM cutover_shadow_window WHERE tenant = $1", tenant
+        )
+        return bool(left == 1)
+
+    try:
+        await wait_for(pruned, timeout_s=5)
+    finally:
+        await monitor.stop()
+    assert not monitor.leading
 
 
 async def test_rollback_end_to_end_through_the_proxy(
