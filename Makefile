@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test soak lint typecheck unit bench bench-tools bench-proxy bench-buffer bench-telemetry bench-sql \
+.PHONY: demo test check soak lint typecheck unit bench bench-tools bench-proxy bench-buffer bench-telemetry bench-sql \
 	bench-backfill bench-diff bench-cli bench-admin clean loadtest browser-tools
 
 $(STAMP): pyproject.toml
@@ -17,6 +17,11 @@ demo: $(STAMP)
 	$(BIN)/cutover demo
 
 test: $(STAMP) lint typecheck unit
+
+# The edit-test loop's fast tier (under a minute): lint, types and the tests that start no server, proxy
+# or worker (`integration` is marked by fixture in tests/conftest.py) and are not slow, browser or load.
+check: $(STAMP) lint typecheck
+	$(BIN)/pytest -m "not slow and not browser and not load and not integration and not soak"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

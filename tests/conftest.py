@@ -729,3 +729,29 @@ async def raw_request(
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
     return status, headers, body
+
+
+# Fixtures that start servers, proxies or workers: a test using one is an integration test, which
+# `make check` (the edit-test loop's fast tier) leaves to `make test`.
+_INTEGRATION_FIXTURES = frozenset(
+    {
+        "proxy",
+        "make_proxy",
+        "memory_proxy",
+        "shared_builder",
+        "demo_backends",
+        "old",
+        "new",
+        "echo_backend",
+        "start_backend",
+        "workers",
+        "data_env",
+        "private_redis",
+    }
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _INTEGRATION_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
