@@ -3,10 +3,9 @@
 # (context filtered by .dockerignore, then the same pip install) and runs serve and worker from the result.
 FROM python:3.11-slim AS build
 WORKDIR /src
-# Dependencies first, from pyproject.toml alone: this layer is rebuilt only when pyproject.toml changes.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt
-RUN pip install --no-cache-dir --prefix=/install -r requirements.txt
+# Dependencies first, exactly as locked (hashes checked): this layer is rebuilt only when the lock changes.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --require-hashes --prefix=/install -r requirements.lock
 # Then the whole context as .dockerignore filters it: every package pyproject.toml finds is installed.
 COPY . .
 RUN pip install --no-cache-dir --no-deps --prefix=/install .

@@ -4,14 +4,27 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test check soak lint typecheck unit bench bench-tools bench-proxy bench-buffer bench-telemetry bench-sql \
+.PHONY: demo test check soak lock lint typecheck unit bench bench-tools bench-proxy bench-buffer bench-telemetry bench-sql \
 	bench-backfill bench-diff bench-cli bench-admin clean loadtest browser-tools
 
-$(STAMP): pyproject.toml
+# Dependencies come from the lock (exact versions, hashes checked); the project itself is installed
+# editable on top, without resolving anything again.
+$(STAMP): pyproject.toml requirements-dev.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --require-hashes -r requirements-dev.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
+
+# Re-resolve the locks after a change to pyproject.toml's dependencies (needs PyPI): requirements.lock
+# for the image, requirements-dev.lock (with the dev extra) for make test, CI and benchmarks.
+lock:
+	rm -rf $(VENV)-lock && $(PYTHON) -m venv $(VENV)-lock && $(VENV)-lock/bin/pip install -q pip-tools
+	$(VENV)-lock/bin/pip-compile -q --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url \
+	  --no-emit-find-links -o requirements.lock pyproject.toml
+	$(VENV)-lock/bin/pip-compile -q --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url \
+	  --no-emit-find-links --extra dev -o requirements-dev.lock pyproject.toml
+	rm -rf $(VENV)-lock
 
 demo: $(STAMP)
 	$(BIN)/cutover demo

@@ -166,8 +166,8 @@ def _run(instruction: Instruction, workdir: Path, filesystem: Path, prefix: str)
     options = words[2:]
     assert f"--prefix={prefix}" in options, f"RUN {command!r} does not install into {prefix}"
     if "-r" in options:
-        requirements = (workdir / options[options.index("-r") + 1]).read_text().split("\n")
-        missing = [line for line in requirements if line.strip() and not _satisfied(Requirement(line))]
+        requirements = requirement_lines((workdir / options[options.index("-r") + 1]).read_text())
+        missing = [line for line in requirements if not _satisfied(Requirement(line))]
         assert not missing, f"the development environment lacks the image's requirements {missing}"
         return
     assert options[-1] == ".", f"RUN {command!r} is not reproduced here"
@@ -185,6 +185,18 @@ def _run(instruction: Instruction, workdir: Path, filesystem: Path, prefix: str)
         text=True,
     )
     assert built.returncode == 0, f"RUN {command!r} failed:\n{built.stdout}\n{built.stderr}"
+
+
+def requirement_lines(text: str) -> list[str]:
+    """The requirements of a requirements file, a hashed lock included: continuation lines joined, then
+    comments and `--hash` options left out."""
+    joined = text.replace("\\\n", " ")
+    lines = []
+    for line in joined.split("\n"):
+        words = [word for word in line.split("#", 1)[0].split() if not word.startswith("--hash=")]
+        if words:
+            lines.append(" ".join(words))
+    return lines
 
 
 def _satisfied(requirement: Requirement) -> bool:
