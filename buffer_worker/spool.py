@@ -194,7 +194,7 @@ class SpoolingSink:
         await asyncio.to_thread(check_spool, self._path)
         for path in (self._draining_path, self._path):
             if path.exists():
-                intents, valid = decode_records(path.read_bytes())
+                intents, valid = await asyncio.to_thread(_read_records, path)
                 self._count(intents, valid)
                 if valid < path.stat().st_size:
                     log.warning(
@@ -284,19 +284,27 @@ class SpoolingSink:
                 self._path.rename(self._draining_path)
         if not self._draining_path.exists():
             return
-        intents, valid = decode_records(self._draining_path.read_bytes())
+        # Up to `spool_max_bytes` to read and decode: off the event loop, which serves clients.
+        intents, valid = await asyncio.to_thread(_read_records, self._draining_path)
         for index, intent in enumerate(intents):
             try:
                 await asyncio.wait_for(self._producer.append(intent), self._append_timeout_s * 4)
+            except Exception:
+                # Keep what is left, in order, for the next attempt (written off the event loop).
+                await asyncio.to_thread(self._rewrite_draining, intents[index:])
+                self._forget_moved(intents[:index])
+                raise
             except BaseException:
-                # Keep what is left, in order, for the next attempt.
-                moved = intents[:index]
+                # Cancelled (shutting down): written at once, since nothing may be awaited any more.
                 self._rewrite_draining(intents[index:])
-                self._count(moved, sum(len(encode_record(i)) for i in moved), sign=-1)
+                self._forget_moved(intents[:index])
                 raise
         self._draining_path.unlink()
         self._count(intents, valid, sign=-1)
         log.info("spool: moved %d intents to Redis", len(intents))
+
+    def _forget_moved(self, moved: list[Intent]) -> None:
+        self._count(moved, sum(len(encode_record(i)) for i in moved), sign=-1)
 
     def _rewrite_draining(self, remaining: list[Intent]) -> None:
         temporary = self._draining_path.with_name(self._draining_path.name + ".tmp")
@@ -304,6 +312,10 @@ class SpoolingSink:
         with temporary.open("rb") as handle:
             os.fsync(handle.fileno())
         temporary.replace(self._draining_path)
+
+
+def _read_records(path: Path) -> tuple[list[Intent], int]:
+    return decode_records(path.read_bytes())
 
 
 def _append_fsync(path: Path, record: bytes) -> None:
