@@ -19,7 +19,7 @@ import sys
 import sysconfig
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,10 +146,13 @@ def processes(built: BuildResult, tmp_path: Path) -> Iterator[Processes]:
     running.close()
 
 
-def wait_until_answered(url: str, process: subprocess.Popen[bytes], what: str, logs: str, **kw: Any) -> None:
+def wait_until_answered(
+    url: str, process: subprocess.Popen[bytes], what: str, logs: Callable[[], str], **kw: Any
+) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        assert process.poll() is None, f"{what} exited with {process.returncode}:\n{logs}"
+        # The log as it is when the process has exited, not as it was when the wait began.
+        assert process.poll() is None, f"{what} exited with {process.returncode}:\n{logs()}"
         try:
             if httpx.get(url, timeout=1, **kw).status_code == 200:
                 return
@@ -210,10 +213,12 @@ def test_serve_worker_and_demo_backends_run_from_the_image(
     )
     worker = processes.start("worker", "worker", "--config", str(config))
     for side, process in backends.items():
-        wait_until_answered(f"http://127.0.0.1:{ports[side]}/docs", process, side, processes.output(side))
+        wait_until_answered(
+            f"http://127.0.0.1:{ports[side]}/docs", process, side, lambda side=side: processes.output(side)
+        )
     admin = f"http://127.0.0.1:{ports['admin']}"
-    wait_until_answered(f"{admin}/healthz", serve, "cutover serve", processes.output("serve"))
-    wait_until_answered(f"{admin}/readyz", serve, "cutover serve", processes.output("serve"))
+    wait_until_answered(f"{admin}/healthz", serve, "cutover serve", lambda: processes.output("serve"))
+    wait_until_answered(f"{admin}/readyz", serve, "cutover serve", lambda: processes.output("serve"))
 
     tenant = f"image-{uuid.uuid4().hex[:6]}"
     moved = httpx.put(
