@@ -1,4 +1,5 @@
-"""Admin API (its own port): tenants and their phases, audit, divergences, health. JSON, OpenAPI at /docs.
+"""Admin API (its own port): tenants and their phases, audit, divergences, health. JSON, OpenAPI at /docs
+(served offline: `proxy.admin_docs`).
 
 Errors share the data plane's shape: `{"error": code, "detail": text, ...}`, an unhandled exception too
 (`proxy.unexpected`: 500 `internal_error` with the request id of the logged traceback).
@@ -17,6 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from proxy.admin_auth import TokenAuthenticator
+from proxy.admin_docs import admin_app
 from proxy.admin_errors import AdminError, install_error_handlers
 from proxy.admin_guard import AdminGuard, Reader, Writer
 from proxy.admin_limits import AUDIT_PAGE_MAX, DIVERGENCES_PAGE_MAX, TENANTS_PAGE_MAX
@@ -72,7 +74,7 @@ class PhaseChange(BaseModel):
 
 def create_admin_app(runtime: Runtime) -> FastAPI:
     store = runtime.store
-    app = FastAPI(title="cutover admin", version="0.1.0")
+    app = admin_app(title="cutover admin", version="0.1.0")  # /docs and /redoc without a CDN
     app.state.authenticator = TokenAuthenticator(runtime.settings.admin.tokens)
 
     install_error_handlers(app)
