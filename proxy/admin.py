@@ -38,7 +38,7 @@ from proxy.divergence.admin import register_divergence_routes
 from proxy.divergences import list_divergences
 from proxy.health_admin import register_health_routes
 from proxy.metrics_api import register_metrics
-from proxy.phase_moves import ApplierMissingError, move_phase
+from proxy.phase_moves import ApplierMissingError, check_phase_move, move_phase
 from proxy.phase_store import VersionConflictError
 from proxy.readiness import Readiness, readiness
 from proxy.runtime import Runtime
@@ -70,6 +70,8 @@ class PhaseChange(BaseModel):
     reason: PgText = Field(min_length=1, max_length=2000)
     expected_version: StrictInt | None = Field(default=None, ge=0, le=PG_BIGINT_MAX)
     force: StrictBool = False
+    # Every check, no move: 200 with what would move, or the error the move would get (fleet plans).
+    dry_run: StrictBool = False
 
 
 def create_admin_app(runtime: Runtime) -> FastAPI:
@@ -150,6 +152,16 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
                     dead_letters=dead,
                 )
         try:
+            if change.dry_run:
+                row = await check_phase_move(
+                    store,
+                    tenant,
+                    change.phase,
+                    expected_version=change.expected_version,
+                    force=change.force,
+                    missing_applier=runtime.settings.worker.missing_for,
+                )
+                return {**row.as_json(), "to": change.phase.value, "dry_run": True}
             updated = await move_phase(
                 store,
                 runtime.cache,
