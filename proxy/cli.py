@@ -70,7 +70,10 @@ class _Version(argparse.Action):
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     try:
-        code = _main(words)
+        try:
+            code = _main(words)
+        except SystemExit as exc:  # argparse's --help and --version end this way, their text buffered
+            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else EXIT_USAGE
         sys.stdout.flush()  # inside the try: a closed pipe shows here for output still buffered
         return code
     except BrokenPipeError:
