@@ -32,6 +32,7 @@ from proxy.admin_params import (
     TenantFilter,
     checked_tenant,
 )
+from proxy.archive_admin import register_archive_routes
 from proxy.barrier import BarrierAbortedError
 from proxy.dead_letter_admin import register_dead_letter_routes
 from proxy.divergence.admin import register_divergence_routes
@@ -43,6 +44,7 @@ from proxy.phase_store import VersionConflictError
 from proxy.readiness import Readiness, readiness
 from proxy.runtime import Runtime
 from proxy.status_page import create_status_router
+from proxy.tenant_archive import archived
 from proxy.tenant_listing import list_tenants
 from proxy.unexpected import CatchUnexpected
 from proxy.verify_admin import register_verify_routes, require_verified
@@ -52,7 +54,10 @@ __all__ = ["AdminError", "Reader", "Tenant", "TenantFilter", "Writer", "create_a
 
 
 PHASE_CHANGE_ERRORS: dict[int | str, dict[str, Any]] = {
-    409: {"description": "`version_conflict` (not at `expected_version`) or `barrier_aborted`"},
+    409: {
+        "description": "`version_conflict` (not at `expected_version`), `barrier_aborted`, or"
+        " `tenant_archived` (unarchive it first)"
+    },
     422: {
         "description": "an invalid body (`invalid_request`), or a move the rules refuse: "
         "`phase_move_not_allowed` (with `allowed`), `dead_letters`, `verify_required`, "
@@ -138,6 +143,13 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
 
     @app.put("/tenants/{tenant}/phase", responses=PHASE_CHANGE_ERRORS)
     async def set_phase(tenant: Tenant, change: PhaseChange, who: Writer) -> dict[str, Any]:
+        if (archive := await archived(store.pool, tenant)) is not None:
+            raise AdminError(
+                409,
+                "tenant_archived",
+                f"tenant {tenant!r} is archived ({archive['reason']}); unarchive it before moving it",
+                archived_by=archive["archived_by"],
+            )
         current = (await store.get(tenant)).phase
         if change.phase is Phase.COMPLETE and not change.force:
             await require_verified(runtime, tenant)  # the data half: see proxy/verify_admin.py
@@ -232,5 +244,6 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
     register_dead_letter_routes(app, runtime)
     register_divergence_routes(app, runtime)
     register_health_routes(app, runtime)
+    register_archive_routes(app, runtime)
     app.add_middleware(CatchUnexpected)  # inside the framework's own error middleware: no plain-text 500
     return app

@@ -190,8 +190,10 @@ def _parser() -> argparse.ArgumentParser:
         "list tenants (phase rows, then tenants only seen in traffic; archived ones are left out)",
         "cutover tenants",
         "cutover tenants --limit 50 --json",
+        "cutover tenants --archived",
     )
     tenants.add_argument("--limit", type=int, help="at most this many, in tenant order (default: all)")
+    tenants.add_argument("--archived", action="store_true", help="list the archived tenants instead")
     tenants.set_defaults(run=_tenants)
     admin_command(
         "status",
@@ -287,6 +289,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _tenants(args: argparse.Namespace) -> int:
+    if args.archived:
+        from proxy.archive_cli import print_archived
+
+        return print_archived(args)
     body = admin_client(args).tenants(limit=args.limit)
     if args.json:
         return print_json(body)

@@ -8,6 +8,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from proxy.archive_cli import add_archive_commands
 from proxy.cli_support import EXIT_OK, examples, format_table, print_json
 from proxy.cli_target import add_admin_options, admin_client
 
@@ -30,6 +31,7 @@ def add_tenant_commands(commands: Any) -> None:
     show.add_argument("tenant")
     show.add_argument("--window-s", type=int, help="seconds of the traffic figures (default: the API's, 300)")
     show.set_defaults(run=_show)
+    add_archive_commands(actions)
 
 
 def _show(args: argparse.Namespace) -> int:
