@@ -17,6 +17,7 @@ from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
+from proxy.admin_access_log import AdminAccessLog
 from proxy.admin_auth import TokenAuthenticator
 from proxy.admin_docs import admin_app
 from proxy.admin_errors import AdminError, install_error_handlers
@@ -246,4 +247,6 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
     register_health_routes(app, runtime)
     register_archive_routes(app, runtime)
     app.add_middleware(CatchUnexpected)  # inside the framework's own error middleware: no plain-text 500
+    if runtime.settings.access_log:
+        app.add_middleware(AdminAccessLog)  # outermost: every answer is logged, a guard's 401 too
     return app
