@@ -267,11 +267,9 @@ def _repair_line(table: str, repair: dict[str, Any]) -> str:
 
 
 def format_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
-    )
+    from proxy.cli_support import format_table as table  # the one table printer of every command
+
+    return table(header, rows)
 
 
 def _short(value: Any, limit: int = 40) -> str:

@@ -16,8 +16,9 @@ entry whose fate is unknown is *in doubt* and is resolved, not sent again: one r
 older than the ledger's retention, and any intent after a failed or timed-out attempt. Appliers with
 their own ledger (PostgreSQL, in the mirror's transaction) apply every delivery as it comes.
 
-Failures: an unreachable mirror is an outage and is retried without limit (capped exponential backoff);
-error answers are retried up to `max_attempts`; a permanent error dead-letters the intent at once. A
+Failures: an unreachable mirror is an outage and is retried without limit (capped exponential backoff
+with full jitter, `buffer_worker.backoff`); error answers are retried up to `max_attempts`; a permanent
+error dead-letters the intent at once. A
 dead-lettered intent blocks its tenant (later intents of that tenant are parked behind it, in order,
 because applying them out of order could corrupt the mirror) but never the partition's other tenants.
 """
@@ -49,6 +50,7 @@ from buffer_worker.apply_errors import (
     UnapplicableIntentError,
     UnreachableError,
 )
+from buffer_worker.backoff import Backoff
 from buffer_worker.dead_letters import CAUSE_APPLY, CAUSE_INTENT, CAUSE_PARKED, Attempt, DeadLetterOps
 from buffer_worker.intent import Intent, IntentDecodeError
 from buffer_worker.keys import (
@@ -533,7 +535,7 @@ class Worker:
         backend the applier cannot talk to must dead-letter the intent with its reason, or a restarted
         worker would die again on the same intent. After any failed attempt the intent is in doubt (the
         mirror may have applied it, or part of it, before the failure surfaced)."""
-        delay_s = self._config.retry_initial_s
+        backoff = Backoff(self._config.retry_initial_s, self._config.retry_max_s)
         attempts = 0
         # A hard deadline over the applier's own timeouts: an apply that produces no outcome at all (a
         # hung connection) must turn into a retry, never into a partition that stops for good.
@@ -544,9 +546,9 @@ class Worker:
                 return None
             except TimeoutError:
                 self.stats.retries += 1
+                delay_s = backoff.next_s()
                 log.warning("%s: no outcome within %.0f s; retrying in %.2f s", what, deadline_s, delay_s)
                 await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, self._config.retry_max_s)
             except PermanentApplyError as exc:
                 log.error("%s failed for good: %s", what, exc)
                 return Failure(exc.detail, intrinsic=isinstance(exc, UnapplicableIntentError))
@@ -557,9 +559,9 @@ class Worker:
                         log.error("%s failed %d times: %s", what, attempts, exc)
                         return Failure(exc.detail)
                 self.stats.retries += 1
+                delay_s = backoff.next_s()
                 log.warning("%s: retrying in %.2f s: %s", what, delay_s, exc)
                 await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, self._config.retry_max_s)
             except Exception as exc:  # noqa: BLE001 - any other failure is an apply failure (see above)
                 attempts += 1
                 reason = f"unexpected {type(exc).__name__}: {exc}"
@@ -568,8 +570,7 @@ class Worker:
                 if attempts >= self._config.max_attempts:
                     return Failure(reason)
                 self.stats.retries += 1
-                await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, self._config.retry_max_s)
+                await asyncio.sleep(backoff.next_s())
             doubt = True
 
     async def _dead_letter(

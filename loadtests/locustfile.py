@@ -9,7 +9,8 @@ A response served by a side the phase does not name (`X-Cutover-Served-By`) coun
     locust -f loadtests/locustfile.py ReadHeavy --headless -u 8 -r 8 -t 20s --host http://127.0.0.1:8080 \
         --cutover-tenants legacy=t1,shadow=t2 --csv out/run
 
-`loadtests/run_loadtest.py` prepares the tenants (one per phase, seeded keys) and runs this for you.
+`loadtests/run_loadtest.py` prepares the tenants (one per phase, seeded keys, named `lt-<run id>-<phase>`
+so that runs never share a tenant), runs this for you and archives them afterwards.
 """
 
 from __future__ import annotations

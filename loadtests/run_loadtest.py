@@ -10,6 +10,10 @@ budget, 1 when one broke it, 2 on bad usage or a set-up failure.
     python -m loadtests.run_loadtest --demo --profile mixed --run-time 20s
     python -m loadtests.run_loadtest --proxy-url URL --admin-url URL --token TOKEN
     python -m loadtests.run_loadtest --check results/read_heavy --budgets tight.yaml   # judge a CSV again
+
+Each run names its tenants `lt-<run id>-<phase>` (`--run-id`, else random) and archives them when it
+ends (`cutover tenant archive`: gone from `cutover tenants`, fleet moves and the status page, their
+records kept), unless `--keep-tenants`.
 """
 
 from __future__ import annotations
@@ -66,17 +70,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    run_id = args.run_id or uuid.uuid4().hex[:6]
     try:
         with _stack(args) as stack:
-            tenants = prepare(stack, phases, keys=args.keys)
-            passed = True
-            for profile in profiles:
-                prefix = out / profile
-                _run_locust(stack, profile, tenants, args, prefix)
-                verdict = judge(read_stats(Path(f"{prefix}_stats.csv")), budgets)
-                print(f"\n== {profile}: {args.users} users, {args.run_time}, phases {','.join(phases)}")
-                print(render(verdict), flush=True)
-                passed = passed and verdict.passed
+            print(f"run {run_id}: tenants {tenant_prefix(run_id)}<phase>", flush=True)
+            tenants = tenants_of(run_id, phases)
+            try:
+                prepare(stack, tenants, keys=args.keys)
+                passed = True
+                for profile in profiles:
+                    prefix = out / profile
+                    _run_locust(stack, profile, tenants, args, prefix)
+                    verdict = judge(read_stats(Path(f"{prefix}_stats.csv")), budgets)
+                    print(f"\n== {profile}: {args.users} users, {args.run_time}, phases {','.join(phases)}")
+                    print(render(verdict), flush=True)
+                    passed = passed and verdict.passed
+            finally:
+                if not args.keep_tenants:
+                    archive(stack, tenants, run_id)
     except SetupError as exc:
         print(f"run_loadtest: {exc}", file=sys.stderr)
         return 2
@@ -100,6 +111,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--budgets", default=str(HERE / "budgets.yaml"))
     parser.add_argument("--out", default="loadtest-results", help="directory for the CSV files")
     parser.add_argument("--check", metavar="CSV_PREFIX", help="only judge an earlier run's CSV")
+    parser.add_argument(
+        "--run-id", help="names this run's tenants lt-<run id>-<phase> (default: random); must be new"
+    )
+    parser.add_argument(
+        "--keep-tenants",
+        action="store_true",
+        help="leave the run's tenants listed (by default they are archived when the run ends)",
+    )
     return parser
 
 
@@ -149,10 +168,39 @@ def demo_stack(directory: Path, timeout_s: float = 60.0) -> Iterator[Stack]:
         log.close()
 
 
-def prepare(stack: Stack, phases: list[str], *, keys: int) -> dict[str, str]:
+def tenant_prefix(run_id: str) -> str:
+    """A run's namespace: its tenants never collide with another run's, or with real tenants (whose ids
+    do not start with `lt-`), and are found again by it."""
+    return f"lt-{run_id}-"
+
+
+def tenants_of(run_id: str, phases: list[str]) -> dict[str, str]:
+    return {phase: f"{tenant_prefix(run_id)}{phase}" for phase in phases}
+
+
+def archive(stack: Stack, tenants: dict[str, str], run_id: str) -> None:
+    """Archive the run's tenants: out of `cutover tenants`, fleet moves and the status page, their phase
+    rows and audit kept. Best effort: a run that failed half-way archives what exists."""
+    headers = {"Authorization": f"Bearer {stack.token}"}
+    archived = 0
+    with httpx.Client(base_url=stack.admin_url, headers=headers, timeout=30) as admin:
+        for tenant in tenants.values():
+            try:
+                response = admin.post(
+                    f"/tenants/{tenant}/archive", json={"reason": f"load test run {run_id}"}
+                )
+            except httpx.HTTPError as exc:
+                print(f"run_loadtest: could not archive {tenant}: {exc}", file=sys.stderr)
+                continue
+            if response.status_code == 200:
+                archived += 1
+            elif response.status_code != 404:  # 404: never created (the run stopped before it)
+                print(f"run_loadtest: could not archive {tenant}: {response.text[:200]}", file=sys.stderr)
+    print(f"run {run_id}: archived {archived} tenants", flush=True)
+
+
+def prepare(stack: Stack, tenants: dict[str, str], *, keys: int) -> dict[str, str]:
     """One fresh tenant per phase, its keys present on every side its phase reads from."""
-    run_id = uuid.uuid4().hex[:6]
-    tenants = {phase: f"lt-{run_id}-{phase}" for phase in phases}
     headers = {"Authorization": f"Bearer {stack.token}"}
     with (
         httpx.Client(base_url=stack.admin_url, headers=headers, timeout=30) as admin,

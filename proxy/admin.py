@@ -1,4 +1,5 @@
-"""Admin API (its own port): tenants and their phases, audit, divergences, health. JSON, OpenAPI at /docs.
+"""Admin API (its own port): tenants and their phases, audit, divergences, health. JSON, OpenAPI at /docs
+(served offline: `proxy.admin_docs`).
 
 Errors share the data plane's shape: `{"error": code, "detail": text, ...}`, an unhandled exception too
 (`proxy.unexpected`: 500 `internal_error` with the request id of the logged traceback).
@@ -16,7 +17,9 @@ from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
+from proxy.admin_access_log import AdminAccessLog
 from proxy.admin_auth import TokenAuthenticator
+from proxy.admin_docs import admin_app
 from proxy.admin_errors import AdminError, install_error_handlers
 from proxy.admin_guard import AdminGuard, Reader, Writer
 from proxy.admin_limits import AUDIT_PAGE_MAX, DIVERGENCES_PAGE_MAX, TENANTS_PAGE_MAX
@@ -30,17 +33,19 @@ from proxy.admin_params import (
     TenantFilter,
     checked_tenant,
 )
+from proxy.archive_admin import register_archive_routes
 from proxy.barrier import BarrierAbortedError
 from proxy.dead_letter_admin import register_dead_letter_routes
 from proxy.divergence.admin import register_divergence_routes
 from proxy.divergences import list_divergences
 from proxy.health_admin import register_health_routes
 from proxy.metrics_api import register_metrics
-from proxy.phase_moves import ApplierMissingError, move_phase
+from proxy.phase_moves import ApplierMissingError, check_phase_move, move_phase
 from proxy.phase_store import VersionConflictError
 from proxy.readiness import Readiness, readiness
 from proxy.runtime import Runtime
 from proxy.status_page import create_status_router
+from proxy.tenant_archive import archived
 from proxy.tenant_listing import list_tenants
 from proxy.unexpected import CatchUnexpected
 from proxy.verify_admin import register_verify_routes, require_verified
@@ -50,7 +55,10 @@ __all__ = ["AdminError", "Reader", "Tenant", "TenantFilter", "Writer", "create_a
 
 
 PHASE_CHANGE_ERRORS: dict[int | str, dict[str, Any]] = {
-    409: {"description": "`version_conflict` (not at `expected_version`) or `barrier_aborted`"},
+    409: {
+        "description": "`version_conflict` (not at `expected_version`), `barrier_aborted`, or"
+        " `tenant_archived` (unarchive it first)"
+    },
     422: {
         "description": "an invalid body (`invalid_request`), or a move the rules refuse: "
         "`phase_move_not_allowed` (with `allowed`), `dead_letters`, `verify_required`, "
@@ -68,11 +76,13 @@ class PhaseChange(BaseModel):
     reason: PgText = Field(min_length=1, max_length=2000)
     expected_version: StrictInt | None = Field(default=None, ge=0, le=PG_BIGINT_MAX)
     force: StrictBool = False
+    # Every check, no move: 200 with what would move, or the error the move would get (fleet plans).
+    dry_run: StrictBool = False
 
 
 def create_admin_app(runtime: Runtime) -> FastAPI:
     store = runtime.store
-    app = FastAPI(title="cutover admin", version="0.1.0")
+    app = admin_app(title="cutover admin", version="0.1.0")  # /docs and /redoc without a CDN
     app.state.authenticator = TokenAuthenticator(runtime.settings.admin.tokens)
 
     install_error_handlers(app)
@@ -134,6 +144,13 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
 
     @app.put("/tenants/{tenant}/phase", responses=PHASE_CHANGE_ERRORS)
     async def set_phase(tenant: Tenant, change: PhaseChange, who: Writer) -> dict[str, Any]:
+        if (archive := await archived(store.pool, tenant)) is not None:
+            raise AdminError(
+                409,
+                "tenant_archived",
+                f"tenant {tenant!r} is archived ({archive['reason']}); unarchive it before moving it",
+                archived_by=archive["archived_by"],
+            )
         current = (await store.get(tenant)).phase
         if change.phase is Phase.COMPLETE and not change.force:
             await require_verified(runtime, tenant)  # the data half: see proxy/verify_admin.py
@@ -148,6 +165,16 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
                     dead_letters=dead,
                 )
         try:
+            if change.dry_run:
+                row = await check_phase_move(
+                    store,
+                    tenant,
+                    change.phase,
+                    expected_version=change.expected_version,
+                    force=change.force,
+                    missing_applier=runtime.settings.worker.missing_for,
+                )
+                return {**row.as_json(), "to": change.phase.value, "dry_run": True}
             updated = await move_phase(
                 store,
                 runtime.cache,
@@ -218,5 +245,8 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
     register_dead_letter_routes(app, runtime)
     register_divergence_routes(app, runtime)
     register_health_routes(app, runtime)
+    register_archive_routes(app, runtime)
     app.add_middleware(CatchUnexpected)  # inside the framework's own error middleware: no plain-text 500
+    if runtime.settings.access_log:
+        app.add_middleware(AdminAccessLog)  # outermost: every answer is logged, a guard's 401 too
     return app

@@ -25,11 +25,14 @@ class AdminClientError(Exception):
 
 
 class AdminClient:
-    def __init__(self, base_url: str, token: str | None, *, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, base_url: str, token: str | None, *, timeout_s: float = 10.0, token_source: str = ""
+    ) -> None:
         import httpx  # here, not at the top: every `cutover` command imports this module, few call the API
 
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._base_url = base_url.rstrip("/")
+        self._token_source = token_source  # where the token came from (proxy.cli_target), for a 401
         self._http: httpx.Client = httpx.Client(base_url=self._base_url, headers=headers, timeout=timeout_s)
 
     def close(self) -> None:
@@ -90,6 +93,12 @@ class AdminClient:
 
         try:
             response = self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise AdminClientError(
+                None,
+                "timeout",
+                f"the admin API at {self._base_url} did not answer in time: {type(exc).__name__}",
+            ) from None
         except httpx.HTTPError as exc:
             raise AdminClientError(
                 None, "unreachable", f"cannot reach the admin API at {self._base_url}: {type(exc).__name__}"
@@ -102,6 +111,7 @@ class AdminClient:
             if not isinstance(body, dict):
                 raise AdminClientError(response.status_code, "bad_response", "expected a JSON object")
             return body
-        raise AdminClientError(
-            response.status_code, str(body.get("error", "error")), str(body.get("detail", "")), body
-        )
+        detail = str(body.get("detail", ""))
+        if response.status_code == 401 and self._token_source:
+            detail += f" (the token from {self._token_source} was refused)"
+        raise AdminClientError(response.status_code, str(body.get("error", "error")), detail, body)

@@ -79,11 +79,11 @@ class DataPlane:
     async def _http(self, scope: Scope, receive: Receive, send: Send, exchange: Exchange | None) -> None:
         phase_header: bytes | None = None
         gated: str | None = None
+        tenant_value: str | None = None
         try:
             extensions = scope.get("extensions") or {}
             raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
             check_target(raw_path, extensions.get(REQUEST_TARGET_EXTENSION))
-            tenant_value: str | None = None
             declared_length: int | None = None
             for name, value in scope["headers"]:
                 if name == self._tenant_header:
@@ -146,11 +146,14 @@ class DataPlane:
             await self._executor.run(plan, request, send, exchange)
         except ProxyError as exc:
             _answered_by_proxy(exchange, exc.status, _served_by(exc))
+            _log_refusal(scope, exc, tenant_value)
             await _send_error(send, exc, phase_header)
         except (InvalidTenantError, InvalidTargetError) as exc:
             _answered_by_proxy(exchange, BadRequest.status)
             code = "invalid_tenant" if isinstance(exc, InvalidTenantError) else "invalid_target"
-            await _send_error(send, BadRequest(str(exc), code=code), phase_header)
+            refusal = BadRequest(str(exc), code=code)
+            _log_refusal(scope, refusal, None)
+            await _send_error(send, refusal, phase_header)
         except ClientDisconnected:
             return
         except ConnectionAbortedError:
@@ -167,6 +170,29 @@ class DataPlane:
 
     def _tenant_refused(self, why: str) -> BadRequest:
         return BadRequest(f"{self._tenant_header_name} {why}", code="invalid_tenant")
+
+
+def _log_refusal(scope: Scope, error: ProxyError, tenant: str | None) -> None:
+    """Each answer cutover makes itself, once, with its code: 4xx at info (the client's mistake), 5xx at
+    warning (a backend failing, the buffer refusing, not ready). A bug (500 internal_error) is not
+    here: `proxy.unexpected` logs it with its traceback."""
+    cause = error.__cause__
+    log.log(
+        logging.WARNING if error.status >= 500 else logging.INFO,
+        "answered %d %s to %s %s: %s",
+        error.status,
+        error.code,
+        scope.get("method"),
+        scope.get("path"),
+        error.detail,
+        extra={
+            "status": error.status,
+            "error": error.code,
+            "tenant": tenant,
+            "served_by": _served_by(error),
+            **({"cause": f"{type(cause).__name__}: {cause}"} if cause is not None else {}),
+        },
+    )
 
 
 def _served_by(error: ProxyError) -> str:

@@ -1,65 +1,155 @@
 """`cutover` command line: run the proxy, the worker and the demo; operate tenants through the admin API.
 
-Operator commands talk to the admin API (`--admin-url`, `CUTOVER_ADMIN_URL`; `--token`,
-`CUTOVER_ADMIN_TOKEN`), so they work against any running proxy without database credentials.
-Exit codes: 0 done, 1 refused or failed (the API said no), 2 bad usage or configuration.
+Operator commands talk to the admin API, found as `proxy.cli_target` says (flag > environment >
+settings file), so they work against any running proxy without database credentials. Exit codes and
+output conventions: `proxy.cli_support`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from buffer_worker.spool_check import SpoolUnusableError
 from config.loader import ConfigError, load_settings
-from proxy.admin_client import AdminClient, AdminClientError
+from proxy.admin_client import AdminClientError
+from proxy.cli_support import (
+    ADMIN_ENVIRONMENT_HELP,
+    EXIT_BROKEN_PIPE,
+    EXIT_CODES_HELP,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    CommandError,
+    UsageError,
+    examples,
+    exit_code_of,
+    format_table,
+    print_json,
+    report_error,
+)
+from proxy.cli_target import add_admin_options, admin_client
 from proxy.data_cli import add_data_commands
 from proxy.divergence.cli import add_divergence_commands
-from proxy.fleet_cli import add_fleet_arguments, is_fleet_move, run_fleet_move
 from proxy.health_cli import add_tenant_commands
+from proxy.phase_cli import add_phase_commands
 from routing.phases import Phase
 
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+__all__ = ["format_table", "main", "print_json"]
+
+
+class CutoverParser(argparse.ArgumentParser):
+    """argparse's parser, whose errors are raised (and printed by `main`, as JSON under `--json`) rather
+    than printed here and ended with SystemExit. Subcommand parsers inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message, usage=self.format_usage())
+
+
+class _Version(argparse.Action):
+    """`--version`: read from the installed distribution only when asked (importlib.metadata is slow)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print cutover's version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any, **_kwargs: Any) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("cutover")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            found = "unknown (not installed)"
+        print(f"cutover {found}")
+        parser.exit()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if not hasattr(args, "run"):
-        parser.print_help()
-        return EXIT_USAGE
+    words = list(sys.argv[1:] if argv is None else argv)
     try:
+        try:
+            code = _main(words)
+        except SystemExit as exc:  # argparse's --help and --version end this way, their text buffered
+            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else EXIT_USAGE
+        sys.stdout.flush()  # inside the try: a closed pipe shows here for output still buffered
+        return code
+    except BrokenPipeError:
+        # As the signal module's documentation advises: nothing more can be written, and Python's own
+        # flush at exit would fail again with a traceback; point stdout at /dev/null and end quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _main(words: list[str]) -> int:
+    as_json = "--json" in words[: words.index("--")] if "--" in words else "--json" in words
+    parser = _parser()
+    args: argparse.Namespace | None = None
+    try:
+        args = parser.parse_args(words)
+        if not hasattr(args, "run"):
+            raise UsageError("name a command", usage=_help_of(parser, words))
         code: int = args.run(args)
         return code
+    except CommandError as exc:
+        return report_error(exc, as_json=as_json)
     except (ConfigError, SpoolUnusableError) as exc:
-        print(f"cutover: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return report_error(CommandError("config", str(exc), exit_code=EXIT_USAGE), as_json=as_json)
     except AdminClientError as exc:
-        print(f"cutover: {exc.code}: {exc.detail}", file=sys.stderr)
-        if "allowed" in exc.body:
-            print(f"  allowed moves: {', '.join(exc.body['allowed']) or 'none'}", file=sys.stderr)
-        return EXIT_REFUSED
+        extra = {k: v for k, v in exc.body.items() if k not in ("error", "detail")}
+        error = CommandError(exc.code, exc.detail, exit_code=exit_code_of(exc.status), **extra)
+        if exc.status is not None:
+            error.fields.setdefault("status", exc.status)
+        return report_error(error, as_json=as_json)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     finally:
-        if getattr(args, "admin_client", None) is not None:
+        if args is not None and getattr(args, "admin_client", None) is not None:
             args.admin_client.close()
 
 
+def _help_of(parser: argparse.ArgumentParser, words: list[str]) -> str:
+    """The usage of the deepest command named in `words` (`cutover phase` → phase's own usage)."""
+    current = parser
+    for word in words:
+        sub = next(
+            (a for a in current._actions if isinstance(a, argparse._SubParsersAction)),  # noqa: SLF001
+            None,
+        )
+        if sub is None or word not in sub.choices:
+            break
+        current = sub.choices[word]
+    return current.format_help()
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cutover", description=__doc__.split("\n")[0])
+    parser = CutoverParser(
+        prog="cutover",
+        description=__doc__.split("\n")[0],
+        epilog=f"{ADMIN_ENVIRONMENT_HELP}\n\n{EXIT_CODES_HELP}\n\n`cutover COMMAND --help` shows each"
+        " command's options and examples.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action=_Version)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the proxy (data plane + admin API)")
+    serve = commands.add_parser(
+        "serve",
+        help="run the proxy (data plane + admin API)",
+        **examples("cutover serve --config cutover.yaml", "cutover serve --config cutover.yaml --workers 2"),
+    )
     serve.add_argument("--config", help="YAML settings file (default: $CUTOVER_CONFIG)")
     serve.add_argument("--workers", type=int, help="data-plane processes (overrides the `workers` key)")
     serve.set_defaults(run=_serve)
 
-    worker = commands.add_parser("worker", help="run a buffer worker (applies intents to the mirrored side)")
+    worker = commands.add_parser(
+        "worker",
+        help="run a buffer worker (applies intents to the mirrored side)",
+        **examples("cutover worker --config cutover.yaml", "cutover worker --config cutover.yaml --check"),
+    )
     worker.add_argument("--config", help="YAML settings file (default: $CUTOVER_CONFIG)")
     worker.add_argument(
         "--check",
@@ -69,96 +159,94 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(run=_worker)
 
-    backend = commands.add_parser("demo-backend", help="serve one demo data service (the demo's old or new)")
+    backend = commands.add_parser(
+        "demo-backend",
+        help="serve one demo data service (the demo's old or new)",
+        **examples("cutover demo-backend old --host 0.0.0.0 --port 8000"),
+    )
     backend.add_argument("name", help="the name it reports (old, new)")
     backend.add_argument("--host", default="127.0.0.1", help="address to listen on")
     backend.add_argument("--port", type=int, default=8000)
     backend.set_defaults(run=_demo_backend)
 
-    demo = commands.add_parser("demo", help="run the end-to-end demo against local PostgreSQL and Redis")
+    demo = commands.add_parser(
+        "demo",
+        help="run the end-to-end demo against local PostgreSQL and Redis",
+        **examples("cutover demo", "cutover demo --serve --env-file demo.env"),
+    )
     demo.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     demo.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     demo.add_argument("--serve", action="store_true", help="start the set-up and keep it running, no script")
     demo.add_argument("--env-file", help="with --serve: write the URLs and tokens here as NAME=value lines")
     demo.set_defaults(run=_demo)
 
-    def admin_command(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text)
-        _admin_options(sub)
+    def admin_command(name: str, help_text: str, *example_lines: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, **examples(*example_lines, admin=True))
+        add_admin_options(sub)
         return sub
 
-    tenants = admin_command("tenants", "list tenants (phase rows, then tenants only seen in traffic)")
+    tenants = admin_command(
+        "tenants",
+        "list tenants (phase rows, then tenants only seen in traffic; archived ones are left out)",
+        "cutover tenants",
+        "cutover tenants --limit 50 --json",
+        "cutover tenants --archived",
+    )
     tenants.add_argument("--limit", type=int, help="at most this many, in tenant order (default: all)")
+    tenants.add_argument("--archived", action="store_true", help="list the archived tenants instead")
     tenants.set_defaults(run=_tenants)
-    admin_command("status", "proxy readiness, phase counts and data-plane counters").set_defaults(run=_status)
-    audit = admin_command("audit", "phase change history")
+    admin_command(
+        "status",
+        "proxy readiness, phase counts and data-plane counters",
+        "cutover status",
+        "cutover status --json",
+    ).set_defaults(run=_status)
+    audit = admin_command(
+        "audit",
+        "phase change history",
+        "cutover audit acme",
+        "cutover audit --limit 100 --json | jq '.entries[0]'",
+    )
     audit.add_argument("tenant", nargs="?")
     audit.add_argument("--limit", type=int, default=20)
     audit.set_defaults(run=_audit)
-    divergences = admin_command("divergences", "recent shadow divergences of a tenant")
+    divergences = admin_command(
+        "divergences", "recent shadow divergences of a tenant", "cutover divergences acme --limit 5"
+    )
     divergences.add_argument("tenant")
     divergences.add_argument("--limit", type=int, default=10)
     divergences.set_defaults(run=_divergences)
 
-    admin_command("buffer", "intent buffer: partitions, lag, owners, per-tenant pending").set_defaults(
-        run=_buffer
-    )
+    admin_command(
+        "buffer", "intent buffer: partitions, lag, owners, per-tenant pending", "cutover buffer"
+    ).set_defaults(run=_buffer)
     dead = admin_command(
         "dead-letters",
         "intents that could not be applied: [TENANT] lists them; `resolve TENANT` sets their records from"
         " the authoritative side; `discard TENANT --intent ID` drops one; `audit [TENANT]`: who did what",
+        "cutover dead-letters acme",
+        'cutover dead-letters resolve acme --reason "new rejected the old schema"',
+        'cutover dead-letters discard acme --intent 3f2a... --reason "test write"',
+        "cutover dead-letters audit acme",
     )
     dead.add_argument("words", nargs="*", metavar="[ACTION] TENANT")
     dead.add_argument("--limit", type=int, default=50)
     dead.add_argument("--intent", help="discard: the dead-lettered intent's id")
     dead.add_argument("--reason", help="resolve, discard: why (kept in the audit log)")
     dead.set_defaults(run=_dead_letters)
-    redrive = admin_command("redrive", "re-apply a tenant's dead-lettered intents, in order")
+    redrive = admin_command(
+        "redrive",
+        "re-apply a tenant's dead-lettered intents, in order",
+        'cutover redrive acme --reason "new is back"',
+    )
     redrive.add_argument("tenant")
     redrive.add_argument("--reason", default="re-drive", help="why (kept in the audit log)")
     redrive.set_defaults(run=_redrive)
     add_data_commands(commands, admin_command)
     add_divergence_commands(admin_command)
-    add_tenant_commands(commands, _admin_options)
-
-    phase = commands.add_parser("phase", help="read or change a tenant's phase")
-    phase_commands = phase.add_subparsers(title="phase commands", metavar="ACTION")
-    get = phase_commands.add_parser("get", help="show a tenant's phase")
-    _admin_options(get)
-    get.add_argument("tenant")
-    get.set_defaults(run=_phase_get)
-    set_ = phase_commands.add_parser("set", help="move a tenant, or many, to a phase (audited)")
-    _admin_options(set_)
-    add_fleet_arguments(set_)
-    set_.add_argument("--reason", required=True, help="why (kept in the audit log)")
-    set_.add_argument("--force", action="store_true", help="allow leaving complete")
-    set_.add_argument("--expected-version", type=int, help="refuse if the tenant changed meanwhile")
-    set_.set_defaults(run=_phase_set)
-    rollback = phase_commands.add_parser("rollback", help="undo a tenant's last phase change (audited)")
-    _admin_options(rollback)
-    rollback.add_argument("tenant")
-    rollback.add_argument("--reason", required=True)
-    rollback.add_argument("--force", action="store_true", help="allow rolling back out of complete")
-    rollback.set_defaults(run=_phase_rollback)
+    add_tenant_commands(commands)
+    add_phase_commands(commands)
     return parser
-
-
-def _admin_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--admin-url",
-        default=os.environ.get("CUTOVER_ADMIN_URL", "http://127.0.0.1:8081"),
-        help="admin API base URL",
-    )
-    parser.add_argument("--token", default=os.environ.get("CUTOVER_ADMIN_TOKEN"), help="admin bearer token")
-    parser.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
-
-
-def _client(args: argparse.Namespace) -> AdminClient:
-    """The command's one client of the admin API (closed by `main`)."""
-    client: AdminClient | None = getattr(args, "admin_client", None)
-    if client is None:
-        client = args.admin_client = AdminClient(args.admin_url, args.token)
-    return client
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -201,9 +289,13 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _tenants(args: argparse.Namespace) -> int:
-    body = _client(args).tenants(limit=args.limit)
+    if args.archived:
+        from proxy.archive_cli import print_archived
+
+        return print_archived(args)
+    body = admin_client(args).tenants(limit=args.limit)
     if args.json:
-        return _print_json(body)
+        return print_json(body)
     print(f"default phase (tenants without a row): {body['default_phase']}")
     rows = [
         [t["tenant"], t["phase"], str(t["version"]), t["updated_at"] or "-", t["updated_by"] or "-"]
@@ -218,7 +310,7 @@ def _tenants(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    client = _client(args)
+    client = admin_client(args)
     try:
         ready = client.get("/readyz")
     except AdminClientError as exc:
@@ -228,7 +320,7 @@ def _status(args: argparse.Namespace) -> int:
     tenants = client.tenants()
     stats = client.get("/stats")
     if args.json:
-        return _print_json({"ready": ready, "tenants": tenants, "stats": stats})
+        return print_json({"ready": ready, "tenants": tenants, "stats": stats})
     print(
         f"proxy: {ready.get('status')}  (phase store connected: {ready.get('phase_store_connected')}, "
         f"cache stale: {ready.get('phase_cache_stale_s')} s)"
@@ -250,9 +342,9 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    body = {"entries": _client(args).take("/audit", "entries", limit=args.limit, tenant=args.tenant)}
+    body = {"entries": admin_client(args).take("/audit", "entries", limit=args.limit, tenant=args.tenant)}
     if args.json:
-        return _print_json(body)
+        return print_json(body)
     rows = [
         [str(e["id"]), e["at"], e["tenant"], f"{e['from']} -> {e['to']}", e["actor"], e["reason"]]
         for e in body["entries"]
@@ -265,10 +357,10 @@ def _divergences(args: argparse.Namespace) -> int:
     path = f"/tenants/{args.tenant}/divergences"
     body = {
         "tenant": args.tenant,
-        "divergences": _client(args).take(path, "divergences", limit=args.limit, page_size=100),
+        "divergences": admin_client(args).take(path, "divergences", limit=args.limit, page_size=100),
     }
     if args.json:
-        return _print_json(body)
+        return print_json(body)
     rows = []
     for d in body["divergences"]:
         paths = ", ".join(diff["path"] for diff in d["differences"][:4])
@@ -286,9 +378,9 @@ def _divergences(args: argparse.Namespace) -> int:
 
 
 def _buffer(args: argparse.Namespace) -> int:
-    body = _client(args).get("/buffer")
+    body = admin_client(args).get("/buffer")
     if args.json:
-        return _print_json(body)
+        return print_json(body)
     rows = [
         [str(p["partition"]), str(p["length"]), str(p["pending"]), f"{p['lag_s']:.1f}", p["owner"] or "-"]
         for p in body["partitions"]
@@ -312,92 +404,18 @@ def _buffer(args: argparse.Namespace) -> int:
 def _dead_letters(args: argparse.Namespace) -> int:
     from proxy.dead_letter_cli import run_dead_letters
 
-    client = _client(args)
-    try:
-        return run_dead_letters(args, client)
-    finally:
-        client.close()
+    return run_dead_letters(args, admin_client(args))
 
 
 def _redrive(args: argparse.Namespace) -> int:
-    client = _client(args)
-    try:
-        body = client.post(f"/buffer/dead-letters/{args.tenant}/redrive", {"reason": args.reason})
-    finally:
-        client.close()
+    body = admin_client(args).post(f"/buffer/dead-letters/{args.tenant}/redrive", {"reason": args.reason})
     if args.json:
-        return _print_json(body)
+        return print_json(body)
     print(
         f"re-drive of {body['requested']} dead-lettered intents of {body['tenant']} requested; "
         "the partition's worker applies them in order"
     )
     return EXIT_OK
-
-
-def _phase_get(args: argparse.Namespace) -> int:
-    body = _client(args).get(f"/tenants/{args.tenant}")
-    if args.json:
-        return _print_json(body)
-    print(
-        format_table(["TENANT", "PHASE", "VERSION"], [[body["tenant"], body["phase"], str(body["version"])]])
-    )
-    return EXIT_OK
-
-
-def _phase_set(args: argparse.Namespace) -> int:
-    if is_fleet_move(args):
-        return run_fleet_move(args, _client(args))
-    body = _client(args).put(
-        f"/tenants/{args.tenant}/phase",
-        {
-            "phase": args.phase,
-            "reason": args.reason,
-            "force": args.force,
-            "expected_version": args.expected_version,
-        },
-    )
-    if args.json:
-        return _print_json(body)
-    print(f"{body['tenant']} is now {body['phase']} (version {body['version']})")
-    return EXIT_OK
-
-
-def _phase_rollback(args: argparse.Namespace) -> int:
-    client = _client(args)
-    entries = client.get("/audit", tenant=args.tenant, limit=1)["entries"]
-    if not entries:
-        print(f"cutover: tenant {args.tenant!r} has no phase change to roll back", file=sys.stderr)
-        return EXIT_REFUSED
-    last = entries[0]
-    body = client.put(
-        f"/tenants/{args.tenant}/phase",
-        {
-            "phase": last["from"],
-            "reason": f"rollback of change #{last['id']}: {args.reason}",
-            "force": args.force,
-            "expected_version": last["version"],
-        },
-    )
-    if args.json:
-        return _print_json(body)
-    print(f"{body['tenant']} rolled back {last['to']} -> {body['phase']} (version {body['version']})")
-    return EXIT_OK
-
-
-def _print_json(body: Any) -> int:
-    print(json.dumps(body, indent=2, sort_keys=True))
-    return EXIT_OK
-
-
-def format_table(header: list[str], rows: list[list[str]]) -> str:
-    if not rows:
-        return "  ".join(header) + "\n(none)"
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
-    ]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -14,13 +14,29 @@ from typing import Any
 
 from config.limits import CHUNK_ROWS_MAX, CHUNK_ROWS_MIN
 from config.loader import load_settings
+from proxy.cli_support import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNAVAILABLE,
+    CommandError,
+    examples,
+    format_table,
+    print_json,
+)
+from proxy.cli_target import admin_client
 
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
-AdminCommand = Callable[[str, str], argparse.ArgumentParser]
+AdminCommand = Callable[..., argparse.ArgumentParser]  # (name, help, *example lines)
 
 
 def add_data_commands(commands: Any, admin_command: AdminCommand) -> None:
-    backfill = commands.add_parser("backfill", help="copy a tenant's rows old -> new (resumable)")
+    backfill = commands.add_parser(
+        "backfill",
+        help="copy a tenant's rows old -> new (resumable)",
+        **examples(
+            "cutover backfill --config cutover.yaml --tenant acme",
+            "cutover backfill --config cutover.yaml --tenant acme --table orders --rows-per-s 20000",
+        ),
+    )
     backfill.add_argument("--config", help="YAML settings file (default: $CUTOVER_CONFIG)")
     backfill.add_argument("--tenant", required=True)
     backfill.add_argument("--table", action="append", default=[], help="only this table (repeatable)")
@@ -83,20 +99,16 @@ def _backfill(args: argparse.Namespace) -> int:
     try:
         report = asyncio.run(run_backfill(settings, options, progress))
     except DataError as exc:
-        print(f"cutover: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
+        raise CommandError("refused", str(exc), exit_code=EXIT_REFUSED) from None
     except _database_errors() as exc:
-        print(
-            f"cutover: backfill stopped by a database error ({type(exc).__name__}: {exc});"
+        raise CommandError(
+            "database_unavailable",
+            f"backfill stopped by a database error ({type(exc).__name__}: {exc});"
             " a rerun resumes from the last checkpoint",
-            file=sys.stderr,
-        )
-        return EXIT_REFUSED
+            exit_code=EXIT_UNAVAILABLE,
+        ) from None
     if args.json:
-        print(json.dumps(report.as_json(), indent=2, sort_keys=True))
-        return EXIT_OK
-    from proxy.cli import format_table
-
+        return print_json(report.as_json())
     rows = [
         [
             t.name,
@@ -115,7 +127,14 @@ def _backfill(args: argparse.Namespace) -> int:
 
 
 def add_verify_commands(commands: Any, admin_command: AdminCommand) -> None:
-    verify = commands.add_parser("verify", help="reconcile a tenant's rows between old and new")
+    verify = commands.add_parser(
+        "verify",
+        help="reconcile a tenant's rows between old and new",
+        **examples(
+            "cutover verify --config cutover.yaml --tenant acme",
+            "cutover verify --config cutover.yaml --tenant acme --table orders --repair",
+        ),
+    )
     verify.add_argument("--config", help="YAML settings file (default: $CUTOVER_CONFIG)")
     verify.add_argument("--tenant", required=True)
     verify.add_argument(
@@ -134,7 +153,12 @@ def add_verify_commands(commands: Any, admin_command: AdminCommand) -> None:
     verify.add_argument("--no-store", action="store_true", help="do not store the report")
     verify.set_defaults(run=_verify)
 
-    reports = admin_command("verify-reports", "stored verification reports of a tenant (admin API)")
+    reports = admin_command(
+        "verify-reports",
+        "stored verification reports of a tenant (admin API)",
+        "cutover verify-reports acme",
+        "cutover verify-reports acme --table orders --id 17",
+    )
     reports.add_argument("tenant")
     reports.add_argument("--table")
     reports.add_argument("--limit", type=int, default=20)
@@ -154,33 +178,25 @@ def _verify(args: argparse.Namespace) -> int:
     try:
         run = asyncio.run(run_verify(settings, options))
     except DataError as exc:
-        print(f"cutover: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
+        raise CommandError("refused", str(exc), exit_code=EXIT_REFUSED) from None
     except _database_errors() as exc:
-        print(
-            f"cutover: verification stopped by a database error ({type(exc).__name__}: {exc})",
-            file=sys.stderr,
-        )
-        return EXIT_REFUSED
+        raise CommandError(
+            "database_unavailable",
+            f"verification stopped by a database error ({type(exc).__name__}: {exc})",
+            exit_code=EXIT_UNAVAILABLE,
+        ) from None
     body = run.as_json()
     print(json.dumps(body, indent=2, sort_keys=True) if args.json else render(body))
     return EXIT_OK if run.passed else EXIT_REFUSED
 
 
 def _verify_reports(args: argparse.Namespace) -> int:
-    from backfill.report import format_table
-    from proxy.admin_client import AdminClient
-
-    client = AdminClient(args.admin_url, args.token)
-    try:
-        if args.id is not None:
-            return _show_report(client.get(f"/verify-reports/{args.id}"), as_json=args.json)
-        body = client.get(f"/tenants/{args.tenant}/verify-reports", table=args.table, limit=args.limit)
-    finally:
-        client.close()
+    client = admin_client(args)
+    if args.id is not None:
+        return _show_report(client.get(f"/verify-reports/{args.id}"), as_json=args.json)
+    body = client.get(f"/tenants/{args.tenant}/verify-reports", table=args.table, limit=args.limit)
     if args.json:
-        print(json.dumps(body, indent=2, sort_keys=True))
-        return EXIT_OK
+        return print_json(body)
     rows = [
         [
             str(r["id"]),
@@ -192,11 +208,7 @@ def _verify_reports(args: argparse.Namespace) -> int:
         ]
         for r in body["reports"]
     ]
-    print(
-        format_table(["ID", "FINISHED", "TABLE", "PHASE", "RESULT", "DIFFERENCES"], rows)
-        if rows
-        else "(none)"
-    )
+    print(format_table(["ID", "FINISHED", "TABLE", "PHASE", "RESULT", "DIFFERENCES"], rows))
     return EXIT_OK
 
 
@@ -204,8 +216,7 @@ def _show_report(body: dict[str, Any], *, as_json: bool) -> int:
     from backfill.report import render
 
     if as_json:
-        print(json.dumps(body, indent=2, sort_keys=True))
-        return EXIT_OK
+        return print_json(body)
     run = {
         "tenant": body["tenant"],
         "phase": body["phase"],

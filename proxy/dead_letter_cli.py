@@ -4,13 +4,11 @@ authoritative side, discard one, or show the audit of those actions (all through
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from typing import Any
 
 from proxy.admin_client import AdminClient
+from proxy.cli_support import EXIT_OK, UsageError, format_table, print_json
 
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 _ACTIONS = ("list", "resolve", "discard", "audit")
 
 
@@ -53,8 +51,6 @@ def run_dead_letters(args: argparse.Namespace, client: AdminClient) -> int:
 
 
 def _print_letters(letters: list[dict[str, Any]]) -> int:
-    from proxy.cli import format_table
-
     rows = [
         [
             d["dead_id"],
@@ -72,8 +68,6 @@ def _print_letters(letters: list[dict[str, Any]]) -> int:
 
 
 def _print_audit(entries: list[dict[str, Any]]) -> int:
-    from proxy.cli import format_table
-
     rows = [
         [
             str(e["id"]),
@@ -92,10 +86,8 @@ def _print_audit(entries: list[dict[str, Any]]) -> int:
 
 
 def _print(body: Any, _args: argparse.Namespace) -> int:
-    print(json.dumps(body, indent=2, sort_keys=True))
-    return EXIT_OK
+    return print_json(body)
 
 
 def _usage(problem: str) -> int:
-    print(f"cutover: {problem}", file=sys.stderr)
-    return EXIT_USAGE
+    raise UsageError(problem)

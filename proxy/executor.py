@@ -122,12 +122,21 @@ class Executor:
             self._stats.fallbacks[plan.phase] += 1
             fallback = self._upstreams[plan.fallback]
             log.info(
-                "serving %s %s for tenant %r from %s after %s",
+                "serving %s %s for tenant %r from %s: %s %s",
                 request.method,
                 request.raw_path,
                 request.tenant,
                 plan.fallback,
-                outcome,
+                plan.serving,
+                _failure_text(outcome, failure, failed_status),
+                extra={
+                    "tenant": request.tenant,
+                    "phase": plan.phase.value,
+                    "failed": plan.serving.value,
+                    "fallback": plan.fallback.value,
+                    "reason": outcome.value,
+                    **({"backend_status": failed_status} if failed_status is not None else {}),
+                },
             )
             response = await self._send_upstream(fallback, request, exchange, "fallback")
             if exchange is not None:
@@ -258,9 +267,7 @@ class Executor:
                 self._stats.intents_appended += 1
             except BufferUnavailableError as exc:
                 self._stats.intents_failed += 1
-                log.error(
-                    "write acknowledged by %s but its intent could not be buffered: %s", plan.serving, exc
-                )
+                # Logged once, as the 503 it becomes (proxy.app), with this cause.
                 raise ServiceUnavailable(
                     f"the write was applied on {plan.serving} but could not be queued for {plan.mirror}; "
                     "retry it (writes are applied idempotently by key)",
@@ -271,6 +278,14 @@ class Executor:
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         return Observation(response.status, None)
+
+
+def _failure_text(outcome: Outcome, failure: BackendError | None, status: int | None) -> str:
+    if status is not None:
+        return f"answered {status}"
+    return (
+        f"failed ({outcome.value}: {failure.detail})" if failure is not None else f"failed ({outcome.value})"
+    )
 
 
 async def _read_body(upstream: BackendClient, response: aiohttp.ClientResponse) -> bytes:

@@ -62,6 +62,15 @@ def parse_tenant_list(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(name for name in names if name))
 
 
+def unknown_named(selector: Selector, known: Iterable[str]) -> list[str]:
+    """Tenants the selector names explicitly that are neither in the phase table nor seen in traffic: most
+    often a typo, which a move would turn into a phase row of its own. In `--tenants` order."""
+    if selector.tenants is None:
+        return []
+    found = set(known)
+    return [t for t in selector.tenants if t not in found]
+
+
 def select(selector: Selector, known: Iterable[str]) -> list[str]:
     """The tenants `selector` picks, in move order."""
     if selector.tenants is not None:
@@ -115,8 +124,8 @@ def plan(
     default_phase: Phase,
     force: bool = False,
 ) -> list[Step]:
-    """One step per selected tenant. The preview uses the same phase rules as the admin API; the API's
-    other guards (dead letters, the authority barrier, concurrent changes) are only known when it runs."""
+    """One step per selected tenant, by the phase rules alone. The admin API checks each step against all
+    of its guards (`dry_run`) before a fleet move changes anything (`proxy.fleet_cli`)."""
     steps = []
     for tenant in tenants:
         state = states.get(tenant, TenantState(default_phase, 0))

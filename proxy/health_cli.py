@@ -8,33 +8,39 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from proxy.admin_client import AdminClient
+from proxy.archive_cli import add_archive_commands
+from proxy.cli_support import EXIT_OK, examples, format_table, print_json
+from proxy.cli_target import add_admin_options, admin_client
 
-AdminOptions = Callable[[argparse.ArgumentParser], None]
 
-
-def add_tenant_commands(commands: Any, admin_options: AdminOptions) -> None:
-    tenant = commands.add_parser("tenant", help="one tenant's health")
+def add_tenant_commands(commands: Any) -> None:
+    tenant = commands.add_parser(
+        "tenant",
+        help="one tenant: its health; archive or unarchive it",
+        **examples(
+            "cutover tenant show acme", 'cutover tenant archive lt-3f2a-live --reason "load test done"'
+        ),
+    )
     actions = tenant.add_subparsers(title="tenant commands", metavar="ACTION")
     show = actions.add_parser(
-        "show", help="phase, next moves and what blocks them, traffic per side, divergences, buffer, verify"
+        "show",
+        help="phase, next moves and what blocks them, traffic per side, divergences, buffer, verify",
+        **examples("cutover tenant show acme", "cutover tenant show acme --window-s 60 --json", admin=True),
     )
-    admin_options(show)
+    add_admin_options(show)
     show.add_argument("tenant")
     show.add_argument("--window-s", type=int, help="seconds of the traffic figures (default: the API's, 300)")
     show.set_defaults(run=_show)
+    add_archive_commands(actions)
 
 
 def _show(args: argparse.Namespace) -> int:
-    client = args.admin_client = AdminClient(args.admin_url, args.token)  # closed by proxy.cli.main
-    body = client.get(f"/tenants/{args.tenant}/health", window_s=args.window_s)
-    from proxy.cli import _print_json, format_table  # here: proxy.cli imports this module
-
+    body = admin_client(args).get(f"/tenants/{args.tenant}/health", window_s=args.window_s)
     if args.json:
-        return _print_json(body)
+        return print_json(body)
     for line in render(body, format_table):
         print(line)
-    return 0
+    return EXIT_OK
 
 
 def render(body: dict[str, Any], table: Callable[[list[str], list[list[str]]], str]) -> list[str]:

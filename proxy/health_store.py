@@ -27,6 +27,7 @@ from typing import Any
 import asyncpg
 
 from proxy.health_series import BUCKETS, ERRORS, FALLBACKS, SUM, Row
+from proxy.tenant_archive import not_archived
 
 LATENCY_COLUMNS = tuple(f"l{index:02d}" for index in range(BUCKETS))
 _LATENCY_DDL = ",\n".join(f"    {column} bigint NOT NULL DEFAULT 0" for column in LATENCY_COLUMNS)
@@ -203,13 +204,14 @@ async def backlog_points(
 
 
 async def busiest(pool: asyncpg.Pool, start: Any, limit: int) -> list[str]:
-    """The tenants with the most requests (then comparisons, then backlog) since `start`."""
+    """The tenants with the most requests (then comparisons, then backlog) since `start`; archived
+    tenants are left out (`proxy.tenant_archive`)."""
     rows = await pool.fetch(
         "SELECT tenant, sum(n) AS n FROM ("
         " SELECT tenant, requests AS n FROM cutover_health_side WHERE bucket >= $1"
         " UNION ALL SELECT tenant, compared FROM cutover_health_shadow WHERE bucket >= $1"
         " UNION ALL SELECT tenant, pending FROM cutover_health_backlog WHERE bucket >= $1"
-        ") AS t GROUP BY tenant ORDER BY n DESC, tenant LIMIT $2",
+        f") AS t WHERE {not_archived('t.tenant')} GROUP BY tenant ORDER BY n DESC, tenant LIMIT $2",
         start,
         limit,
     )

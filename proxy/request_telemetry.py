@@ -1,8 +1,10 @@
 """Per-request telemetry of the data plane: the server span, backend client spans, request counts and
 latency histograms. Everything here runs on the hot path, so it is written for cost:
 
-- when tracing and metrics are both off, the data plane never calls into this module (no `Exchange`,
-  no span, no clock read);
+- when tracing, metrics, the health history and the access log are all off, the data plane never calls
+  into this module (no `Exchange`, no span, no clock read);
+- the access log (`access_log: true`) is one structured line per request, written when it ends, from
+  the `Exchange` the other consumers fill anyway; off, it costs one attribute test per request;
 - metrics are plain counters and `FastHistogram`s, read by the scrape (see `telemetry.prometheus`);
 - a new trace is sampled first, by one random draw, before anything else: an unsampled request makes
   no ids, no span, no context and no `traceparent`;
@@ -24,6 +26,7 @@ id from the path, so span names stay few whatever clients send.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections import Counter
@@ -40,7 +43,7 @@ from proxy.divergence.rules import auto_resource
 from proxy.health_series import SideSeries
 from proxy.types import Scope
 from telemetry.labels import TenantLabels
-from telemetry.logs import TRACE_IDS_KEY
+from telemetry.logs import REQUEST_SCOPE, TRACE_IDS_KEY
 from telemetry.prometheus import FastHistogram
 from telemetry.spans import (
     SAMPLED,
@@ -65,6 +68,7 @@ _TRACE_ID_LOW = (1 << 64) - 1  # the bits the SDK's TraceIdRatioBased sampler de
 # A request path → (the configured resource pattern it matches, or None; the route spans are named by).
 RouteOf = Callable[[str], tuple[str | None, str]]
 _ROUTE_KEY = "cutover.route"  # a recorded request's route, kept in its scope for its second span
+access_log = logging.getLogger("cutover.access")
 
 
 def _no_route(path: str) -> tuple[str | None, str]:
@@ -92,6 +96,8 @@ class Exchange:
     served_by: str = "proxy"
     serving: str = "proxy"  # the side the plan sent the request to first (the health series' side)
     status: int = 0
+    # Time to each backend's response head, by role (serving, fallback), kept for the access log only.
+    backend_s: dict[str, float] | None = None
 
     @property
     def traceparent(self) -> str | None:
@@ -107,6 +113,7 @@ class RequestTelemetry:
         *,
         route: RouteOf = _no_route,
         series: SideSeries | None = None,
+        access_log: bool = False,
     ) -> None:
         self.tracer_provider = tracer_provider
         self._spans = None if tracer_provider is None else SpanRecorder(tracer_provider, "cutover.proxy")
@@ -118,7 +125,8 @@ class RequestTelemetry:
         self.metrics = settings.metrics
         # Per-tenant, per-side counts for the health history (proxy.health_recorder writes them out).
         self.series = series
-        self.enabled = self._spans is not None or self.metrics or series is not None
+        self.access_log = access_log
+        self.enabled = self._spans is not None or self.metrics or series is not None or access_log
         self.labels = TenantLabels(settings.tenant_labels, top_n=settings.tenant_top_n)
         self.requests: Counter[RequestKey] = Counter()
         # (tenant label, phase, kind, served_by) → whole-request latency as the proxy saw it.
@@ -193,6 +201,41 @@ class RequestTelemetry:
             )
         if exchange.flags and self._spans is not None:
             self._record_server_span(exchange, self._spans, error)
+        if self.access_log:
+            self._log_access(exchange, error)
+
+    def _log_access(self, exchange: Exchange, error: BaseException | None) -> None:
+        """One line per request, from what the request already carries. The request id and trace id are
+        added by the formatter (the scope is this task's log context); the query is left out, since
+        clients put credentials there."""
+        scope = REQUEST_SCOPE.get()
+        method = scope.get("method", "") if scope is not None else ""
+        path = scope.get("path", "") if scope is not None else ""
+        duration_ms = round((time.perf_counter() - exchange.started) * 1000, 3)
+        backend_ms = {role: round(s * 1000, 3) for role, s in (exchange.backend_s or {}).items()}
+        status = exchange.status if error is None else 0
+        access_log.info(
+            "%s %s %d %s by %s in %.1f ms",
+            method,
+            path,
+            status,
+            exchange.decision,
+            exchange.served_by,
+            duration_ms,
+            extra={
+                "tenant": exchange.tenant,
+                "phase": str(exchange.phase),
+                "kind": str(exchange.kind),
+                "decision": str(exchange.decision),
+                "served_by": exchange.served_by,
+                "status": status,
+                "duration_ms": duration_ms,
+                "backend_ms": backend_ms,
+                "method": method,
+                "path": path,
+                **({"error": type(error).__name__} if error is not None else {}),
+            },
+        )
 
     def _record_server_span(
         self, exchange: Exchange, spans: SpanRecorder, error: BaseException | None
@@ -276,6 +319,8 @@ class RequestTelemetry:
         except BackendFailure as exc:
             if self.metrics:
                 self.backend_latency.record((upstream.name, role), time.perf_counter() - started)
+            if self.access_log:
+                exchange.backend_s = {**(exchange.backend_s or {}), role: time.perf_counter() - started}
             if start_ns:
                 failure = "timeout" if exc.timeout else "connect_error"
                 self._record_client_span(
@@ -284,6 +329,8 @@ class RequestTelemetry:
             raise
         if self.metrics:
             self.backend_latency.record((upstream.name, role), time.perf_counter() - started)
+        if self.access_log:
+            exchange.backend_s = {**(exchange.backend_s or {}), role: time.perf_counter() - started}
         if start_ns:
             status = response.status
             self._record_client_span(

@@ -77,6 +77,7 @@ class Runtime:
             build_tracer_provider(settings.telemetry, component="proxy", roots_sampled_by_caller=True),
             route=shadow.route,  # spans are named by the divergence policy's resources (reloadable)
             series=series,
+            access_log=settings.access_log,
         )
         dsn = settings.postgres_url.get_secret_value()
         redis_url = settings.redis_url.get_secret_value()

@@ -7,6 +7,7 @@ import asyncpg
 from proxy.dead_letter_audit import DEAD_LETTER_AUDIT_SCHEMA
 from proxy.divergence.schema import DIVERGENCE_SCHEMA
 from proxy.health_store import HEALTH_SCHEMA
+from proxy.tenant_archive import ARCHIVE_SCHEMA
 
 PHASE_CHANNEL = "cutover_phase"
 BARRIER_CHANNEL = "cutover_barrier"
@@ -82,3 +83,4 @@ async def ensure_schema(conn: asyncpg.Connection) -> None:
         await conn.execute(DIVERGENCE_SCHEMA)
         await conn.execute(DEAD_LETTER_AUDIT_SCHEMA)
         await conn.execute(HEALTH_SCHEMA)
+        await conn.execute(ARCHIVE_SCHEMA)

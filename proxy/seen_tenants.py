@@ -23,6 +23,7 @@ from contextlib import suppress
 import asyncpg
 
 from config.operator import SeenTenantSettings
+from proxy.tenant_archive import not_archived
 
 log = logging.getLogger("cutover.seen_tenants")
 _STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
@@ -152,11 +153,13 @@ def _count(status: str) -> int:
 
 
 async def count_seen_only(pool: asyncpg.Pool) -> int:
-    """How many tenants seen in traffic have no phase row (they follow the default phase)."""
+    """How many tenants seen in traffic have no phase row (they follow the default phase), archived ones
+    left out."""
     try:
         count = await pool.fetchval(
             "SELECT count(*) FROM cutover_seen_tenant s"
             " WHERE NOT EXISTS (SELECT 1 FROM cutover_tenant_phase p WHERE p.tenant = s.tenant)"
+            f" AND {not_archived('s.tenant')}"
         )
     except asyncpg.UndefinedTableError:  # no proxy has recorded a tenant yet
         return 0

@@ -62,7 +62,9 @@ def _uvicorn_config(app: Any, settings: Settings, *, data_plane: bool) -> uvicor
         http=edge_protocol(settings.limits),
         loop="none",
         lifespan="off",
-        access_log=settings.access_log,
+        # cutover writes its own access lines (proxy.request_telemetry, proxy.admin_access_log); uvicorn's
+        # would be a second line per request, and its switch is one logger for every server in the process.
+        access_log=False,
         log_config=None,
         log_level=settings.log_level,
         proxy_headers=False,  # the client address must be the peer's, not a header's claim

@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 
 from config.operator import StatusPageSettings
 from proxy.seen_tenants import count_seen_only
+from proxy.tenant_archive import not_archived
 from routing.phases import Phase
 
 if TYPE_CHECKING:
@@ -70,13 +71,17 @@ async def _tenants(runtime: Runtime, settings: StatusPageSettings) -> dict[str, 
     rendered stays bounded however many tenants there are (the database does the counting)."""
     store = runtime.store
     pool = store.pool
+    visible = f"WHERE {not_archived('p.tenant')}"  # archived tenants are not shown (proxy.tenant_archive)
     counts = {
         row["phase"]: row["n"]
-        for row in await pool.fetch("SELECT phase, count(*) AS n FROM cutover_tenant_phase GROUP BY phase")
+        for row in await pool.fetch(
+            f"SELECT phase, count(*) AS n FROM cutover_tenant_phase p {visible} GROUP BY phase"
+        )
     }
     rows = await pool.fetch(
         "SELECT tenant, phase, version, updated_at, updated_by FROM ("
-        " SELECT *, row_number() OVER (PARTITION BY phase ORDER BY tenant) AS rank FROM cutover_tenant_phase"
+        " SELECT *, row_number() OVER (PARTITION BY phase ORDER BY tenant) AS rank"
+        f" FROM cutover_tenant_phase p {visible}"
         ") AS ranked WHERE rank <= $1 ORDER BY phase, tenant",
         settings.tenants_per_phase,
     )
@@ -114,8 +119,9 @@ async def _tenants(runtime: Runtime, settings: StatusPageSettings) -> dict[str, 
 
 async def _divergences(runtime: Runtime, window_s: int) -> dict[str, Any]:
     counts = await runtime.pool.fetch(
-        "SELECT tenant, count(*) AS n, max(at) AS last_at, max(id) AS last_id FROM cutover_divergence"
-        " WHERE at > now() - make_interval(secs => $1) GROUP BY tenant ORDER BY n DESC, tenant LIMIT 100",
+        "SELECT tenant, count(*) AS n, max(at) AS last_at, max(id) AS last_id FROM cutover_divergence d"
+        f" WHERE at > now() - make_interval(secs => $1) AND {not_archived('d.tenant')}"
+        " GROUP BY tenant ORDER BY n DESC, tenant LIMIT 100",
         float(window_s),
     )
     fields = await runtime.pool.fetch(

@@ -33,7 +33,7 @@ def create_status_router(runtime: Runtime) -> APIRouter:
     settings = runtime.settings.operator.status_page
     tokens = runtime.settings.admin.tokens
     authenticator = TokenAuthenticator(tokens)
-    sessions = StatusSessions(tokens, ttl_s=settings.session_ttl_s)
+    sessions = StatusSessions.from_settings(tokens, settings)
     router = APIRouter(include_in_schema=settings.enabled)
     if not settings.enabled:
         return router

@@ -1,6 +1,6 @@
-"""Known tenants, one page at a time: those with a phase row and those only seen in traffic, in one
-order (tenant id, as PostgreSQL collates it), so that `after=<last tenant of a page>` continues exactly
-where the page ended.
+"""Known tenants, one page at a time: those with a phase row and those only seen in traffic, archived
+ones left out, in one order (tenant id, as PostgreSQL collates it), so that `after=<last tenant of a
+page>` continues exactly where the page ended.
 
 Each side is read as an index range (`tenant > $after ORDER BY tenant LIMIT n`) and the union is cut to
 the page in the same statement: a page costs `limit` rows of each table whatever the tables hold, and
@@ -14,28 +14,32 @@ from typing import Any
 import asyncpg
 
 from proxy.admin_pages import page_of
+from proxy.tenant_archive import not_archived
 
 _PHASE_ROWS = """
 SELECT tenant, phase, version, updated_at, updated_by, NULL::timestamptz AS first_seen,
        NULL::timestamptz AS last_seen
-  FROM cutover_tenant_phase {where} ORDER BY tenant LIMIT $1
+  FROM cutover_tenant_phase t WHERE {visible} {also} ORDER BY tenant LIMIT $1
 """
 _SEEN_ONLY = """
 SELECT s.tenant, NULL, NULL, NULL, NULL, s.first_seen, s.last_seen
   FROM cutover_seen_tenant s
- WHERE NOT EXISTS (SELECT 1 FROM cutover_tenant_phase p WHERE p.tenant = s.tenant) {also}
+ WHERE NOT EXISTS (SELECT 1 FROM cutover_tenant_phase p WHERE p.tenant = s.tenant) AND {visible} {also}
  ORDER BY s.tenant LIMIT $1
 """
+# Archived tenants are left out (proxy.tenant_archive): a probe of the archive's key per row.
+_ROWS = _PHASE_ROWS.format(visible=not_archived("t.tenant"), also="{also}")
+_SEEN = _SEEN_ONLY.format(visible=not_archived("s.tenant"), also="{also}")
 # With and without a cursor: one statement each, so that both plans walk the primary keys.
 _FIRST = {
-    "both": f"SELECT * FROM (({_PHASE_ROWS.format(where='')}) UNION ALL ({_SEEN_ONLY.format(also='')}))"
+    "both": f"SELECT * FROM (({_ROWS.format(also='')}) UNION ALL ({_SEEN.format(also='')}))"
     " AS known ORDER BY tenant LIMIT $1",
-    "phase_rows": _PHASE_ROWS.format(where=""),
+    "phase_rows": _ROWS.format(also=""),
 }
 _AFTER = {
-    "both": f"SELECT * FROM (({_PHASE_ROWS.format(where='WHERE tenant > $2')})"
-    f" UNION ALL ({_SEEN_ONLY.format(also='AND s.tenant > $2')})) AS known ORDER BY tenant LIMIT $1",
-    "phase_rows": _PHASE_ROWS.format(where="WHERE tenant > $2"),
+    "both": f"SELECT * FROM (({_ROWS.format(also='AND t.tenant > $2')})"
+    f" UNION ALL ({_SEEN.format(also='AND s.tenant > $2')})) AS known ORDER BY tenant LIMIT $1",
+    "phase_rows": _ROWS.format(also="AND t.tenant > $2"),
 }
 
 

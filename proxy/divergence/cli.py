@@ -13,50 +13,56 @@ import shutil
 from collections.abc import Callable
 from typing import Any
 
-from proxy.admin_client import AdminClient
+from proxy.cli_support import EXIT_OK, format_table, print_json
+from proxy.cli_target import admin_client
 
-AdminCommand = Callable[[str, str], argparse.ArgumentParser]
+AdminCommand = Callable[..., argparse.ArgumentParser]  # (name, help, *example lines)
 
 
 def add_divergence_commands(admin_command: AdminCommand) -> None:
-    report = admin_command("report", "shadow comparisons per tenant and resource, top divergent fields")
-    report.add_argument("tenant", nargs="?")
+    report = admin_command(
+        "report",
+        "shadow comparisons per tenant and resource, top divergent fields",
+        "cutover report",
+        "cutover report acme --top 10",
+    )
+    report.add_argument("tenant", nargs="?", help="only this tenant (default: every tenant compared)")
     report.add_argument("--top", type=int, default=5, help="fields listed per tenant")
     report.set_defaults(run=_report)
-    show = admin_command("show-divergence", "one stored divergence with both bodies side by side")
+    show = admin_command(
+        "show-divergence",
+        "one stored divergence with both bodies side by side",
+        "cutover show-divergence acme 42",
+        "cutover show-divergence acme 42 --width 200",
+    )
     show.add_argument("tenant")
     show.add_argument("id", type=int)
     show.add_argument("--width", type=int, default=0, help="total width (default: the terminal's)")
     show.set_defaults(run=_show)
-    reset = admin_command("reset-counters", "forget a tenant's comparison counters (stored samples stay)")
+    reset = admin_command(
+        "reset-counters",
+        "forget a tenant's comparison counters (stored samples stay)",
+        "cutover reset-counters acme",
+    )
     reset.add_argument("tenant")
     reset.set_defaults(run=_reset)
-    reload = admin_command("reload-policy", "re-read divergence.policy_file (as SIGHUP does)")
+    reload = admin_command(
+        "reload-policy", "re-read divergence.policy_file (as SIGHUP does)", "cutover reload-policy"
+    )
     reload.set_defaults(run=_reload)
 
 
 def _call(args: argparse.Namespace, method: str, path: str, **params: Any) -> dict[str, Any]:
-    client = AdminClient(args.admin_url, args.token)
-    try:
-        if method == "GET":
-            return client.get(path, **params)
-        if method == "POST":
-            return client.post(path)
-        return client.delete(path)
-    finally:
-        client.close()
+    client = admin_client(args)  # closed by proxy.cli.main
+    if method == "GET":
+        return client.get(path, **params)
+    if method == "POST":
+        return client.post(path)
+    return client.delete(path)
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    from proxy.cli import format_table  # imported here: proxy.cli imports this module
-
-    return format_table(header, rows)
-
-
-def _json(body: Any) -> int:
-    from proxy.cli import _print_json
-
-    return _print_json(body)
+_table = format_table
+_json = print_json
 
 
 def _rate(value: float | None) -> str:
@@ -111,7 +117,7 @@ def _report(args: argparse.Namespace) -> int:
                 )
             )
         print()
-    return 0
+    return EXIT_OK
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -152,7 +158,7 @@ def _show(args: argparse.Namespace) -> int:
         left = _fit(row["serving"], column)
         right = _fit(row["shadow"], column)
         print(f"{left:<{column}} {mark} {right}".rstrip())
-    return 0
+    return EXIT_OK
 
 
 def _short(value: Any, width: int = 40) -> str:
@@ -173,7 +179,7 @@ def _reset(args: argparse.Namespace) -> int:
     if args.json:
         return _json(body)
     print(f"counters of {body['tenant']} reset ({body['resources_reset']} resources)")
-    return 0
+    return EXIT_OK
 
 
 def _reload(args: argparse.Namespace) -> int:
@@ -181,4 +187,4 @@ def _reload(args: argparse.Namespace) -> int:
     if args.json:
         return _json(body)
     print(f"divergence policy reloaded from {body['policy_file']} ({body['resources']} resource rules)")
-    return 0
+    return EXIT_OK

@@ -227,6 +227,7 @@ class RollbackMonitor:
                 hold_timeout_s=self._hold_timeout_s,
                 pending_toward=self._pending_toward,
                 missing_applier=self._missing_applier,
+                log_level=logging.WARNING,  # logged there, once, with the figures in the reason
             )
         except (VersionConflictError, PhaseMoveError) as exc:
             log.info("no automatic rollback of %r: it changed meanwhile (%s)", rollback.tenant, exc)
@@ -238,11 +239,4 @@ class RollbackMonitor:
             log.error("no automatic rollback: %s", exc)
             return False
         self._stats.auto_rollbacks[rollback.tenant] += 1
-        log.warning(
-            "tenant %r rolled back %s -> %s: %s",
-            rollback.tenant,
-            rollback.from_phase.value,
-            rollback.to_phase.value,
-            rollback.reason,
-        )
         return True

@@ -4,12 +4,18 @@ and each command's output must match what the runbook says it prints.
 In a block, a line starting with `$ ` is a command (run with bash, `pipefail` on); the lines up to the
 next command are its expected output. `...` alone on a line matches any number of lines, `...` inside a
 line matches any text, and a run of spaces matches any run of spaces (table columns move with widths).
+
+Nothing else may slip through: every other shell block (```sh, ```bash) must say why it is not run, on
+the line before it (`<!-- not run: ... -->`), and every `cutover ...` command quoted in the prose must be
+one the CLI accepts as written (parsed by its own parser, not run), so a renamed option cannot hide in a
+sentence.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -19,8 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 RUNBOOK = REPO / "docs" / "runbook.md"
@@ -83,6 +87,75 @@ def test_matcher_is_exact_except_where_told() -> None:
     assert matches([], "")
 
 
+_FENCE = re.compile(r"^```(\w*)")
+_NOT_RUN = re.compile(r"^<!-- not run: .+ -->$")
+_SHELL = frozenset({"sh", "bash", "shell"})
+_INLINE = re.compile(r"`(cutover [^`]+)`")
+
+
+def unrun_shell_blocks(text: str) -> list[tuple[int, bool]]:
+    """(line, says why) of every shell block that is not a console block."""
+    found = []
+    lines = text.splitlines()
+    in_block = False
+    for number, line in enumerate(lines, start=1):
+        fence = _FENCE.match(line.strip())
+        if fence is None:
+            continue
+        if in_block:
+            in_block = False
+            continue
+        in_block = True
+        if fence.group(1) in _SHELL:
+            before = next((lines[n].strip() for n in range(number - 2, -1, -1) if lines[n].strip()), "")
+            found.append((number, _NOT_RUN.match(before) is not None))
+    return found
+
+
+def inline_commands(text: str) -> list[tuple[int, str]]:
+    """`cutover ...` quoted in the prose (outside fenced blocks)."""
+    found, in_block = [], False
+    for number, line in enumerate(text.splitlines(), start=1):
+        if _FENCE.match(line.strip()):
+            in_block = not in_block
+            continue
+        if not in_block:
+            found += [(number, command) for command in _INLINE.findall(line)]
+    return found
+
+
+def test_every_shell_block_is_run_or_says_why_not() -> None:
+    blocks = unrun_shell_blocks(RUNBOOK.read_text())
+    assert [line for line, why in blocks if not why] == [], "shell blocks that are neither run nor explained"
+    assert len(parse_console_blocks(RUNBOOK.read_text())) > 30, "the test proved nothing"
+
+
+def test_commands_quoted_in_the_prose_are_accepted_as_written() -> None:
+    from proxy.cli import _parser
+    from proxy.cli_support import UsageError
+
+    quoted = inline_commands(RUNBOOK.read_text())
+    assert len(quoted) >= 10, "the test proved nothing"
+    refused = []
+    for line, command in quoted:
+        try:
+            args = _parser().parse_args(shlex.split(command)[1:])
+        except UsageError as exc:
+            refused.append(f"docs/runbook.md line {line}: `{command}`: {exc.detail}")
+            continue
+        if not hasattr(args, "run"):
+            refused.append(f"docs/runbook.md line {line}: `{command}` is not a whole command")
+    assert refused == []
+
+
+def test_the_checks_catch_what_they_are_for() -> None:
+    assert unrun_shell_blocks("text\n```sh\nrm -rf x\n```\n") == [(2, False)]
+    assert unrun_shell_blocks("<!-- not run: placeholders -->\n\n```sh\nx\n```\n") == [(3, True)]
+    assert inline_commands("see `cutover report --tenant acme` and\n```sh\n`cutover x`\n```\n") == [
+        (1, "cutover report --tenant acme")
+    ]
+
+
 def test_runbook_walks_every_phase_and_rehearses_each_rollback() -> None:
     commands = [c.command for c in parse_console_blocks(RUNBOOK.read_text())]
     targets = [c.split()[4] for c in commands if c.startswith("cutover phase set acme ")]
@@ -126,6 +199,7 @@ def demo_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
         log.close()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_runbook_commands_print_what_the_runbook_says(demo_env: dict[str, str]) -> None:
     for step in parse_console_blocks(RUNBOOK.read_text()):

@@ -120,6 +120,8 @@ def test_smoke_run_passes_its_budget_and_fails_a_tight_one(tmp_path: Path) -> No
             "20s",
             "--out",
             str(out),
+            "--run-id",
+            "smoke1",
         ],
         cwd=REPO,
         capture_output=True,
@@ -129,6 +131,9 @@ def test_smoke_run_passes_its_budget_and_fails_a_tight_one(tmp_path: Path) -> No
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "overall verdict: PASS" in run.stdout
+    # Its tenants were its own (lt-<run id>-<phase>) and are archived when it ends.
+    assert "run smoke1: tenants lt-smoke1-<phase>" in run.stdout
+    assert f"run smoke1: archived {len(PHASES)} tenants" in run.stdout
     stats = {row.name: row for row in read_stats(out / "mixed_stats.csv")}
     for phase in PHASES:
         for kind in ("read", "write"):

@@ -9,11 +9,13 @@ import uuid
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from proxy.cli import main
 from proxy.fleet import bucket_of
 from routing.phases import Phase
 from tests.conftest import Proxy, ProxyFactory, wait_for
+from tests.proxy.test_tenant_health import add_dead_letter
 
 
 @pytest.fixture
@@ -100,35 +102,142 @@ async def test_tenants_seen_in_traffic_are_listed_and_moved_by_pattern(
     assert entries[0]["reason"] == f"wave 1 [fleet move 2/3: --match '{prefix}-eu-*']"
 
 
-async def test_stops_at_the_first_refusal_and_reports_what_moved(
+async def test_every_move_is_checked_first_and_nothing_moves_when_one_would_be_refused(
+    proxy: Proxy, prefix: str, capsys: pytest.CaptureFixture[str], redis_client: aioredis.Redis
+) -> None:
+    """The whole plan is checked against the single move's guards before anything moves: one tenant with
+    dead letters and one a step behind stop the wave, every refusal is listed, and nothing is audited."""
+    a, b, c, d = (f"{prefix}-{n}" for n in "abcd")
+    for tenant in (a, b, d):
+        await proxy.set_phase_api(tenant, Phase.DUAL_WRITE)
+    await proxy.set_phase_api(c, Phase.DUAL_WRITE)
+    await proxy.set_phase_api(c, Phase.LEGACY)  # a row, back in legacy: legacy -> shadow skips a step
+    key, entry = await add_dead_letter(redis_client, proxy, b)
+    try:
+        before = await audit_count(proxy)
+        code, out, _ = await cutover(
+            proxy,
+            capsys,
+            "phase",
+            "set",
+            "--tenants",
+            f"{a},{b},{c},{d}",
+            "shadow",
+            "--reason",
+            "w2",
+            "--json",
+        )
+        assert code == 1
+        report: dict[str, Any] = json.loads(out)
+        assert report["moved"] == []
+        assert [(r["tenant"], r["stage"], r["status"], r["error"]) for r in report["refusals"]] == [
+            (b, "check", 422, "dead_letters"),
+            (c, "check", 422, "phase_move_not_allowed"),
+        ]
+        assert report["refusals"][1]["allowed"] == ["dual_write"]
+        assert report["refused"] == report["refusals"][0]
+        assert report["not_attempted"] == [a, b, c, d]
+        assert await audit_count(proxy) == before, "a check moved something"
+        assert await phases(proxy, [a, b, c, d]) == {
+            a: "dual_write",
+            b: "dual_write",
+            c: "legacy",
+            d: "dual_write",
+        }
+
+        # In words: the plan marks each refusal, and the summary says nothing moved and why.
+        code, out, _ = await cutover(
+            proxy, capsys, "phase", "set", "--tenants", f"{a},{b},{c},{d}", "shadow", "--reason", "w2"
+        )
+        assert code == 1
+        assert f"{b}  dual_write -> shadow  (REFUSED: dead_letters:" in out
+        assert "checked 4 moves with the admin API: 2 would be refused; nothing was moved" in out
+        assert f"REFUSED {c}: phase_move_not_allowed:" in out and "(allowed: dual_write)" in out
+
+        # --continue-on-refusal moves the others, and still exits 1: not everything moved.
+        code, out, _ = await cutover(
+            proxy,
+            capsys,
+            "phase",
+            "set",
+            "--tenants",
+            f"{a},{b},{c},{d}",
+            "shadow",
+            "--reason",
+            "w2",
+            "--continue-on-refusal",
+        )
+        assert code == 1
+        assert f"moved 2 of 4; refused {b} (dead_letters); refused {c} (phase_move_not_allowed)" in out
+        assert await phases(proxy, [a, b, c, d]) == {a: "shadow", b: "dual_write", c: "legacy", d: "shadow"}
+    finally:
+        await redis_client.xdel(key, entry)
+
+
+async def test_a_tenant_named_by_mistake_is_flagged_before_anything_is_created(
     proxy: Proxy, prefix: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    a, b, c = (f"{prefix}-{n}" for n in "abc")
-    await proxy.set_phase_api(a, Phase.DUAL_WRITE)
-    await proxy.set_phase_api(c, Phase.DUAL_WRITE)
-    # b is still legacy: legacy -> shadow skips a step and the API refuses it.
+    known, typo = f"{prefix}-acme", f"{prefix}-amce"
+    await proxy.set_phase_api(known, Phase.DUAL_WRITE)
+    before = await audit_count(proxy)
     code, out, _ = await cutover(
-        proxy, capsys, "phase", "set", "--tenants", f"{a},{b},{c}", "shadow", "--reason", "wave 2", "--json"
+        proxy, capsys, "phase", "set", "--tenants", f"{known},{typo}", "shadow", "--reason", "w", "--json"
     )
     assert code == 1
-    report: dict[str, Any] = json.loads(out)
-    assert [m["tenant"] for m in report["moved"]] == [a]
-    assert report["refused"]["tenant"] == b
-    assert report["refused"]["status"] == 422
-    assert report["refused"]["error"] == "phase_move_not_allowed"
-    assert report["refused"]["allowed"] == ["dual_write"]
-    assert report["not_attempted"] == [c]
-    assert await phases(proxy, [a, b, c]) == {a: "shadow", b: "legacy", c: "dual_write"}
+    report = json.loads(out)
+    assert report["error"] == "unknown_tenants" and report["unknown"] == [typo]
+    assert typo in report["detail"] and "--create" in report["detail"]
+    assert report["moved"] == [] and await audit_count(proxy) == before
+    assert (await proxy.admin.get(f"/tenants/{typo}")).json()["version"] == 0  # no row was made
+    code, out, _ = await cutover(
+        proxy, capsys, "phase", "set", "--tenants", f"{known},{typo}", "shadow", "--reason", "w"
+    )
+    assert (
+        code == 1
+        and "(UNKNOWN: no phase row, not seen in traffic)" in out
+        and "REFUSED: unknown_tenants" in out
+    )
+    # --create: the operator means it. The typo is a step behind (legacy), so it needs dual_write first.
+    code, out, _ = await cutover(
+        proxy,
+        capsys,
+        "phase",
+        "set",
+        "--tenants",
+        f"{known},{typo}",
+        "dual_write",
+        "--reason",
+        "w",
+        "--create",
+    )
+    assert code == 0, out
+    assert await phases(proxy, [known, typo]) == {known: "dual_write", typo: "dual_write"}
 
-    # Table output says the same in words; a second run skips what is already there.
-    code, out, _ = await cutover(
-        proxy, capsys, "phase", "set", "--tenants", f"{a},{b},{c}", "shadow", "--reason", "wave 2 again"
+
+async def test_a_dry_run_change_is_checked_like_a_move_and_changes_nothing(proxy: Proxy, prefix: str) -> None:
+    tenant = f"{prefix}-dry"
+    await proxy.set_phase_api(tenant, Phase.DUAL_WRITE)
+    before = await audit_count(proxy)
+    body = {"phase": "shadow", "reason": "check", "dry_run": True}
+    answer = await proxy.admin.put(f"/tenants/{tenant}/phase", json=body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {
+        **answer.json(),
+        "tenant": tenant,
+        "phase": "dual_write",
+        "to": "shadow",
+        "dry_run": True,
+    }
+    conflict = await proxy.admin.put(f"/tenants/{tenant}/phase", json={**body, "expected_version": 7})
+    assert conflict.status_code == 409 and conflict.json()["error"] == "version_conflict"
+    skip = await proxy.admin.put(f"/tenants/{tenant}/phase", json={**body, "phase": "live"})
+    assert skip.status_code == 422 and skip.json()["error"] == "phase_move_not_allowed"
+    read_only = await proxy.anon_admin.put(
+        f"/tenants/{tenant}/phase", json=body, headers={"Authorization": f"Bearer {proxy.tokens.read}"}
     )
-    assert code == 1
-    assert f"REFUSED {b}: phase_move_not_allowed" in out
-    assert f"moved 0 of 2; stopped at {b} (phase_move_not_allowed); its allowed moves: dual_write" in out
-    assert f"not attempted: {c}" in out
-    assert (await phases(proxy, [a]))[a] == "shadow"
+    assert read_only.status_code == 403  # a check is a write route like the move
+    assert await audit_count(proxy) == before
+    assert (await phases(proxy, [tenant]))[tenant] == "dual_write"
 
 
 async def test_a_larger_percentage_only_adds(
@@ -181,8 +290,8 @@ async def test_usage_errors(proxy: Proxy, capsys: pytest.CaptureFixture[str]) ->
 async def test_a_fleet_move_stops_where_the_worker_cannot_apply(
     make_proxy: ProxyFactory, prefix: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Each tenant of a fleet move goes through the admin API's guard: with no applier toward old, the
-    first move to live is refused and nothing after it is attempted."""
+    """Each tenant of a fleet move is checked with the admin API's guard: with no applier toward old,
+    every move to live is refused and none is attempted."""
     resources = [{"path": "/items/{key}", "table": "items"}]
     proxy = await make_proxy(
         {
@@ -202,7 +311,7 @@ async def test_a_fleet_move_stops_where_the_worker_cannot_apply(
     report: dict[str, Any] = json.loads(out)
     assert report["moved"] == []
     assert (report["refused"]["tenant"], report["refused"]["status"]) == (a, 422)
-    assert report["refused"]["error"] == "applier_not_configured"
+    assert [r["error"] for r in report["refusals"]] == ["applier_not_configured"] * 2
     assert "worker.postgres.old" in report["refused"]["detail"]
-    assert report["not_attempted"] == [b]
+    assert report["not_attempted"] == [a, b]
     assert await phases(proxy, [a, b]) == {a: "shadow", b: "shadow"}

@@ -111,7 +111,8 @@ async def test_requests_and_admin_calls_leave_no_secret_in_logs(
         assert secret not in text
     records = lines(stream)  # every line is one JSON object
     assert records
-    assert any(r["logger"] == "uvicorn.access" for r in records)  # the access log was on
+    assert any(r["logger"] == "cutover.access" and r.get("api") == "admin" for r in records)  # it was on
+    assert any(r["logger"] == "cutover.access" and "api" not in r for r in records)  # data plane too
     [fallback] = [r for r in records if r["logger"] == "cutover.executor" and "f1" in r["message"]]
     [server] = [
         s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER and "f1" in str(s.attributes)
