@@ -56,6 +56,13 @@ class Answer:
     status: int
     headers: CIMultiDictProxy[str]
     body: bytes
+    # The `Link` header's links (RFC 8288) as (relation type, absolute URL) pairs, one per relation type
+    # a link names (`rel="next last"` is two), in lower case; empty without the header.
+    links: tuple[tuple[str, str], ...] = ()
+
+    def link(self, rel: str) -> str | None:
+        """The URL of the first link of relation type `rel`, or None."""
+        return next((url for name, url in self.links if name == rel), None)
 
     def json(self) -> Any:
         """The body as JSON; `ValueError` (orjson's decode error) when it is not."""
@@ -97,6 +104,17 @@ class BackendClient:
 
     def url_for(self, raw_path: str, query: str) -> str:
         return f"{self._base}{raw_path}?{query}" if query else f"{self._base}{raw_path}"
+
+    def relative(self, url: str) -> tuple[str, str]:
+        """The path (as clients see it: this backend's base path taken off) and the query of a URL the
+        backend answered with, e.g. a `Link`. Only those are requested, from this backend: a link's own
+        origin is never contacted, so credentials stay with the configured backend."""
+        parts = urlsplit(url)
+        base = urlsplit(self._base).path
+        path = parts.path or "/"
+        if base and (path == base or path.startswith(base + "/")):
+            path = path[len(base) :] or "/"
+        return path, parts.query
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -180,7 +198,7 @@ class BackendClient:
             content = await self.read_body(response)
         finally:
             response.release()
-        return Answer(response.status, response.headers, content)
+        return Answer(response.status, response.headers, content, _links(response))
 
     def _failure(self, kind: FailureKind, exc: BaseException) -> BackendFailure:
         what = {
@@ -188,6 +206,18 @@ class BackendClient:
             "bad_response": f"answered malformed HTTP ({_first_line(exc)})",
         }.get(kind, f"could not be reached ({type(exc).__name__})")
         return BackendFailure(self.name, kind, f"backend {self.name} ({self.display}) {what}")
+
+
+def _links(response: aiohttp.ClientResponse) -> tuple[tuple[str, str], ...]:
+    """aiohttp's parse of the `Link` header (relative references resolved against the request URL), one
+    pair per relation type: aiohttp keys a link by its whole `rel`, which may name several."""
+    if "Link" not in response.headers:
+        return ()
+    found: list[tuple[str, str]] = []
+    for link in response.links.values():
+        for rel in str(link.get("rel", "")).lower().split():
+            found.append((rel, str(link["url"])))
+    return tuple(found)
 
 
 def _kind(exc: aiohttp.ClientError) -> FailureKind:

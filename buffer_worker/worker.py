@@ -16,6 +16,10 @@ entry whose fate is unknown is *in doubt* and is resolved, not sent again: one r
 older than the ledger's retention, and any intent after a failed or timed-out attempt. Appliers with
 their own ledger (PostgreSQL, in the mirror's transaction) apply every delivery as it comes.
 
+During a REST copy (`cutover backfill` of a tenant's resource), every record an intent toward new writes
+is marked as mirroring's before its batch is applied, and a record the copy has claimed is waited for
+(`buffer_worker.copy_marks`): the copy never overwrites a mirrored write, nor mirroring a claimed one.
+
 Failures: an unreachable mirror is an outage and is retried without limit (capped exponential backoff);
 error answers are retried up to `max_attempts`; a permanent error dead-letters the intent at once. A
 dead-lettered intent blocks its tenant (later intents of that tenant are parked behind it, in order,
@@ -49,6 +53,7 @@ from buffer_worker.apply_errors import (
     UnapplicableIntentError,
     UnreachableError,
 )
+from buffer_worker.copy_marks import CopyMarks, Outcomes, busy_wait_s
 from buffer_worker.dead_letters import CAUSE_APPLY, CAUSE_INTENT, CAUSE_PARKED, Attempt, DeadLetterOps
 from buffer_worker.intent import Intent, IntentDecodeError
 from buffer_worker.keys import (
@@ -63,13 +68,16 @@ from buffer_worker.keys import (
 )
 from buffer_worker.lease import PartitionLeases
 from buffer_worker.liveness import default_worker_id
+from buffer_worker.records import RecordMap
 from buffer_worker.redis_ledger import APPLIED, SENDING, RedisLedger
 from buffer_worker.throttle import TenantThrottle
 from config.settings import Settings
+from routing.phases import Side
 from telemetry.tracing import context_from_traceparent
 
 log = logging.getLogger("cutover.worker")
 T = TypeVar("T")
+Decoded = tuple[bytes, dict[bytes, bytes], Intent | IntentDecodeError]
 _REDRIVE_CHECK_S = 0.5
 _LEDGER_PRUNE_S = 60.0
 
@@ -83,7 +91,8 @@ class Applier(Protocol):
 # An applier may also offer `async def apply_batch(intents: Sequence[Intent]) -> None`, applying all of
 # them atomically, in order (see PostgresApplier); the worker uses it when a batch allows. One that offers
 # `async def resolve(intent: Intent) -> None` (HttpApplier), applying an intent whose fate is in doubt
-# without sending it twice, gets the worker's ledger of applied intent ids and its in-doubt handling.
+# without sending it twice, gets the worker's ledger of applied intent ids and its in-doubt handling. One
+# with `outcomes` (`copy_marks.Outcomes`) has what it settled counted in the facts of the copies open.
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +152,14 @@ class Worker:
                 retention_s=self._config.ledger_retention_h * 3600,
             )
         )
+        # Records of REST resources, for the copy's marks (none without resources: nothing to copy).
+        self._records = RecordMap(settings) if settings.data.rest.resources else None
+        self._copy_marks = (
+            None
+            if self._records is None
+            else CopyMarks(self._redis, prefix=self._buffer.key_prefix, partitions=self._buffer.partitions)
+        )
+        self._outcomes: Outcomes | None = getattr(applier, "outcomes", None)
         self._dead_letters = DeadLetterOps(
             self._redis,
             prefix=self._buffer.key_prefix,
@@ -150,6 +167,7 @@ class Worker:
             retrying=self._retrying_detail,
             ledger=self._ledger,
             on_applied=self._count_applied,
+            before_apply=self._mark_for_copies,
         )
 
     @property
@@ -349,9 +367,13 @@ class Worker:
         redelivered: bool = False,
     ) -> None:
         prefix = self._buffer.key_prefix
-        applied = await self._apply_whole_batch(entries, blocked)
+        decoded = _decode(entries)
+        await self._mark_for_copies(
+            partition, [i for _id, _f, i in decoded if isinstance(i, Intent) and i.tenant not in blocked]
+        )
+        applied = await self._apply_whole_batch(decoded, blocked)
         if applied is None:
-            applied = await self._apply_one_by_one(partition, entries, blocked, redelivered)
+            applied = await self._apply_one_by_one(partition, decoded, blocked, redelivered)
         async with self._redis.pipeline(transaction=True) as pipe:
             if self._ledger is not None:  # in the acknowledging MULTI: lost together, or kept together
                 self._ledger.queue_applied(pipe, partition, [intent.intent_id for intent in applied])
@@ -363,9 +385,40 @@ class Worker:
             pipe.xtrim(stream_key(prefix, partition), minid=entries[-1][0].decode(), approximate=False)
             await self._bounded(pipe.execute())
         self.stats.applied += len(applied)
+        await self._count_outcomes()
+
+    async def _mark_for_copies(self, partition: int, intents: list[Intent]) -> None:
+        """Mark the records these intents write toward new as mirroring's in the copies open, before any
+        of them is applied; wait while a copy holds a claim on one (`buffer_worker.copy_marks`)."""
+        if self._copy_marks is None or self._records is None:
+            return
+        records: list[tuple[str, str, str]] = []
+        for intent in intents:
+            record = self._records.of(intent) if intent.target is Side.NEW else None
+            if record is not None and record.resource:
+                records.append((intent.tenant, record.resource, record.key))
+        attempt = 0
+        while records:
+            busy, _open = await self._bounded(self._copy_marks.mark_once(partition, records))
+            records = [records[i] for i in busy]
+            if records:
+                await asyncio.sleep(busy_wait_s(attempt))
+                attempt += 1
+
+    async def _count_outcomes(self) -> None:
+        """Add what the applier settled for records of open copies to their facts (best effort: a count
+        that Redis did not take is lost, never an intent)."""
+        if self._outcomes is None or self._copy_marks is None:
+            return
+        counts = self._outcomes.drain()
+        if counts:
+            try:
+                await self._bounded(self._copy_marks.count(counts))
+            except (RedisError, OSError) as exc:
+                log.warning("copy facts not counted: %s", type(exc).__name__)
 
     async def _apply_whole_batch(
-        self, entries: list[tuple[bytes, dict[bytes, bytes]]], blocked: dict[str, str]
+        self, decoded: list[Decoded], blocked: dict[str, str]
     ) -> list[Intent] | None:
         """The fast path: an applier with `apply_batch` applies every entry in one call (one transaction).
         Taken only when every entry decodes and no tenant in it is blocked; returns None when not taken or
@@ -376,10 +429,8 @@ class Worker:
         # With a ledger, an intent may skip it only where the applier's own applies are idempotent.
         batchable: Callable[[Intent], bool] = getattr(self._applier, "batchable", lambda _intent: True)
         intents: list[Intent] = []
-        for _entry_id, fields in entries:
-            try:
-                intent = Intent.from_fields(fields)
-            except IntentDecodeError:
+        for _entry_id, _fields, intent in decoded:
+            if isinstance(intent, IntentDecodeError):
                 return None
             if intent.tenant in blocked or (self._ledger is not None and not batchable(intent)):
                 return None
@@ -396,16 +447,10 @@ class Worker:
     async def _apply_one_by_one(
         self,
         partition: int,
-        entries: list[tuple[bytes, dict[bytes, bytes]]],
+        decoded: list[Decoded],
         blocked: dict[str, str],
         redelivered: bool,
     ) -> list[Intent]:
-        decoded: list[tuple[bytes, dict[bytes, bytes], Intent | IntentDecodeError]] = []
-        for entry_id, fields in entries:
-            try:
-                decoded.append((entry_id, fields, Intent.from_fields(fields)))
-            except IntentDecodeError as exc:
-                decoded.append((entry_id, fields, exc))
         states = await self._ledger_states(partition, [d[2] for d in decoded], blocked)
         applied: list[Intent] = []
         applied_ids: set[str] = set()
@@ -592,3 +637,14 @@ class Worker:
                 pipe.hsetnx(blocked_key(prefix, partition), blocks.tenant, blocks.intent_id)
             await pipe.execute()
         self.stats.dead_lettered += 1
+
+
+def _decode(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[Decoded]:
+    """Each entry with its intent, or why it is not one."""
+    decoded: list[Decoded] = []
+    for entry_id, fields in entries:
+        try:
+            decoded.append((entry_id, fields, Intent.from_fields(fields)))
+        except IntentDecodeError as exc:
+            decoded.append((entry_id, fields, exc))
+    return decoded
