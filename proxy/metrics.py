@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from redis.exceptions import RedisError
 
+from proxy.copy_metrics import CopyMetrics
 from routing.phases import Phase
 from telemetry.labels import OTHER
 from telemetry.prometheus import MetricsExposition
@@ -47,9 +48,10 @@ class ProxyMetrics:
         self._phases(exposition)
         self._shadow(exposition)
         self._buffer_metrics(exposition)
+        self._copies = CopyMetrics(runtime, exposition)  # the REST copy: proxy/copy_metrics.py
 
     async def render(self) -> bytes:
-        await asyncio.gather(self._refresh_buffer(), self._refresh_phase_changes())
+        await asyncio.gather(self._refresh_buffer(), self._refresh_phase_changes(), self._copies.refresh())
         self._telemetry.labels.promote()
         return self._exposition.render()
 

@@ -15,6 +15,7 @@ import asyncpg
 from redis.exceptions import RedisError
 
 from config.operator import StatusPageSettings
+from proxy.copy_admin import copy_overview
 from proxy.seen_tenants import count_seen_only
 from routing.phases import Phase
 
@@ -55,6 +56,8 @@ async def gather(runtime: Runtime, settings: StatusPageSettings) -> dict[str, An
         },
         "divergences": await _section(_divergences(runtime, settings.divergence_window_s)),
         "buffer": await _section(_buffer(runtime)),
+        # The REST copies per tenant and what mirroring did meanwhile (proxy/copy_admin.py).
+        "copies": await _section(copy_overview(runtime, settings.tenants_per_phase)),
     }
 
 
