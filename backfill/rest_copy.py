@@ -167,6 +167,11 @@ class ResourceCopy:
         if self._hook is not None:
             await self._hook("listed", page)
         claim = await self._claims.claim([e.key for e in entries])
+        while claim.held:
+            # An earlier run, killed while it wrote this page, still holds some records: wait for its
+            # claims to lapse (a write it sent may be in flight), then claim the page again.
+            await asyncio.sleep(claim.held_s + 0.01)
+            claim = await self._claims.claim([e.key for e in entries])
         result.skipped += len(claim.skipped)
         if self._hook is not None:
             await self._hook("claimed", page)
@@ -181,7 +186,7 @@ class ResourceCopy:
                 # mirroring marked meanwhile are skipped) and carry on.
                 claim = await self._claims.claim([e.key for e in lapsing])
                 result.skipped += len(claim.skipped)
-                todo = [by_key[key] for key in claim.claimed]
+                todo = [by_key[key] for key in claim.claimed]  # held by nobody else: this run holds the lock
         finally:
             await self._claims.release([e.key for e in entries])
         return result

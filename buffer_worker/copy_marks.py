@@ -15,6 +15,8 @@ offer, so the two sides coordinate here, per record, in three steps:
    marks it and applies on top (`busy`).
 3. The copy *claims* the records of a page it listed, in one script: the ones marked are skipped, the
    others claimed until a deadline (`claim_ttl_s`); it writes the claimed ones, then releases them.
+   Records still claimed by an earlier run (one that was killed: only one run holds a copy's lock) are
+   claimed once that claim lapses, so a write the dead run sent last cannot land after this one's.
 
 Why that is enough: a record the copy claims has had no mirrored write since the copy opened (it would
 be marked), and every mirrored write of it after the claim waits for the copy's write; so the copy's
@@ -40,7 +42,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -67,8 +69,9 @@ local function claim_deadline(mark)
 end
 """
 
-# KEYS: open, items. ARGV: copy, token, ttl ms, record keys... → 1 (claimed) or 0 (mirroring's) per key.
-# A record is free when unmarked, claimed by this token (a claim renewed) or under a lapsed claim.
+# KEYS: open, items. ARGV: copy, token, ttl ms, record keys... → per key 1 (claimed), 0 (mirroring's)
+# or -n (another run's live claim, lapsing in n ms). A record is free when unmarked, claimed by this
+# token (a claim renewed) or under a lapsed claim.
 _CLAIM_LUA = (
     _NOW
     + """
@@ -82,6 +85,8 @@ for i = 4, #ARGV do
   if not mark or (deadline and (deadline <= now or string.sub(mark, 1, #mine) == mine)) then
     redis.call('HSET', KEYS[2], ARGV[i], value)
     out[#out + 1] = 1
+  elseif deadline then
+    out[#out + 1] = now - deadline
   else
     out[#out + 1] = 0
   end
@@ -149,6 +154,10 @@ class Claim:
     claimed: list[str]  # record keys the copy may write until `deadline`
     skipped: list[str]  # marked by mirroring: new holds a state at least as new
     deadline: float  # time.monotonic() after which the claim may have lapsed
+    # Claimed by an earlier run that died (its lock is gone, its claims not yet): they must be claimed
+    # again once they lapse, in `held_s` at most; a write it sent just before it died may still land.
+    held: list[str] = field(default_factory=list)
+    held_s: float = 0.0
 
 
 class CopyClaims:
@@ -210,9 +219,12 @@ class CopyClaims:
             if "NOTOPEN" in str(exc):
                 raise CopyNotOpenError(f"the copy {self.copy} was closed by another run") from None
             raise
-        claimed = [key for key, ok in zip(keys, taken, strict=True) if int(ok)]
-        skipped = [key for key, ok in zip(keys, taken, strict=True) if not int(ok)]
-        return Claim(claimed, skipped, started + self._ttl_s)
+        answers = [int(answer) for answer in taken]
+        claimed = [key for key, answer in zip(keys, answers, strict=True) if answer == 1]
+        skipped = [key for key, answer in zip(keys, answers, strict=True) if answer == 0]
+        held = [key for key, answer in zip(keys, answers, strict=True) if answer < 0]
+        held_s = -min(answers) / 1000 if held else 0.0
+        return Claim(claimed, skipped, started + self._ttl_s, held, held_s)
 
     async def release(self, keys: Sequence[str]) -> None:
         if keys:
@@ -325,7 +337,7 @@ async def all_facts(
         replies: list[Any] = await pipe.execute()
     found: dict[tuple[str, str, str], int] = {}
     for reply in replies:
-        for field, value in reply.items():
-            tenant, resource, how = (field.decode() if isinstance(field, bytes) else field).split("|")
+        for name, value in reply.items():
+            tenant, resource, how = (name.decode() if isinstance(name, bytes) else name).split("|")
             found[(tenant, resource, how)] = int(value)
     return found
