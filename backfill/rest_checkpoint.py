@@ -33,6 +33,9 @@ CREATE TABLE IF NOT EXISTS cutover_rest_copy (
     items_copied      bigint NOT NULL DEFAULT 0,    -- written to new by the copy
     items_skipped     bigint NOT NULL DEFAULT 0,    -- mirroring wrote them first: left to it
     items_without_id  bigint NOT NULL DEFAULT 0,
+    pass_no           integer NOT NULL DEFAULT 0,   -- 0: the copy; 1 and up: sweeps
+    pass_copied       bigint NOT NULL DEFAULT 0,    -- written by the current pass
+    items_swept       bigint NOT NULL DEFAULT 0,    -- written by sweeps: missed by the first pass
     total             bigint,            -- the collection's size as old last announced it
     copy_seconds      double precision NOT NULL DEFAULT 0,   -- time spent copying, over all runs
     started_at        timestamptz NOT NULL DEFAULT now(),
@@ -54,6 +57,9 @@ class CopyState:
     items_copied: int
     items_skipped: int
     items_without_id: int
+    pass_no: int
+    pass_copied: int
+    items_swept: int
     total: int | None
     copy_seconds: float
     started_at: datetime
@@ -90,6 +96,8 @@ class CopyState:
             "items_copied": self.items_copied,
             "items_skipped": self.items_skipped,
             "items_without_id": self.items_without_id,
+            "sweeps": self.pass_no,
+            "items_swept": self.items_swept,
             "total": self.total,
             "progress": round(min(self.items_listed / self.total, 1.0), 4)
             if self.total
@@ -146,6 +154,9 @@ def _state(row: asyncpg.Record) -> CopyState:
         items_copied=row["items_copied"],
         items_skipped=row["items_skipped"],
         items_without_id=row["items_without_id"],
+        pass_no=row["pass_no"],
+        pass_copied=row["pass_copied"],
+        items_swept=row["items_swept"],
         total=row["total"],
         copy_seconds=row["copy_seconds"],
         started_at=row["started_at"],
@@ -200,7 +211,8 @@ async def start(conn: asyncpg.Connection, tenant: str, resource: str) -> CopySta
     await conn.execute(
         "INSERT INTO cutover_rest_copy (tenant, resource) VALUES ($1, $2) ON CONFLICT (tenant, resource)"
         " DO UPDATE SET position = NULL, done = false, pages = 0, items_listed = 0, items_copied = 0,"
-        " items_skipped = 0, items_without_id = 0, total = NULL, copy_seconds = 0, started_at = now(),"
+        " items_skipped = 0, items_without_id = 0, pass_no = 0, pass_copied = 0, items_swept = 0,"
+        " total = NULL, copy_seconds = 0, started_at = now(),"
         " updated_at = now(), finished_at = NULL",
         tenant,
         resource,
@@ -214,33 +226,39 @@ async def start(conn: asyncpg.Connection, tenant: str, resource: str) -> CopySta
 class PageDone:
     """One page wholly written (or skipped): what to add to the checkpoint."""
 
-    next_position: dict[str, Any] | None  # None: that was the last page
+    next_position: dict[str, Any] | None  # None: that was the pass's last page
     listed: int
     copied: int
     skipped: int
     without_id: int
     total: int | None
     seconds: float
+    sweep: bool = False  # a page of a sweep: its records were listed (and counted) by the first pass
+    end: str | None = None  # the pass's last page: "pass" (a sweep follows) or "done"
 
 
 async def advance(conn: asyncpg.Connection, tenant: str, resource: str, done: PageDone) -> None:
-    last = done.next_position is None
     await conn.execute(
         "UPDATE cutover_rest_copy SET position = $3::jsonb, done = $4, pages = pages + 1,"
         " items_listed = items_listed + $5, items_copied = items_copied + $6,"
         " items_skipped = items_skipped + $7, items_without_id = items_without_id + $8,"
-        " total = coalesce($9, total), copy_seconds = copy_seconds + $10, updated_at = now(),"
+        " total = coalesce($9, total), copy_seconds = copy_seconds + $10,"
+        " pass_no = pass_no + $11::int,"
+        " pass_copied = CASE WHEN $11::int = 1 THEN 0 ELSE pass_copied + $6 END,"
+        " items_swept = items_swept + $12, updated_at = now(),"
         " finished_at = CASE WHEN $4 THEN now() END WHERE tenant = $1 AND resource = $2",
         tenant,
         resource,
-        None if last else orjson.dumps(done.next_position).decode(),
-        last,
-        done.listed,
+        None if done.end is not None else orjson.dumps(done.next_position).decode(),
+        done.end == "done",
+        0 if done.sweep else done.listed,
         done.copied,
-        done.skipped,
-        done.without_id,
+        0 if done.sweep else done.skipped,
+        0 if done.sweep else done.without_id,
         done.total,
         done.seconds,
+        1 if done.end == "pass" else 0,
+        done.copied if done.sweep else 0,
     )
 
 

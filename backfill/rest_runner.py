@@ -30,7 +30,7 @@ from backfill.phase import PhaseState, check_backfill_allowed, read_phase
 from backfill.progress import NoProgress, Progress
 from backfill.rate import RateLimit
 from backfill.rest_checkpoint import PageDone
-from backfill.rest_copy import PageHook, ResourceCopy, ResourceRun
+from backfill.rest_copy import PageHook, Pass, ResourceCopy, ResourceRun
 from backfill.rest_pages import Page, Position, RestLister, decode_verbatim
 from backfill.rest_writer import RecordWriter
 from buffer_worker.copy_marks import CopyClaims
@@ -56,6 +56,7 @@ class _Prepared:
     pages: AsyncIterator[Page] | None
     first: Page | None
     listed_before: int = 0  # by earlier runs (resumed)
+    start: Pass = Pass(0)  # the pass the checkpoint is in
 
 
 async def copy_resources(
@@ -168,20 +169,13 @@ class _RestRun:
             # Open before the first page is listed: from here on every mirrored write is marked, so what
             # the copy reads next is never older than what mirroring wrote before.
             await claims.open()
-        lister = RestLister(
-            self._clients[Side.OLD],
-            resource,
-            tenant=tenant,
-            tenant_header=self._settings.tenant.header,
-            timeout_s=self._settings.data.rest.timeout_s,
-            label="old",
-            decode=decode_verbatim,
-        )
-        pages = lister.pages(position)
+        pages = self._lister(resource).pages(position)
         first = await anext(pages)
         report.total = first.total if first.total is not None else report.total
-        listed = state.items_listed if state is not None and not fresh else 0
-        return _Prepared(resource, report, claims, pages, first, listed)
+        resumed = state is not None and not fresh
+        listed = state.items_listed if state is not None and resumed else 0
+        start = Pass(state.pass_no, state.pass_copied) if state is not None and resumed else Pass(0)
+        return _Prepared(resource, report, claims, pages, first, listed, start)
 
     async def _copy_one(self, item: _Prepared) -> None:
         assert item.claims is not None and item.pages is not None and item.first is not None
@@ -208,18 +202,34 @@ class _RestRun:
             claims=item.claims,
             throttle=self._limit,
             concurrency=self._concurrency,
-            write_timeout_s=write_timeout_s,
             check_phase=self._check_phase,
             commit=commit,
             advance=self._progress.advance,
             hook=self._hook,
         )
-        await copy.run(item.pages, item.first, item.report)
+        pages, first, now = item.pages, item.first, item.start
+        while not await copy.run(pages, first, item.report, now):
+            # A sweep: the collection once more from its first page (`buffer_worker.copy_marks`).
+            item.report.sweeps += 1
+            now = Pass(now.number + 1)
+            pages = self._lister(resource).pages(None)
+            first = await anext(pages)
         await item.claims.close()
         async with self._control_lock:
             state = await rest_checkpoint.load(control, tenant, resource.name)
         if state is not None:
             item.report.total_items_copied = state.items_copied
+
+    def _lister(self, resource: RestResource) -> RestLister:
+        return RestLister(
+            self._clients[Side.OLD],
+            resource,
+            tenant=self._tenant,
+            tenant_header=self._settings.tenant.header,
+            timeout_s=self._settings.data.rest.timeout_s,
+            label="old",
+            decode=decode_verbatim,
+        )
 
     async def _dry_run(self, item: _Prepared) -> None:
         """List every page a run would copy; write nothing."""

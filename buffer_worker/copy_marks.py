@@ -30,6 +30,11 @@ A claim has a deadline so that a copy that died (SIGKILL) stops blocking the wor
 free. The copy sends no write of a claim with less than a third of `claim_ttl_s` left (its write timeout
 is at most that), so its writes land while the claim holds; it claims the rest again first.
 
+A copy whose paging can shift under deletes (page numbers, offsets) lists the collection once more at the
+end (a *sweep*) to find records that moved across a page boundary while it paged; for it the records it
+wrote stay marked `k` (copied) until it is done, so the sweep writes only what it missed (~60 bytes per
+record in Redis meanwhile). A mirrored write turns `k` into `m` as it does an unmarked record.
+
 Every key of a tenant lives in its partition's hash slot (`{p<N>}`), so the worker's script and the
 copy's touch one slot. Marks go when the copy is done (`close`); the counts stay (`copy_facts_key`):
 records mirroring wrote during the copy (`mirrored`), intents settled from the authoritative side
@@ -69,9 +74,9 @@ local function claim_deadline(mark)
 end
 """
 
-# KEYS: open, items. ARGV: copy, token, ttl ms, record keys... → per key 1 (claimed), 0 (mirroring's)
-# or -n (another run's live claim, lapsing in n ms). A record is free when unmarked, claimed by this
-# token (a claim renewed) or under a lapsed claim.
+# KEYS: open, items. ARGV: copy, token, ttl ms, record keys... → per key 1 (claimed), 0 (mirroring's),
+# 2 (copied already: `k`) or -n (another run's live claim, lapsing in n ms). A record is free when
+# unmarked, claimed by this token (a claim renewed) or under a lapsed claim.
 _CLAIM_LUA = (
     _NOW
     + """
@@ -87,6 +92,8 @@ for i = 4, #ARGV do
     out[#out + 1] = 1
   elseif deadline then
     out[#out + 1] = now - deadline
+  elseif mark == 'k' then
+    out[#out + 1] = 2
   else
     out[#out + 1] = 0
   end
@@ -95,15 +102,23 @@ return out
 """
 )
 
-# KEYS: items. ARGV: token, record keys... Drops this token's claims; a record marked since stays marked.
+# KEYS: items. ARGV: token, n, n record keys written, other record keys... This token's claims of the
+# records written become `k` (copied: a later pass skips them), the others are dropped; a record
+# mirroring marked meanwhile stays marked.
 _RELEASE_LUA = """
 local mine = 'c:' .. ARGV[1] .. ':'
-local n = 0
-for i = 2, #ARGV do
+local written = tonumber(ARGV[2])
+for i = 3, #ARGV do
   local mark = redis.call('HGET', KEYS[1], ARGV[i])
-  if mark and string.sub(mark, 1, #mine) == mine then redis.call('HDEL', KEYS[1], ARGV[i]); n = n + 1 end
+  if mark and string.sub(mark, 1, #mine) == mine then
+    if i < 3 + written then
+      redis.call('HSET', KEYS[1], ARGV[i], 'k')
+    else
+      redis.call('HDEL', KEYS[1], ARGV[i])
+    end
+  end
 end
-return n
+return 0
 """
 
 # KEYS: open, facts, items hashes. ARGV: triples (copy, index of its items hash in KEYS, record key).
@@ -158,6 +173,7 @@ class Claim:
     # again once they lapse, in `held_s` at most; a write it sent just before it died may still land.
     held: list[str] = field(default_factory=list)
     held_s: float = 0.0
+    copied: list[str] = field(default_factory=list)  # written by this copy before (a sweep skips them)
 
 
 class CopyClaims:
@@ -224,11 +240,15 @@ class CopyClaims:
         skipped = [key for key, answer in zip(keys, answers, strict=True) if answer == 0]
         held = [key for key, answer in zip(keys, answers, strict=True) if answer < 0]
         held_s = -min(answers) / 1000 if held else 0.0
-        return Claim(claimed, skipped, started + self._ttl_s, held, held_s)
+        copied = [key for key, answer in zip(keys, answers, strict=True) if answer == 2]
+        return Claim(claimed, skipped, started + self._ttl_s, held, held_s, copied)
 
-    async def release(self, keys: Sequence[str]) -> None:
+    async def release(self, keys: Sequence[str], *, written: Sequence[str] = ()) -> None:
+        """Drop this run's claims of `keys`; those of `written` become `copied` marks instead (kept for a
+        sweep, which must not write a record twice; `close` drops them)."""
+        others = [key for key in keys if key not in set(written)]
         if keys:
-            await self._release(keys=[self._items], args=[self._token, *keys])
+            await self._release(keys=[self._items], args=[self._token, len(written), *written, *others])
 
 
 class Outcomes:

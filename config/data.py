@@ -161,6 +161,10 @@ class RestResource(_Frozen):
     # services whose PUT only replaces), or a request of its own (`{method: PUT, path: /v2/items/{key}}`).
     # The copy creates every record this way; the worker when it settles an intent.
     create: Literal["put", "post"] | CreateRequest = "put"
+    # After its last page the copy lists the collection again, up to 3 times until a pass finds nothing,
+    # for records a delete moved across a page boundary while it paged (None: for page, offset and link
+    # paging, whose pages shift; cursors do not).
+    sweep: bool | None = None
 
     @model_validator(mode="after")
     def _paging_complete(self) -> RestResource:
@@ -173,6 +177,10 @@ class RestResource(_Frozen):
         if self.paging is not None:
             return self.paging
         return "cursor" if self.next_field is not None else "page"
+
+    @property
+    def sweeps(self) -> bool:
+        return self.sweep if self.sweep is not None else self.paging_style != "cursor"
 
     @property
     def record_path(self) -> str:
