@@ -82,6 +82,13 @@ class CopyState:
         return max(self.total - self.items_listed, 0) / rate
 
     @property
+    def progress(self) -> float | None:
+        """Share of the collection listed (its size moves while clients write: 1 once done)."""
+        if self.done:
+            return 1.0
+        return round(min(self.items_listed / self.total, 1.0), 4) if self.total else None
+
+    @property
     def status(self) -> str:
         return "done" if self.done else ("copying" if self.running else "stopped")
 
@@ -99,9 +106,7 @@ class CopyState:
             "sweeps": self.pass_no,
             "items_swept": self.items_swept,
             "total": self.total,
-            "progress": round(min(self.items_listed / self.total, 1.0), 4)
-            if self.total
-            else (1.0 if self.done else None),
+            "progress": self.progress,
             "rate_per_s": None if rate is None else round(rate, 1),
             "eta_s": None if eta is None else round(eta, 1),
             "position": self.position,
