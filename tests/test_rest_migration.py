@@ -7,6 +7,7 @@ status page's data."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import uuid
 from dataclasses import dataclass, field
@@ -163,6 +164,17 @@ async def test_an_http_data_api_migrates_from_legacy_to_complete_under_traffic(
         assert await asyncio.to_thread(cli, argv) == 0
         out = capsys.readouterr().out
         assert "TENANT" in out and f"{tenant}  items     done" in out
+        every = [
+            "backfill",
+            "status",
+            "--json",
+            "--admin-url",
+            proxy.admin_server.url,
+            "--token",
+            proxy.tokens.read,
+        ]
+        assert await asyncio.to_thread(cli, every) == 0
+        assert tenant in [row["tenant"] for row in json.loads(capsys.readouterr().out)["copies"]]
 
 
 async def test_live_waits_for_a_copy_started_after_mirroring_began_unless_forced(

@@ -24,7 +24,8 @@ from aiohttp import web
 from backfill import rest_checkpoint
 from backfill.errors import DataError, PhaseRefusedError
 from backfill.rest_pages import Page
-from backfill.runner import BackfillOptions, run_backfill
+from backfill.runner import BackfillOptions, run_backfill, selected
+from config.settings import Settings
 from routing.phases import Phase, Side
 from tests.backfill.conftest import DataEnv
 from tests.backfill.rest_sides import JsonSide, json_sides, rest_raw, rest_settings
@@ -188,6 +189,23 @@ async def test_a_tenant_moved_out_of_shadow_stops_the_copy(
         with pytest.raises(PhaseRefusedError, match="live"):
             await run_backfill(settings, BackfillOptions(tenant), hook=move_on)
         assert len(sides[Side.NEW].records(tenant)) == 50  # the first page, then the phase was read again
+
+
+def test_tables_and_resources_are_selected_by_name_or_all_of_them(data_env: DataEnv) -> None:
+    raw = data_env.raw_settings(
+        [{"name": "orders", "old": {"table": "o"}, "new": {"table": "n"}}],
+        rest={"resources": [{"name": "items", "list_path": "/items"}, {"name": "users", "list_path": "/u"}]},
+    )
+    settings = Settings.model_validate(raw)
+
+    def names(**options: Any) -> tuple[list[str], list[str]]:
+        tables, resources = selected(settings, BackfillOptions("t", **options))
+        return [t.name for t in tables], [r.name for r in resources]
+
+    assert names() == (["orders"], ["items", "users"])
+    assert names(tables=("orders",)) == (["orders"], [])
+    assert names(resources=("users",)) == ([], ["users"])
+    assert names(tables=("orders",), resources=("items",)) == (["orders"], ["items"])
 
 
 async def test_names_are_checked(data_env: DataEnv, prefix: str, tenant: str) -> None:
