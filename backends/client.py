@@ -93,6 +93,7 @@ class BackendClient:
             total=None, sock_connect=settings.connect_timeout_s, sock_read=settings.timeout_s
         )
         self._connect_timeout_s = settings.connect_timeout_s
+        self._call_timeouts: dict[float, aiohttp.ClientTimeout] = {}  # by `timeout_s`: a copy sends 1000s
         self._max_connections = settings.max_connections
         self._keepalive_s = settings.idle_keepalive_s
         self._session: aiohttp.ClientSession | None = None
@@ -190,7 +191,10 @@ class BackendClient:
         `timeout_s`, the whole call is bounded by it instead of the per-read timeout."""
         timeout = None
         if timeout_s is not None:
-            timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=self._connect_timeout_s)
+            timeout = self._call_timeouts.get(timeout_s)
+            if timeout is None:
+                timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=self._connect_timeout_s)
+                self._call_timeouts[timeout_s] = timeout
         response = await self.request(
             method, self.url_for(path, query), self.rewriter.internal(headers), body, timeout=timeout
         )

@@ -82,6 +82,7 @@ def _row(
         "stale": stale,  # started before mirroring last began: missed what was written meanwhile
         "open": bool(facts is not None and facts.open),  # the worker marks its records
         "items_mirrored": counts["mirrored"],
+        "intents_mirrored": counts["intents"],
         "intents_transferred": counts["transferred"],
         "deletes_absent": counts["delete_absent"],
     }

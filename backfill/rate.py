@@ -15,6 +15,10 @@ class RateLimit:
         self._started: float | None = None
         self._rows = 0
 
+    @property
+    def limited(self) -> bool:
+        return self._rate > 0
+
     async def take(self, rows: int) -> None:
         if self._rate <= 0:
             return

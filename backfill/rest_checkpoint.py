@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS cutover_rest_copy (
     pass_no           integer NOT NULL DEFAULT 0,   -- 0: the copy; 1 and up: sweeps
     pass_copied       bigint NOT NULL DEFAULT 0,    -- written by the current pass
     items_swept       bigint NOT NULL DEFAULT 0,    -- written by sweeps: missed by the first pass
+    intents_seen      bigint NOT NULL DEFAULT 0,    -- mirrored intents counted when the pass began
     total             bigint,            -- the collection's size as old last announced it
     copy_seconds      double precision NOT NULL DEFAULT 0,   -- time spent copying, over all runs
     started_at        timestamptz NOT NULL DEFAULT now(),
@@ -60,6 +61,7 @@ class CopyState:
     pass_no: int
     pass_copied: int
     items_swept: int
+    intents_seen: int
     total: int | None
     copy_seconds: float
     started_at: datetime
@@ -162,6 +164,7 @@ def _state(row: asyncpg.Record) -> CopyState:
         pass_no=row["pass_no"],
         pass_copied=row["pass_copied"],
         items_swept=row["items_swept"],
+        intents_seen=row["intents_seen"],
         total=row["total"],
         copy_seconds=row["copy_seconds"],
         started_at=row["started_at"],
@@ -211,16 +214,19 @@ async def counts(conn: asyncpg.Connection) -> list[tuple[str, str, int, int]]:
     return [(r["tenant"], r["resource"], r["items_copied"], r["items_skipped"]) for r in rows]
 
 
-async def start(conn: asyncpg.Connection, tenant: str, resource: str) -> CopyState:
-    """A fresh checkpoint at the first page (replacing any earlier one)."""
+async def start(conn: asyncpg.Connection, tenant: str, resource: str, *, intents: int) -> CopyState:
+    """A fresh checkpoint at the first page (replacing any earlier one); `intents`: the mirrored intents
+    counted so far."""
     await conn.execute(
-        "INSERT INTO cutover_rest_copy (tenant, resource) VALUES ($1, $2) ON CONFLICT (tenant, resource)"
+        "INSERT INTO cutover_rest_copy (tenant, resource, intents_seen) VALUES ($1, $2, $3)"
+        " ON CONFLICT (tenant, resource)"
         " DO UPDATE SET position = NULL, done = false, pages = 0, items_listed = 0, items_copied = 0,"
         " items_skipped = 0, items_without_id = 0, pass_no = 0, pass_copied = 0, items_swept = 0,"
-        " total = NULL, copy_seconds = 0, started_at = now(),"
+        " intents_seen = $3, total = NULL, copy_seconds = 0, started_at = now(),"
         " updated_at = now(), finished_at = NULL",
         tenant,
         resource,
+        intents,
     )
     state = await load(conn, tenant, resource)
     assert state is not None
@@ -240,6 +246,7 @@ class PageDone:
     seconds: float
     sweep: bool = False  # a page of a sweep: its records were listed (and counted) by the first pass
     end: str | None = None  # the pass's last page: "pass" (a sweep follows) or "done"
+    intents: int = 0  # at the end of a pass: the mirrored intents counted (the next pass compares)
 
 
 async def advance(conn: asyncpg.Connection, tenant: str, resource: str, done: PageDone) -> None:
@@ -250,7 +257,8 @@ async def advance(conn: asyncpg.Connection, tenant: str, resource: str, done: Pa
         " total = coalesce($9, total), copy_seconds = copy_seconds + $10,"
         " pass_no = pass_no + $11::int,"
         " pass_copied = CASE WHEN $11::int = 1 THEN 0 ELSE pass_copied + $6 END,"
-        " items_swept = items_swept + $12, updated_at = now(),"
+        " items_swept = items_swept + $12,"
+        " intents_seen = CASE WHEN $11::int = 1 THEN $13 ELSE intents_seen END, updated_at = now(),"
         " finished_at = CASE WHEN $4 THEN now() END WHERE tenant = $1 AND resource = $2",
         tenant,
         resource,
@@ -264,6 +272,7 @@ async def advance(conn: asyncpg.Connection, tenant: str, resource: str, done: Pa
         done.seconds,
         1 if done.end == "pass" else 0,
         done.copied if done.sweep else 0,
+        done.intents,
     )
 
 

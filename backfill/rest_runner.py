@@ -163,9 +163,10 @@ class _RestRun:
         position: Position | None = None if fresh or state is None else state.position
         if claims is not None:
             if fresh:
-                async with self._control_lock:
-                    await rest_checkpoint.start(control, tenant, name)
                 await claims.reset()
+                intents = await claims.intents()
+                async with self._control_lock:
+                    state = await rest_checkpoint.start(control, tenant, name, intents=intents)
             # Open before the first page is listed: from here on every mirrored write is marked, so what
             # the copy reads next is never older than what mirroring wrote before.
             await claims.open()
@@ -174,7 +175,7 @@ class _RestRun:
         report.total = first.total if first.total is not None else report.total
         resumed = state is not None and not fresh
         listed = state.items_listed if state is not None and resumed else 0
-        start = Pass(state.pass_no, state.pass_copied) if state is not None and resumed else Pass(0)
+        start = Pass(state.pass_no, state.pass_copied, state.intents_seen) if state is not None else Pass(0)
         return _Prepared(resource, report, claims, pages, first, listed, start)
 
     async def _copy_one(self, item: _Prepared) -> None:
@@ -211,7 +212,7 @@ class _RestRun:
         while not await copy.run(pages, first, item.report, now):
             # A sweep: the collection once more from its first page (`buffer_worker.copy_marks`).
             item.report.sweeps += 1
-            now = Pass(now.number + 1)
+            now = Pass(now.number + 1, 0, copy.next_intents)
             pages = self._lister(resource).pages(None)
             first = await anext(pages)
         await item.claims.close()

@@ -51,6 +51,7 @@ class RecordWriter:
     ) -> None:
         self._client = client
         self._resource = resource
+        self._create = resource.create_call("{key}")  # filled per record: one string replace
         self._headers = [("content-type", "application/json"), (tenant_header, tenant)]
         self._timeout_s = timeout_s
         self._run_id = run_id
@@ -59,7 +60,7 @@ class RecordWriter:
         """Write the record `key` (one percent-encoded path segment) to new: `created` (or upserted), or
         `replaced` when the create found it there already. No request is sent that could be answered
         after `deadline` (`time.monotonic()`, the claim's): `ClaimLapsing` instead."""
-        method, path = self._resource.create_call(key)
+        method, path = self._create[0], self._create[1].replace("{key}", key)
         answer = await self._send(key, method, path, body, deadline)
         if 200 <= answer.status < 300:
             return CREATED

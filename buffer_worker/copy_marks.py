@@ -30,15 +30,17 @@ A claim has a deadline so that a copy that died (SIGKILL) stops blocking the wor
 free. The copy sends no write of a claim with less than a third of `claim_ttl_s` left (its write timeout
 is at most that), so its writes land while the claim holds; it claims the rest again first.
 
-A copy whose paging can shift under deletes (page numbers, offsets) lists the collection once more at the
-end (a *sweep*) to find records that moved across a page boundary while it paged; for it the records it
-wrote stay marked `k` (copied) until it is done, so the sweep writes only what it missed (~60 bytes per
-record in Redis meanwhile). A mirrored write turns `k` into `m` as it does an unmarked record.
+A copy whose paging can shift (page numbers, offsets: a delete, or an update that reorders, moves later
+records across a page boundary) lists the collection once more when mirroring wrote to the resource
+while it paged (the `intents` count moved): a *sweep*, for records it missed. For it the records it wrote
+stay marked `k` (copied) until it is done, so the sweep writes only what it missed (~60 bytes per record
+in Redis meanwhile). A mirrored write turns `k` into `m` as it does an unmarked record.
 
 Every key of a tenant lives in its partition's hash slot (`{p<N>}`), so the worker's script and the
 copy's touch one slot. Marks go when the copy is done (`close`); the counts stay (`copy_facts_key`):
-records mirroring wrote during the copy (`mirrored`), intents settled from the authoritative side
-(`transferred`) and deletes of records new did not hold (`delete_absent`).
+records mirroring wrote during the copy (`mirrored`), the intents it applied to them (`intents`), intents
+settled from the authoritative side (`transferred`) and deletes of records new did not hold
+(`delete_absent`).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ from buffer_worker.keys import (
 )
 
 MIRRORED = "m"
-WORKER_HOWS = ("mirrored", "transferred", "delete_absent")
+WORKER_HOWS = ("mirrored", "intents", "transferred", "delete_absent")
 _BUSY_WAIT_S = (0.005, 0.2)  # the worker's first and longest wait for a claimed record
 
 # Redis time in ms, and a claim's deadline: `c:<token>:<ms>`.
@@ -122,7 +124,8 @@ return 0
 """
 
 # KEYS: open, facts, items hashes. ARGV: triples (copy, index of its items hash in KEYS, record key).
-# Marks each record of an open copy as mirroring's (counting it once), unless a live claim holds it.
+# Marks each record of an open copy as mirroring's (counting the record once, and every intent), unless
+# a live claim holds it.
 # Returns the positions (1-based triples) still claimed, and the open copies the batch touches.
 _MARK_LUA = (
     _NOW
@@ -140,9 +143,12 @@ for i = 1, #ARGV, 3 do
     local deadline = claim_deadline(mark)
     if deadline and deadline > now then
       busy[#busy + 1] = (i + 2) / 3
-    elseif mark ~= 'm' then
-      redis.call('HSET', items, ARGV[i + 2], 'm')
-      redis.call('HINCRBY', KEYS[2], copy .. '|mirrored', 1)
+    else
+      redis.call('HINCRBY', KEYS[2], copy .. '|intents', 1)
+      if mark ~= 'm' then
+        redis.call('HSET', items, ARGV[i + 2], 'm')
+        redis.call('HINCRBY', KEYS[2], copy .. '|mirrored', 1)
+      end
     end
   end
 end
@@ -222,6 +228,10 @@ class CopyClaims:
             pipe.hdel(self._facts, *(f"{self.copy}|{how}" for how in WORKER_HOWS))
             pipe.delete(self._items)
             await pipe.execute()
+
+    async def intents(self) -> int:
+        """Mirrored intents applied to this resource's records since the copy's facts began."""
+        return int(await self._redis.hget(self._facts, f"{self.copy}|intents") or 0)
 
     async def claim(self, keys: Sequence[str]) -> Claim:
         if not keys:

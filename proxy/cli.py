@@ -129,7 +129,11 @@ def _parser() -> argparse.ArgumentParser:
     _admin_options(set_)
     add_fleet_arguments(set_)
     set_.add_argument("--reason", required=True, help="why (kept in the audit log)")
-    set_.add_argument("--force", action="store_true", help="allow leaving complete")
+    set_.add_argument(
+        "--force",
+        action="store_true",
+        help="allow leaving complete; move despite dead letters, missing verification or an unfinished copy",
+    )
     set_.add_argument("--expected-version", type=int, help="refuse if the tenant changed meanwhile")
     set_.set_defaults(run=_phase_set)
     rollback = phase_commands.add_parser("rollback", help="undo a tenant's last phase change (audited)")

@@ -20,9 +20,9 @@ COPY_ITEM_HELP = (
     "per resource: `status` (not_started, copying, stopped, done), records listed on old, copied to new"
     " and `items_skipped` (mirroring wrote them first), `total`, `progress`, `rate_per_s`, `eta_s`; and"
     " what the worker counted while the copy was open: `items_mirrored` (records mirroring created or"
-    " changed), `intents_transferred` (settled from old: new lacked the record or differed),"
-    " `deletes_absent` (deletes of records new did not hold yet); `stale` when the copy began before"
-    " mirroring last began"
+    " changed), `intents_mirrored` (intents it applied to them), `intents_transferred` (settled from"
+    " old: new lacked the record or differed), `deletes_absent` (deletes of records new did not hold"
+    " yet); `stale` when the copy began before mirroring last began"
 )
 
 

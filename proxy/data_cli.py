@@ -91,8 +91,6 @@ def _database_errors() -> tuple[type[BaseException], ...]:
 
 
 def _backfill(args: argparse.Namespace) -> int:
-    import asyncio
-
     from backfill.errors import DataError
     from backfill.progress import NoProgress, Progress, progress_for
     from backfill.runner import BackfillOptions, run_backfill
@@ -120,8 +118,11 @@ def _backfill(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
     )
     progress: Progress = NoProgress() if args.json else progress_for(sys.stderr)
+    from telemetry.process import run_async, settle_heap
+
+    settle_heap()  # and uvloop: a REST copy is a loop of HTTP requests, as the worker's is
     try:
-        report = asyncio.run(run_backfill(settings, options, progress))
+        report = run_async(run_backfill(settings, options, progress))
     except DataError as exc:
         print(f"cutover: {exc}", file=sys.stderr)
         return EXIT_REFUSED

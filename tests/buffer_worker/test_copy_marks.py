@@ -52,7 +52,9 @@ async def test_a_record_mirroring_wrote_is_skipped_by_the_copy(rclient: aioredis
     facts = await read_facts(
         rclient, prefix=prefix, partitions=PARTITIONS, copies=[(TENANT, "items"), (TENANT, "other")]
     )
-    assert facts[(TENANT, "items")].open and facts[(TENANT, "items")].counts["mirrored"] == 1  # once
+    counts = facts[(TENANT, "items")].counts
+    assert facts[(TENANT, "items")].open and counts["mirrored"] == 1  # the record once
+    assert counts["intents"] == 2  # every intent
     assert not facts[(TENANT, "other")].open
 
 
@@ -107,6 +109,7 @@ async def test_counts_go_to_open_copies_only_and_close_keeps_them(
     assert await rclient.exists(copy_items_key(prefix, PARTITION, f"{TENANT}|items")) == 0
     assert await all_facts(rclient, prefix=prefix, partitions=PARTITIONS) == {
         (TENANT, "items", "mirrored"): 1,
+        (TENANT, "items", "intents"): 1,
         (TENANT, "items", "transferred"): 2,
     }
     await copy.reset()
