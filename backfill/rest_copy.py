@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,6 +137,25 @@ _Job = tuple[_PageWork, Entry]
 _IN_FLIGHT_PAGES = 2
 
 
+class _Jobs:
+    """The writes waiting for a writer, in order. A deque and one event rather than `asyncio.Queue`,
+    whose future per waiting get cost ~5 % of the copy's CPU (BENCHMARKS.md)."""
+
+    def __init__(self) -> None:
+        self._jobs: deque[_Job] = deque()
+        self._ready = asyncio.Event()
+
+    def put(self, job: _Job) -> None:
+        self._jobs.append(job)
+        self._ready.set()
+
+    async def get(self) -> _Job:
+        while not self._jobs:
+            self._ready.clear()  # no await since the check: no put can come in between
+            await self._ready.wait()
+        return self._jobs.popleft()
+
+
 class ResourceCopy:
     def __init__(
         self,
@@ -165,7 +185,7 @@ class ResourceCopy:
     async def run(self, pages: AsyncIterator[Page], first: Page, report: ResourceRun, now: Pass) -> bool:
         """Copy `first` and every page after it (`pages` yields those after `first`) in the pass `now`;
         whether the copy is done (else a sweep follows)."""
-        queue: asyncio.Queue[_Job | None] = asyncio.Queue()
+        queue = _Jobs()
         writers = [asyncio.ensure_future(self._writing(queue)) for _ in range(self._concurrency)]
         in_flight: list[_PageWork] = []
         following: asyncio.Future[Page] | None = None
@@ -197,7 +217,7 @@ class ResourceCopy:
                 await asyncio.gather(following, return_exceptions=True)
         return report.done
 
-    async def _claim(self, page: Page, queue: asyncio.Queue[_Job | None]) -> _PageWork:
+    async def _claim(self, page: Page, queue: _Jobs) -> _PageWork:
         """Claim a page's records and queue the writes of those claimed."""
         entries, without_id = entries_of(self._resource, page.items)
         keys = [e.key for e in entries]
@@ -216,18 +236,18 @@ class ResourceCopy:
         self._queue(work, [work.by_key[key] for key in claim.claimed], queue)
         return work
 
-    def _queue(self, work: _PageWork, entries: list[Entry], queue: asyncio.Queue[_Job | None]) -> None:
+    def _queue(self, work: _PageWork, entries: list[Entry], queue: _Jobs) -> None:
         work.done.clear()
         work.pending += len(entries)
         for entry in entries:
-            queue.put_nowait((work, entry))
+            queue.put((work, entry))
         if not work.pending:
             work.done.set()
 
     async def _finish(
         self,
         work: _PageWork,
-        queue: asyncio.Queue[_Job | None],
+        queue: _Jobs,
         report: ResourceRun,
         now: Pass,
         copied: int,
@@ -300,13 +320,10 @@ class ResourceCopy:
             self.next_intents = intents
         return copied
 
-    async def _writing(self, queue: asyncio.Queue[_Job | None]) -> None:
+    async def _writing(self, queue: _Jobs) -> None:
         """One of `concurrency` writers: takes queued records, in order, and writes them."""
         while True:
-            job = await queue.get()
-            if job is None:
-                return
-            work, entry = job
+            work, entry = await queue.get()
             try:
                 if work.failure is None:
                     if self._throttle.limited:

@@ -54,7 +54,7 @@ class RecordWriter:
         self._create = resource.create_call("{key}")  # filled per record: one string replace
         self._headers = [("content-type", "application/json"), (tenant_header, tenant)]
         self._timeout_s = timeout_s
-        self._run_id = run_id
+        self._key_prefix = f"copy-{run_id}-"
 
     async def write(self, key: str, body: bytes, deadline: float) -> str:
         """Write the record `key` (one percent-encoded path segment) to new: `created` (or upserted), or
@@ -82,7 +82,7 @@ class RecordWriter:
     async def _send(self, key: str, method: str, path: str, body: bytes, deadline: float) -> Answer:
         """One request, retried (with backoff) while new is unreachable or answers 408/425/429/502-504;
         what it answers then, or an error after the last attempt."""
-        headers = [*self._headers, ("idempotency-key", f"copy-{self._run_id}-{key}-{method}")]
+        headers = [*self._headers, ("idempotency-key", f"{self._key_prefix}{key}-{method}")]
         delay_s = _BACKOFF_S
         for attempt in range(1, _ATTEMPTS + 1):
             if time.monotonic() + self._timeout_s >= deadline:

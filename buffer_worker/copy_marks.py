@@ -85,20 +85,29 @@ _CLAIM_LUA = (
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return redis.error_reply('NOTOPEN') end
 local mine = 'c:' .. ARGV[2] .. ':'
 local value = mine .. (now + tonumber(ARGV[3]))
-local out = {}
-for i = 4, #ARGV do
-  local mark = redis.call('HGET', KEYS[2], ARGV[i])
-  local deadline = claim_deadline(mark)
-  if not mark or (deadline and (deadline <= now or string.sub(mark, 1, #mine) == mine)) then
-    redis.call('HSET', KEYS[2], ARGV[i], value)
-    out[#out + 1] = 1
-  elseif deadline then
-    out[#out + 1] = now - deadline
-  elseif mark == 'k' then
-    out[#out + 1] = 2
-  else
-    out[#out + 1] = 0
+local out, taken = {}, {}
+for first = 4, #ARGV, 1000 do  -- a few calls per page rather than two per record
+  local last = math.min(first + 999, #ARGV)
+  local marks = redis.call('HMGET', KEYS[2], unpack(ARGV, first, last))
+  for j = 1, #marks do
+    local mark = marks[j]
+    if mark == false then mark = nil end
+    local deadline = claim_deadline(mark)
+    if not mark or (deadline and (deadline <= now or string.sub(mark, 1, #mine) == mine)) then
+      taken[#taken + 1] = ARGV[first + j - 1]
+      taken[#taken + 1] = value
+      out[#out + 1] = 1
+    elseif deadline then
+      out[#out + 1] = now - deadline
+    elseif mark == 'k' then
+      out[#out + 1] = 2
+    else
+      out[#out + 1] = 0
+    end
   end
+end
+for first = 1, #taken, 1000 do
+  redis.call('HSET', KEYS[2], unpack(taken, first, math.min(first + 999, #taken)))
 end
 return out
 """
@@ -110,15 +119,27 @@ return out
 _RELEASE_LUA = """
 local mine = 'c:' .. ARGV[1] .. ':'
 local written = tonumber(ARGV[2])
-for i = 3, #ARGV do
-  local mark = redis.call('HGET', KEYS[1], ARGV[i])
-  if mark and string.sub(mark, 1, #mine) == mine then
-    if i < 3 + written then
-      redis.call('HSET', KEYS[1], ARGV[i], 'k')
-    else
-      redis.call('HDEL', KEYS[1], ARGV[i])
+local copied, dropped = {}, {}
+for first = 3, #ARGV, 1000 do
+  local last = math.min(first + 999, #ARGV)
+  local marks = redis.call('HMGET', KEYS[1], unpack(ARGV, first, last))
+  for j = 1, #marks do
+    local mark, i = marks[j], first + j - 1
+    if mark and string.sub(mark, 1, #mine) == mine then
+      if i < 3 + written then
+        copied[#copied + 1] = ARGV[i]
+        copied[#copied + 1] = 'k'
+      else
+        dropped[#dropped + 1] = ARGV[i]
+      end
     end
   end
+end
+for first = 1, #copied, 1000 do
+  redis.call('HSET', KEYS[1], unpack(copied, first, math.min(first + 999, #copied)))
+end
+for first = 1, #dropped, 1000 do
+  redis.call('HDEL', KEYS[1], unpack(dropped, first, math.min(first + 999, #dropped)))
 end
 return 0
 """
