@@ -15,8 +15,8 @@ bytes each) and pages them by page number with `X-Total-Count`; new takes `PUT /
 
 Each round runs each target twice, in the order minimal, copy, copy, minimal, and keeps the better run
 of each (the machine is shared: a run disturbed by another job's burst is slower, never faster); the
-ratio to the minimal loop is taken within each round, and medians over rounds are reported. `--write PATH` replaces the `bench_rest_copy`
-section of PATH.
+ratio to the minimal loop is taken within each round, and medians over rounds are reported.
+`--write PATH` replaces the `bench_rest_copy` section of PATH.
 
     .venv/bin/python benchmarks/bench_rest_copy.py --write BENCHMARKS.md     # 20,000 records, 6 rounds
     .venv/bin/python benchmarks/bench_rest_copy.py --records 5000 --rounds 2  # a quick look
