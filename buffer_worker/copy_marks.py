@@ -12,7 +12,9 @@ offer, so the two sides coordinate here, per record, in three steps:
 2. The worker, before it applies a batch, *marks* every record an intent toward new writes whose copy
    is open (`m`). A record marked is mirroring's: the copy skips it from then on. A record the copy has
    *claimed* is not marked: the worker waits until the copy has written it and released the claim, then
-   marks it and applies on top (`busy`).
+   marks it and applies on top (`busy`). The first intent of a record the copy has not written is
+   settled from the authoritative side rather than replayed: new may not hold the record yet, and the
+   copy will not write it now.
 3. The copy *claims* the records of a page it listed, in one script: the ones marked are skipped, the
    others claimed until a deadline (`claim_ttl_s`); it writes the claimed ones, then releases them.
    Records still claimed by an earlier run (one that was killed: only one run holds a copy's lock) are
@@ -146,12 +148,12 @@ return 0
 
 # KEYS: open, facts, items hashes. ARGV: triples (copy, index of its items hash in KEYS, record key).
 # Marks each record of an open copy as mirroring's (counting the record once, and every intent), unless
-# a live claim holds it.
-# Returns the positions (1-based triples) still claimed, and the open copies the batch touches.
+# a live claim holds it. Returns the positions (1-based triples) still claimed, the open copies the batch
+# touches, and the positions of records neither mirroring nor this copy had written (`fresh`).
 _MARK_LUA = (
     _NOW
     + """
-local busy, open, seen = {}, {}, {}
+local busy, open, seen, fresh = {}, {}, {}, {}
 for i = 1, #ARGV, 3 do
   local copy = ARGV[i]
   if seen[copy] == nil then
@@ -167,13 +169,14 @@ for i = 1, #ARGV, 3 do
     else
       redis.call('HINCRBY', KEYS[2], copy .. '|intents', 1)
       if mark ~= 'm' then
+        if mark ~= 'k' then fresh[#fresh + 1] = (i + 2) / 3 end
         redis.call('HSET', items, ARGV[i + 2], 'm')
         redis.call('HINCRBY', KEYS[2], copy .. '|mirrored', 1)
       end
     end
   end
 end
-return {busy, open}
+return {busy, open, fresh}
 """
 )
 
@@ -282,6 +285,19 @@ class CopyClaims:
             await self._release(keys=[self._items], args=[self._token, len(written), *written, *others])
 
 
+@dataclass(frozen=True, slots=True)
+class Marked:
+    """What marking a batch's records found (positions in the list marked)."""
+
+    busy: list[int]  # claimed by the copy: not marked yet, wait and mark again
+    open: set[str]  # the open copies (`<tenant>|<resource>`) among them
+    # Records first written by mirroring since the copy opened, and not written by the copy either: new
+    # may not hold them, or hold an older state. Their intents are settled from the authoritative side
+    # rather than replayed (a PATCH replayed onto a service whose PATCH creates would make a partial
+    # record, which the copy would then leave alone).
+    fresh: list[int]
+
+
 class Outcomes:
     """How an applier resolved intents whose record new did not hold as they assumed (settled from the
     authoritative side, a delete of a record new did not have), counted in memory until the worker adds
@@ -308,14 +324,12 @@ class CopyMarks:
         self._mark = client.register_script(_MARK_LUA)
         self._count = client.register_script(_COUNT_LUA)
 
-    async def mark_once(
-        self, partition: int, records: Sequence[tuple[str, str, str]]
-    ) -> tuple[list[int], set[str]]:
+    async def mark_once(self, partition: int, records: Sequence[tuple[str, str, str]]) -> Marked:
         """Mark each (tenant, resource, record key) of an open copy as mirroring's, unless the copy holds
-        a claim on it. Returns the positions of those still claimed (the caller waits, then calls again:
-        a claim is released once the copy wrote its page, or lapses) and the open copies among them."""
+        a claim on it (the caller waits for those, then calls again with them: a claim is released once
+        the copy wrote its page, or lapses)."""
         if not records:
-            return [], set()
+            return Marked([], set(), [])
         copies: dict[str, int] = {}
         args: list[str | int] = []
         for tenant, resource, key in records:
@@ -325,10 +339,12 @@ class CopyMarks:
         keys = [copy_open_key(self._prefix, partition), copy_facts_key(self._prefix, partition)]
         keys += [copy_items_key(self._prefix, partition, copy) for copy in copies]
         reply: Any = await self._mark(keys=keys, args=args)
-        busy, open_copies = reply
-        return [int(i) - 1 for i in busy], {
-            c.decode() if isinstance(c, bytes) else str(c) for c in open_copies
-        }
+        busy, open_copies, fresh = reply
+        return Marked(
+            [int(i) - 1 for i in busy],
+            {c.decode() if isinstance(c, bytes) else str(c) for c in open_copies},
+            [int(i) - 1 for i in fresh],
+        )
 
     async def count(self, counts: Counter[tuple[str, str, str]]) -> None:
         """Add (tenant, resource, how) counts to the facts of the copies still open."""

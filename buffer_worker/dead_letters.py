@@ -71,7 +71,7 @@ class DeadLetterOps:
         retrying: Retrying,
         ledger: RedisLedger | None,
         on_applied: Callable[[int], None],
-        before_apply: Callable[[int, list[Intent]], Awaitable[None]] | None = None,
+        before_apply: Callable[[int, list[Intent]], Awaitable[object]] | None = None,
     ) -> None:
         self._redis = client
         self._prefix = prefix

@@ -147,6 +147,8 @@ class HttpApplier:
         held = await self._read(intent, intent.target, record.path)
         if wanted is None:
             if held is None:
+                if intent.method == "DELETE":
+                    self._note(intent, record, "delete_absent")  # nothing to delete: new never held it
                 return "equal"
             method, path, body = "DELETE", record.path, b""
         elif held is not None and _same(wanted, held, record.ignore_fields):

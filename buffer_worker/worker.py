@@ -368,12 +368,12 @@ class Worker:
     ) -> None:
         prefix = self._buffer.key_prefix
         decoded = _decode(entries)
-        await self._mark_for_copies(
+        settle = await self._mark_for_copies(
             partition, [i for _id, _f, i in decoded if isinstance(i, Intent) and i.tenant not in blocked]
         )
-        applied = await self._apply_whole_batch(decoded, blocked)
+        applied = await self._apply_whole_batch(decoded, blocked, settle)
         if applied is None:
-            applied = await self._apply_one_by_one(partition, decoded, blocked, redelivered)
+            applied = await self._apply_one_by_one(partition, decoded, blocked, redelivered, settle)
         async with self._redis.pipeline(transaction=True) as pipe:
             if self._ledger is not None:  # in the acknowledging MULTI: lost together, or kept together
                 self._ledger.queue_applied(pipe, partition, [intent.intent_id for intent in applied])
@@ -387,23 +387,30 @@ class Worker:
         self.stats.applied += len(applied)
         await self._count_outcomes()
 
-    async def _mark_for_copies(self, partition: int, intents: list[Intent]) -> None:
+    async def _mark_for_copies(self, partition: int, intents: list[Intent]) -> set[str]:
         """Mark the records these intents write toward new as mirroring's in the copies open, before any
-        of them is applied; wait while a copy holds a claim on one (`buffer_worker.copy_marks`)."""
+        of them is applied; wait while a copy holds a claim on one (`buffer_worker.copy_marks`). Returns
+        the ids of the intents to settle rather than replay: the first of a record the copy has not
+        written."""
         if self._copy_marks is None or self._records is None:
-            return
+            return set()
         records: list[tuple[str, str, str]] = []
+        owners: list[Intent] = []
         for intent in intents:
             record = self._records.of(intent) if intent.target is Side.NEW else None
             if record is not None and record.resource:
                 records.append((intent.tenant, record.resource, record.key))
+                owners.append(intent)
+        settle: set[str] = set()
         attempt = 0
         while records:
-            busy, _open = await self._bounded(self._copy_marks.mark_once(partition, records))
-            records = [records[i] for i in busy]
+            marked = await self._bounded(self._copy_marks.mark_once(partition, records))
+            settle.update(owners[i].intent_id for i in marked.fresh)
+            records, owners = [records[i] for i in marked.busy], [owners[i] for i in marked.busy]
             if records:
                 await asyncio.sleep(busy_wait_s(attempt))
                 attempt += 1
+        return settle
 
     async def _count_outcomes(self) -> None:
         """Add what the applier settled for records of open copies to their facts (best effort: a count
@@ -418,7 +425,7 @@ class Worker:
                 log.warning("copy facts not counted: %s", type(exc).__name__)
 
     async def _apply_whole_batch(
-        self, decoded: list[Decoded], blocked: dict[str, str]
+        self, decoded: list[Decoded], blocked: dict[str, str], settle: set[str]
     ) -> list[Intent] | None:
         """The fast path: an applier with `apply_batch` applies every entry in one call (one transaction).
         Taken only when every entry decodes and no tenant in it is blocked; returns None when not taken or
@@ -434,6 +441,8 @@ class Worker:
                 return None
             if intent.tenant in blocked or (self._ledger is not None and not batchable(intent)):
                 return None
+            if intent.intent_id in settle and self._resolve is not None:
+                return None  # settled one by one, by the applier that can
             intents.append(intent)
         if self._throttle.limited:
             for tenant, count in Counter(intent.tenant for intent in intents).items():
@@ -450,6 +459,7 @@ class Worker:
         decoded: list[Decoded],
         blocked: dict[str, str],
         redelivered: bool,
+        settle: set[str],
     ) -> list[Intent]:
         states = await self._ledger_states(partition, [d[2] for d in decoded], blocked)
         applied: list[Intent] = []
@@ -475,7 +485,9 @@ class Worker:
                 redelivered or state == SENDING or self._ledger.forgets(intent.created_ms)
             )
             await self._throttle.take(intent.tenant)
-            failure = await self._apply_with_retry(intent, in_doubt=in_doubt)
+            failure = await self._apply_with_retry(
+                intent, in_doubt=in_doubt, settle=intent.intent_id in settle
+            )
             if failure is None:
                 applied.append(intent)
                 applied_ids.add(intent.intent_id)
@@ -514,9 +526,12 @@ class Worker:
         )
         return None if failure is None else failure.detail
 
-    async def _apply_with_retry(self, intent: Intent, *, in_doubt: bool = False) -> Failure | None:
+    async def _apply_with_retry(
+        self, intent: Intent, *, in_doubt: bool = False, settle: bool = False
+    ) -> Failure | None:
         """None once `intent` is applied; otherwise why it failed for good. An intent in doubt, and any
-        intent after a failed attempt, is resolved (by an applier that can) rather than sent again."""
+        intent after a failed attempt, is resolved (by an applier that can) rather than sent again; so is
+        one to `settle` (the first of a record during a copy)."""
         resolve = self._resolve
         if in_doubt and resolve is not None:
             self.stats.in_doubt += 1
@@ -528,7 +543,8 @@ class Worker:
                 await self._applier.apply(intent)
 
         return await self._traced(
-            [intent], lambda: self._with_retry(attempt, doubt=in_doubt, what=f"intent {intent.intent_id}")
+            [intent],
+            lambda: self._with_retry(attempt, doubt=in_doubt or settle, what=f"intent {intent.intent_id}"),
         )
 
     async def _traced(

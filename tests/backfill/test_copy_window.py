@@ -409,3 +409,71 @@ async def test_a_record_a_delete_moves_across_a_page_boundary_is_found_by_the_sw
             missing = old.records(tenant).keys() - new.records(tenant).keys()
             assert len(missing) == 1, "the delete moved nothing: the test proved nothing"
             assert run.sweeps == 0
+
+
+def patch_creates_app(store: dict[str, dict[str, Any]]) -> Any:
+    """A new side whose PATCH creates a record it lacks from the patch alone (as some services' merge
+    does), whose PUT upserts, and whose list is a bare array."""
+    from aiohttp import web
+
+    async def listing(request: web.Request) -> web.Response:
+        return web.json_response(list(store.values()))
+
+    async def show(request: web.Request) -> web.Response:
+        record = store.get(request.match_info["id"])
+        return web.json_response({}, status=404) if record is None else web.json_response(record)
+
+    async def write(request: web.Request) -> web.Response:
+        key = request.match_info["id"]
+        body = await request.json()
+        merged = {**store.get(key, {}), **body} if request.method == "PATCH" else body
+        store[key] = merged
+        return web.json_response(merged)
+
+    app = web.Application()
+    app.router.add_get("/items", listing)
+    app.router.add_get("/items/{id}", show)
+    app.router.add_put("/items/{id}", write)
+    app.router.add_patch("/items/{id}", write)
+    return app
+
+
+async def test_the_first_mirrored_write_of_a_record_not_copied_yet_is_settled_not_replayed(
+    data_env: DataEnv, prefix: str, buffer: Buffer, tenant: str
+) -> None:
+    """New's PATCH creates what it lacks: replayed, a PATCH of a record the copy has not written yet
+    would leave new a partial record, which the copy then skips as mirroring's. The worker settles the
+    first intent of such a record from old instead (the whole record)."""
+    from aiohttp import web
+
+    store: dict[str, dict[str, Any]] = {}
+    runner = web.AppRunner(patch_creates_app(store), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        async with json_sides() as sides:
+            old = sides[Side.OLD]
+            old.seed(tenant, 60)
+            await data_env.set_phase(tenant, Phase.DUAL_WRITE)
+            new = JsonSide(f"http://127.0.0.1:{runner.addresses[0][1]}")
+            resources = [{"name": "items", "list_path": "/items", "page_size": 1000}]
+            settings = rest_settings(data_env, {Side.OLD: old, Side.NEW: new}, prefix, resources=resources)
+            worker = start_worker(settings)
+            raced: list[bool] = []
+
+            async def race(stage: str, page: Page) -> None:
+                if stage == "listed" and not raced:
+                    raced.append(True)
+                    assert await buffer.write(old, tenant, "PATCH", "/items/5", {"v": 1}) == 200
+                    await buffer.drained(tenant)
+
+            try:
+                report = await run_backfill(settings, BackfillOptions(tenant), hook=race)
+            finally:
+                await worker.close()
+            assert raced and report.resources[0].items_skipped == 1
+            assert store["5"] == {"id": 5, "name": "item 5", "v": 1}  # not {"v": 1}
+            assert (await buffer.facts(tenant))["transferred"] == 1
+    finally:
+        await runner.cleanup()

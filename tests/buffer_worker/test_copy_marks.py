@@ -33,8 +33,8 @@ PARTITION = partition_of(TENANT, PARTITIONS)
 
 
 async def test_nothing_is_marked_while_no_copy_is_open(rclient: aioredis.Redis, prefix: str) -> None:
-    busy, open_copies = await marks(rclient, prefix).mark_once(PARTITION, [(TENANT, "items", "1")])
-    assert busy == [] and open_copies == set()
+    marked = await marks(rclient, prefix).mark_once(PARTITION, [(TENANT, "items", "1")])
+    assert marked.busy == [] and marked.open == set() and marked.fresh == []
     assert await rclient.exists(copy_items_key(prefix, PARTITION, f"{TENANT}|items")) == 0
     with pytest.raises(CopyNotOpenError):
         await claims(rclient, prefix).claim(["1"])  # a copy must open before it claims
@@ -43,10 +43,11 @@ async def test_nothing_is_marked_while_no_copy_is_open(rclient: aioredis.Redis, 
 async def test_a_record_mirroring_wrote_is_skipped_by_the_copy(rclient: aioredis.Redis, prefix: str) -> None:
     copy = claims(rclient, prefix)
     await copy.open()
-    busy, open_copies = await marks(rclient, prefix).mark_once(
+    marked = await marks(rclient, prefix).mark_once(
         PARTITION, [(TENANT, "items", "2"), (TENANT, "items", "2"), (TENANT, "other", "2")]
     )
-    assert busy == [] and open_copies == {f"{TENANT}|items"}  # `other` has no copy open
+    assert marked.busy == [] and marked.open == {f"{TENANT}|items"}  # `other` has no copy open
+    assert marked.fresh == [0]  # the first intent of a record new may not hold: settled, not replayed
     claim = await copy.claim(["1", "2", "3"])
     assert claim.claimed == ["1", "3"] and claim.skipped == ["2"]
     facts = await read_facts(
@@ -66,11 +67,11 @@ async def test_the_worker_waits_for_a_claimed_record_until_the_copy_releases_it(
     claim = await copy.claim(["1", "2"])
     assert claim.claimed == ["1", "2"]
     worker = marks(rclient, prefix)
-    busy, _ = await worker.mark_once(PARTITION, [(TENANT, "items", "9"), (TENANT, "items", "2")])
-    assert busy == [1]  # record 2 is claimed; 9 was marked
-    await copy.release(["1", "2"])
-    busy, _ = await worker.mark_once(PARTITION, [(TENANT, "items", "2")])
-    assert busy == []
+    marked = await worker.mark_once(PARTITION, [(TENANT, "items", "9"), (TENANT, "items", "2")])
+    assert marked.busy == [1] and marked.fresh == [0]  # record 2 is claimed; 9 was marked
+    await copy.release(["1", "2"], written=["2"])  # the copy wrote 2: a replay lands on what it wrote
+    marked = await worker.mark_once(PARTITION, [(TENANT, "items", "2")])
+    assert marked.busy == [] and marked.fresh == []
     again = await copy.claim(["1", "2", "9"])  # released and unmarked again; 2 and 9 are mirroring's
     assert again.claimed == ["1"] and again.skipped == ["2", "9"]
 
@@ -87,8 +88,8 @@ async def test_a_lapsed_claim_frees_the_record_and_a_copy_renews_its_own(
     held = await other.claim(["1"])  # another (dead) run's claim holds until it lapses: not skipped
     assert held.claimed == held.skipped == [] and held.held == ["1"] and 0 < held.held_s <= 1.0
     await asyncio.sleep(1.1)
-    busy, _ = await marks(rclient, prefix).mark_once(PARTITION, [(TENANT, "items", "1")])
-    assert busy == []  # lapsed: the worker marks it
+    marked = await marks(rclient, prefix).mark_once(PARTITION, [(TENANT, "items", "1")])
+    assert marked.busy == [] and marked.fresh == [0]  # lapsed: the worker marks it, and settles it
     assert (await other.claim(["1", "2"])).claimed == ["2"]  # 2 lapsed unmarked: free for the new run
     await dead.release(["1", "2"])  # the dead run's release drops nothing it no longer holds
     assert (await other.claim(["1", "2"])).claimed == ["2"]
@@ -104,8 +105,7 @@ async def test_counts_go_to_open_copies_only_and_close_keeps_them(
     await worker.count(Counter({(TENANT, "items", "transferred"): 2, (TENANT, "closed", "transferred"): 5}))
     await copy.close()
     await worker.count(Counter({(TENANT, "items", "delete_absent"): 1}))  # closed: not counted
-    busy, open_copies = await worker.mark_once(PARTITION, [(TENANT, "items", "1")])
-    assert open_copies == set()
+    assert (await worker.mark_once(PARTITION, [(TENANT, "items", "1")])).open == set()
     assert await rclient.exists(copy_items_key(prefix, PARTITION, f"{TENANT}|items")) == 0
     assert await all_facts(rclient, prefix=prefix, partitions=PARTITIONS) == {
         (TENANT, "items", "mirrored"): 1,
