@@ -260,7 +260,7 @@ async def _copied(control_url: str, tenant: str) -> int:
     return 0 if state is None else state.items_copied
 
 
-async def test_sigkilled_twice_then_resumed_copies_every_record_once(
+async def test_interrupted_then_sigkilled_then_resumed_copies_every_record_once(
     data_env: DataEnv, prefix: str, tenant: str, json_processes: dict[Side, str], tmp_path: Path
 ) -> None:
     async with httpx.AsyncClient(base_url=json_processes[Side.OLD], headers={"X-Tenant-ID": tenant}) as old:
@@ -280,16 +280,16 @@ async def test_sigkilled_twice_then_resumed_copies_every_record_once(
     command = [sys.executable, "-m", "proxy.cli", "backfill", "--config", str(config), "--tenant", tenant]
     command += ["--rows-per-s", "1500", "--parallel", "4"]
     previous = 0
-    for threshold in (250, 700):
+    for threshold, stop in ((250, signal.SIGINT), (700, signal.SIGKILL)):
         process = await asyncio.create_subprocess_exec(
             *command, env=_cli_env(), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
         )
         while (copied := await _copied(data_env.control_url, tenant)) < threshold:
-            assert process.returncode is None, "the copy finished before it could be killed"
+            assert process.returncode is None, "the copy finished before it could be stopped"
             await asyncio.sleep(0.01)
-        process.send_signal(signal.SIGKILL)
+        process.send_signal(stop)
         await process.wait()
-        assert process.returncode == -signal.SIGKILL
+        assert process.returncode == (130 if stop == signal.SIGINT else -signal.SIGKILL)
         copied = await _copied(data_env.control_url, tenant)
         assert copied > previous
         previous = copied
