@@ -198,10 +198,10 @@ class ResourceCopy:
                 await self._check_phase()
                 in_flight.append(await self._claim(page, queue))
                 while len(in_flight) >= _IN_FLIGHT_PAGES or (in_flight and following is None):
-                    work = in_flight.pop(0)
                     # A record listed again on the next page (pages shift) keeps that page's claim.
-                    later = {key for other in in_flight for key in other.keys}
-                    copied = await self._finish(work, queue, report, now, copied, later)
+                    later = {key for other in in_flight[1:] for key in other.keys}
+                    copied = await self._finish(in_flight[0], queue, report, now, copied, later)
+                    in_flight.pop(0)
                 page = None if following is None else await following
                 following = None
         except BaseException:
