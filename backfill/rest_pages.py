@@ -139,7 +139,7 @@ class RestLister:
         if "link" in position:
             path, _, query = str(position["link"]).partition("?")
             return path, query
-        params: dict[str, Any] = {}
+        params: dict[str, Any] = {resource.size_param: resource.page_size}
         match self._style:
             case "page" | "link":
                 params[resource.page_param] = position["page"]
@@ -147,7 +147,6 @@ class RestLister:
                 params[resource.offset_param] = position["offset"]
             case "cursor" if "cursor" in position:
                 params[resource.cursor_param] = position["cursor"]
-        params[resource.size_param] = resource.page_size
         if resource.tenant_query:
             params[resource.tenant_query] = self._tenant
         # A query string in `list_path` is kept; the paging parameters are added to it.
