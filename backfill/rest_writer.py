@@ -61,7 +61,20 @@ class RecordWriter:
         `replaced` when the create found it there already. No request is sent that could be answered
         after `deadline` (`time.monotonic()`, the claim's): `ClaimLapsing` instead."""
         method, path = self._create[0], self._create[1].replace("{key}", key)
-        answer = await self._send(key, method, path, body, deadline)
+        answer: Answer | None = None
+        if time.monotonic() + self._timeout_s < deadline:
+            # The first attempt without the retry loop (a copy sends thousands a second); an outage or a
+            # transient answer goes through the loop.
+            try:
+                answer = await self._client.call(
+                    method, path, headers=self._with_key(key, method), body=body, timeout_s=self._timeout_s
+                )
+            except BackendFailure:
+                answer = None
+            if answer is not None and _transient(answer):
+                answer = None
+        if answer is None:
+            answer = await self._send(key, method, path, body, deadline)
         if 200 <= answer.status < 300:
             return CREATED
         if method == "POST" and (answer.status in (409, 422) or answer.status >= 500):
@@ -79,10 +92,13 @@ class RecordWriter:
             self._resource.name, key, f"{method} {path} answered {answer.status} ({_text(answer)})"
         )
 
+    def _with_key(self, key: str, method: str) -> list[tuple[str, str]]:
+        return [*self._headers, ("idempotency-key", f"{self._key_prefix}{key}-{method}")]
+
     async def _send(self, key: str, method: str, path: str, body: bytes, deadline: float) -> Answer:
         """One request, retried (with backoff) while new is unreachable or answers 408/425/429/502-504;
         what it answers then, or an error after the last attempt."""
-        headers = [*self._headers, ("idempotency-key", f"{self._key_prefix}{key}-{method}")]
+        headers = self._with_key(key, method)
         delay_s = _BACKOFF_S
         for attempt in range(1, _ATTEMPTS + 1):
             if time.monotonic() + self._timeout_s >= deadline:
@@ -95,12 +111,15 @@ class RecordWriter:
                 if attempt == _ATTEMPTS or exc.kind == "invalid_request":
                     raise CopyWriteError(self._resource.name, key, exc.detail) from None
             else:
-                transient = answer.status in _TRANSIENT or answer.status in (502, 503, 504)
-                if not transient or attempt == _ATTEMPTS:
+                if not _transient(answer) or attempt == _ATTEMPTS:
                     return answer
             await asyncio.sleep(delay_s)
             delay_s *= 2
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _transient(answer: Answer) -> bool:
+    return answer.status in _TRANSIENT or answer.status in (502, 503, 504)
 
 
 def _text(answer: Answer) -> str:
