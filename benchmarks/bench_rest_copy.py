@@ -287,7 +287,8 @@ def section(args: argparse.Namespace, result: dict[str, Any], load_before: float
     )
     servers = (
         "old and new: a raw ASGI app with records in memory under uvicorn (httptools, uvloop), one process"
-        " each; the copy's PostgreSQL and Redis on the same machine"
+        " each; the minimal loop and the copy in one process under uvloop (what `cutover backfill` runs);"
+        " the copy's PostgreSQL and Redis on the same machine"
     )
     minimal = (
         f"minimal loop: aiohttp lists old's pages and PUTs each record to new, {args.concurrency} at once,"
