@@ -4,8 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test check soak lock lint typecheck unit bench bench-tools bench-proxy bench-buffer bench-telemetry bench-sql \
-	bench-backfill bench-diff bench-cli bench-admin clean loadtest browser-tools
+.PHONY: demo test check soak lock lint typecheck unit bench bench-tools bench-proxy bench-buffer bench-telemetry \
+	bench-sql bench-backfill bench-rest-copy bench-diff bench-cli bench-admin clean loadtest browser-tools
 
 # Dependencies come from the lock (exact versions, hashes checked); the project itself is installed
 # editable on top, without resolving anything again.
@@ -62,7 +62,8 @@ bench-tools:
 	command -v nginx >/dev/null && command -v wrk >/dev/null || \
 	  (apt-get update -q && apt-get install -y -q nginx wrk)
 
-bench: bench-proxy bench-buffer bench-sql bench-backfill bench-telemetry bench-diff bench-cli bench-admin
+bench: bench-proxy bench-buffer bench-sql bench-backfill bench-rest-copy bench-telemetry bench-diff bench-cli \
+	bench-admin
 
 bench-proxy: $(STAMP) bench-tools
 	$(BIN)/python loadtests/bench_proxy.py --write BENCHMARKS.md --workers 2
@@ -86,6 +87,10 @@ bench-sql: $(STAMP)
 
 bench-backfill: $(STAMP)
 	$(BIN)/python benchmarks/bench_backfill.py --baseline 909f4fd --write BENCHMARKS.md
+
+# The REST copy against a minimal aiohttp loop between the same two fast in-memory HTTP services.
+bench-rest-copy: $(STAMP)
+	$(BIN)/python benchmarks/bench_rest_copy.py --write BENCHMARKS.md
 
 # A command's start-up to its first query, against the tree before the CLI's imports were made lazy.
 bench-cli: $(STAMP)

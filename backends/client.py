@@ -56,6 +56,13 @@ class Answer:
     status: int
     headers: CIMultiDictProxy[str]
     body: bytes
+    # The `Link` header's links (RFC 8288) as (relation type, absolute URL) pairs, one per relation type
+    # a link names (`rel="next last"` is two), in lower case; empty without the header.
+    links: tuple[tuple[str, str], ...] = ()
+
+    def link(self, rel: str) -> str | None:
+        """The URL of the first link of relation type `rel`, or None."""
+        return next((url for name, url in self.links if name == rel), None)
 
     def json(self) -> Any:
         """The body as JSON; `ValueError` (orjson's decode error) when it is not."""
@@ -86,6 +93,7 @@ class BackendClient:
             total=None, sock_connect=settings.connect_timeout_s, sock_read=settings.timeout_s
         )
         self._connect_timeout_s = settings.connect_timeout_s
+        self._call_timeouts: dict[float, aiohttp.ClientTimeout] = {}  # by `timeout_s`: a copy sends 1000s
         self._max_connections = settings.max_connections
         self._keepalive_s = settings.idle_keepalive_s
         self._session: aiohttp.ClientSession | None = None
@@ -97,6 +105,17 @@ class BackendClient:
 
     def url_for(self, raw_path: str, query: str) -> str:
         return f"{self._base}{raw_path}?{query}" if query else f"{self._base}{raw_path}"
+
+    def relative(self, url: str) -> tuple[str, str]:
+        """The path (as clients see it: this backend's base path taken off) and the query of a URL the
+        backend answered with, e.g. a `Link`. Only those are requested, from this backend: a link's own
+        origin is never contacted, so credentials stay with the configured backend."""
+        parts = urlsplit(url)
+        base = urlsplit(self._base).path
+        path = parts.path or "/"
+        if base and (path == base or path.startswith(base + "/")):
+            path = path[len(base) :] or "/"
+        return path, parts.query
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -172,7 +191,10 @@ class BackendClient:
         `timeout_s`, the whole call is bounded by it instead of the per-read timeout."""
         timeout = None
         if timeout_s is not None:
-            timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=self._connect_timeout_s)
+            timeout = self._call_timeouts.get(timeout_s)
+            if timeout is None:
+                timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=self._connect_timeout_s)
+                self._call_timeouts[timeout_s] = timeout
         response = await self.request(
             method, self.url_for(path, query), self.rewriter.internal(headers), body, timeout=timeout
         )
@@ -180,7 +202,7 @@ class BackendClient:
             content = await self.read_body(response)
         finally:
             response.release()
-        return Answer(response.status, response.headers, content)
+        return Answer(response.status, response.headers, content, _links(response))
 
     def _failure(self, kind: FailureKind, exc: BaseException) -> BackendFailure:
         what = {
@@ -188,6 +210,18 @@ class BackendClient:
             "bad_response": f"answered malformed HTTP ({_first_line(exc)})",
         }.get(kind, f"could not be reached ({type(exc).__name__})")
         return BackendFailure(self.name, kind, f"backend {self.name} ({self.display}) {what}")
+
+
+def _links(response: aiohttp.ClientResponse) -> tuple[tuple[str, str], ...]:
+    """aiohttp's parse of the `Link` header (relative references resolved against the request URL), one
+    pair per relation type: aiohttp keys a link by its whole `rel`, which may name several."""
+    if "Link" not in response.headers:
+        return ()
+    found: list[tuple[str, str]] = []
+    for link in response.links.values():
+        for rel in str(link.get("rel", "")).lower().split():
+            found.append((rel, str(link["url"])))
+    return tuple(found)
 
 
 def _kind(exc: aiohttp.ClientError) -> FailureKind:

@@ -1,5 +1,6 @@
 """Verification for backends without database access: page through a list endpoint on both sides
-(`data.rest.resources`) with the tenant's header, and compare the records by id.
+(`data.rest.resources`, with the copy's lister: `backfill.rest_pages`, every paging style) with the
+tenant's header, and compare the records by id.
 
 Each side is paged with its backend's URL, credentials and header rewrites, exactly as the proxy sends
 requests there. Fields listed in `ignore_fields` (timestamps of serving and the like) are left out of the
@@ -21,14 +22,13 @@ import json
 import time
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlencode
 
 from backends.client import BackendClient
-from backends.errors import BackendFailure
-from backfill.errors import DataError, RepairRefusedError
+from backfill.errors import RepairRefusedError
 from backfill.pending import PendingIntents, PendingSnapshot
 from backfill.repair import refused_json
 from backfill.report import KINDS, TableReport
+from backfill.rest_pages import RestLister
 from backfill.rest_repair import repair_records
 from buffer_worker.http_applier import HttpApplier
 from config.data import DataTable, RestResource, TableSide
@@ -48,63 +48,27 @@ class RestSide:
 
     async def records(self, resource: RestResource) -> tuple[dict[str, Record], int, int]:
         """Every record by id, the number of pages read, and records without an id."""
+        lister = RestLister(
+            self._client,
+            resource,
+            tenant=self._tenant,
+            tenant_header=self._tenant_header,
+            timeout_s=self._timeout_s,
+            label=self.label,
+        )
         found: dict[str, Record] = {}
         without_id = 0
-        page: int | str | None = resource.first_page
         pages = 0
-        while page is not None and pages < resource.max_pages:
-            params: dict[str, Any] = {resource.size_param: resource.page_size}
-            if resource.next_field is not None:
-                if pages:
-                    params[resource.cursor_param] = page
-            else:
-                params[resource.page_param] = page
-            if resource.tenant_query:
-                params[resource.tenant_query] = self._tenant
-            body = await self._page(resource, params)
+        async for page in lister.pages():
             pages += 1
-            items = body.get(resource.items_field)
-            if not isinstance(items, list):
-                raise DataError(
-                    f"{resource.name}: the {self.label} side's page has no list {resource.items_field!r}"
-                )
-            for item in items:
+            for item in page.items:
                 if not isinstance(item, dict) or item.get(resource.id_field) is None:
                     without_id += 1
                     continue
                 found[str(item[resource.id_field])] = {
                     k: v for k, v in item.items() if k not in resource.ignore_fields
                 }
-            if resource.next_field is not None:
-                cursor = body.get(resource.next_field)
-                page = None if cursor in (None, "") else cursor
-            else:
-                page = None if len(items) < resource.page_size else int(page) + 1
         return found, pages, without_id
-
-    async def _page(self, resource: RestResource, params: dict[str, Any]) -> dict[str, Any]:
-        # A query string in `list_path` is kept; the paging parameters are added to it.
-        path, _, fixed = resource.list_path.partition("?")
-        query = "&".join(part for part in (fixed, urlencode(params)) if part)
-        try:
-            answer = await self._client.call(
-                "GET",
-                path,
-                query=query,
-                headers=[(self._tenant_header, self._tenant)],
-                timeout_s=self._timeout_s,
-            )
-        except BackendFailure as exc:
-            raise DataError(f"{resource.name}: the {self.label} side is unreachable ({exc.kind})") from None
-        if answer.status != 200:
-            raise DataError(f"{resource.name}: the {self.label} side answered {answer.status} to the list")
-        try:
-            body = json.loads(answer.body, parse_float=Decimal)  # digits and scale as sent (see `same`)
-        except ValueError:
-            raise DataError(f"{resource.name}: the {self.label} side's page is not JSON") from None
-        if not isinstance(body, dict):
-            raise DataError(f"{resource.name}: the {self.label} side's page is not a JSON object")
-        return body
 
 
 def compare(old: dict[str, Record], new: dict[str, Record]) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""`cutover backfill`: copy one tenant's rows of every (or the named) table old → new, resumably.
+"""`cutover backfill`: copy one tenant's rows of every (or the named) table old → new, resumably, and its
+records of every (or the named) REST resource (`backfill.rest_runner`).
 
 Each table's key space is cut into ranges (one per `--parallel` worker, fixed at the first run and kept in
 the checkpoints); each range is copied in key order, chunk by chunk (`copier.ChunkCopier`). Before every
@@ -12,7 +13,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -23,20 +24,28 @@ from backfill.copier import ChunkCopier, Key
 from backfill.errors import CheckpointMismatchError, DataError
 from backfill.phase import check_backfill_allowed, read_phase
 from backfill.progress import NoProgress, Progress
+from backfill.rate import RateLimit
+from backfill.rest_copy import PageHook, ResourceRun
 from backfill.transform import load_transform, transform_label
-from config.data import DataTable
+from config.data import DataTable, RestResource
 from config.limits import CHUNK_ROWS_MAX, CHUNK_ROWS_MIN
 from config.settings import Settings
+
+if TYPE_CHECKING:  # the REST copy's modules load HTTP clients and Redis: imported when it runs
+    from backfill.rest_copy import PageHook, ResourceRun
 
 
 @dataclass(frozen=True, slots=True)
 class BackfillOptions:
     tenant: str
-    tables: tuple[str, ...] = ()  # empty: every configured table
+    tables: tuple[str, ...] = ()  # neither tables nor resources: every configured table and resource
     chunk_rows: int | None = None  # None: data.chunk_rows
-    rows_per_s: float | None = None  # None or 0: no limit
+    rows_per_s: float | None = None  # None or 0: no limit (REST: records per second)
     parallel: int = 1  # key ranges (and tables) copied at once
     restart: bool = False  # forget the checkpoints and copy again from the first key
+    resources: tuple[str, ...] = ()
+    concurrency: int | None = None  # REST record writes in flight; None: data.rest.copy.concurrency
+    dry_run: bool = False  # say what would be copied; copy nothing
 
 
 @dataclass
@@ -51,6 +60,7 @@ class TableRun:
     chunks_direct: int = 0  # chunks copied straight into the table (their range was empty on new)
     total_rows_copied: int = 0  # by every run of this backfill, from the checkpoints
     seconds: float = 0.0
+    rows_pending: int | None = None  # a dry run: rows a run would copy
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -58,6 +68,7 @@ class TableRun:
             "transform": self.transform,
             "ranges": self.ranges,
             "resumed": self.resumed,
+            "rows_pending": self.rows_pending,
             "rows_copied": self.rows_copied,
             "rows_written": self.rows_written,
             "chunks": self.chunks,
@@ -74,38 +85,24 @@ class BackfillReport:
     chunk_rows: int
     tables: list[TableRun] = field(default_factory=list)
     seconds: float = 0.0
+    resources: list[ResourceRun] = field(default_factory=list)
+    dry_run: bool = False
 
     def as_json(self) -> dict[str, Any]:
+        records = sum(r.items_copied for r in self.resources)
         return {
             "tenant": self.tenant,
             "phase": self.phase,
+            "dry_run": self.dry_run,
             "chunk_rows": self.chunk_rows,
             "seconds": round(self.seconds, 3),
             "rows_per_s": round(sum(t.rows_copied for t in self.tables) / self.seconds)
             if self.seconds
             else 0,
+            "records_per_s": round(records / self.seconds) if self.seconds else 0,
             "tables": [t.as_json() for t in self.tables],
+            "resources": [r.as_json() for r in self.resources],
         }
-
-
-class RateLimit:
-    """Keeps the rows copied by all workers together at or below `rows_per_s` on average."""
-
-    def __init__(self, rows_per_s: float | None) -> None:
-        self._rate = rows_per_s or 0.0
-        self._started: float | None = None
-        self._rows = 0
-
-    async def take(self, rows: int) -> None:
-        if self._rate <= 0:
-            return
-        now = time.monotonic()
-        if self._started is None:
-            self._started = now
-        self._rows += rows
-        due = self._started + self._rows / self._rate
-        if due > now:
-            await asyncio.sleep(due - now)
 
 
 def selected_tables(settings: Settings, names: Sequence[str]) -> list[DataTable]:
@@ -118,20 +115,96 @@ def selected_tables(settings: Settings, names: Sequence[str]) -> list[DataTable]
         raise DataError(str(exc.args[0])) from None
 
 
+def selected(settings: Settings, options: BackfillOptions) -> tuple[list[DataTable], list[RestResource]]:
+    """The tables and resources to copy: those named, or every one configured when none is."""
+    data = settings.data
+    if not options.tables and not options.resources:
+        if not data.tables and not data.rest.resources:
+            raise DataError(
+                "nothing to copy: configure data.tables (with data.old and data.new) or data.rest.resources"
+            )
+        return list(data.tables), list(data.rest.resources)
+    tables = selected_tables(settings, options.tables) if options.tables else []
+    try:
+        return tables, [data.rest.resource(name) for name in options.resources]
+    except KeyError as exc:
+        raise DataError(str(exc.args[0])) from None
+
+
 async def run_backfill(
-    settings: Settings, options: BackfillOptions, progress: Progress | None = None
+    settings: Settings,
+    options: BackfillOptions,
+    progress: Progress | None = None,
+    *,
+    hook: PageHook | None = None,
 ) -> BackfillReport:
-    tables = selected_tables(settings, options.tables)
+    """Copy the tables, then the REST resources; `hook` is the REST copy's test seam."""
+    tables, resources = selected(settings, options)
     chunk_rows = options.chunk_rows or settings.data.chunk_rows
     if not CHUNK_ROWS_MIN <= chunk_rows <= CHUNK_ROWS_MAX:
         raise DataError(f"chunk rows must be {CHUNK_ROWS_MIN}-{CHUNK_ROWS_MAX}, not {chunk_rows}")
     if options.parallel < 1:
         raise DataError("parallel must be at least 1")
-    run = _Run(settings, options, chunk_rows, progress or NoProgress())
+    started = time.monotonic()
+    progress = progress or NoProgress()
+    report = BackfillReport(options.tenant, settings.default_phase.value, chunk_rows, dry_run=options.dry_run)
+    if tables:
+        if options.dry_run:
+            report = await _dry_run_tables(settings, options, tables, report)
+        else:
+            run = _Run(settings, options, chunk_rows, progress)
+            try:
+                report = await run.execute(tables)
+            finally:
+                await run.close()
+    if resources:
+        from backfill.rest_runner import RestCopyOptions, copy_resources  # HTTP and Redis: REST only
+
+        rest = RestCopyOptions(
+            options.tenant,
+            records_per_s=options.rows_per_s,
+            concurrency=options.concurrency,
+            restart=options.restart,
+            dry_run=options.dry_run,
+        )
+        state, report.resources = await copy_resources(settings, resources, rest, progress, hook=hook)
+        report.phase = state.phase.value
+    report.dry_run = options.dry_run
+    report.seconds = time.monotonic() - started
+    return report
+
+
+async def _dry_run_tables(
+    settings: Settings, options: BackfillOptions, tables: list[DataTable], report: BackfillReport
+) -> BackfillReport:
+    """Each table's rows on old and what its checkpoints say was copied: the rows a run would copy."""
+    data = settings.data
+    assert data.old is not None and data.new is not None  # checked by selected_tables
+    control = await asyncpg.connect(settings.postgres_url.get_secret_value())
+    old = await asyncpg.connect(data.old.postgres_url.get_secret_value())
+    new = await asyncpg.connect(data.new.postgres_url.get_secret_value())
     try:
-        return await run.execute(tables)
+        report.phase = (await read_phase(control, options.tenant, settings.default_phase)).phase.value
+        for table in tables:
+            plan = await resolve(table, old, new)
+            rows = int(
+                await old.fetchval(
+                    f"SELECT count(*) FROM {plan.old.relation} WHERE {plan.old.tenant} = $1", options.tenant
+                )
+            )
+            try:
+                states = [] if options.restart else await checkpoint.load(new, options.tenant, table.name)
+            except asyncpg.UndefinedTableError:  # no backfill has run against this database
+                states = []
+            copied = sum(s.rows_copied for s in states)
+            run = TableRun(table.name, transform_label(table), len(states), bool(states))
+            run.total_rows_copied = copied
+            run.rows_pending = 0 if states and all(s.done for s in states) else max(rows - copied, 0)
+            report.tables.append(run)
     finally:
-        await run.close()
+        for conn in (control, old, new):
+            await conn.close()
+    return report
 
 
 class _Run:

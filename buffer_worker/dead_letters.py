@@ -71,6 +71,7 @@ class DeadLetterOps:
         retrying: Retrying,
         ledger: RedisLedger | None,
         on_applied: Callable[[int], None],
+        before_apply: Callable[[int, list[Intent]], Awaitable[object]] | None = None,
     ) -> None:
         self._redis = client
         self._prefix = prefix
@@ -78,6 +79,8 @@ class DeadLetterOps:
         self._retrying = retrying
         self._ledger = ledger
         self._on_applied = on_applied
+        # Run before a letter is applied or resolved, as before a batch (the copy's marks).
+        self._before_apply = before_apply
 
     async def run_requested(self, partition: int) -> None:
         """Carry out every request waiting for `partition`, oldest first."""
@@ -111,6 +114,7 @@ class DeadLetterOps:
         done = 0
         for letter in await self.letters(partition, tenant):
             intent = letter.intent
+            await self._prepare(partition, intent)
 
             async def attempt(in_doubt: bool, intent: Intent = intent) -> None:
                 await (resolve(intent) if resolve is not None else self._applier.apply(intent))
@@ -138,6 +142,7 @@ class DeadLetterOps:
         done = 0
         for letter in await self.letters(partition, tenant):
             intent = letter.intent
+            await self._prepare(partition, intent)
 
             async def attempt(in_doubt: bool, intent: Intent = intent) -> None:
                 await resolve_letter(intent)
@@ -153,6 +158,10 @@ class DeadLetterOps:
             done += 1
         await self._unblock_if_clear(partition, tenant)
         log.info("resolved %d dead-lettered intents of tenant %r from the authoritative side", done, tenant)
+
+    async def _prepare(self, partition: int, intent: Intent) -> None:
+        if self._before_apply is not None:
+            await self._before_apply(partition, [intent])
 
     async def discard(self, partition: int, tenant: str, intent_id: str) -> None:
         """Drop one dead letter (by intent id) without applying it."""

@@ -45,6 +45,7 @@ from buffer_worker.apply_errors import (
     UnapplicableIntentError,
     UnreachableError,
 )
+from buffer_worker.copy_marks import Outcomes
 from buffer_worker.intent import Intent
 from buffer_worker.records import Record, RecordMap, json_field, json_object
 from config.settings import Settings
@@ -84,6 +85,8 @@ class HttpApplier:
         self._id_field = settings.worker.id_field
         self._timeout_s = settings.worker.apply_timeout_s
         self._started = False
+        # What was settled, or found absent, for records of REST resources: the copies' facts.
+        self.outcomes = Outcomes()
 
     @property
     def records(self) -> RecordMap:
@@ -110,6 +113,8 @@ class HttpApplier:
             intent, intent.target, method, path, intent.query, body, self._headers(intent)
         )
         if _applied(method, answer.status):
+            if record is not None and method == "DELETE" and answer.status in _GONE:
+                self._note(intent, record, "delete_absent")  # nothing to delete: new never held it
             return
         if record is not None and _diverged(intent.method, method, answer.status):
             await self.settle(intent, record)
@@ -142,14 +147,17 @@ class HttpApplier:
         held = await self._read(intent, intent.target, record.path)
         if wanted is None:
             if held is None:
+                if intent.method == "DELETE":
+                    self._note(intent, record, "delete_absent")  # nothing to delete: new never held it
                 return "equal"
             method, path, body = "DELETE", record.path, b""
         elif held is not None and _same(wanted, held, record.ignore_fields):
             return "equal"
-        elif held is not None or record.create == "put" or record.collection is None:
+        elif held is not None:
             method, path, body = "PUT", record.path, wanted.body
-        else:
-            method, path, body = "POST", record.collection, _with_id(wanted.body, record)
+        else:  # in the resource's create style: a POST carries the id in its body
+            method, path = record.create
+            body = _with_id(wanted.body, record) if method == "POST" else wanted.body
         # A fresh key: a backend that honours Idempotency-Key must not answer this write from its memory
         # of the intent's earlier replay (which carried another body).
         headers = self._headers(intent, key=f"{intent.intent_id}.{os.urandom(4).hex()}", own=False)
@@ -157,11 +165,16 @@ class HttpApplier:
             headers.update(wanted.headers)
         answer = await self._call(intent, intent.target, method, path, "", body, headers, " to settle")
         if _applied(method, answer.status):
+            self._note(intent, record, "transferred")
             return method
         failure = _failure(intent, method, path, answer)
         if answer.status in _RACED:  # the mirror changed since it was read: read both sides again
             raise TransientApplyError(intent, failure.detail)
         raise failure
+
+    def _note(self, intent: Intent, record: Record, how: str) -> None:
+        if record.resource and intent.target is Side.NEW:  # the copies go old -> new
+            self.outcomes.note(intent.tenant, record.resource, how)
 
     async def transfer_state(self, intent: Intent, path: str) -> str:
         """Set the key at `path` on `intent.target` to its current state on the other (authoritative) side:

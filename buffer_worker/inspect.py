@@ -64,6 +64,11 @@ class BufferInspector:
         self._prefix = prefix
         self._partitions = partitions
 
+    @property
+    def client(self) -> aioredis.Redis:
+        """Its Redis client, for other read-only views of the buffer's keys (the copies' facts)."""
+        return self._redis
+
     async def close(self) -> None:
         await self._redis.aclose()
 

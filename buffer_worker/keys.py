@@ -65,3 +65,25 @@ def worker_stats_key(prefix: str) -> str:
     """Hash of counter name → total over every worker (applied, retries, dead_lettered, parked). One key for
     the whole buffer (no hash tag): workers add their deltas about once a second."""
     return f"{prefix}:worker-stats"
+
+
+def copy_open_key(prefix: str, partition: int) -> str:
+    """Hash of `<tenant>|<resource>` → when its copy began (ms): the REST copies in progress, whose
+    records the worker marks before it applies a write to them (`buffer_worker.copy_marks`)."""
+    return f"{prefix}:{{p{partition}}}:copy-open"
+
+
+def copy_items_key(prefix: str, partition: int, copy: str) -> str:
+    """Hash of record key → `m` (mirroring wrote it) or the copy's claim, for one copy `<tenant>|<resource>`
+    in progress; deleted when the copy is done."""
+    return f"{prefix}:{{p{partition}}}:copy-items:{copy}"
+
+
+def copy_facts_key(prefix: str, partition: int) -> str:
+    """Hash of `<tenant>|<resource>|<how>` → records mirroring wrote, intents settled, ... during a copy."""
+    return f"{prefix}:{{p{partition}}}:copy-facts"
+
+
+def copy_name(tenant: str, resource: str) -> str:
+    """One copy's name in the keys above: tenant ids and resource names never hold `|`."""
+    return f"{tenant}|{resource}"

@@ -2,10 +2,11 @@
 
 A resource names its collection (`list_path`), one record's path (`item_path`, by default
 `<list_path>/{key}`), the field holding a record's id (`id_field`) and how a record with a given id is
-created on a backend (`create`: `put` to the record's path, or `post` to the collection with the id in
-the body). An intent writes a record when its path is a record path (PUT, PATCH, DELETE, ...), or when it
-is a POST to the collection whose record is named by the authoritative side's answer (a `Location` on the
-same service, or the answer's id field) or by the request body's id field.
+created on a backend (`create`: `put` to the record's path, `post` to the collection with the id in the
+body, or a method and path of its own). An intent writes a record when its path is a record path (PUT,
+PATCH, DELETE, ...), or when it is a POST to the collection whose record is named by the authoritative
+side's answer (a `Location` on the same service, or the answer's id field) or by the request body's id
+field.
 
 Paths listed in `worker.state_transfer` keep their meaning: a resource whose record path is listed there
 has every write settled by state transfer, and a listed path that no resource describes is a record of
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
 from urllib.parse import quote, urlsplit
 
 import orjson
@@ -29,8 +29,6 @@ from config.data import RestResource, path_key_pattern
 from config.settings import Settings
 from routing.phases import Side
 
-CreateStyle = Literal["put", "post"]
-
 
 @dataclass(frozen=True, slots=True)
 class Record:
@@ -39,9 +37,8 @@ class Record:
     resource: str  # the resource's name ("" for a bare `worker.state_transfer` path)
     key: str  # the id as it appears in the path (one percent-encoded segment)
     path: str  # the record's path
-    collection: str | None  # where a create is POSTed; None when unknown
     id_field: str
-    create: CreateStyle
+    create: tuple[str, str]  # the method and path that create it with its id (a POST carries the id)
     state_transfer: bool  # every write to it is applied by state transfer, never replayed
     ignore_fields: tuple[str, ...] = ()  # differ by nature between the sides; not compared
 
@@ -59,9 +56,8 @@ class _Resource:
             resource=self.settings.name,
             key=key,
             path=self.prefix + key + self.suffix,
-            collection=self.settings.collection_path,
             id_field=self.settings.id_field,
-            create=self.settings.create,
+            create=self.settings.create_call(key),
             state_transfer=self.state_transfer,
             ignore_fields=tuple(self.settings.ignore_fields),
         )
@@ -105,7 +101,7 @@ class RecordMap:
                 key = self._created_key(intent, resource)
                 return None if key is None else resource.record(key)
         if any(pattern.fullmatch(path) for pattern in self._bare):
-            return Record("", path, path, None, self._default_id_field, "put", state_transfer=True)
+            return Record("", path, path, self._default_id_field, ("PUT", path), state_transfer=True)
         return None
 
     def for_resolution(self, intent: Intent) -> Record | None:
@@ -115,7 +111,8 @@ class RecordMap:
         record = self.of(intent)
         if record is not None or intent.method == "POST":
             return record
-        return Record("", intent.path, intent.path, None, self._default_id_field, "put", state_transfer=True)
+        path = intent.path
+        return Record("", path, path, self._default_id_field, ("PUT", path), state_transfer=True)
 
     def created_location(self, intent: Intent) -> str | None:
         """The path (as clients see it) of the record a create made, from the authoritative side's

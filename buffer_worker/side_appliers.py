@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from buffer_worker.apply_errors import PermanentApplyError
+from buffer_worker.copy_marks import Outcomes
 from buffer_worker.intent import Intent
 from buffer_worker.worker import Applier
 from routing.phases import Side
@@ -34,6 +35,10 @@ class SideAppliers:
         self._missing = dict(missing)  # side -> the setting its intents need
         # One applier may serve both sides (HTTP): start and close it once.
         self._distinct = list({id(a): a for a in self._appliers.values()}.values())
+        # The HTTP side's record of what it settled (the copies' facts), when there is one.
+        self.outcomes: Outcomes | None = next(
+            (o for a in self._distinct if (o := getattr(a, "outcomes", None)) is not None), None
+        )
 
     async def start(self) -> None:
         for applier in self._distinct:

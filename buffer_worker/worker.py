@@ -16,6 +16,10 @@ entry whose fate is unknown is *in doubt* and is resolved, not sent again: one r
 older than the ledger's retention, and any intent after a failed or timed-out attempt. Appliers with
 their own ledger (PostgreSQL, in the mirror's transaction) apply every delivery as it comes.
 
+During a REST copy (`cutover backfill` of a tenant's resource), every record an intent toward new writes
+is marked as mirroring's before its batch is applied, and a record the copy has claimed is waited for
+(`buffer_worker.copy_marks`): the copy never overwrites a mirrored write, nor mirroring a claimed one.
+
 Failures: an unreachable mirror is an outage and is retried without limit (capped exponential backoff
 with full jitter, `buffer_worker.backoff`); error answers are retried up to `max_attempts`; a permanent
 error dead-letters the intent at once. A
@@ -51,6 +55,7 @@ from buffer_worker.apply_errors import (
     UnreachableError,
 )
 from buffer_worker.backoff import Backoff
+from buffer_worker.copy_marks import CopyMarks, Outcomes, busy_wait_s
 from buffer_worker.dead_letters import CAUSE_APPLY, CAUSE_INTENT, CAUSE_PARKED, Attempt, DeadLetterOps
 from buffer_worker.intent import Intent, IntentDecodeError
 from buffer_worker.keys import (
@@ -65,13 +70,16 @@ from buffer_worker.keys import (
 )
 from buffer_worker.lease import PartitionLeases
 from buffer_worker.liveness import default_worker_id
+from buffer_worker.records import RecordMap
 from buffer_worker.redis_ledger import APPLIED, SENDING, RedisLedger
 from buffer_worker.throttle import TenantThrottle
 from config.settings import Settings
+from routing.phases import Side
 from telemetry.tracing import context_from_traceparent
 
 log = logging.getLogger("cutover.worker")
 T = TypeVar("T")
+Decoded = tuple[bytes, dict[bytes, bytes], Intent | IntentDecodeError]
 _REDRIVE_CHECK_S = 0.5
 _LEDGER_PRUNE_S = 60.0
 
@@ -85,7 +93,8 @@ class Applier(Protocol):
 # An applier may also offer `async def apply_batch(intents: Sequence[Intent]) -> None`, applying all of
 # them atomically, in order (see PostgresApplier); the worker uses it when a batch allows. One that offers
 # `async def resolve(intent: Intent) -> None` (HttpApplier), applying an intent whose fate is in doubt
-# without sending it twice, gets the worker's ledger of applied intent ids and its in-doubt handling.
+# without sending it twice, gets the worker's ledger of applied intent ids and its in-doubt handling. One
+# with `outcomes` (`copy_marks.Outcomes`) has what it settled counted in the facts of the copies open.
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +154,14 @@ class Worker:
                 retention_s=self._config.ledger_retention_h * 3600,
             )
         )
+        # Records of REST resources, for the copy's marks (none without resources: nothing to copy).
+        self._records = RecordMap(settings) if settings.data.rest.resources else None
+        self._copy_marks = (
+            None
+            if self._records is None
+            else CopyMarks(self._redis, prefix=self._buffer.key_prefix, partitions=self._buffer.partitions)
+        )
+        self._outcomes: Outcomes | None = getattr(applier, "outcomes", None)
         self._dead_letters = DeadLetterOps(
             self._redis,
             prefix=self._buffer.key_prefix,
@@ -152,6 +169,7 @@ class Worker:
             retrying=self._retrying_detail,
             ledger=self._ledger,
             on_applied=self._count_applied,
+            before_apply=self._mark_for_copies,
         )
 
     @property
@@ -351,9 +369,13 @@ class Worker:
         redelivered: bool = False,
     ) -> None:
         prefix = self._buffer.key_prefix
-        applied = await self._apply_whole_batch(entries, blocked)
+        decoded = _decode(entries)
+        settle = await self._mark_for_copies(
+            partition, [i for _id, _f, i in decoded if isinstance(i, Intent) and i.tenant not in blocked]
+        )
+        applied = await self._apply_whole_batch(decoded, blocked, settle)
         if applied is None:
-            applied = await self._apply_one_by_one(partition, entries, blocked, redelivered)
+            applied = await self._apply_one_by_one(partition, decoded, blocked, redelivered, settle)
         async with self._redis.pipeline(transaction=True) as pipe:
             if self._ledger is not None:  # in the acknowledging MULTI: lost together, or kept together
                 self._ledger.queue_applied(pipe, partition, [intent.intent_id for intent in applied])
@@ -365,9 +387,47 @@ class Worker:
             pipe.xtrim(stream_key(prefix, partition), minid=entries[-1][0].decode(), approximate=False)
             await self._bounded(pipe.execute())
         self.stats.applied += len(applied)
+        await self._count_outcomes()
+
+    async def _mark_for_copies(self, partition: int, intents: list[Intent]) -> set[str]:
+        """Mark the records these intents write toward new as mirroring's in the copies open, before any
+        of them is applied; wait while a copy holds a claim on one (`buffer_worker.copy_marks`). Returns
+        the ids of the intents to settle rather than replay: the first of a record the copy has not
+        written."""
+        if self._copy_marks is None or self._records is None:
+            return set()
+        records: list[tuple[str, str, str]] = []
+        owners: list[Intent] = []
+        for intent in intents:
+            record = self._records.of(intent) if intent.target is Side.NEW else None
+            if record is not None and record.resource:
+                records.append((intent.tenant, record.resource, record.key))
+                owners.append(intent)
+        settle: set[str] = set()
+        attempt = 0
+        while records:
+            marked = await self._bounded(self._copy_marks.mark_once(partition, records))
+            settle.update(owners[i].intent_id for i in marked.fresh)
+            records, owners = [records[i] for i in marked.busy], [owners[i] for i in marked.busy]
+            if records:
+                await asyncio.sleep(busy_wait_s(attempt))
+                attempt += 1
+        return settle
+
+    async def _count_outcomes(self) -> None:
+        """Add what the applier settled for records of open copies to their facts (best effort: a count
+        that Redis did not take is lost, never an intent)."""
+        if self._outcomes is None or self._copy_marks is None:
+            return
+        counts = self._outcomes.drain()
+        if counts:
+            try:
+                await self._bounded(self._copy_marks.count(counts))
+            except (RedisError, OSError) as exc:
+                log.warning("copy facts not counted: %s", type(exc).__name__)
 
     async def _apply_whole_batch(
-        self, entries: list[tuple[bytes, dict[bytes, bytes]]], blocked: dict[str, str]
+        self, decoded: list[Decoded], blocked: dict[str, str], settle: set[str]
     ) -> list[Intent] | None:
         """The fast path: an applier with `apply_batch` applies every entry in one call (one transaction).
         Taken only when every entry decodes and no tenant in it is blocked; returns None when not taken or
@@ -378,13 +438,13 @@ class Worker:
         # With a ledger, an intent may skip it only where the applier's own applies are idempotent.
         batchable: Callable[[Intent], bool] = getattr(self._applier, "batchable", lambda _intent: True)
         intents: list[Intent] = []
-        for _entry_id, fields in entries:
-            try:
-                intent = Intent.from_fields(fields)
-            except IntentDecodeError:
+        for _entry_id, _fields, intent in decoded:
+            if isinstance(intent, IntentDecodeError):
                 return None
             if intent.tenant in blocked or (self._ledger is not None and not batchable(intent)):
                 return None
+            if intent.intent_id in settle and self._resolve is not None:
+                return None  # settled one by one, by the applier that can
             intents.append(intent)
         if self._throttle.limited:
             for tenant, count in Counter(intent.tenant for intent in intents).items():
@@ -398,16 +458,11 @@ class Worker:
     async def _apply_one_by_one(
         self,
         partition: int,
-        entries: list[tuple[bytes, dict[bytes, bytes]]],
+        decoded: list[Decoded],
         blocked: dict[str, str],
         redelivered: bool,
+        settle: set[str],
     ) -> list[Intent]:
-        decoded: list[tuple[bytes, dict[bytes, bytes], Intent | IntentDecodeError]] = []
-        for entry_id, fields in entries:
-            try:
-                decoded.append((entry_id, fields, Intent.from_fields(fields)))
-            except IntentDecodeError as exc:
-                decoded.append((entry_id, fields, exc))
         states = await self._ledger_states(partition, [d[2] for d in decoded], blocked)
         applied: list[Intent] = []
         applied_ids: set[str] = set()
@@ -432,7 +487,9 @@ class Worker:
                 redelivered or state == SENDING or self._ledger.forgets(intent.created_ms)
             )
             await self._throttle.take(intent.tenant)
-            failure = await self._apply_with_retry(intent, in_doubt=in_doubt)
+            failure = await self._apply_with_retry(
+                intent, in_doubt=in_doubt, settle=intent.intent_id in settle
+            )
             if failure is None:
                 applied.append(intent)
                 applied_ids.add(intent.intent_id)
@@ -471,9 +528,12 @@ class Worker:
         )
         return None if failure is None else failure.detail
 
-    async def _apply_with_retry(self, intent: Intent, *, in_doubt: bool = False) -> Failure | None:
+    async def _apply_with_retry(
+        self, intent: Intent, *, in_doubt: bool = False, settle: bool = False
+    ) -> Failure | None:
         """None once `intent` is applied; otherwise why it failed for good. An intent in doubt, and any
-        intent after a failed attempt, is resolved (by an applier that can) rather than sent again."""
+        intent after a failed attempt, is resolved (by an applier that can) rather than sent again; so is
+        one to `settle` (the first of a record during a copy)."""
         resolve = self._resolve
         if in_doubt and resolve is not None:
             self.stats.in_doubt += 1
@@ -485,7 +545,8 @@ class Worker:
                 await self._applier.apply(intent)
 
         return await self._traced(
-            [intent], lambda: self._with_retry(attempt, doubt=in_doubt, what=f"intent {intent.intent_id}")
+            [intent],
+            lambda: self._with_retry(attempt, doubt=in_doubt or settle, what=f"intent {intent.intent_id}"),
         )
 
     async def _traced(
@@ -593,3 +654,14 @@ class Worker:
                 pipe.hsetnx(blocked_key(prefix, partition), blocks.tenant, blocks.intent_id)
             await pipe.execute()
         self.stats.dead_lettered += 1
+
+
+def _decode(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[Decoded]:
+    """Each entry with its intent, or why it is not one."""
+    decoded: list[Decoded] = []
+    for entry_id, fields in entries:
+        try:
+            decoded.append((entry_id, fields, Intent.from_fields(fields)))
+        except IntentDecodeError as exc:
+            decoded.append((entry_id, fields, exc))
+    return decoded

@@ -95,6 +95,9 @@ class GateSettings(_Frozen):
     # The report must be newer than the tenant's last phase change (so it saw the phase's write path).
     since_last_phase_change: bool = True
     max_age_s: float | None = Field(default=None, gt=0)  # and, if set, no older than this
+    # Moving a tenant to live (past dual_write and shadow) needs every REST resource copied, by a copy
+    # started after mirroring last began for the tenant (`cutover backfill`).
+    require_copy: bool = True
 
 
 class VerifySettings(_Frozen):
@@ -107,23 +110,45 @@ class VerifySettings(_Frozen):
     recheck_rounds: int = Field(default=3, ge=1, le=100)
 
 
+class CreateRequest(_Frozen):
+    """A create of a record with a given id that is neither a PUT to its record path nor a POST to the
+    collection: `method` to `path`, where `{key}` (if present) is the record's id. A POST carries the id
+    in its body."""
+
+    method: Literal["PUT", "POST"]
+    path: Annotated[str, Field(pattern=r"^/[^{}]*(\{key\}[^{}]*)?$")]
+
+
+# How a page of a collection leads to the next: a page number, an offset, a cursor in the body, or the
+# `Link: <...>; rel="next"` header (RFC 8288).
+PagingStyle = Literal["page", "offset", "cursor", "link"]
+
+
 class RestResource(_Frozen):
     """A REST resource both backends serve: its collection (`list_path`), one record's path (`item_path`),
-    the field holding a record's id, and how a record with a given id is created (`create`). Verification
-    pages the collection and compares records by id (pages are followed by `page_param`, a page number
-    from `first_page`, or, when the body carries `next_field`, by the cursor it holds); repair and the
-    worker's replay read and write single records."""
+    the field holding a record's id, and how a record with a given id is created (`create`). The copy
+    (`cutover backfill`) and verification page the collection (`paging`: page numbers from `first_page`,
+    offsets, the cursor a body carries in `next_field`, or the `Link` header's `rel="next"`); repair and
+    the worker's replay read and write single records."""
 
     name: Identifier
     list_path: Annotated[str, Field(pattern=r"^/")]
     id_field: str = Field(default="id", min_length=1)
-    items_field: str = Field(default="items", min_length=1)  # where the records are in a page's body
+    # Where the records are in a page's body (a dotted path for nested fields); a body that is itself a
+    # JSON array is the page's records (json-server).
+    items_field: str = Field(default="items", min_length=1)
+    # None: `cursor` when `next_field` is set, else `page`.
+    paging: PagingStyle | None = None
     page_param: str = Field(default="page", min_length=1)
     first_page: int = Field(default=1, ge=0)
+    offset_param: str = Field(default="offset", min_length=1)
     size_param: str = Field(default="limit", min_length=1)
     page_size: int = Field(default=500, ge=1, le=100_000)
-    next_field: str | None = None  # body field with the next page's cursor (null/absent at the end)
+    next_field: str | None = None  # body field (dotted) with the next page's cursor (null/absent at the end)
     cursor_param: str = Field(default="cursor", min_length=1)
+    # A response header with the collection's size (json-server's X-Total-Count): progress and ETA of the
+    # copy; page and offset paging also stop there.
+    total_header: str | None = "X-Total-Count"
     ignore_fields: list[str] = Field(default_factory=list)  # per-side noise, e.g. served_at
     tenant_query: str | None = None  # also pass the tenant as this query parameter (besides the header)
     max_pages: int = Field(default=100_000, ge=1)
@@ -131,10 +156,31 @@ class RestResource(_Frozen):
     # the authoritative side and PUTs or DELETEs it on the other; a resource without it is not repaired.
     # Pending writes to it defer a difference (without it: writes to `<list_path>/{key}`).
     item_path: Annotated[str, Field(pattern=r"^/[^{}]*\{key\}[^{}]*$")] | None = None
-    # How the mirror is given a record it lacks, with the id the authoritative side holds: `put` to the
-    # record's path (an upsert), or `post` to the collection with the id in the body (json-server and
-    # services whose PUT only replaces). The worker uses it when it settles an intent in doubt.
-    create: Literal["put", "post"] = "put"
+    # How a backend is given a record it lacks, with the id the authoritative side holds: `put` to the
+    # record's path (an upsert), `post` to the collection with the id in the body (json-server and
+    # services whose PUT only replaces), or a request of its own (`{method: PUT, path: /v2/items/{key}}`).
+    # The copy creates every record this way; the worker when it settles an intent.
+    create: Literal["put", "post"] | CreateRequest = "put"
+    # After its last page the copy lists the collection again, up to 3 times until a pass finds nothing,
+    # for records a delete moved across a page boundary while it paged (None: for page, offset and link
+    # paging, whose pages shift; cursors do not).
+    sweep: bool | None = None
+
+    @model_validator(mode="after")
+    def _paging_complete(self) -> RestResource:
+        if self.paging == "cursor" and self.next_field is None:
+            raise ValueError("paging: cursor needs next_field (the body field holding the next cursor)")
+        return self
+
+    @property
+    def paging_style(self) -> PagingStyle:
+        if self.paging is not None:
+            return self.paging
+        return "cursor" if self.next_field is not None else "page"
+
+    @property
+    def sweeps(self) -> bool:
+        return self.sweep if self.sweep is not None else self.paging_style != "cursor"
 
     @property
     def record_path(self) -> str:
@@ -146,11 +192,42 @@ class RestResource(_Frozen):
         """`list_path` without its query string: where creates are POSTed."""
         return self.list_path.partition("?")[0]
 
+    def create_call(self, key: str) -> tuple[str, str]:
+        """The method and path that create the record `key` (one percent-encoded segment) with its id."""
+        if isinstance(self.create, CreateRequest):
+            return self.create.method, self.create.path.replace("{key}", key)
+        if self.create == "post":
+            return "POST", self.collection_path
+        return "PUT", self.record_path.replace("{key}", key)
+
+    @property
+    def create_only(self) -> bool:
+        """Whether the create refuses a record that exists (a POST), rather than replacing it (a PUT)."""
+        return self.create_call("k")[0] == "POST"
+
+
+class RestCopySettings(_Frozen):
+    """The copy of REST resources (`cutover backfill`)."""
+
+    concurrency: int = Field(default=8, ge=1, le=256)  # record writes in flight (`--parallel` overrides)
+    # How long the copy's claim on a page's records holds: a mirrored write of a claimed record waits for
+    # the copy to write it (or for the claim to lapse, if the copy died). The copy sends no write of a
+    # claim with less than a third of this left.
+    claim_ttl_s: float = Field(default=30.0, ge=1.0, le=3600.0)
+
 
 class RestVerifySettings(_Frozen):
     resources: list[RestResource] = Field(default_factory=list)
     timeout_s: float = Field(default=30.0, gt=0)
     concurrency: int = Field(default=4, ge=1, le=64)
+    copy_: RestCopySettings = Field(default=RestCopySettings(), alias="copy")
+
+    def resource(self, name: str) -> RestResource:
+        for resource in self.resources:
+            if resource.name == name:
+                return resource
+        known = ", ".join(r.name for r in self.resources) or "none"
+        raise KeyError(f"no resource {name!r} in data.rest.resources (configured: {known})")
 
 
 class DataSettings(_Frozen):

@@ -35,6 +35,7 @@ from proxy.admin_params import (
 )
 from proxy.archive_admin import register_archive_routes
 from proxy.barrier import BarrierAbortedError
+from proxy.copy_admin import register_copy_routes, require_copied
 from proxy.dead_letter_admin import register_dead_letter_routes
 from proxy.divergence.admin import register_divergence_routes
 from proxy.divergences import list_divergences
@@ -62,6 +63,7 @@ PHASE_CHANGE_ERRORS: dict[int | str, dict[str, Any]] = {
     422: {
         "description": "an invalid body (`invalid_request`), or a move the rules refuse: "
         "`phase_move_not_allowed` (with `allowed`), `dead_letters`, `verify_required`, "
+        "`copy_unfinished` (with `resources`), "
         "`applier_not_configured` (with `setting` and `side`)"
     },
 }
@@ -154,6 +156,8 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
         current = (await store.get(tenant)).phase
         if change.phase is Phase.COMPLETE and not change.force:
             await require_verified(runtime, tenant)  # the data half: see proxy/verify_admin.py
+        if change.phase.rank >= Phase.LIVE.rank > current.rank and not change.force:
+            await require_copied(runtime, tenant)  # the REST copy: see proxy/copy_admin.py
         if change.phase.rank > max(current.rank, Phase.DUAL_WRITE.rank) and not change.force:
             dead = await runtime.inspector.dead_letter_count(tenant)
             if dead:
@@ -242,6 +246,7 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
 
     register_metrics(app, runtime)
     register_verify_routes(app, runtime)
+    register_copy_routes(app, runtime)
     register_dead_letter_routes(app, runtime)
     register_divergence_routes(app, runtime)
     register_health_routes(app, runtime)

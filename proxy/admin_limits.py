@@ -8,3 +8,4 @@ TENANTS_PAGE_MAX = 5000
 AUDIT_PAGE_MAX = 1000
 DIVERGENCES_PAGE_MAX = 500  # samples carry both bodies
 DEAD_LETTERS_PAGE_MAX = 1000
+COPIES_PAGE_MAX = 1000  # tenants, each with its copies

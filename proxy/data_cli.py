@@ -1,5 +1,5 @@
-"""`cutover backfill` and `cutover verify` (run here, against both databases, with `--config`), and
-`cutover verify-reports` (stored reports, through the admin API).
+"""`cutover backfill` and `cutover verify` (run here, against both databases and backends, with
+`--config`), and `cutover verify-reports` and `cutover backfill status` (through the admin API).
 
 Each command imports what it runs when it runs (asyncpg, the backfill, the verifier): building the
 parser, as every `cutover` command does, must not load them."""
@@ -19,6 +19,7 @@ from proxy.cli_support import (
     EXIT_REFUSED,
     EXIT_UNAVAILABLE,
     CommandError,
+    UsageError,
     examples,
     format_table,
     print_json,
@@ -31,30 +32,51 @@ AdminCommand = Callable[..., argparse.ArgumentParser]  # (name, help, *example l
 def add_data_commands(commands: Any, admin_command: AdminCommand) -> None:
     backfill = commands.add_parser(
         "backfill",
-        help="copy a tenant's rows old -> new (resumable)",
+        help="copy a tenant's rows and REST records old -> new (resumable); `status [TENANT]`: the copies"
+        " and what mirroring did meanwhile (admin API)",
         **examples(
             "cutover backfill --config cutover.yaml --tenant acme",
             "cutover backfill --config cutover.yaml --tenant acme --table orders --rows-per-s 20000",
+            "cutover backfill --config cutover.yaml --tenant acme --resource items --dry-run",
+            "cutover backfill status acme --config cutover.yaml",
         ),
     )
+    backfill.add_argument("words", nargs="*", metavar="status [TENANT]")
     backfill.add_argument("--config", help="YAML settings file (default: $CUTOVER_CONFIG)")
-    backfill.add_argument("--tenant", required=True)
+    backfill.add_argument("--tenant")
     backfill.add_argument("--table", action="append", default=[], help="only this table (repeatable)")
+    backfill.add_argument(
+        "--resource", action="append", default=[], help="only this REST resource (repeatable)"
+    )
     backfill.add_argument(
         "--chunk-rows",
         type=_chunk_rows,
         help=f"rows per chunk, {CHUNK_ROWS_MIN}-{CHUNK_ROWS_MAX} (default: config)",
     )
     backfill.add_argument(
-        "--rows-per-s", type=float, help="throttle: rows copied per second (default: no limit)"
+        "--rows-per-s",
+        type=float,
+        help="throttle: rows (REST: records) copied per second (default: no limit)",
     )
     backfill.add_argument(
-        "--parallel", type=_parallel, default=1, help="tables and key ranges copied at once"
+        "--parallel",
+        type=_parallel,
+        help="tables and key ranges copied at once (default 1); REST record writes in flight"
+        " (default: data.rest.copy.concurrency)",
     )
     backfill.add_argument(
         "--restart", action="store_true", help="ignore the checkpoints and copy from the start"
     )
+    backfill.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="say what a run would copy (from the checkpoints); copy nothing",
+    )
     backfill.add_argument("--json", action="store_true", help="print the run's report as JSON")
+    # `backfill status` asks the admin API: where it is and which token (flag > env > --config's file).
+    backfill.add_argument("--admin-url", metavar="URL", help="status: admin API base URL")
+    backfill.add_argument("--token", help="status: admin bearer token")
+    backfill.add_argument("--token-name", metavar="NAME", help="status: the --config token to use")
     backfill.set_defaults(run=_backfill)
     add_verify_commands(commands, admin_command)
 
@@ -80,24 +102,35 @@ def _database_errors() -> tuple[type[BaseException], ...]:
 
 
 def _backfill(args: argparse.Namespace) -> int:
-    import asyncio
-
     from backfill.errors import DataError
     from backfill.progress import NoProgress, Progress, progress_for
     from backfill.runner import BackfillOptions, run_backfill
+    from telemetry.process import run_async, settle_heap
 
+    if args.words:
+        if args.words[0] != "status" or len(args.words) > 2:
+            raise UsageError(f"backfill takes `status [TENANT]`, not {' '.join(args.words)!r}")
+        from proxy.copy_cli import show_copies
+
+        return show_copies(args, args.words[1] if len(args.words) == 2 else None)
+    if not args.tenant:
+        raise UsageError("backfill needs --tenant (or `backfill status [TENANT]`)")
     settings = load_settings(args.config)
     options = BackfillOptions(
         tenant=args.tenant,
         tables=tuple(args.table),
         chunk_rows=args.chunk_rows,
         rows_per_s=args.rows_per_s,
-        parallel=args.parallel,
+        parallel=args.parallel or 1,
         restart=args.restart,
+        resources=tuple(args.resource),
+        concurrency=args.parallel,
+        dry_run=args.dry_run,
     )
     progress: Progress = NoProgress() if args.json else progress_for(sys.stderr)
+    settle_heap()  # and uvloop: a REST copy is a loop of HTTP requests, as the worker's is
     try:
-        report = asyncio.run(run_backfill(settings, options, progress))
+        report = run_async(run_backfill(settings, options, progress))
     except DataError as exc:
         raise CommandError("refused", str(exc), exit_code=EXIT_REFUSED) from None
     except _database_errors() as exc:
@@ -107,23 +140,25 @@ def _backfill(args: argparse.Namespace) -> int:
             " a rerun resumes from the last checkpoint",
             exit_code=EXIT_UNAVAILABLE,
         ) from None
+    except _redis_errors() as exc:
+        raise CommandError(
+            "redis_unavailable",
+            f"backfill stopped: Redis is unavailable ({type(exc).__name__}: {exc}); the copy coordinates"
+            " with the worker there. A rerun resumes from the last checkpoint",
+            exit_code=EXIT_UNAVAILABLE,
+        ) from None
     if args.json:
         return print_json(report.as_json())
-    rows = [
-        [
-            t.name,
-            t.transform or "-",
-            "resumed" if t.resumed else "new",
-            f"{t.rows_copied:,}",
-            f"{t.rows_written:,}",
-            str(t.chunks),
-            f"{t.total_rows_copied:,}",
-        ]
-        for t in report.tables
-    ]
-    print(format_table(["TABLE", "TRANSFORM", "RUN", "COPIED", "WRITTEN", "CHUNKS", "TOTAL COPIED"], rows))
-    print(f"tenant {report.tenant} ({report.phase}): done in {report.seconds:.1f} s")
+    from proxy.copy_cli import print_report
+
+    print_report(report)
     return EXIT_OK
+
+
+def _redis_errors() -> tuple[type[BaseException], ...]:
+    from redis.exceptions import RedisError
+
+    return (RedisError,)
 
 
 def add_verify_commands(commands: Any, admin_command: AdminCommand) -> None:

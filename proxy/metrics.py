@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from redis.exceptions import RedisError
 
+from proxy.copy_metrics import CopyMetrics
 from proxy.readiness import Readiness, readiness
 from routing.phases import Phase
 from telemetry.labels import OTHER
@@ -71,10 +72,11 @@ class ProxyMetrics:
         self._phases(exposition)
         self._shadow(exposition)
         self._buffer_metrics(exposition)
+        self._copies = CopyMetrics(runtime, exposition)  # the REST copy: proxy/copy_metrics.py
 
     async def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """The exposition in the format `accept` asks for (OpenMetrics or Prometheus text), and its type."""
-        await asyncio.gather(self._refresh_buffer(), self._refresh_phase_changes())
+        await asyncio.gather(self._refresh_buffer(), self._refresh_phase_changes(), self._copies.refresh())
         self._telemetry.labels.promote()
         return self._exposition.render(accept)
 

@@ -17,7 +17,8 @@ FORCE_HELP = (
     "override the guards an operator may take responsibility for: leaving complete (old has stopped"
     " receiving writes: copy what it missed before it serves again), the dead-letter guard (moving past"
     " dual_write while the tenant has dead letters), the verify gate (moving into complete without a"
-    " passing, current verify report of every covered table); never lifted: one step forward at a time,"
+    " passing, current verify report of every covered table), the copy gate (moving into live while a"
+    " tenant's REST copy is unfinished); never lifted: one step forward at a time,"
     " a missing applier for the mirrored side, a version conflict, the authority barrier's drain"
 )
 

@@ -15,6 +15,7 @@ import asyncpg
 from redis.exceptions import RedisError
 
 from config.operator import StatusPageSettings
+from proxy.copy_admin import copy_overview
 from proxy.seen_tenants import count_seen_only
 from proxy.tenant_archive import not_archived
 from routing.phases import Phase
@@ -53,6 +54,8 @@ async def gather(runtime: Runtime, settings: StatusPageSettings) -> dict[str, An
         "shadow": shadow,
         "divergences": await guarded(_divergences(runtime, settings.divergence_window_s)),
         "buffer": await guarded(_buffer(runtime)),
+        # The REST copies per tenant and what mirroring did meanwhile (proxy/copy_admin.py).
+        "copies": await guarded(copy_overview(runtime, settings.tenants_per_phase)),
     }
 
 

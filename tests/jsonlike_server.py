@@ -1,7 +1,11 @@
 """A backend that behaves like json-server 0.17 (typicode/json-server, `src/server/router/plural.js`), for
 tests of replay against a service that gives cutover no help:
 
-    GET    /items        the tenant's records, a bare JSON array
+    GET    /items        the tenant's records, a bare JSON array, in insertion order; with `_page`
+                         (from 1) and `_limit` (default 10) one page of them, with `X-Total-Count` and
+                         a `Link` header (`first`, `prev`, `next`, `last`: absolute URLs, made by
+                         replacing `page=<n>` in the request's URL, as json-server does); with `_start`
+                         and `_limit` (or `_end`) a slice, with `X-Total-Count`
     GET    /items/{id}   the record; 404 `{}` when absent
     POST   /items        create; the id from the body, else a generated one; 500 "Insert failed, duplicate
                          id" when a record has that id already; 201 with an absolute `Location`
@@ -27,11 +31,13 @@ Store = dict[str, dict[str, dict[str, Any]]]  # tenant → id (as a string) → 
 
 
 def create_app(
-    seen: list[tuple[str, str]] | None = None, headers: list[dict[str, str]] | None = None
+    seen: list[tuple[str, str]] | None = None,
+    headers: list[dict[str, str]] | None = None,
+    store: Store | None = None,
 ) -> web.Application:
     """The app; with `seen` (and `headers`), every request's method and path (and headers) are appended
-    to it, for tests in-process."""
-    store: Store = {}
+    to it, for tests in-process; with `store`, its records are those (a test seeds and reads them)."""
+    store = {} if store is None else store
 
     def records(request: web.Request) -> dict[str, dict[str, Any]]:
         return store.setdefault(request.headers.get("X-Tenant-ID", ""), {})
@@ -47,7 +53,35 @@ def create_app(
         return body if isinstance(body, dict) else web.Response(status=400, text="body is not an object")
 
     async def list_items(request: web.Request) -> web.Response:
-        return web.json_response(list(records(request).values()))
+        found = list(records(request).values())
+        query = request.query
+        page, limit, start, end = (query.get(name) for name in ("_page", "_limit", "_start", "_end"))
+        if page is None and limit is None and end is None:
+            return web.json_response(found)
+        headers = {"X-Total-Count": str(len(found))}
+        if page is not None:  # json-server 0.17: plural.js and utils.getPage
+            current = max(_int(page, 1), 1)
+            size = _int(limit, 10) or 10
+            items = found[(current - 1) * size : current * size]
+            numbers: dict[str, int] = {}
+            if items and len(items) != len(found):
+                numbers["first"] = 1
+            if items and current > 1:
+                numbers["prev"] = current - 1
+            if items and current * size < len(found):
+                numbers["next"] = current + 1
+            if items and len(items) != len(found):
+                numbers["last"] = (len(found) + size - 1) // size
+            url = str(request.url)
+            if numbers:
+                headers["Link"] = ", ".join(
+                    f'<{url.replace(f"page={page}", f"page={n}", 1)}>; rel="{rel}"'
+                    for rel, n in numbers.items()
+                )
+            return web.json_response(items, headers=headers)
+        first = _int(start, 0)
+        stop = _int(end, len(found)) if end is not None else first + _int(limit, 0)
+        return web.json_response(found[first:stop], headers=headers)
 
     async def show(request: web.Request) -> web.Response:
         record = records(request).get(request.match_info["id"])
@@ -104,6 +138,13 @@ def create_app(
     app.router.add_patch("/items/{id}", update)
     app.router.add_delete("/items/{id}", destroy)
     return app
+
+
+def _int(text: str | None, default: int) -> int:
+    try:
+        return int(text) if text is not None else default
+    except ValueError:
+        return default
 
 
 if __name__ == "__main__":

@@ -306,3 +306,19 @@ async def test_setup_problems_name_the_table_and_column(data_env: DataEnv, tenan
         await run_backfill(missing, BackfillOptions(tenant))
     with pytest.raises(DataError, match="no table 'nope'"):
         await run_backfill(unmapped, BackfillOptions(tenant, tables=("nope",)))
+
+
+async def test_dry_run_counts_the_rows_left_and_copies_nothing(data_env: DataEnv, tenant: str) -> None:
+    old_table, new_table = unique("o_old"), unique("o_new")
+    await create_orders(data_env, old_table, [new_table])
+    await fill_orders(data_env, old_table, tenant, 5_000)
+    settings = data_env.settings([orders_table("orders", old_table, new_table)])
+    before = await run_backfill(settings, BackfillOptions(tenant, dry_run=True))  # any phase: legacy here
+    assert before.dry_run and before.phase == "legacy"
+    assert (before.tables[0].rows_pending, before.tables[0].total_rows_copied) == (5_000, 0)
+    assert (await table_digest(data_env.new_url, new_table, "tenant_id", tenant, "id"))[0] == 0
+    await data_env.set_phase(tenant, Phase.DUAL_WRITE)
+    await run_backfill(settings, BackfillOptions(tenant, chunk_rows=1000))
+    after = await run_backfill(settings, BackfillOptions(tenant, dry_run=True))
+    assert (after.tables[0].rows_pending, after.tables[0].total_rows_copied) == (0, 5_000)
+    assert after.as_json()["tables"][0]["rows_pending"] == 0

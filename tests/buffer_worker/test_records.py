@@ -51,10 +51,14 @@ def test_a_write_to_a_record_path_names_the_record_and_its_resource_facts() -> N
     record = records().of(intent("PATCH", "/items/a%20b"))
     assert record is not None
     assert (record.resource, record.key, record.path) == ("items", "a%20b", "/items/a%20b")
-    assert (record.collection, record.id_field, record.create) == ("/items", "id", "post")
+    assert (record.id_field, record.create) == ("id", ("POST", "/items"))
     assert not record.state_transfer
     orders = records().of(intent("DELETE", "/orders/7/doc"))
-    assert orders is not None and (orders.key, orders.create, orders.id_field) == ("7", "put", "number")
+    assert orders is not None and (orders.key, orders.create, orders.id_field) == (
+        "7",
+        ("PUT", "/orders/7/doc"),
+        "number",
+    )
 
 
 @pytest.mark.parametrize(
@@ -82,15 +86,26 @@ def test_writes_no_resource_describes_have_no_record() -> None:
 def test_state_transfer_paths_keep_their_meaning() -> None:
     mapped = records(state_transfer=["/items/{id}", "/legacy/{a}/{b}"])
     item = mapped.of(intent("PUT", "/items/1"))
-    assert item is not None and item.state_transfer and item.create == "post"
+    assert item is not None and item.state_transfer and item.create == ("POST", "/items")
     bare = mapped.of(intent("PUT", "/legacy/x/y"))
-    assert bare is not None and bare.state_transfer and (bare.path, bare.create) == ("/legacy/x/y", "put")
+    assert bare is not None and bare.state_transfer
+    assert (bare.path, bare.create) == ("/legacy/x/y", ("PUT", "/legacy/x/y"))
     assert mapped.of(intent("PUT", "/orders/1/doc")) is not None
     assert not mapped.of(intent("PUT", "/orders/1/doc")).state_transfer  # type: ignore[union-attr]
 
 
-def test_create_style_is_put_or_post() -> None:
+def test_create_style_is_put_post_or_a_request_of_its_own() -> None:
     assert RestResource(name="a", list_path="/a").create == "put"
+    assert RestResource(name="a", list_path="/a").create_call("k") == ("PUT", "/a/k")
+    assert RestResource(name="a", list_path="/a?x=1", create="post").create_call("k") == ("POST", "/a")
+    own = RestResource.model_validate(
+        {"name": "a", "list_path": "/a", "create": {"method": "PUT", "path": "/v2/a/{key}"}}
+    )
+    assert own.create_call("k%2F1") == ("PUT", "/v2/a/k%2F1") and not own.create_only
     with pytest.raises(ValidationError, match="create"):
         RestResource(name="a", list_path="/a", create="patch")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="create"):
+        RestResource.model_validate(
+            {"name": "a", "list_path": "/a", "create": {"method": "PATCH", "path": "/a"}}
+        )
     assert RestResource(name="a", list_path="/a?x=1").record_path == "/a/{key}"

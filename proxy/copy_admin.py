@@ -1,0 +1,82 @@
+"""Admin API of the REST copy: what each copy did and what mirroring did meanwhile (`GET /tenants/{tenant}/
+copy`, `GET /copy`), and the `live` gate used by the phase change route: a tenant leaves the phases that
+mirror to new only once every REST resource is copied (`backfill.copy_status`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query
+
+from backfill.copy_status import CopyReader, describe_unfinished, unfinished
+from proxy.admin_errors import AdminError
+from proxy.admin_guard import Reader
+from proxy.admin_limits import COPIES_PAGE_MAX
+from proxy.admin_pages import LIMIT_HELP, PageResponse, page_of, page_schema
+from proxy.admin_params import Tenant, TenantCursor, checked_tenant
+from proxy.runtime import Runtime
+
+COPY_ITEM_HELP = (
+    "per resource: `status` (not_started, copying, stopped, done), records listed on old, copied to new"
+    " and `items_skipped` (mirroring wrote them first), `total`, `progress`, `rate_per_s`, `eta_s`; and"
+    " what the worker counted while the copy was open: `items_mirrored` (records mirroring created or"
+    " changed), `intents_mirrored` (intents it applied to them), `intents_transferred` (settled from"
+    " old: new lacked the record or differed), `deletes_absent` (deletes of records new did not hold"
+    " yet); `stale` when the copy began before mirroring last began"
+)
+
+
+def _reader(runtime: Runtime) -> CopyReader:
+    return CopyReader(runtime.settings, runtime.inspector.client)
+
+
+def register_copy_routes(app: FastAPI, runtime: Runtime) -> None:
+    @app.get("/tenants/{tenant}/copy", description=COPY_ITEM_HELP)
+    async def tenant_copy(tenant: Tenant, _who: Reader) -> dict[str, Any]:
+        """The tenant's REST copies: one row per configured resource (and per earlier copy of one no
+        longer configured)."""
+        async with runtime.pool.acquire() as conn:
+            return await _reader(runtime).tenant(conn, tenant)
+
+    @app.get(
+        "/copy",
+        description=COPY_ITEM_HELP,
+        responses={
+            **page_schema("copies"),
+            400: {"description": "`after` is not a tenant id (`invalid_tenant`)"},
+        },
+    )
+    async def copies(
+        _who: Reader,
+        limit: Annotated[int, Query(ge=1, le=COPIES_PAGE_MAX, description=LIMIT_HELP)] = 100,
+        after: TenantCursor = None,
+    ) -> PageResponse:
+        """Tenants with a REST copy, in tenant order, each with its copies."""
+        cursor = None if after is None else checked_tenant(after)
+        async with runtime.pool.acquire() as conn:
+            rows = await _reader(runtime).page(conn, after=cursor, limit=limit)
+        found, next_tenant = page_of(rows, limit, key=lambda row: str(row["tenant"]))
+        return PageResponse({"copies": found, "next": next_tenant})
+
+
+async def copy_overview(runtime: Runtime, limit: int) -> dict[str, Any]:
+    """The status page's `copies`: the first `limit` tenants with a REST copy (tenant order), each with
+    its copies as `GET /tenants/{tenant}/copy` reports them, and whether more tenants follow."""
+    async with runtime.pool.acquire() as conn:
+        rows = await _reader(runtime).page(conn, after=None, limit=limit)
+    shown, more = page_of(rows, limit, key=lambda row: str(row["tenant"]))
+    return {"tenants": shown, "more": more is not None}
+
+
+async def require_copied(runtime: Runtime, tenant: str) -> None:
+    """Raise 422 `copy_unfinished`, naming each REST resource whose copy is not done (or stale), unless
+    every one is copied or the gate is off (`data.gate.require_copy`)."""
+    data = runtime.settings.data
+    configured = [r.name for r in data.rest.resources]
+    if not data.gate.require_copy or not configured:
+        return
+    async with runtime.pool.acquire() as conn:
+        body = await _reader(runtime).tenant(conn, tenant)
+    problems = unfinished(body["resources"], configured)
+    if problems:
+        raise AdminError(422, "copy_unfinished", describe_unfinished(tenant, problems), resources=problems)
