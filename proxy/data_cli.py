@@ -39,6 +39,7 @@ def add_data_commands(commands: Any, admin_command: AdminCommand) -> None:
             "cutover backfill --config cutover.yaml --tenant acme --table orders --rows-per-s 20000",
             "cutover backfill --config cutover.yaml --tenant acme --resource items --dry-run",
             "cutover backfill status acme --config cutover.yaml",
+            admin=True,  # `backfill status` asks the admin API
         ),
     )
     backfill.add_argument("words", nargs="*", metavar="status [TENANT]")
