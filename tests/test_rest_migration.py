@@ -121,6 +121,12 @@ async def test_an_http_data_api_migrates_from_legacy_to_complete_under_traffic(
 
             report = await run_backfill(settings, BackfillOptions(tenant, rows_per_s=600, concurrency=4))
             copying = (await proxy.admin.get(f"/tenants/{tenant}/copy")).json()
+            # On a loaded machine the copy may finish before the writers did much: let them reach the
+            # traffic the guard below asks for (a count, not a duration) before stopping them.
+            for _ in range(1500):
+                if sum(c.acknowledged for c in clients) > 200:
+                    break
+                await asyncio.sleep(0.02)
             stop.set()
             await asyncio.gather(*traffic)
             await _drained(proxy, tenant)
