@@ -45,7 +45,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from buffer_worker.apply_errors import (
@@ -73,6 +73,7 @@ from buffer_worker.liveness import default_worker_id
 from buffer_worker.records import RecordMap
 from buffer_worker.redis_ledger import APPLIED, SENDING, RedisLedger
 from buffer_worker.throttle import TenantThrottle
+from common.store_errors import REDIS_ERRORS
 from config.settings import Settings
 from routing.phases import Side
 from telemetry.tracing import context_from_traceparent
@@ -183,7 +184,7 @@ class Worker:
             while not stop.is_set():
                 try:
                     await self._bounded(self._balance())
-                except (RedisError, OSError) as exc:
+                except REDIS_ERRORS as exc:
                     log.warning("lease round failed: %s", type(exc).__name__)
                 await self._publish_stats()
                 # asyncio.wait, not wait_for: on Python 3.11 a cancel landing as wait_for times out comes
@@ -197,7 +198,7 @@ class Worker:
             for partition in list(self._owned):
                 await self._drop(partition, graceful=True)
             await self._publish_stats()
-            with suppress(RedisError, OSError):
+            with suppress(*REDIS_ERRORS):
                 await self._redis.zrem(self._workers_key, self.worker_id)  # no longer counted in fair shares
             await self._applier.close()
             await self._redis.aclose()
@@ -218,7 +219,7 @@ class Worker:
                     if count:
                         pipe.hincrby(worker_stats_key(self._buffer.key_prefix), name, count)
                 await self._bounded(pipe.execute())
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             log.warning("could not publish worker counters: %s", type(exc).__name__)  # retried next round
             return
         self._published = snapshot
@@ -263,7 +264,7 @@ class Worker:
         task.cancel()
         with suppress(asyncio.CancelledError):
             await task
-        with suppress(RedisError, OSError):
+        with suppress(*REDIS_ERRORS):
             await self._leases.release(partition)
 
     async def _drain(self, partition: int) -> None:
@@ -312,7 +313,7 @@ class Worker:
                 await self._process(partition, entries, blocked, redelivered=cursor != ">")
                 if cursor != ">":
                     cursor = entries[-1][0].decode()
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 # A read that failed on our side may still have been served by Redis (the entries are
                 # then delivered to us, in the pending list, but never seen), and a failed acknowledgement
                 # leaves a batch pending: either way, start over from our pending list.
@@ -423,7 +424,7 @@ class Worker:
         if counts:
             try:
                 await self._bounded(self._copy_marks.count(counts))
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 log.warning("copy facts not counted: %s", type(exc).__name__)
 
     async def _apply_whole_batch(
@@ -516,7 +517,7 @@ class Worker:
         them."""
         try:
             await self._dead_letters.run_requested(partition)
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             log.warning("partition %d: dead-letter requests failed (%s)", partition, type(exc).__name__)
 
     def _count_applied(self, count: int) -> None:

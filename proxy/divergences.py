@@ -21,11 +21,11 @@ from typing import Any
 import asyncpg
 import orjson
 
+from common.store_errors import STORE_ERRORS
 from config.divergence import RetentionSettings
 
 log = logging.getLogger("cutover.divergences")
 _BATCH = 100
-_STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +106,7 @@ class DivergenceRecorder:
                 await prune(self._pool, {s.tenant for s in batch}, self._retention.max_samples_per_tenant)
                 if time.monotonic() - self._last_age_prune > self._retention.prune_interval_s:
                     await self._prune_by_age()
-            except _STORE_ERRORS as exc:
+            except STORE_ERRORS as exc:
                 self._on_dropped(len(batch))
                 log.warning("could not store %d divergence samples: %s", len(batch), type(exc).__name__)
             finally:
@@ -117,7 +117,7 @@ class DivergenceRecorder:
         self._last_age_prune = time.monotonic()
         try:
             await prune_older_than(self._pool, self._retention.max_age_s)
-        except _STORE_ERRORS as exc:
+        except STORE_ERRORS as exc:
             log.warning("could not prune old divergence samples: %s", type(exc).__name__)
 
 

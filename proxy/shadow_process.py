@@ -24,6 +24,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer
 
 from backends.client import BackendClient
 from backends.errors import BackendFailure
+from common.store_errors import STORE_ERRORS
 from config.divergence import DivergencePolicy
 from config.settings import Settings
 from proxy.compare import Observation, lift_observation
@@ -53,7 +54,6 @@ from telemetry.process import run_async, settle_heap
 from telemetry.tracing import build_tracer_provider, span_context_from_traceparent
 
 log = logging.getLogger("cutover.shadow")
-_STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
 class ShadowComparer:
@@ -212,7 +212,7 @@ async def flush_tally(pool: asyncpg.Pool, tally: Tally, settings: Settings) -> N
     try:
         health = settings.operator.health
         await write_tally(pool, taken, health=health, labels=settings.telemetry.tenant_labels)
-    except _STORE_ERRORS as exc:
+    except STORE_ERRORS as exc:
         tally.merge_back(taken)
         log.warning("could not write shadow counters (%s); kept for the next flush", type(exc).__name__)
 
