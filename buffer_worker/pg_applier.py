@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import msgspec
 import orjson
 
 from buffer_worker.apply_errors import ApplyError, PermanentApplyError, UnapplicableIntentError
@@ -372,17 +373,6 @@ def _created_key(intent: Intent, id_field: str) -> str | None:
 
 
 def _as_put(intent: Intent, path: str) -> Intent:
-    """A create, as the PUT to the path the authoritative side gave the new resource."""
-    return Intent(
-        tenant=intent.tenant,
-        target=intent.target,
-        method="PUT",
-        path=path,
-        query=intent.query,
-        headers=intent.headers,
-        body=intent.body,
-        status=intent.status,
-        response_body=intent.response_body,
-        intent_id=intent.intent_id,
-        created_ms=intent.created_ms,
-    )
+    """A create, as the PUT to the path the authoritative side gave the new resource; every other field
+    (its id, trace context, the authoritative answer) is the create's."""
+    return msgspec.structs.replace(intent, method="PUT", path=path)

@@ -38,7 +38,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from opentelemetry import context as otel_context
@@ -48,6 +48,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from buffer_worker.applier import Applier, BatchApplier
 from buffer_worker.apply_errors import (
     PermanentApplyError,
     TransientApplyError,
@@ -83,19 +84,6 @@ T = TypeVar("T")
 Decoded = tuple[bytes, dict[bytes, bytes], Intent | IntentDecodeError]
 _REDRIVE_CHECK_S = 0.5
 _LEDGER_PRUNE_S = 60.0
-
-
-class Applier(Protocol):
-    async def start(self) -> None: ...
-    async def apply(self, intent: Intent) -> None: ...
-    async def close(self) -> None: ...
-
-
-# An applier may also offer `async def apply_batch(intents: Sequence[Intent]) -> None`, applying all of
-# them atomically, in order (see PostgresApplier); the worker uses it when a batch allows. One that offers
-# `async def resolve(intent: Intent) -> None` (HttpApplier), applying an intent whose fate is in doubt
-# without sending it twice, gets the worker's ledger of applied intent ids and its in-doubt handling. One
-# with `outcomes` (`copy_marks.Outcomes`) has what it settled counted in the facts of the copies open.
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,9 +421,9 @@ class Worker:
         """The fast path: an applier with `apply_batch` applies every entry in one call (one transaction).
         Taken only when every entry decodes and no tenant in it is blocked; returns None when not taken or
         when the batch fails, and the caller then applies entry by entry, which isolates the bad intent."""
-        apply_batch = getattr(self._applier, "apply_batch", None)
-        if apply_batch is None:
+        if not isinstance(self._applier, BatchApplier):
             return None
+        apply_batch = self._applier.apply_batch
         # With a ledger, an intent may skip it only where the applier's own applies are idempotent.
         batchable: Callable[[Intent], bool] = getattr(self._applier, "batchable", lambda _intent: True)
         intents: list[Intent] = []

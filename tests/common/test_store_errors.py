@@ -14,6 +14,4 @@ async def _store_busy() -> None:
 
 
 async def test_the_status_page_shows_a_busy_connection_as_the_store_unavailable() -> None:
-    assert await guarded(_store_busy()) == {
-        "error": "the phase store is unavailable (InternalClientError)"
-    }
+    assert await guarded(_store_busy()) == {"error": "the phase store is unavailable (InternalClientError)"}
