@@ -28,7 +28,6 @@ batch transaction and under the same ledger (always on the intent-by-intent path
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,6 +53,7 @@ from buffer_worker.pg_batch import (
 from buffer_worker.pg_errors import UNREACHABLE, database_error
 from buffer_worker.pg_state import RowKey, StateSource
 from buffer_worker.sql_apply import SqlIntents, coerce
+from common.tasks import cancel_and_wait
 from config.pg_applier import PostgresApplierSettings, PostgresResource
 from routing.phases import Side
 
@@ -140,10 +140,7 @@ class PostgresApplier:
             )
 
     async def close(self) -> None:
-        if self._pruning is not None:
-            self._pruning.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pruning
+        await cancel_and_wait(self._pruning)
         if self._pool is not None:
             await self._pool.close()
         if self._state is not None:

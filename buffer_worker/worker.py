@@ -75,6 +75,7 @@ from buffer_worker.records import RecordMap
 from buffer_worker.redis_ledger import APPLIED, SENDING, RedisLedger
 from buffer_worker.throttle import TenantThrottle
 from common.store_errors import REDIS_ERRORS
+from common.tasks import cancel_and_wait
 from config.settings import Settings
 from routing.phases import Side
 from telemetry.tracing import context_from_traceparent
@@ -249,9 +250,8 @@ class Worker:
                     asyncio.shield(task), self._config.block_ms / 1000 + self._config.lease_ttl_s
                 )
             self._releasing.discard(partition)
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
+        # Without bound: the lease is released below, and a drain still running must not outlive it.
+        await cancel_and_wait(task, timeout_s=None)
         with suppress(*REDIS_ERRORS):
             await self._leases.release(partition)
 

@@ -22,6 +22,7 @@ import asyncpg
 import orjson
 
 from common.store_errors import STORE_ERRORS
+from common.tasks import cancel_and_wait
 from config.divergence import RetentionSettings
 
 log = logging.getLogger("cutover.divergences")
@@ -85,9 +86,7 @@ class DivergenceRecorder:
             return
         with suppress(TimeoutError):
             await asyncio.wait_for(self._queue.join(), drain_timeout_s)
-        self._task.cancel()
-        with suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
         if not self._queue.empty():
             log.warning("abandoned %d unrecorded divergence samples at shutdown", self._queue.qsize())
 

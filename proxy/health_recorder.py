@@ -22,6 +22,7 @@ import asyncpg
 
 from buffer_worker.keys import partition_of
 from common.store_errors import BUFFER_ERRORS, STORE_ERRORS
+from common.tasks import cancel_and_wait
 from config.operator import HealthSettings
 from proxy.health_series import SideSeries, fold, keep_apart, label_of
 from proxy.health_store import prune, write_backlog, write_requests
@@ -91,9 +92,7 @@ class HealthRecorder:
     async def stop(self) -> None:
         if self._task is None:
             return
-        self._task.cancel()
-        with suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
         self._task = None
         with suppress(*STORE_ERRORS):
             await asyncio.wait_for(self.flush(), 2)  # what arrived since the last write

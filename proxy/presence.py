@@ -14,6 +14,7 @@ from contextlib import suppress
 import asyncpg
 
 from common.store_errors import STORE_ERRORS
+from common.tasks import cancel_and_wait
 
 log = logging.getLogger("cutover.presence")
 HEARTBEAT_S = 1.0
@@ -30,10 +31,7 @@ class ProxyPresence:
         self._task = asyncio.create_task(self._beat(phases_loaded), name="proxy-heartbeat")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         with suppress(*STORE_ERRORS):
             await asyncio.wait_for(
                 self._pool.execute("DELETE FROM cutover_proxy WHERE proxy_id = $1", self.proxy_id), 2

@@ -23,6 +23,7 @@ from contextlib import suppress
 import asyncpg
 
 from common.store_errors import STORE_ERRORS
+from common.tasks import cancel_and_wait
 from config.operator import SeenTenantSettings
 from proxy.tenant_archive import not_archived
 
@@ -90,9 +91,7 @@ class SeenTenants:
     async def stop(self) -> None:
         if self._task is None:
             return
-        self._task.cancel()
-        with suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
         self._task = None
         with suppress(*STORE_ERRORS):
             await asyncio.wait_for(self.flush(), 2)  # what arrived since the last flush

@@ -25,6 +25,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer
 from backends.client import BackendClient
 from backends.errors import BackendFailure
 from common.store_errors import STORE_ERRORS
+from common.tasks import cancel_and_wait
 from config.divergence import DivergencePolicy
 from config.settings import Settings
 from proxy.compare import Observation, lift_observation
@@ -284,12 +285,8 @@ async def serve_shadow(settings: Settings, socket_path: str) -> None:
         await done.wait()
     finally:
         server.close()
-        for task in list(tasks):
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        flusher.cancel()
-        with suppress(asyncio.CancelledError):
-            await flusher
+        await cancel_and_wait(*tasks, reraise=False)
+        await cancel_and_wait(flusher)
         await flush_tally(pool, tally, settings)
         await recorder.stop()
         for upstream in upstreams.values():

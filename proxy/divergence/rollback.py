@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from common.store_errors import STORE_ERRORS
+from common.tasks import cancel_and_wait
 from config.divergence import DivergencePolicy, RollbackPolicy
 from proxy.barrier import BarrierAbortedError
 from proxy.phase_cache import PhaseCache
@@ -153,10 +154,7 @@ class RollbackMonitor:
         self._task = asyncio.create_task(self._run(), name="rollback-monitor")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         await self._release()
 
     async def _run(self) -> None:
