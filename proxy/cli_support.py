@@ -50,6 +50,8 @@ exit codes:
   3    unavailable: the admin API or a database unreachable, timed out, or answering 5xx
   130  interrupted
   141  output closed early (a pipe such as `| head`)"""
+# Every command's help ends with it: a script's author reads one command's help, not the top one's.
+EXIT_CODES_LINE = "exit codes: 0 done, 1 refused or check failed, 2 usage, 3 unavailable (`cutover --help`)"
 
 
 def examples(*lines: str, admin: bool = False) -> dict[str, Any]:
@@ -58,6 +60,7 @@ def examples(*lines: str, admin: bool = False) -> dict[str, Any]:
     text = "examples:\n" + "\n".join(f"  {line}" for line in lines) if lines else ""
     if admin:
         text += f"\n\n{ADMIN_ENVIRONMENT_HELP}"
+    text += f"\n\n{EXIT_CODES_LINE}"
     return {"epilog": text.strip(), "formatter_class": argparse.RawDescriptionHelpFormatter}
 
 
