@@ -22,6 +22,7 @@ from backfill import checkpoint
 from backfill.catalog import TablePlan, quote_ident
 from backfill.transform import RowFunction, apply_transform
 from buffer_worker.mirror_lock import COPY_LOCK_SQL, lock_key
+from common.tasks import cancel_and_wait
 
 Key = tuple[str, ...]
 _PIPE_DEPTH = 32  # COPY buffers in flight between the two connections
@@ -174,12 +175,8 @@ async def pipe_copy(
             table, schema_name=schema, source=stream(), columns=list(columns), format="binary"
         )
     except BaseException:
-        if not producer.done():
-            producer.cancel()
-        # The source's error, when it has one, is the cause worth reporting.
-        await asyncio.gather(producer, return_exceptions=True)
-        if producer.done() and not producer.cancelled() and producer.exception() is not None:
-            raise producer.exception() from None  # type: ignore[misc]
+        # The source's error, when it has one, is the cause worth reporting: cancel_and_wait raises it.
+        await cancel_and_wait(producer, timeout_s=None)
         raise
     await producer
     return int(status.rsplit(" ", 1)[-1])

@@ -80,10 +80,9 @@ class PendingIntents:
             await self._client.aclose()
 
     async def snapshot(self, tenant: str) -> PendingSnapshot:
-        from redis.exceptions import RedisError
-
         from buffer_worker.intent import Intent, IntentDecodeError
         from buffer_worker.keys import partition_of, pending_key, stream_key
+        from common.store_errors import REDIS_ERRORS
 
         partition = partition_of(tenant, self._partitions)
         try:
@@ -92,7 +91,7 @@ class PendingIntents:
                 int(value) for name, value in counts.items() if name.decode().rpartition("|")[0] == tenant
             )
             entries: Any = await self._redis.xrange(stream_key(self._prefix, partition), count=_SCAN_LIMIT)
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             return PendingSnapshot(tenant, 0, error=f"intent buffer unreachable ({type(exc).__name__})")
         paths: set[str] = set()
         for _id, fields in entries:
@@ -128,14 +127,14 @@ class PendingIntents:
             return True
 
     async def wait_drained(self, snapshot: PendingSnapshot, timeout_s: float) -> bool:
-        from redis.exceptions import RedisError
+        from common.store_errors import REDIS_ERRORS
 
         deadline = time.monotonic() + timeout_s
         while True:
             try:
                 if await self.drained(snapshot):
                     return True
-            except (RedisError, OSError):
+            except REDIS_ERRORS:
                 pass
             if time.monotonic() >= deadline:
                 return False

@@ -8,6 +8,7 @@ verification or fetched a stored report from the admin API.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -208,8 +209,14 @@ async def latest_per_table(
     }
 
 
-def render(run: dict[str, Any], *, keys_shown: int = 5) -> str:
-    """A human table of a run's JSON form, then the differing keys and sample diffs of each table."""
+# Header and rows → the text of a table.
+TablePrinter = Callable[[list[str], list[list[str]]], str]
+
+
+def render(run: dict[str, Any], table: TablePrinter, *, keys_shown: int = 5) -> str:
+    """A human table of a run's JSON form, then the differing keys and sample diffs of each table.
+    `table` is the CLI's table printer (`proxy.cli_support.format_table`), handed down: the CLI composes
+    this package, not the other way round."""
     header = [
         "TABLE",
         "ROWS OLD",
@@ -234,7 +241,7 @@ def render(run: dict[str, Any], *, keys_shown: int = 5) -> str:
                 "pass" if t["passed"] else "FAIL",
             ]
         )
-    lines = [format_table(header, rows)]
+    lines = [table(header, rows)]
     for t in run["tables"]:
         for kind in (*KINDS, "unsettled"):
             keys = t["keys"].get(kind, [])
@@ -264,12 +271,6 @@ def _repair_line(table: str, repair: dict[str, Any]) -> str:
         return f"{table}: not repaired from {repair['from']}: {repair['refused']}"
     line = f"{table}: repaired from {repair['from']}: {repair['copied']} copied, {repair['deleted']} deleted"
     return line + (f", {repair['failed']} failed" if repair.get("failed") else "")
-
-
-def format_table(header: list[str], rows: list[list[str]]) -> str:
-    from proxy.cli_support import format_table as table  # the one table printer of every command
-
-    return table(header, rows)
 
 
 def _short(value: Any, limit: int = 40) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -30,6 +30,7 @@ from backfill.rest_checkpoint import PageDone
 from backfill.rest_pages import Page
 from backfill.rest_writer import REPLACED, ClaimLapsing, RecordWriter
 from buffer_worker.copy_marks import Claim, CopyClaims
+from common.tasks import cancel_and_wait
 from config.data import RestResource
 
 # Test seam: awaited with ("listed" | "claimed", page) between a page's read and its claim, and between
@@ -206,15 +207,12 @@ class ResourceCopy:
                 following = None
         except BaseException:
             # Writers first: no write may land after its claim is released.
-            await _stop(writers)
+            await cancel_and_wait(*writers, reraise=False)
             for work in in_flight:  # not committed: written again by the next run
                 await asyncio.shield(self._claims.release(work.keys))
             raise
         finally:
-            await _stop(writers)
-            if following is not None:
-                following.cancel()
-                await asyncio.gather(following, return_exceptions=True)
+            await cancel_and_wait(*writers, following, reraise=False)
         return report.done
 
     async def _claim(self, page: Page, queue: _Jobs) -> _PageWork:
@@ -341,9 +339,3 @@ class ResourceCopy:
                 work.pending -= 1
                 if work.pending == 0:
                     work.done.set()
-
-
-async def _stop(tasks: Sequence[asyncio.Future[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -362,13 +362,17 @@ async def _plan_ranges(
     return [(None, None)]
 
 
-async def _all_or_nothing(calls: Sequence[Any]) -> None:
-    """Run `calls` concurrently; on the first failure cancel the rest and raise it."""
-    tasks = [asyncio.ensure_future(call) for call in calls]
+async def _all_or_nothing(calls: Sequence[Coroutine[Any, Any, None]]) -> None:
+    """Run `calls` concurrently; on the first failure cancel the rest and raise that failure itself.
+
+    A task group's ExceptionGroup is unwrapped to its first error (the group records them in the order
+    they happened), so a caller catches the error the copy raised, as it would from a single copy; its
+    cause chain is kept, and the group is not shown as its context."""
     try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+        async with asyncio.TaskGroup() as group:
+            for call in calls:
+                group.create_task(call)
+    except BaseExceptionGroup as failed:
+        first = failed.exceptions[0]
+        first.__suppress_context__ = True
+        raise first  # noqa: B904 - not `from`: that would replace the cause the error carries

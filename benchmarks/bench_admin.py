@@ -32,8 +32,8 @@ import threading
 import time
 from pathlib import Path
 
-from bench_telemetry import PATH, REPO, Harness, free_port, http_get, log, run_wrk
-from markdown_section import write_section
+from bench_telemetry import PATH, REPO, Harness, http_get, run_wrk
+from harness import free_port, log, write_section
 
 MARK_START = "<!-- bench_admin:start -->"
 MARK_END = "<!-- bench_admin:end -->"

@@ -35,7 +35,6 @@ import os
 import platform
 import shlex
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -46,9 +45,12 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from markdown_section import (  # this folder's helper (scripts run from here)
+from harness import (  # this folder's harness (scripts run from here)
     cpu_model,
     export_tree,
+    log,
+    median,
+    rates,
     shown_path,
     write_section,
 )
@@ -127,10 +129,6 @@ REFERENCE_SELECT = (
     + TENANT
     + "'"
 )
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 async def execute(url: str, *statements: str, args: tuple[Any, ...] = ()) -> None:
@@ -345,14 +343,6 @@ class Bench:
             for label, value in (await self.digest_rates()).items():
                 self.digests.setdefault(label, []).append(value)
                 log(f"round {round_no}: digest {label}: {value:,.0f} rows/s")
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
-def rates(values: list[float]) -> str:
-    return ", ".join(f"{v:,.0f}" for v in values)
 
 
 def section(bench: Bench, command: str, pg_version: str) -> str:

@@ -24,7 +24,6 @@ import datetime as dt
 import os
 import platform
 import random
-import re
 import secrets
 import shlex
 import shutil
@@ -39,16 +38,27 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import aiohttp
 import asyncpg
 import orjson
 import redis.asyncio as aioredis
 import uvloop
-from markdown_section import (  # this folder's helper (scripts run from here)
+from harness import (  # this folder's harness (scripts run from here)
+    BenchError,
+    Processes,
+    WrkResult,
     cpu_model,
+    free_port,
+    log,
+    median,
+    parse_wrk,
+    percentile,
+    rates,
     shown_path,
+    tail,
+    wait_http,
     write_section,
 )
 from redis._parsers import _AsyncRESP2Parser
@@ -95,10 +105,6 @@ HOLD_TARGET_S = 2.0
 SWITCH_RATE_PER_S = 500
 SWITCH_TENANT = "bench-switch"
 LEASE_TTL_S = 3.0  # the project default (worker.lease_ttl_s)
-
-
-def log(message: str) -> None:
-    print(f"[{dt.datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- intents
@@ -212,57 +218,6 @@ async def produce(
 # --------------------------------------------------------------------------- processes
 
 
-class Processes:
-    """Every process this script starts, each in its own session (process group), stopped at the end."""
-
-    def __init__(self) -> None:
-        self._procs: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]] = []
-
-    def start(self, name: str, argv: Sequence[str], *, cwd: Path, log_path: Path) -> subprocess.Popen[bytes]:
-        log(f"start {name}: {shlex.join(argv)}")
-        out = log_path.open("wb")
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("CUTOVER_")}
-        proc = subprocess.Popen(
-            list(argv),
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self._procs.append((name, proc, out))
-        return proc
-
-    @staticmethod
-    def signal(proc: subprocess.Popen[bytes], sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
-
-    def stop(self, proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
-        if proc.poll() is None:
-            self.signal(proc, signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.signal(proc, signal.SIGKILL)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=5)
-        self.signal(proc, signal.SIGKILL)  # anything left in the group
-        for i, (_name, known, out) in enumerate(self._procs):
-            if known is proc:
-                out.close()
-                del self._procs[i]
-                break
-
-    def stop_all(self) -> None:
-        for _name, proc, _out in list(reversed(self._procs)):
-            try:
-                self.stop(proc)
-            except Exception as exc:  # keep stopping the others
-                log(f"could not stop pid {proc.pid}: {exc}")
-
-
 def owned_by_all(owner: str) -> Callable[[list[str | None]], bool]:
     def check(owners: list[str | None]) -> bool:
         return all(o == owner for o in owners)
@@ -275,42 +230,6 @@ def shared_by(ids: list[str]) -> Callable[[list[str | None]], bool]:
         return None not in owners and all(owners.count(w) == len(owners) // len(ids) for w in ids)
 
     return check
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-class BenchError(Exception):
-    pass
-
-
-async def wait_http(url: str, proc: subprocess.Popen[bytes], log_path: Path, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    last = "no answer"
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0)) as session:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise BenchError(f"exited with {proc.returncode} before ready:\n{tail(log_path)}")
-            try:
-                async with session.get(url) as resp:
-                    if resp.status == 200:
-                        return
-                    last = f"HTTP {resp.status}"
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                last = repr(exc)
-            await asyncio.sleep(0.1)
-    raise BenchError(f"{url} not ready after {timeout_s:.0f} s ({last}):\n{tail(log_path)}")
 
 
 def nginx_conf(prefix: Path, port: int, logged_port: int, access_log: Path) -> str:
@@ -347,40 +266,6 @@ http {{
 """
 
 
-# --------------------------------------------------------------------------- wrk
-
-
-_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
-
-
-@dataclass(frozen=True)
-class WrkResult:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    requests: int
-    errors: int
-
-
-def parse_wrk(output: str) -> WrkResult:
-    rps = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.M)
-    pct: dict[str, float] = {}
-    for m in re.finditer(r"^\s+(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m)\s*$", output, re.M):
-        pct[m.group(1)] = float(m.group(2)) * _UNITS_MS[m.group(3)]
-    if rps is None or "50" not in pct or "99" not in pct:
-        raise BenchError(f"cannot parse wrk output:\n{output}")
-    reqs = re.search(r"^\s*(\d+) requests in", output, re.M)
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
-    return WrkResult(
-        rps=float(rps.group(1)),
-        p50_ms=pct["50"],
-        p99_ms=pct["99"],
-        requests=int(reqs.group(1)) if reqs else 0,
-        errors=(int(non2xx.group(1)) if non2xx else 0) + (sum(int(g) for g in sock.groups()) if sock else 0),
-    )
-
-
 # --------------------------------------------------------------------------- results
 
 
@@ -401,23 +286,8 @@ class Report:
     floors: dict[str, float] = field(default_factory=dict)  # minimal-drain medians, for the worker's ratio
 
 
-def med(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(round(q / 100 * len(ordered) + 0.5)) - 1))]
-
-
 def verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("PASS" if ok else "FAIL")
-
-
-def rates(values: Sequence[float]) -> str:
-    return ", ".join(f"{v:,.0f}" for v in values)
 
 
 # --------------------------------------------------------------------------- the bench
@@ -573,7 +443,7 @@ class Bench:
                             break
                     elapsed = time.perf_counter() - t0
                     results[parser]["unpiped"].append(len(lat_ns) / elapsed)
-                    results[parser]["p50_us"].append(pct([x / 1000 for x in lat_ns], 50))
+                    results[parser]["p50_us"].append(percentile([x / 1000 for x in lat_ns], 50))
                     await client.delete(stream)
                     done = 0
                     t0 = time.perf_counter()
@@ -597,7 +467,7 @@ class Bench:
             Row(
                 "1",
                 "XADD, one client, unpipelined (hiredis as installed)",
-                f"{med(h['unpiped']):,.0f}/s, p50 {med(h['p50_us']):.0f} µs",
+                f"{median(h['unpiped']):,.0f}/s, p50 {median(h['p50_us']):.0f} µs",
                 "none (reference ~10,300/s)",
                 "info",
             )
@@ -606,7 +476,7 @@ class Bench:
             Row(
                 "1",
                 "XADD, pipelined by 100 (hiredis)",
-                f"{med(h['piped']):,.0f}/s",
+                f"{median(h['piped']):,.0f}/s",
                 "none (ref ~26,600/s)",
                 "info",
             )
@@ -628,7 +498,8 @@ class Bench:
             (f"plain redis-py (`{used.get('plain', '?')}`)", p),
         ):
             self.report.details.append(
-                f"| {name} | {med(r['unpiped']):,.0f} | {med(r['p50_us']):.0f} µs | {med(r['piped']):,.0f} |"
+                f"| {name} | {median(r['unpiped']):,.0f} | {median(r['p50_us']):.0f} µs |"
+                f" {median(r['piped']):,.0f} |"
                 f" {rates(r['unpiped'])}; {rates(r['piped'])} |"
             )
         self.report.details.append("")
@@ -816,23 +687,23 @@ class Bench:
                     ratios[name].append(pg[-1] / floor[name][-1])
         n = f"{self.intents:,}"
         if with_floor:
-            self.report.floors = {k: med(v) for k, v in floor.items()}
+            self.report.floors = {k: median(v) for k, v in floor.items()}
             for what, label in FLOOR_LABELS.items():
                 self.report.rows.append(
                     Row(
                         "2",
                         f"minimal drain, {label} ({parsers.get(what, '?')})",
-                        f"{med(floor[what]):,.0f}/s",
+                        f"{median(floor[what]):,.0f}/s",
                         "none (floor)" if what == "fields" else "none (reference)",
                         "info",
                     )
                 )
         if with_worker:
             mism = sum(c[0] for c in checks)
-            ratio = med(ratios["fields"]) if with_floor else float("nan")
-            ok = med(pg) >= 20_000 and (ratio >= 4.0 if with_floor else False) and mism == 0
+            ratio = median(ratios["fields"]) if with_floor else float("nan")
+            ok = median(pg) >= 20_000 and (ratio >= 4.0 if with_floor else False) and mism == 0
             ratio_text = (
-                f"{ratio:.2f}× the floor ({med(ratios['plain']):.2f}× the packed-entry plain drain)"
+                f"{ratio:.2f}× the floor ({median(ratios['plain']):.2f}× the packed-entry plain drain)"
                 if with_floor
                 else "ratio n/a (drain not run)"
             )
@@ -841,9 +712,9 @@ class Bench:
                     "3",
                     "Worker + PostgresApplier, state transfer from old's database (16 partitions,"
                     f" 50 tenants, batch_size {self.batch_size})",
-                    f"{med(pg):,.0f}/s; {ratio_text}; {mism} mismatches",
+                    f"{median(pg):,.0f}/s; {ratio_text}; {mism} mismatches",
                     "≥ 20,000/s and ≥ 4× the floor, 0 mismatches",
-                    verdict(ok) if with_floor else ("n/a" if med(pg) >= 20_000 and mism == 0 else "FAIL"),
+                    verdict(ok) if with_floor else ("n/a" if median(pg) >= 20_000 and mism == 0 else "FAIL"),
                 )
             )
             replay_mism = sum(c[0] for c in replay_checks)
@@ -851,7 +722,7 @@ class Bench:
                 Row(
                     "3",
                     "Worker + PostgresApplier, bodies replayed (`state_transfer: false`)",
-                    f"{med(replay):,.0f}/s; {replay_mism} mismatches",
+                    f"{median(replay):,.0f}/s; {replay_mism} mismatches",
                     "none (reference)",
                     "info",
                 )
@@ -889,21 +760,21 @@ class Bench:
         if with_floor:
             for what, label in FLOOR_LABELS.items():
                 self.report.details.append(
-                    f"| minimal, {label} | {med(floor[what]):,.0f} | {rates(floor[what])} |"
+                    f"| minimal, {label} | {median(floor[what]):,.0f} | {rates(floor[what])} |"
                 )
         if with_worker:
             self.report.details.append(
-                f"| Worker + PostgresApplier, state transfer | {med(pg):,.0f} | {rates(pg)} |"
+                f"| Worker + PostgresApplier, state transfer | {median(pg):,.0f} | {rates(pg)} |"
             )
             self.report.details.append(
-                f"| Worker + PostgresApplier, replayed | {med(replay):,.0f} | {rates(replay)} |"
+                f"| Worker + PostgresApplier, replayed | {median(replay):,.0f} | {rates(replay)} |"
             )
             if with_floor:
                 self.report.details.append("")
                 for what, label in FLOOR_LABELS.items():
                     per_round = ", ".join(f"{r:.2f}×" for r in ratios[what])
                     self.report.details.append(
-                        f"- Worker / minimal drain ({label}): median {med(ratios[what]):.2f}×;"
+                        f"- Worker / minimal drain ({label}): median {median(ratios[what]):.2f}×;"
                         f" per round {per_round}"
                     )
             self.report.details.append(
@@ -955,12 +826,12 @@ class Bench:
             order_errors.append(errors)
             seen_counts.append(seen)
             log(f"http round {rnd + 1}: {results[-1]:,.0f}/s, {seen} requests logged, {errors} out of order")
-        ok = med(results) >= 3000 and sum(order_errors) == 0 and all(s >= total for s in seen_counts)
+        ok = median(results) >= 3000 and sum(order_errors) == 0 and all(s >= total for s in seen_counts)
         self.report.rows.append(
             Row(
                 "4",
                 "Worker + HttpApplier → nginx",
-                f"{med(results):,.0f}/s; {sum(order_errors)} out-of-order",
+                f"{median(results):,.0f}/s; {sum(order_errors)} out-of-order",
                 "≥ 3,000/s, per-partition order",
                 verdict(ok),
             )
@@ -1049,14 +920,14 @@ class Bench:
             self.procs.stop(dual)
         breakdown = await self.append_breakdown()
         deltas = [d.p50_ms - lg.p50_ms for lg, d in zip(res["legacy"], res["dual_write"], strict=True)]
-        delta = med(deltas)
+        delta = median(deltas)
         errors = sum(r.errors for rs in res.values() for r in rs)
         self.report.rows.append(
             Row(
                 "5",
                 "append latency added (PUT p50, dual_write − legacy, 1 conn)",
-                f"{delta:+.3f} ms ({med([r.p50_ms for r in res['legacy']]):.3f} → "
-                f"{med([r.p50_ms for r in res['dual_write']]):.3f} ms)",
+                f"{delta:+.3f} ms ({median([r.p50_ms for r in res['legacy']]):.3f} → "
+                f"{median([r.p50_ms for r in res['dual_write']]):.3f} ms)",
                 "≤ 0.3 ms",
                 verdict(delta <= 0.3 and errors == 0),
             )
@@ -1118,7 +989,7 @@ class Bench:
         finally:
             await sink.close()
             await client.aclose()
-        return {k: pct(v, 50) for k, v in samples.items()}
+        return {k: percentile(v, 50) for k, v in samples.items()}
 
     # -- 6. takeover ---------------------------------------------------------------------------------
     async def owners(self, prefix: str) -> list[str | None]:
@@ -1251,7 +1122,7 @@ class Bench:
                 "6",
                 "takeover after SIGKILL of one of two workers",
                 (
-                    f"median {med(finished):.2f} s, worst {'>45 s' if worst is None else f'{worst:.2f} s'}"
+                    f"median {median(finished):.2f} s, worst {'>45 s' if worst is None else f'{worst:.2f} s'}"
                     if finished
                     else "not within 45 s"
                 )
@@ -1349,14 +1220,14 @@ class Bench:
             if not any(sched <= w1 and sched + lat >= w0 for w0, w1 in windows)
         ]
         failed = [s for _, _, s in writes if not 200 <= s < 300]
-        p99 = pct(in_window, 99)
+        p99 = percentile(in_window, 99)
         durations = [d for _, d, _, _ in calls]
         refused = [c for c in calls if c[2] != 200]
         self.report.rows.append(
             Row(
                 "7",
                 "authority-switch hold (write p99 during switches)",
-                f"{1000 * p99:.0f} ms; admin call p50 {1000 * med(durations):.0f} ms, max"
+                f"{1000 * p99:.0f} ms; admin call p50 {1000 * median(durations):.0f} ms, max"
                 f" {1000 * max(durations, default=0):.0f} ms; {len(refused)}/{len(calls)} switches refused",
                 "≤ 2 s p99",
                 verdict(p99 <= HOLD_TARGET_S and not failed),
@@ -1374,10 +1245,10 @@ class Bench:
             "",
             f"- writes: {len(writes):,} total, {len(failed)} non-2xx"
             f" ({', '.join(sorted({str(s) for s in failed})) or 'none'})",
-            f"- in switch windows: {len(in_window):,} writes, p50 {1000 * pct(in_window, 50):.1f} ms,"
+            f"- in switch windows: {len(in_window):,} writes, p50 {1000 * percentile(in_window, 50):.1f} ms,"
             f" p99 {1000 * p99:.1f} ms, max {1000 * max(in_window, default=0):.1f} ms",
-            f"- outside: {len(outside):,} writes, p50 {1000 * pct(outside, 50):.1f} ms,"
-            f" p99 {1000 * pct(outside, 99):.1f} ms",
+            f"- outside: {len(outside):,} writes, p50 {1000 * percentile(outside, 50):.1f} ms,"
+            f" p99 {1000 * percentile(outside, 99):.1f} ms",
             "- admin calls (ms): "
             + ", ".join(f"{p} {1000 * d:.0f}" + ("" if s == 200 else f" [{s}]") for p, d, s, _ in calls),
         ]

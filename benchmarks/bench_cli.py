@@ -38,7 +38,7 @@ from pathlib import Path
 
 import asyncpg
 import yaml
-from markdown_section import cpu_model, export_tree, shown_path, write_section  # this folder's helper
+from harness import cpu_model, cpu_seconds, export_tree, log, shown_path, write_section  # this folder's
 
 from proxy.schema import ensure_schema
 
@@ -52,10 +52,6 @@ ROWS = 1_000
 DDL = "CREATE TABLE items (tenant_id text, id bigint, amount numeric(12,2), PRIMARY KEY (tenant_id, id))"
 FILL = "INSERT INTO items SELECT $1, g, g / 100.0 FROM generate_series(1, $2::int) AS g"
 TARGET_FIRST_QUERY_S = 0.3
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 class Relay:
@@ -85,19 +81,9 @@ class Relay:
         if self.first_accept is None:
             self.first_accept = time.perf_counter()
             if self.watched is not None:
-                self.first_cpu_s = _cpu_s(self.watched)
+                self.first_cpu_s = cpu_seconds(self.watched)
         upstream_reader, upstream_writer = await asyncio.open_connection(PG_HOST, PG_PORT)
         await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
-
-
-def _cpu_s(pid: int) -> float | None:
-    """User + system CPU time of `pid` so far (/proc, clock ticks): what the start-up costs on an idle
-    machine, whatever the other jobs on this one do to the wall clock."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

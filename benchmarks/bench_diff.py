@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from markdown_section import (  # this folder's helper (scripts run from here)
+from harness import (  # this folder's harness (scripts run from here)
     cpu_model,
     shown_path,
     write_section,

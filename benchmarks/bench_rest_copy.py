@@ -33,7 +33,6 @@ import datetime as dt
 import os
 import platform
 import shlex
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,7 +44,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from markdown_section import cpu_model, write_section  # this folder's helper (scripts run from here)
+from harness import cpu_model, free_port, write_section  # this folder's harness (scripts run from here)
 
 MARK_START = "<!-- bench_rest_copy:start -->"
 MARK_END = "<!-- bench_rest_copy:end -->"
@@ -159,12 +158,6 @@ async def cutover_copy(settings: Any, concurrency: int, resource: str) -> int:
     options = BackfillOptions(TENANT, resources=(resource,), concurrency=concurrency, restart=True)
     report = await run_backfill(settings, options)
     return report.resources[0].items_copied
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def wait_up(url: str) -> None:

@@ -35,8 +35,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from markdown_section import (  # this folder's helper (scripts run from here)
+from harness import (  # this folder's harness (scripts run from here)
     cpu_model,
+    log,
     shown_path,
     write_section,
 )
@@ -115,10 +116,6 @@ def measure(cached_n: int, uncached_n: int) -> dict[str, Any]:
 
 
 # -- the parent ------------------------------------------------------------------------------------------
-def log(message: str) -> None:
-    print(f"[bench_sql] {message}", file=sys.stderr, flush=True)
-
-
 def make_venv(path: Path, requirement: str) -> tuple[Path, str]:
     """A venv with `requirement`; returns its python and what happened ("ok" or pip's last error line)."""
     subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)

@@ -39,8 +39,6 @@ import platform
 import re
 import secrets
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -50,9 +48,17 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
-from markdown_section import write_section  # this folder's helper (scripts run from here)
+from harness import (  # this folder's harness (scripts run from here)
+    Processes,
+    WrkResult,
+    cpu_seconds,
+    free_port,
+    load_average,
+    log,
+    parse_wrk,
+    write_section,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 CUTOVER = REPO / ".venv" / "bin" / "cutover"
@@ -82,16 +88,6 @@ TELEMETRY = {
 INSTRUMENTED = [name for name, lines in TELEMETRY.items() if "  metrics: true" in lines]
 
 
-def log(message: str) -> None:
-    print(f"[{dt.datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 3.0) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout) as r:
@@ -100,19 +96,7 @@ def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 3
         return exc.code, exc.read()
 
 
-@dataclass
-class Wrk:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    requests: int
-    errors: int
-
-
-_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-
-
-def run_wrk(url: str, connections: int, duration: int, pin: bool) -> Wrk:
+def run_wrk(url: str, connections: int, duration: int, pin: bool) -> WrkResult:
     argv = [
         WRK,
         "-t1",
@@ -125,18 +109,7 @@ def run_wrk(url: str, connections: int, duration: int, pin: bool) -> Wrk:
     ]
     argv = ["taskset", "-c", "1", *argv] if pin else argv
     out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30, check=True).stdout
-    pct = {
-        m.group(1): float(m.group(2)) * _UNITS[m.group(3)]
-        for m in re.finditer(r"^\s+(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-    }
-    rps = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
-    total = re.search(r"^\s*(\d+) requests in", out, re.M)
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if rps is None or total is None or "50" not in pct:
-        raise RuntimeError(f"cannot parse wrk output:\n{out}")
-    errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sock.groups())) if sock else 0)
-    return Wrk(float(rps.group(1)), pct["50"], pct["99"], int(total.group(1)), errors)
+    return parse_wrk(out)
 
 
 @dataclass
@@ -145,7 +118,7 @@ class Target:
     url: str = ""
     admin: str = ""
     proc: subprocess.Popen[bytes] | None = None
-    runs: list[Wrk] = field(default_factory=list)
+    runs: list[WrkResult] = field(default_factory=list)
     cpu_us: list[float] = field(default_factory=list)  # proxy CPU time per request, per run
     sent: int = 0  # every request wrk sent, warm-up included
 
@@ -157,17 +130,13 @@ class Harness:
     def __init__(self, workdir: Path, pin: bool) -> None:
         self.workdir = workdir
         self.pin = pin
-        self.procs: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
+        self.procs = Processes()
         self.run_id = secrets.token_hex(4)
         self.databases: list[str] = []
 
     def start(self, name: str, argv: list[str], cpu: str) -> subprocess.Popen[bytes]:
-        out = (self.workdir / f"{name}.log").open("wb")
-        argv = ["taskset", "-c", cpu, *argv] if self.pin else argv
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("CUTOVER_")}
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-        self.procs.append((proc, out))
-        return proc
+        log_path = self.workdir / f"{name}.log"
+        return self.procs.start(name, argv, log_path=log_path, cpu=cpu if self.pin else None)
 
     def psql(self, sql: str) -> None:
         subprocess.run(
@@ -246,15 +215,7 @@ http {{ access_log off; client_body_temp_path {prefix}/b; proxy_temp_path {prefi
         raise RuntimeError(f"{url} not ready within {timeout_s:.0f} s")
 
     def stop_all(self) -> None:
-        for proc, out in reversed(self.procs):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-            out.close()
+        self.procs.stop_all()
         for database in self.databases:
             with contextlib.suppress(subprocess.SubprocessError, OSError):
                 self.psql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
@@ -269,27 +230,6 @@ def scraped_requests(target: Target) -> float | None:
 
 
 LOADS: list[str] = []
-_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process tree (the proxy and its shadow process)."""
-    total = 0.0
-    pids = [pid]
-    with contextlib.suppress(OSError):
-        pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    for one in pids:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
-    return total
-
-
-def load_average() -> str:
-    try:
-        return Path("/proc/loadavg").read_text().split()[0]
-    except OSError:
-        return "?"
 
 
 def render(args: argparse.Namespace, targets: dict[str, Target], pin: bool, checks: list[str]) -> str:
@@ -376,9 +316,13 @@ def main(argv: list[str] | None = None) -> int:
             shift = (round_number - 1) % len(names)
             for target in (targets[name] for name in names[shift:] + names[:shift]):
                 assert target.proc is not None
-                cpu_before = cpu_seconds(target.proc.pid)
+                cpu_before = cpu_seconds(target.proc.pid, children=True) or 0.0
                 run = run_wrk(target.url, args.connections, args.duration, pin)
-                target.cpu_us.append((cpu_seconds(target.proc.pid) - cpu_before) / max(1, run.requests) * 1e6)
+                target.cpu_us.append(
+                    ((cpu_seconds(target.proc.pid, children=True) or 0.0) - cpu_before)
+                    / max(1, run.requests)
+                    * 1e6
+                )
                 target.runs.append(run)
                 target.sent += run.requests
                 log(

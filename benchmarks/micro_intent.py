@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from markdown_section import shown_path, write_section  # this folder's helper (scripts run from here)
+from harness import shown_path, write_section  # this folder's harness (scripts run from here)
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))

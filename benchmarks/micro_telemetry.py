@@ -36,7 +36,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from markdown_section import write_section  # this folder's helper (scripts run from here)
+from harness import write_section  # this folder's harness (scripts run from here)
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))

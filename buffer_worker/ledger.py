@@ -15,6 +15,8 @@ import logging
 
 import asyncpg
 
+from common.store_errors import PG_ERRORS
+
 LEDGER_DDL = """
 CREATE TABLE IF NOT EXISTS cutover_applied_intent (
     intent_id   text PRIMARY KEY,
@@ -52,7 +54,7 @@ async def prune_forever(pool: asyncpg.Pool, retention_s: float, interval_s: floa
         await asyncio.sleep(interval_s)
         try:
             deleted = await prune_ledger(pool, retention_s)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except PG_ERRORS as exc:
             log.warning("ledger pruning failed (%s); retrying in %.0f s", type(exc).__name__, interval_s)
             continue
         if deleted:

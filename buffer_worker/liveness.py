@@ -15,9 +15,9 @@ import time
 from typing import cast
 
 import redis
-from redis.exceptions import RedisError
 
 from buffer_worker.keys import workers_key
+from common.store_errors import REDIS_ERRORS
 from config.settings import Settings
 
 
@@ -38,7 +38,7 @@ def check_worker(settings: Settings, *, host: str | None = None) -> tuple[bool, 
             list[tuple[bytes, float]],
             client.zrange(workers_key(settings.buffer.key_prefix), 0, -1, withscores=True),
         )
-    except (RedisError, OSError) as exc:
+    except REDIS_ERRORS as exc:
         return False, f"Redis is unreachable ({type(exc).__name__}): no worker can be alive"
     finally:
         client.close()

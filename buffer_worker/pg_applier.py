@@ -28,13 +28,13 @@ batch transaction and under the same ledger (always on the intent-by-intent path
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import msgspec
 import orjson
 
 from buffer_worker.apply_errors import ApplyError, PermanentApplyError, UnapplicableIntentError
@@ -53,6 +53,7 @@ from buffer_worker.pg_batch import (
 from buffer_worker.pg_errors import UNREACHABLE, database_error
 from buffer_worker.pg_state import RowKey, StateSource
 from buffer_worker.sql_apply import SqlIntents, coerce
+from common.tasks import cancel_and_wait
 from config.pg_applier import PostgresApplierSettings, PostgresResource
 from routing.phases import Side
 
@@ -139,10 +140,7 @@ class PostgresApplier:
             )
 
     async def close(self) -> None:
-        if self._pruning is not None:
-            self._pruning.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pruning
+        await cancel_and_wait(self._pruning)
         if self._pool is not None:
             await self._pool.close()
         if self._state is not None:
@@ -372,17 +370,6 @@ def _created_key(intent: Intent, id_field: str) -> str | None:
 
 
 def _as_put(intent: Intent, path: str) -> Intent:
-    """A create, as the PUT to the path the authoritative side gave the new resource."""
-    return Intent(
-        tenant=intent.tenant,
-        target=intent.target,
-        method="PUT",
-        path=path,
-        query=intent.query,
-        headers=intent.headers,
-        body=intent.body,
-        status=intent.status,
-        response_body=intent.response_body,
-        intent_id=intent.intent_id,
-        created_ms=intent.created_ms,
-    )
+    """A create, as the PUT to the path the authoritative side gave the new resource; every other field
+    (its id, trace context, the authoritative answer) is the create's."""
+    return msgspec.structs.replace(intent, method="PUT", path=path)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from buffer_worker.intent import Intent
 from buffer_worker.keys import partition_of, pending_field, pending_key, stream_key
 from buffer_worker.sink import BufferUnavailableError, Refusal
+from common.store_errors import REDIS_ERRORS
 from routing.phases import Side
 
 # XADD and the pending counter's increment, atomically (the counter never says 0 while an intent is in
@@ -53,7 +53,7 @@ class RedisIntentProducer:
         """Raise `BufferUnavailableError` unless Redis answers."""
         try:
             await self._redis.ping()
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self.reachable = False
             raise BufferUnavailableError("", type(exc).__name__) from exc
         self.reachable = True
@@ -66,7 +66,7 @@ class RedisIntentProducer:
             args += (name, value)
         try:
             await self._append(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self.reachable = False
             raise BufferUnavailableError(intent.tenant, type(exc).__name__) from exc
         self.reachable = True
@@ -77,7 +77,7 @@ class RedisIntentProducer:
             value = await self._redis.hget(
                 pending_key(self._prefix, partition), pending_field(tenant, target)
             )
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise BufferUnavailableError(tenant, type(exc).__name__) from exc
         return int(value or 0)
 

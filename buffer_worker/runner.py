@@ -6,12 +6,13 @@ import asyncio
 import logging
 import signal
 
+from buffer_worker.applier import Applier
 from buffer_worker.http_applier import HttpApplier
 from buffer_worker.pg_applier import PostgresApplier
 from buffer_worker.pg_state import DatabaseState, HttpState, StateSource
 from buffer_worker.side_appliers import SideAppliers
 from buffer_worker.sql_apply import SqlIntents
-from buffer_worker.worker import Applier, Worker
+from buffer_worker.worker import Worker
 from config.settings import Settings
 from routing.phases import Side
 from telemetry.logs import configure_logging

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
+from buffer_worker.applier import Applier, BatchApplier
 from buffer_worker.apply_errors import PermanentApplyError
 from buffer_worker.copy_marks import Outcomes
 from buffer_worker.intent import Intent
-from buffer_worker.worker import Applier
 from routing.phases import Side
 
 
@@ -35,6 +35,8 @@ class SideAppliers:
         self._missing = dict(missing)  # side -> the setting its intents need
         # One applier may serve both sides (HTTP): start and close it once.
         self._distinct = list({id(a): a for a in self._appliers.values()}.values())
+        # Decided once: `batchable` is asked for every intent of every batch.
+        self._batching = {side for side, a in self._appliers.items() if isinstance(a, BatchApplier)}
         # The HTTP side's record of what it settled (the copies' facts), when there is one.
         self.outcomes: Outcomes | None = next(
             (o for a in self._distinct if (o := getattr(a, "outcomes", None)) is not None), None
@@ -58,18 +60,15 @@ class SideAppliers:
             by_side.setdefault(intent.target, []).append(intent)
         for side, part in by_side.items():
             applier = self._appliers[side]
-            apply_batch: Callable[[Sequence[Intent]], Awaitable[None]] | None = getattr(
-                applier, "apply_batch", None
-            )
-            if apply_batch is not None:
-                await apply_batch(part)
+            if isinstance(applier, BatchApplier):
+                await applier.apply_batch(part)
                 continue
             for intent in part:
                 await applier.apply(intent)
 
     def batchable(self, intent: Intent) -> bool:
         """Whether `intent` may be applied in a one-call batch, outside the worker's ledger."""
-        return getattr(self._appliers.get(intent.target), "apply_batch", None) is not None
+        return intent.target in self._batching
 
     async def resolve(self, intent: Intent) -> None:
         """An intent in doubt: settled from the authoritative side by an applier that can (HTTP);

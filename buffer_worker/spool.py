@@ -44,6 +44,7 @@ from buffer_worker.intent import Intent
 from buffer_worker.producer import RedisIntentProducer
 from buffer_worker.sink import BufferUnavailableError, Refusal
 from buffer_worker.spool_check import check_spool, spool_problem
+from common.tasks import cancel_and_wait
 from routing.phases import Side
 
 log = logging.getLogger("cutover.spool")
@@ -158,10 +159,7 @@ class SpoolingSink:
 
     async def close(self) -> None:
         self._closing = True
-        if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         await self._producer.close()
 
     # -- Redis --------------------------------------------------------------------------------------------

@@ -38,16 +38,17 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from buffer_worker.applier import Applier, BatchApplier
 from buffer_worker.apply_errors import (
     PermanentApplyError,
     TransientApplyError,
@@ -73,6 +74,8 @@ from buffer_worker.liveness import default_worker_id
 from buffer_worker.records import RecordMap
 from buffer_worker.redis_ledger import APPLIED, SENDING, RedisLedger
 from buffer_worker.throttle import TenantThrottle
+from common.store_errors import REDIS_ERRORS
+from common.tasks import cancel_and_wait
 from config.settings import Settings
 from routing.phases import Side
 from telemetry.tracing import context_from_traceparent
@@ -82,19 +85,6 @@ T = TypeVar("T")
 Decoded = tuple[bytes, dict[bytes, bytes], Intent | IntentDecodeError]
 _REDRIVE_CHECK_S = 0.5
 _LEDGER_PRUNE_S = 60.0
-
-
-class Applier(Protocol):
-    async def start(self) -> None: ...
-    async def apply(self, intent: Intent) -> None: ...
-    async def close(self) -> None: ...
-
-
-# An applier may also offer `async def apply_batch(intents: Sequence[Intent]) -> None`, applying all of
-# them atomically, in order (see PostgresApplier); the worker uses it when a batch allows. One that offers
-# `async def resolve(intent: Intent) -> None` (HttpApplier), applying an intent whose fate is in doubt
-# without sending it twice, gets the worker's ledger of applied intent ids and its in-doubt handling. One
-# with `outcomes` (`copy_marks.Outcomes`) has what it settled counted in the facts of the copies open.
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +173,7 @@ class Worker:
             while not stop.is_set():
                 try:
                     await self._bounded(self._balance())
-                except (RedisError, OSError) as exc:
+                except REDIS_ERRORS as exc:
                     log.warning("lease round failed: %s", type(exc).__name__)
                 await self._publish_stats()
                 # asyncio.wait, not wait_for: on Python 3.11 a cancel landing as wait_for times out comes
@@ -197,7 +187,7 @@ class Worker:
             for partition in list(self._owned):
                 await self._drop(partition, graceful=True)
             await self._publish_stats()
-            with suppress(RedisError, OSError):
+            with suppress(*REDIS_ERRORS):
                 await self._redis.zrem(self._workers_key, self.worker_id)  # no longer counted in fair shares
             await self._applier.close()
             await self._redis.aclose()
@@ -218,7 +208,7 @@ class Worker:
                     if count:
                         pipe.hincrby(worker_stats_key(self._buffer.key_prefix), name, count)
                 await self._bounded(pipe.execute())
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             log.warning("could not publish worker counters: %s", type(exc).__name__)  # retried next round
             return
         self._published = snapshot
@@ -260,10 +250,9 @@ class Worker:
                     asyncio.shield(task), self._config.block_ms / 1000 + self._config.lease_ttl_s
                 )
             self._releasing.discard(partition)
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
-        with suppress(RedisError, OSError):
+        # Without bound: the lease is released below, and a drain still running must not outlive it.
+        await cancel_and_wait(task, timeout_s=None)
+        with suppress(*REDIS_ERRORS):
             await self._leases.release(partition)
 
     async def _drain(self, partition: int) -> None:
@@ -312,7 +301,7 @@ class Worker:
                 await self._process(partition, entries, blocked, redelivered=cursor != ">")
                 if cursor != ">":
                     cursor = entries[-1][0].decode()
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 # A read that failed on our side may still have been served by Redis (the entries are
                 # then delivered to us, in the pending list, but never seen), and a failed acknowledgement
                 # leaves a batch pending: either way, start over from our pending list.
@@ -423,7 +412,7 @@ class Worker:
         if counts:
             try:
                 await self._bounded(self._copy_marks.count(counts))
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 log.warning("copy facts not counted: %s", type(exc).__name__)
 
     async def _apply_whole_batch(
@@ -432,9 +421,9 @@ class Worker:
         """The fast path: an applier with `apply_batch` applies every entry in one call (one transaction).
         Taken only when every entry decodes and no tenant in it is blocked; returns None when not taken or
         when the batch fails, and the caller then applies entry by entry, which isolates the bad intent."""
-        apply_batch = getattr(self._applier, "apply_batch", None)
-        if apply_batch is None:
+        if not isinstance(self._applier, BatchApplier):
             return None
+        apply_batch = self._applier.apply_batch
         # With a ledger, an intent may skip it only where the applier's own applies are idempotent.
         batchable: Callable[[Intent], bool] = getattr(self._applier, "batchable", lambda _intent: True)
         intents: list[Intent] = []
@@ -516,7 +505,7 @@ class Worker:
         them."""
         try:
             await self._dead_letters.run_requested(partition)
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             log.warning("partition %d: dead-letter requests failed (%s)", partition, type(exc).__name__)
 
     def _count_applied(self, count: int) -> None:

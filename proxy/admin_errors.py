@@ -6,8 +6,9 @@
     ├── 404 not_found, 405 method_not_allowed    routing's own answers, reshaped here
     ├── 422 invalid_request                      a body or parameter that does not validate, with
     │                                            `problems: [{"field", "problem"}]`
-    ├── 503 store_unavailable                    PostgreSQL unreachable or failing
-    └── 503 buffer_unavailable                   Redis unreachable or failing
+    ├── 503 store_unavailable                    PostgreSQL unreachable or failing (`STORE_ERRORS`)
+    └── 503 buffer_unavailable                   Redis unreachable or failing (RedisError)
+AdminError is a `common.coded_error.CodedError`; the failure tuples are `common.store_errors`'.
 Routes add their own codes (409 version_conflict, 422 phase_move_not_allowed, ...) with AdminError.
 """
 
@@ -16,31 +17,28 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
-STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
-BUFFER_ERRORS = (RedisError,)
+from common.coded_error import CodedError
+from common.store_errors import STORE_ERRORS
+
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
-class AdminError(Exception):
+class AdminError(CodedError):
     def __init__(self, status: int, code: str, detail: str, **fields: Any) -> None:
-        super().__init__(detail)
+        super().__init__(detail, code=code, **fields)
         self.status = status
-        self.code = code
-        self.detail = detail
-        self.fields = fields
 
     def response(self, headers: Mapping[str, str] | None = None) -> JSONResponse:
         if self.status == 401:
             headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
         return JSONResponse(
-            {"error": self.code, "detail": self.detail, **self.fields},
+            self.to_dict(),
             status_code=self.status,
             headers=headers,
         )
@@ -83,5 +81,6 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = f"the intent buffer (Redis) is unavailable ({type(exc).__name__})"
         return AdminError(503, "buffer_unavailable", detail).response()
 
-    for error_type in BUFFER_ERRORS:
-        app.add_exception_handler(error_type, _buffer_error)
+    # RedisError alone: the socket layer's OSError and a timeout are already the store's handlers, and an
+    # exception class takes one handler.
+    app.add_exception_handler(RedisError, _buffer_error)

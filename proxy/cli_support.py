@@ -23,6 +23,8 @@ import json
 import sys
 from typing import Any
 
+from common.coded_error import CodedError
+
 EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
@@ -48,6 +50,8 @@ exit codes:
   3    unavailable: the admin API or a database unreachable, timed out, or answering 5xx
   130  interrupted
   141  output closed early (a pipe such as `| head`)"""
+# Every command's help ends with it: a script's author reads one command's help, not the top one's.
+EXIT_CODES_LINE = "exit codes: 0 done, 1 refused or check failed, 2 usage, 3 unavailable (`cutover --help`)"
 
 
 def examples(*lines: str, admin: bool = False) -> dict[str, Any]:
@@ -56,18 +60,16 @@ def examples(*lines: str, admin: bool = False) -> dict[str, Any]:
     text = "examples:\n" + "\n".join(f"  {line}" for line in lines) if lines else ""
     if admin:
         text += f"\n\n{ADMIN_ENVIRONMENT_HELP}"
+    text += f"\n\n{EXIT_CODES_LINE}"
     return {"epilog": text.strip(), "formatter_class": argparse.RawDescriptionHelpFormatter}
 
 
-class CommandError(Exception):
+class CommandError(CodedError):
     """A command that cannot go on: printed as an error (JSON with `--json`), exit with `exit_code`."""
 
     def __init__(self, code: str, detail: str, *, exit_code: int, **fields: Any) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
+        super().__init__(detail, code=code, **fields)
         self.exit_code = exit_code
-        self.fields = fields
 
 
 class UsageError(CommandError):
@@ -91,7 +93,7 @@ def print_json(body: Any) -> int:
 def report_error(error: CommandError, *, as_json: bool) -> int:
     """Print `error` the way the command's output is read, and give its exit code."""
     if as_json:
-        print(json.dumps({"error": error.code, "detail": error.detail, **error.fields}, sort_keys=True))
+        print(json.dumps(error.to_dict(), sort_keys=True))
         return error.exit_code
     if isinstance(error, UsageError):
         if error.usage:

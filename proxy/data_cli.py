@@ -7,7 +7,6 @@ parser, as every `cutover` command does, must not load them."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -222,7 +221,10 @@ def _verify(args: argparse.Namespace) -> int:
             exit_code=EXIT_UNAVAILABLE,
         ) from None
     body = run.as_json()
-    print(json.dumps(body, indent=2, sort_keys=True) if args.json else render(body))
+    if args.json:
+        print_json(body)
+    else:
+        print(render(body, format_table))
     return EXIT_OK if run.passed else EXIT_REFUSED
 
 
@@ -260,5 +262,5 @@ def _show_report(body: dict[str, Any], *, as_json: bool) -> int:
         "tables": [body["report"]],
     }
     print(f"report {body['id']} ({body['finished_at']}, run {body['run_id']})")
-    print(render(run))
+    print(render(run, format_table))
     return EXIT_OK

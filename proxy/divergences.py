@@ -21,11 +21,12 @@ from typing import Any
 import asyncpg
 import orjson
 
+from common.store_errors import STORE_ERRORS
+from common.tasks import cancel_and_wait
 from config.divergence import RetentionSettings
 
 log = logging.getLogger("cutover.divergences")
 _BATCH = 100
-_STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +86,7 @@ class DivergenceRecorder:
             return
         with suppress(TimeoutError):
             await asyncio.wait_for(self._queue.join(), drain_timeout_s)
-        self._task.cancel()
-        with suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
         if not self._queue.empty():
             log.warning("abandoned %d unrecorded divergence samples at shutdown", self._queue.qsize())
 
@@ -106,7 +105,7 @@ class DivergenceRecorder:
                 await prune(self._pool, {s.tenant for s in batch}, self._retention.max_samples_per_tenant)
                 if time.monotonic() - self._last_age_prune > self._retention.prune_interval_s:
                     await self._prune_by_age()
-            except _STORE_ERRORS as exc:
+            except STORE_ERRORS as exc:
                 self._on_dropped(len(batch))
                 log.warning("could not store %d divergence samples: %s", len(batch), type(exc).__name__)
             finally:
@@ -117,7 +116,7 @@ class DivergenceRecorder:
         self._last_age_prune = time.monotonic()
         try:
             await prune_older_than(self._pool, self._retention.max_age_s)
-        except _STORE_ERRORS as exc:
+        except STORE_ERRORS as exc:
             log.warning("could not prune old divergence samples: %s", type(exc).__name__)
 
 

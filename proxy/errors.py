@@ -1,6 +1,6 @@
 """Errors the data plane answers with, each in one stable JSON shape: `{"error": code, "detail": text, ...}`.
 
-ProxyError
+ProxyError (a `common.coded_error.CodedError`)
 ├── BadRequest             400  bad_request / invalid_tenant / invalid_target / sql_* (SQL endpoints)
 ├── RequestTimeout         408  request_timeout  (head or body too slow; the connection is closed)
 ├── PayloadTooLarge        413  body_too_large
@@ -19,24 +19,18 @@ from typing import Any
 import orjson
 
 from backends.errors import BackendFailure
+from common.coded_error import CodedError
 
 
-class ProxyError(Exception):
+class ProxyError(CodedError):
     status = 500
     code = "internal_error"
-
-    def __init__(self, detail: str, *, code: str | None = None, **fields: Any) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        if code is not None:
-            self.code = code
-        self.fields = fields
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         return []
 
     def body(self) -> bytes:
-        return orjson.dumps({"error": self.code, "detail": self.detail, **self.fields})
+        return orjson.dumps(self.to_dict())
 
 
 class BadRequest(ProxyError):

@@ -19,15 +19,15 @@ from contextlib import suppress
 from typing import Any
 
 import asyncpg
-from redis.exceptions import RedisError
 
 from buffer_worker.keys import partition_of
+from common.store_errors import BUFFER_ERRORS, STORE_ERRORS
+from common.tasks import cancel_and_wait
 from config.operator import HealthSettings
 from proxy.health_series import SideSeries, fold, keep_apart, label_of
 from proxy.health_store import prune, write_backlog, write_requests
 
 log = logging.getLogger("cutover.health")
-_STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 _PRUNE_EVERY_S = 60.0
 # Distinct (tenant, side) keys held between two writes, per process: the busiest are almost always among
 # the first seen, and whatever is beyond is counted as (other) rather than forgotten.
@@ -92,11 +92,9 @@ class HealthRecorder:
     async def stop(self) -> None:
         if self._task is None:
             return
-        self._task.cancel()
-        with suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
         self._task = None
-        with suppress(*_STORE_ERRORS):
+        with suppress(*STORE_ERRORS):
             await asyncio.wait_for(self.flush(), 2)  # what arrived since the last write
 
     async def _run(self) -> None:
@@ -109,7 +107,7 @@ class HealthRecorder:
                 await self.sample_backlog()
             if now - self._pruned_at >= _PRUNE_EVERY_S:
                 self._pruned_at = now
-                with suppress(*_STORE_ERRORS):
+                with suppress(*STORE_ERRORS):
                     await prune(self._pool, self._settings.retention_s)
 
     async def flush(self) -> int:
@@ -120,7 +118,7 @@ class HealthRecorder:
         rows = fold(taken, self._labels, self._settings.top_tenants)
         try:
             await write_requests(self._pool, rows, self._settings.bucket_s)
-        except _STORE_ERRORS as exc:
+        except STORE_ERRORS as exc:
             self._series.merge_back(taken)
             self.failed_writes += 1
             log.warning(
@@ -135,13 +133,13 @@ class HealthRecorder:
         assert self._backlog is not None
         try:
             gauges = await asyncio.wait_for(self._backlog(), 5)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except BUFFER_ERRORS as exc:
             log.debug("buffer backlog not sampled: %s", type(exc).__name__)
             return 0
         rows = fold_backlog(gauges, self._partitions, self._labels, self._settings.top_tenants)
         try:
             await write_backlog(self._pool, rows, self._settings.bucket_s)
-        except _STORE_ERRORS as exc:
+        except STORE_ERRORS as exc:
             log.debug("buffer backlog not written: %s", type(exc).__name__)
             return 0
         self.written += len(rows)

@@ -32,9 +32,7 @@ from collections.abc import Iterable
 from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
-from redis.exceptions import RedisError
-
+from common.store_errors import BUFFER_ERRORS, STORE_ERRORS
 from proxy.copy_metrics import CopyMetrics
 from proxy.readiness import Readiness, readiness
 from routing.phases import Phase
@@ -357,14 +355,14 @@ class ProxyMetrics:
     async def _refresh_buffer(self) -> None:
         try:
             self._buffer = await asyncio.wait_for(self._runtime.inspector.gauges(), _STORE_TIMEOUT_S)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except BUFFER_ERRORS as exc:
             log.warning("metrics: buffer figures unavailable (%s)", type(exc).__name__)
             self._buffer = None
 
     async def _refresh_phase_changes(self) -> None:
         try:
             counts = await asyncio.wait_for(self._runtime.store.change_counts(), _STORE_TIMEOUT_S)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        except STORE_ERRORS as exc:
             log.warning("metrics: phase-change counts unavailable (%s)", type(exc).__name__)
             self._phase_changes = None
             return

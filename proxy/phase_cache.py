@@ -21,6 +21,7 @@ from typing import Any
 
 import asyncpg
 
+from common.tasks import cancel_and_wait
 from proxy.schema import BARRIER_CHANNEL, PHASE_CHANNEL, ensure_schema
 from routing.phases import Phase
 
@@ -79,10 +80,7 @@ class PhaseCache:
             await asyncio.wait_for(self._first_load.wait(), wait_s)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         while True:

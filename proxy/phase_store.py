@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 
+from common.store_errors import STORE_ERRORS
 from proxy.schema import PHASE_CHANNEL, ensure_schema
 from routing.phases import Phase, check_move
 
@@ -100,7 +101,7 @@ class PhaseStore:
         try:
             async with pool.acquire() as conn:
                 await ensure_schema(conn)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except STORE_ERRORS as exc:
             log.warning("phase store unreachable at start (%s)", type(exc).__name__)
         return cls(pool, default_phase=default_phase)
 

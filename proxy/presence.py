@@ -13,18 +13,12 @@ from contextlib import suppress
 
 import asyncpg
 
+from common.store_errors import STORE_ERRORS
+from common.tasks import cancel_and_wait
+
 log = logging.getLogger("cutover.presence")
 HEARTBEAT_S = 1.0
 LIVE_WITHIN_S = 3.0
-# InternalClientError: asyncpg's "another operation is in progress", seen once at shutdown on a pooled
-# connection; a heartbeat is retried at the next beat, so it must not end the heartbeat task.
-_STORE_ERRORS = (
-    OSError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    TimeoutError,
-)
 
 
 class ProxyPresence:
@@ -37,11 +31,8 @@ class ProxyPresence:
         self._task = asyncio.create_task(self._beat(phases_loaded), name="proxy-heartbeat")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
-        with suppress(*_STORE_ERRORS):
+        await cancel_and_wait(self._task)
+        with suppress(*STORE_ERRORS):
             await asyncio.wait_for(
                 self._pool.execute("DELETE FROM cutover_proxy WHERE proxy_id = $1", self.proxy_id), 2
             )
@@ -63,6 +54,6 @@ class ProxyPresence:
                     self.proxy_id,
                     phases_loaded(),
                 )
-            except _STORE_ERRORS as exc:
+            except STORE_ERRORS as exc:
                 log.debug("heartbeat failed: %s", type(exc).__name__)
             await asyncio.sleep(HEARTBEAT_S)

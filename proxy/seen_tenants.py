@@ -22,11 +22,12 @@ from contextlib import suppress
 
 import asyncpg
 
+from common.store_errors import STORE_ERRORS
+from common.tasks import cancel_and_wait
 from config.operator import SeenTenantSettings
 from proxy.tenant_archive import not_archived
 
 log = logging.getLogger("cutover.seen_tenants")
-_STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 # Serialises concurrent creation of the table by several proxies starting at once (any fixed number).
 _SCHEMA_LOCK = 0x7365_656E_7465_6E
 SCHEMA = """
@@ -90,11 +91,9 @@ class SeenTenants:
     async def stop(self) -> None:
         if self._task is None:
             return
-        self._task.cancel()
-        with suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
         self._task = None
-        with suppress(*_STORE_ERRORS):
+        with suppress(*STORE_ERRORS):
             await asyncio.wait_for(self.flush(), 2)  # what arrived since the last flush
 
     async def _run(self) -> None:
@@ -104,7 +103,7 @@ class SeenTenants:
                 await self.flush()
                 if time.monotonic() - self._pruned_at >= self._settings.refresh_s:
                     await self.prune()
-            except _STORE_ERRORS as exc:
+            except STORE_ERRORS as exc:
                 log.debug("could not record seen tenants: %s", type(exc).__name__)
 
     async def flush(self) -> int:

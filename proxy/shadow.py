@@ -33,6 +33,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from common.tasks import cancel_and_wait
 from config.divergence import DivergencePolicy, load_policy
 from config.settings import Settings
 from proxy.compare import Observation
@@ -201,11 +202,8 @@ class ShadowRunner:
             log.warning("shadow process not up after %.0f s; reads are not shadowed until it is", wait_s)
 
     async def stop(self) -> None:
-        for task in (self._flusher, self._supervisor):
-            if task is not None:
-                task.cancel()
-                with suppress(asyncio.CancelledError):
-                    await task
+        await cancel_and_wait(self._flusher)  # first: it hands counts to the process the supervisor runs
+        await cancel_and_wait(self._supervisor)
         await self._close_process()
         self._directory.cleanup()
 

@@ -24,6 +24,8 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer
 
 from backends.client import BackendClient
 from backends.errors import BackendFailure
+from common.store_errors import STORE_ERRORS
+from common.tasks import cancel_and_wait
 from config.divergence import DivergencePolicy
 from config.settings import Settings
 from proxy.compare import Observation, lift_observation
@@ -53,7 +55,6 @@ from telemetry.process import run_async, settle_heap
 from telemetry.tracing import build_tracer_provider, span_context_from_traceparent
 
 log = logging.getLogger("cutover.shadow")
-_STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
 class ShadowComparer:
@@ -212,7 +213,7 @@ async def flush_tally(pool: asyncpg.Pool, tally: Tally, settings: Settings) -> N
     try:
         health = settings.operator.health
         await write_tally(pool, taken, health=health, labels=settings.telemetry.tenant_labels)
-    except _STORE_ERRORS as exc:
+    except STORE_ERRORS as exc:
         tally.merge_back(taken)
         log.warning("could not write shadow counters (%s); kept for the next flush", type(exc).__name__)
 
@@ -284,12 +285,8 @@ async def serve_shadow(settings: Settings, socket_path: str) -> None:
         await done.wait()
     finally:
         server.close()
-        for task in list(tasks):
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        flusher.cancel()
-        with suppress(asyncio.CancelledError):
-            await flusher
+        await cancel_and_wait(*tasks, reraise=False)
+        await cancel_and_wait(flusher)
         await flush_tally(pool, tally, settings)
         await recorder.stop()
         for upstream in upstreams.values():

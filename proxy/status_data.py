@@ -11,9 +11,9 @@ import datetime as dt
 from collections import Counter, defaultdict
 from typing import TYPE_CHECKING, Any, cast
 
-import asyncpg
 from redis.exceptions import RedisError
 
+from common.store_errors import STORE_ERRORS
 from config.operator import StatusPageSettings
 from proxy.copy_admin import copy_overview
 from proxy.seen_tenants import count_seen_only
@@ -23,7 +23,6 @@ from routing.phases import Phase
 if TYPE_CHECKING:
     from proxy.runtime import Runtime
 
-_STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 _TOP_FIELDS = 3
 
 
@@ -63,7 +62,7 @@ async def guarded(coro: Any) -> Any:
     """`coro`'s result, or `{"error": ...}` when its store does not answer."""
     try:
         return await coro
-    except _STORE_ERRORS as exc:
+    except STORE_ERRORS as exc:
         return {"error": f"the phase store is unavailable ({type(exc).__name__})"}
     except RedisError as exc:
         return {"error": f"the intent buffer (Redis) is unavailable ({type(exc).__name__})"}

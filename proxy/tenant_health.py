@@ -20,11 +20,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
-from redis.exceptions import RedisError
-
 from backfill.gate import check_complete_gate
 from backfill.report import latest_per_table, list_reports
+from common.store_errors import BUFFER_ERRORS, STORE_ERRORS
 from proxy.divergence.rates import DEFINITION
 from proxy.health_figures import series, window
 from proxy.move_blockers import COPY_UNKNOWN, MoveFacts, plan_moves
@@ -33,7 +31,6 @@ from routing.phases import Side
 if TYPE_CHECKING:
     from proxy.runtime import Runtime
 
-_STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 _STORE_DOWN = "the phase store is unavailable"
 _BUFFER_DOWN = "the intent buffer (Redis) is unavailable"
 
@@ -85,7 +82,7 @@ async def tenant_health(runtime: Runtime, tenant: str, *, window_s: int, step_s:
     try:
         figures = await window(runtime.pool, tenant, health, window_s)
         points = await series(runtime.pool, [tenant], health, span_s=health.history_s, step_s=step_s)
-    except _STORE_ERRORS as exc:
+    except STORE_ERRORS as exc:
         down = {"error": f"{_STORE_DOWN} ({type(exc).__name__})"}
         return {**body, "traffic": down, "shadow": down, "history": down}
     traffic: dict[str, Any] = {
@@ -118,7 +115,7 @@ async def _buffer(runtime: Runtime, tenant: str) -> tuple[dict[str, Any], int | 
     try:
         backlog = await runtime.inspector.tenant_backlog(tenant)
         dead = await runtime.inspector.dead_letter_count(tenant)
-    except (RedisError, OSError, TimeoutError) as exc:
+    except BUFFER_ERRORS as exc:
         return {"error": f"{_BUFFER_DOWN} ({type(exc).__name__})"}, None, {}
     pending = {side: backlog["toward"][side.value]["pending"] for side in Side}
     return {**backlog, "dead_letters": dead, "spooled_here": runtime.sink.spooled(tenant)}, dead, pending
@@ -136,7 +133,7 @@ async def _verify(
             )
             latest = await latest_per_table(conn, tenant, covered) if covered else {}
             newest = await list_reports(conn, tenant, limit=1)
-    except _STORE_ERRORS as exc:
+    except STORE_ERRORS as exc:
         return {"error": f"{_STORE_DOWN} ({type(exc).__name__})"}, None, ""
     tables = []
     for table in covered:

@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any
 
+from common.tasks import cancel_and_wait
+
 log = logging.getLogger("cutover.barrier")
 _CONFIRM_POLL_S = 0.005
 
@@ -99,6 +101,4 @@ class WriteGate:
     async def stop(self) -> None:
         for tenant in list(self._held):
             self.release(tenant)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(*self._tasks, reraise=False)

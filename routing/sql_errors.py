@@ -1,6 +1,6 @@
 """Errors of SQL-aware routing. Each carries a stable `code` and the fields a client needs to fix the request.
 
-SqlError (ValueError)
+SqlError (ValueError, and a `common.coded_error.CodedError`)
 ├── SqlInputError           the request's SQL cannot be routed as sent (the proxy answers 400)
 │   ├── SqlSyntaxError      the parser's message, with line and column (1-based) when it knows them
 │   ├── SqlLimitError       empty text, text over the configured length, too many statements
@@ -14,18 +14,11 @@ Routing stays pure: these say what is wrong; `proxy/` maps them to HTTP statuses
 
 from __future__ import annotations
 
-from typing import Any
+from common.coded_error import CodedError
 
 
-class SqlError(ValueError):
+class SqlError(CodedError, ValueError):
     code = "sql_error"
-
-    def __init__(self, detail: str, *, code: str | None = None, **fields: Any) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        if code is not None:
-            self.code = code
-        self.fields = fields
 
 
 class SqlInputError(SqlError):

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from common.store_errors import STORE_ERRORS
+from common.tasks import cancel_and_wait
 from config.divergence import DivergencePolicy, RollbackPolicy
 from proxy.barrier import BarrierAbortedError
 from proxy.phase_cache import PhaseCache
@@ -38,7 +40,6 @@ from routing.phases import Phase, PhaseMoveError, Side
 log = logging.getLogger("cutover.rollback")
 ACTOR = AUTO_ACTOR  # counted as automatic by the phase-change metrics
 _LOCK = 0x6375_746F_7665_7201  # any fixed 64-bit number, distinct from the schema lock
-_STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 _BACK = {Phase.LIVE: Phase.SHADOW, Phase.SHADOW: Phase.DUAL_WRITE}
 _PRUNE_WINDOW = "DELETE FROM cutover_shadow_window WHERE at < now() - make_interval(secs => $1)"
 _PRUNE_WHILE_OFF_S = 60.0
@@ -153,10 +154,7 @@ class RollbackMonitor:
         self._task = asyncio.create_task(self._run(), name="rollback-monitor")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         await self._release()
 
     async def _run(self) -> None:
@@ -168,7 +166,7 @@ class RollbackMonitor:
                 elif not policy.enabled:
                     await self._release()
                     await self._prune_while_off(policy)
-            except _STORE_ERRORS as exc:
+            except STORE_ERRORS as exc:
                 log.warning("rollback check failed (%s); retrying", type(exc).__name__)
                 await self._release()
             await asyncio.sleep(policy.check_interval_s)
@@ -188,7 +186,7 @@ class RollbackMonitor:
         self._leading = False
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
-            with suppress(*_STORE_ERRORS):
+            with suppress(*STORE_ERRORS):
                 await conn.close()  # the session lock goes with the session
 
     async def check_once(self, policy: RollbackPolicy) -> list[Rollback]:

@@ -18,6 +18,7 @@ from backfill.verify_run import VerifyOptions, run_verify
 from buffer_worker.mirror_lock import applier_locks_sql
 from config.settings import Settings
 from proxy.cli import main
+from proxy.cli_support import format_table
 from routing.phases import Phase
 from tests.backfill.conftest import (
     DataEnv,
@@ -84,7 +85,7 @@ async def test_in_live_repair_copies_the_corrupted_old_keys_back_from_new(
     assert report.repair["copied"] == 3 + 4 and report.repair["deleted"] == 3
     assert report.repair["before"]["missing_on_old"] == 3
     assert report.rows_old == report.rows_new == ROWS
-    assert "orders: repaired from new: 7 copied, 3 deleted" in render(run.as_json())
+    assert "orders: repaired from new: 7 copied, 3 deleted" in render(run.as_json(), format_table)
     stored = await _stored(data_env, run.report_ids["orders"])
     assert stored["passed"] is True and stored["report"]["repair"]["from"] == "new"
     # The authoritative side and the other tenant's rows on old are untouched.
@@ -215,7 +216,7 @@ async def test_a_table_with_a_transform_is_refused_by_name_and_the_others_are_re
     assert "transform" in refused.repair["refused"] and f"{__name__}.shout" in refused.repair["refused"]
     assert "copied" not in refused.repair
     assert repaired.passed and repaired.repair is not None and repaired.repair["copied"] == 1
-    text = render(run.as_json())
+    text = render(run.as_json(), format_table)
     assert "regions: not repaired from new: its transform" in text
     assert "orders: repaired from new: 1 copied, 0 deleted" in text
     assert await table_digest(data_env.old_url, regions, "tenant_id", tenant, "region, n") == regions_before

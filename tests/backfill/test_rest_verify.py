@@ -24,6 +24,7 @@ from backfill.verify_run import VerifyOptions, run_verify
 from buffer_worker.intent import Intent
 from buffer_worker.producer import RedisIntentProducer
 from config.settings import Settings
+from proxy.cli_support import format_table
 from routing.phases import Phase, Side
 from tests.backfill.conftest import DataEnv
 from tests.conftest import RunningServer, backend_config, start_server
@@ -264,7 +265,7 @@ async def test_repair_in_shadow_transfers_the_differing_records_from_old_to_new(
     ]
     keys = [k for *_, k in sides.new_writes.seen]
     assert all(k.startswith("repair-") for k in keys) and len(set(keys)) == 3
-    assert "things: repaired from old: 2 copied, 1 deleted" in render(run.as_json())
+    assert "things: repaired from old: 2 copied, 1 deleted" in render(run.as_json(), format_table)
 
 
 async def test_repair_in_live_transfers_from_new_to_old_and_counts_what_old_refuses(
@@ -311,7 +312,7 @@ async def test_a_resource_without_an_item_path_is_not_repaired_and_says_why(
     events = run.tables[0]
     assert events.keys["missing_on_old"] == [["100"]]
     assert events.repair is not None and "no item_path configured" in events.repair["refused"]
-    assert "events: not repaired from new: no item_path configured" in render(run.as_json())
+    assert "events: not repaired from new: no item_path configured" in render(run.as_json(), format_table)
     assert sides.old_writes.seen == [] and sides.new_writes.seen == []
 
 

@@ -17,6 +17,7 @@ from buffer_worker.pg_applier import PostgresApplier
 from buffer_worker.producer import RedisIntentProducer
 from buffer_worker.worker import Worker
 from config.settings import Settings
+from proxy.cli_support import format_table
 from routing.phases import Phase, Side
 from tests.backfill.conftest import DataEnv, create_orders, fill_orders, orders_table, unique
 
@@ -80,7 +81,7 @@ async def test_finds_exactly_the_corrupted_keys_among_200k_and_repair_fixes_them
     assert set(samples[150_002]["columns"]) == {"created"}
     assert samples[1]["kind"] == "missing_on_new" and samples[1]["columns"]["customer"]["new"] is None
     assert report.sums["quantity"]["old"] != report.sums["quantity"]["new"]
-    text = render(run.as_json())
+    text = render(run.as_json(), format_table)
     assert "FAIL" in text and "quantity: 3 -> 4" in text
     stored = await _stored(data_env, run.report_ids["orders"])
     assert stored["passed"] is False and stored["report"]["counts"]["different"] == 4
