@@ -1,5 +1,8 @@
-"""docs/runbook.md cannot go stale: every ```console block is run, in order, against `cutover demo --serve`,
-and each command's output must match what the runbook says it prints.
+"""docs/runbook.md cannot go stale: every ```console block is run, in order, against `cutover demo --serve`
+and against the same set-up with json-server-like data services (`tests/docs/jsonlike_stack.py`: string
+ids, a PUT that never creates, creates by POST, bare-array lists paged by `Link`), and each command's
+output must match what the runbook says it prints. The two differ only by their settings file, which the
+commands read from `CUTOVER_CONFIG`.
 
 In a block, a line starting with `$ ` is a command (run with bash, `pipefail` on); the lines up to the
 next command are its expected output. `...` alone on a line matches any number of lines, `...` inside a
@@ -24,7 +27,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
+
+from tests.docs.jsonlike_stack import SEEDED
 
 REPO = Path(__file__).resolve().parents[2]
 RUNBOOK = REPO / "docs" / "runbook.md"
@@ -163,17 +169,51 @@ def test_runbook_walks_every_phase_and_rehearses_each_rollback() -> None:
     assert sum(1 for c in commands if c.startswith("cutover phase rollback acme ")) == 5
 
 
-@pytest.fixture(scope="module")
-def demo_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def test_runbook_copies_and_verifies_in_the_real_order() -> None:
+    """Mirroring first, then the copy, its status and a verification, all before reads are compared."""
+    commands = [c.command for c in parse_console_blocks(RUNBOOK.read_text())]
+
+    def first(prefix: str) -> int:
+        return next(n for n, command in enumerate(commands) if command.startswith(prefix))
+
+    mirroring = max(n for n, c in enumerate(commands) if c.startswith("cutover phase set acme dual_write"))
+    assert (
+        mirroring
+        < first("cutover backfill --tenant acme --dry-run")
+        < first("cutover backfill --tenant acme --rows")
+    )
+    assert first("cutover backfill --tenant acme --rows") < first("cutover backfill status acme")
+    assert first("cutover backfill status acme") < first("cutover verify --tenant acme")
+    assert first("cutover verify --tenant acme") < first("cutover phase set acme shadow")
+    complete = first("cutover phase set acme complete")
+    assert any(
+        c.startswith("cutover verify --tenant acme")
+        for c in commands[first("cutover phase set acme rampdown") : complete]
+    )
+
+
+# The set-ups the runbook runs against: the demo's data services, and json-server-like ones.
+STACKS = {
+    "demo": ["{cutover}", "demo", "--serve", "--env-file", "{env_file}"],
+    "json-server": ["{python}", "-m", "tests.docs.jsonlike_stack", "{env_file}"],
+}
+
+
+@pytest.fixture(scope="module", params=sorted(STACKS))
+def demo_env(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
     directory = tmp_path_factory.mktemp("runbook")
     env_file = directory / "demo.env"
     cutover = Path(sys.executable).with_name("cutover")
     log = (directory / "demo.log").open("wb")
+    names = {"cutover": str(cutover), "python": sys.executable, "env_file": str(env_file)}
     process = subprocess.Popen(
-        [str(cutover), "demo", "--serve", "--env-file", str(env_file)],
+        [part.format(**names) for part in STACKS[request.param]],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        cwd=REPO,
     )
     try:
         deadline = time.monotonic() + 60
@@ -186,6 +226,7 @@ def demo_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
             **{k: v for k, v in os.environ.items() if not k.startswith(("CUTOVER_", "DEMO_"))},
             **values,
             "PROXY_URL": values["DEMO_PROXY_URL"],
+            "RUNBOOK_STACK": request.param,
             "PATH": f"{cutover.parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
         yield env
@@ -216,3 +257,14 @@ def test_runbook_commands_print_what_the_runbook_says(demo_env: dict[str, str]) 
         assert matches(step.expected, result.stdout), (
             f"{where}\n--- expected\n" + "\n".join(step.expected) + f"\n--- printed\n{result.stdout}"
         )
+    # What the copy and mirroring were for: new holds every record of old, seeded ones too.
+    held = {side: _records(demo_env[f"DEMO_{side}_URL"]) for side in ("OLD", "NEW")}
+    assert held["OLD"] == held["NEW"]
+    assert {"runbook-0", "runbook-1", "runbook-2"} <= held["NEW"].keys()
+    if demo_env.get("RUNBOOK_STACK") == "json-server":
+        assert len(held["NEW"]) == SEEDED + 3, "the seeded records were not copied"
+
+
+def _records(url: str) -> dict[str, object]:
+    body = httpx.get(f"{url}/items", headers={"X-Tenant-ID": "acme"}, timeout=10).json()
+    return {str(record["id"]): record for record in (body if isinstance(body, list) else body["items"])}
