@@ -158,5 +158,8 @@ def _int(text: str | None, default: int) -> int:
 
 
 if __name__ == "__main__":
+    import uvloop
+
+    uvloop.install()  # as cutover's own processes run: the backend is not the bottleneck of what it serves
     seed = load_seed(Path(sys.argv[2])) if len(sys.argv) > 2 else None
     web.run_app(create_app(store=seed), host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
