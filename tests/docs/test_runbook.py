@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,70 +200,85 @@ STACKS = {
 }
 
 
-@pytest.fixture(scope="module", params=sorted(STACKS))
-def demo_env(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, str]]:
-    directory = tmp_path_factory.mktemp("runbook")
-    env_file = directory / "demo.env"
+@pytest.fixture(scope="module")
+def stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict[str, str]]]:
+    """Every set-up of `STACKS`, started at once; the environment the runbook's commands run in, by name."""
     cutover = Path(sys.executable).with_name("cutover")
-    log = (directory / "demo.log").open("wb")
-    names = {"cutover": str(cutover), "python": sys.executable, "env_file": str(env_file)}
-    process = subprocess.Popen(
-        [part.format(**names) for part in STACKS[request.param]],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        cwd=REPO,
-    )
+    started: dict[str, tuple[subprocess.Popen[bytes], Path, Path]] = {}
     try:
-        deadline = time.monotonic() + 60
-        while not env_file.exists():
-            assert process.poll() is None, (directory / "demo.log").read_text()
-            assert time.monotonic() < deadline, "the demo set-up did not start within 60 s"
-            time.sleep(0.1)
-        values = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("CUTOVER_", "DEMO_"))},
-            **values,
-            "PROXY_URL": values["DEMO_PROXY_URL"],
-            "RUNBOOK_STACK": request.param,
-            "PATH": f"{cutover.parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        }
-        yield env
+        for name, argv in STACKS.items():
+            directory = tmp_path_factory.mktemp(f"runbook-{name}")
+            env_file, log = directory / "demo.env", directory / "demo.log"
+            names = {"cutover": str(cutover), "python": sys.executable, "env_file": str(env_file)}
+            with log.open("wb") as output:
+                process = subprocess.Popen(
+                    [part.format(**names) for part in argv],
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    cwd=REPO,
+                )
+            started[name] = (process, env_file, log)
+        environments = {}
+        deadline = time.monotonic() + 90
+        for name, (process, env_file, log) in started.items():
+            while not env_file.exists():
+                assert process.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, f"the {name} set-up did not start within 90 s"
+                time.sleep(0.1)
+            values = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+            environments[name] = {
+                **{k: v for k, v in os.environ.items() if not k.startswith(("CUTOVER_", "DEMO_"))},
+                **values,
+                "PROXY_URL": values["DEMO_PROXY_URL"],
+                "PATH": f"{cutover.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            }
+        yield environments
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
-        log.close()
+        for process, _, _ in started.values():
+            os.killpg(process.pid, signal.SIGTERM)
+        for process, _, _ in started.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=5)
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(150)
-def test_runbook_commands_print_what_the_runbook_says(demo_env: dict[str, str]) -> None:
+def walk(env: dict[str, str]) -> str | None:
+    """Run every command of the runbook in `env`, in order; what went wrong first, if anything."""
     for step in parse_console_blocks(RUNBOOK.read_text()):
         result = subprocess.run(
             ["bash", "-o", "pipefail", "-c", step.command],
-            env=demo_env,
+            env=env,
             capture_output=True,
             text=True,
             timeout=30,
             check=False,
         )
         where = f"docs/runbook.md line {step.line}: $ {step.command}"
-        assert result.returncode == 0, f"{where}\nexit {result.returncode}\n{result.stdout}{result.stderr}"
-        assert matches(step.expected, result.stdout), (
-            f"{where}\n--- expected\n" + "\n".join(step.expected) + f"\n--- printed\n{result.stdout}"
-        )
-    # What the copy and mirroring were for: new holds every record of old, seeded ones too.
-    held = {side: _records(demo_env[f"DEMO_{side}_URL"]) for side in ("OLD", "NEW")}
-    assert held["OLD"] == held["NEW"]
-    assert {"runbook-0", "runbook-1", "runbook-2"} <= held["NEW"].keys()
-    if demo_env.get("RUNBOOK_STACK") == "json-server":
-        assert len(held["NEW"]) == SEEDED + 3, "the seeded records were not copied"
+        if result.returncode != 0:
+            return f"{where}\nexit {result.returncode}\n{result.stdout}{result.stderr}"
+        if not matches(step.expected, result.stdout):
+            return f"{where}\n--- expected\n" + "\n".join(step.expected) + f"\n--- printed\n{result.stdout}"
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_runbook_commands_print_what_the_runbook_says(stacks: dict[str, dict[str, str]]) -> None:
+    # The set-ups are walked at once: most of a command's time is its process starting, and they share
+    # nothing (each has its own database, Redis prefix and ports).
+    with ThreadPoolExecutor(len(stacks)) as pool:
+        failures = dict(zip(stacks, pool.map(walk, stacks.values()), strict=True))
+    assert {name: failure for name, failure in failures.items() if failure} == {}
+    for name, env in stacks.items():
+        # What the copy and mirroring were for: new holds every record of old, seeded ones too.
+        held = {side: _records(env[f"DEMO_{side}_URL"]) for side in ("OLD", "NEW")}
+        assert held["OLD"] == held["NEW"], name
+        assert {"runbook-0", "runbook-1", "runbook-2"} <= held["NEW"].keys()
+        if name == "json-server":
+            assert len(held["NEW"]) == SEEDED + 3, "the seeded records were not copied"
 
 
 def _records(url: str) -> dict[str, object]:
