@@ -315,7 +315,7 @@ async def _records(client: httpx.AsyncClient, tenant: str) -> dict[str, Record]:
     [
         pytest.param(Scenario(seeded=10_200, hold_s=1.0), id="10k", marks=pytest.mark.timeout(180)),
         pytest.param(
-            Scenario(seeded=50_000, hold_s=5), id="50k", marks=[pytest.mark.soak, pytest.mark.timeout(600)]
+            Scenario(seeded=50_000, hold_s=5), id="50k", marks=[pytest.mark.soak, pytest.mark.timeout(900)]
         ),
     ],
 )
@@ -447,7 +447,7 @@ async def test_an_http_data_api_migrates_end_to_end_with_real_processes_under_tr
                     str(config),
                     "--tenant",
                     t,
-                    timeout_s=120,
+                    timeout_s=60 + scenario.seeded / 100,
                 )
                 for t in tenants
             )
