@@ -16,13 +16,17 @@ tests of replay against a service that gives cutover no help:
 `Idempotency-Key` is ignored, as json-server ignores it. Unlike json-server, records are scoped by the
 `X-Tenant-ID` header (one collection per tenant). Ids compare as strings, as json-server's do.
 
-`python -m tests.jsonlike_server PORT` serves it on 127.0.0.1:PORT until terminated.
+`python -m tests.jsonlike_server PORT [SEED]` serves it on 127.0.0.1:PORT until terminated; SEED is a JSON
+file `{tenant: [record, ...]}` loaded before the first request (json-server's db.json, per tenant), so a
+test can start a backend that already holds many records without writing them one by one.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import sys
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -140,6 +144,12 @@ def create_app(
     return app
 
 
+def load_seed(path: Path) -> Store:
+    """`{tenant: [record, ...]}` as a store (records keyed by their id as a string, in file order)."""
+    seeded: dict[str, list[dict[str, Any]]] = json.loads(path.read_text())
+    return {tenant: {str(r["id"]): r for r in records} for tenant, records in seeded.items()}
+
+
 def _int(text: str | None, default: int) -> int:
     try:
         return int(text) if text is not None else default
@@ -148,4 +158,8 @@ def _int(text: str | None, default: int) -> int:
 
 
 if __name__ == "__main__":
-    web.run_app(create_app(), host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+    import uvloop
+
+    uvloop.install()  # as cutover's own processes run: the backend is not the bottleneck of what it serves
+    seed = load_seed(Path(sys.argv[2])) if len(sys.argv) > 2 else None
+    web.run_app(create_app(store=seed), host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)

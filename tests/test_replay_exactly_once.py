@@ -17,7 +17,6 @@ import json
 import random
 import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ import yaml
 
 from buffer_worker.keys import worker_stats_key
 from tests.conftest import free_port
+from tests.processes import Processes
 
 pytestmark = pytest.mark.slow
 
@@ -47,31 +47,6 @@ class Scenario:
     duration_s: float
     kills: int
     pause_s: float
-
-
-@dataclass
-class Processes:
-    """Subprocesses of one test, stopped (and waited for) at the end whatever happened."""
-
-    tmp_path: Path
-    started: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def start(self, name: str, *argv: str) -> subprocess.Popen[bytes]:
-        with (self.tmp_path / f"{name}-{len(self.started)}.log").open("wb") as log:
-            process = subprocess.Popen([sys.executable, *argv], stdout=log, stderr=subprocess.STDOUT)
-        self.started.append(process)
-        return process
-
-    def stop_all(self) -> None:
-        for process in self.started:
-            if process.poll() is None:
-                process.terminate()
-        for process in self.started:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """A small tenant-scoped JSON data service: the demo's old and new backends, and the tests' too.
 
-    GET    /items                 list the tenant's items (sorted by id)
+    GET    /items                 list the tenant's items (sorted by id); with `limit` (and `page`, from 1)
+                                  one page of them, with the total in `X-Total-Count`
     GET    /items/{id}            one item, 404 if absent
     POST   /items                 create; the service assigns `id` unless the body carries one
     PUT    /items/{id}            create or replace
@@ -22,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import FastAPI, Header, Request, Response
+from fastapi import FastAPI, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 
@@ -62,14 +63,20 @@ def create_backend_app(name: str, *, id_prefix: str = "") -> FastAPI:
         return JSONResponse(body, status_code=status)
 
     @app.get("/items")
-    async def list_items(x_tenant_id: str = Header("")) -> Response:
+    async def list_items(
+        x_tenant_id: str = Header(""), page: int = Query(1, ge=1), limit: int | None = Query(None, ge=1)
+    ) -> Response:
         if failed := await gate(write=False):
             return failed
         items = [storage.items.get(x_tenant_id, {})[k] for k in sorted(storage.items.get(x_tenant_id, {}))]
+        headers = {}
+        if limit is not None:  # the page `cutover backfill` and `cutover verify` ask for
+            headers["X-Total-Count"] = str(len(items))
+            items = items[(page - 1) * limit : page * limit]
         body: dict[str, Any] = {"items": items, "count": len(items)}
         if faults.stamp:
             body["served_at"] = time.time()
-        return JSONResponse(body)
+        return JSONResponse(body, headers=headers)
 
     @app.get("/items/{item_id}")
     async def get_item(item_id: str, x_tenant_id: str = Header("")) -> Response:

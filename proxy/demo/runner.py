@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -155,7 +155,11 @@ async def resources(demo: Demo) -> AsyncIterator[Path]:
             await redis.aclose()
 
 
-def _config(demo: Demo, directory: Path) -> Path:
+# The demo services' collection, as `cutover backfill` and `cutover verify` page it.
+DEMO_ITEMS = {"name": "items", "list_path": "/items", "page_size": 100}
+
+
+def _config(demo: Demo, directory: Path, resources: list[dict[str, Any]] | None) -> Path:
     settings: dict[str, Any] = {
         "listen": f"127.0.0.1:{demo.ports['proxy']}",
         "admin": {
@@ -179,6 +183,8 @@ def _config(demo: Demo, directory: Path) -> Path:
         "worker": {"lease_ttl_s": 2, "retry_initial_s": 0.05, "retry_max_s": 0.5},
         "log_level": "warning",
     }
+    if resources:
+        settings["data"] = {"rest": {"resources": resources}}
     path = directory / "cutover.yaml"
     path.write_text(yaml.safe_dump(settings))
     return path
@@ -214,17 +220,32 @@ async def _control(port: int, **faults: Any) -> None:
         await client.post(f"http://127.0.0.1:{port}/_control", json=faults)
 
 
-async def start_stack(demo: Demo, directory: Path) -> None:
-    """Spawn the old and new data services, the proxy and a worker; return once all answer."""
-    config = _config(demo, directory)
-    demo.spawn("old", "-m", "proxy.demo.backend", "old", str(demo.ports["old"]), log_dir=directory)
-    demo.spawn("new", "-m", "proxy.demo.backend", "new", str(demo.ports["new"]), log_dir=directory)
+def demo_service(side: str, port: int) -> list[str]:
+    """The interpreter's arguments that serve the demo data service `side` on `port`."""
+    return ["-m", "proxy.demo.backend", side, str(port)]
+
+
+async def start_stack(
+    demo: Demo,
+    directory: Path,
+    *,
+    resources: list[dict[str, Any]] | None = None,
+    service: Callable[[str, int], list[str]] = demo_service,
+) -> Path:
+    """Spawn the old and new data services (`service` gives each one's interpreter arguments; both answer
+    `GET /items`), the proxy and a worker; return once all answer, with the path of their settings file.
+    The settings name `resources` (`data.rest.resources`): what `cutover backfill` copies and `cutover
+    verify` checks; without them, neither has anything to do."""
+    config = _config(demo, directory, resources)
+    for side in ("old", "new"):
+        demo.spawn(side, *service(side, demo.ports[side]), log_dir=directory)
     demo.spawn("proxy", "-m", "proxy.cli", "serve", "--config", str(config), log_dir=directory)
     demo.spawn("worker", "-m", "proxy.cli", "worker", "--config", str(config), log_dir=directory)
     for name in ("old", "new"):
-        await _wait_http(f"http://127.0.0.1:{demo.ports[name]}/_dump")
+        await _wait_http(f"http://127.0.0.1:{demo.ports[name]}/items")
     await _wait_http(f"http://127.0.0.1:{demo.ports['admin']}/readyz")
     demo.say(f"old and new data services, proxy on :{demo.ports['proxy']} and a worker are up")
+    return config
 
 
 async def _run(demo: Demo) -> int:

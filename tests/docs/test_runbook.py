@@ -1,5 +1,8 @@
-"""docs/runbook.md cannot go stale: every ```console block is run, in order, against `cutover demo --serve`,
-and each command's output must match what the runbook says it prints.
+"""docs/runbook.md cannot go stale: every ```console block is run, in order, against `cutover demo --serve`
+and against the same set-up with json-server-like data services (`tests/docs/jsonlike_stack.py`: string
+ids, a PUT that never creates, creates by POST, bare-array lists paged by `Link`), and each command's
+output must match what the runbook says it prints. The two differ only by their settings file, which the
+commands read from `CUTOVER_CONFIG`.
 
 In a block, a line starting with `$ ` is a command (run with bash, `pipefail` on); the lines up to the
 next command are its expected output. `...` alone on a line matches any number of lines, `...` inside a
@@ -21,10 +24,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
+
+from tests.docs.jsonlike_stack import SEEDED
 
 REPO = Path(__file__).resolve().parents[2]
 RUNBOOK = REPO / "docs" / "runbook.md"
@@ -163,56 +170,117 @@ def test_runbook_walks_every_phase_and_rehearses_each_rollback() -> None:
     assert sum(1 for c in commands if c.startswith("cutover phase rollback acme ")) == 5
 
 
-@pytest.fixture(scope="module")
-def demo_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    directory = tmp_path_factory.mktemp("runbook")
-    env_file = directory / "demo.env"
-    cutover = Path(sys.executable).with_name("cutover")
-    log = (directory / "demo.log").open("wb")
-    process = subprocess.Popen(
-        [str(cutover), "demo", "--serve", "--env-file", str(env_file)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+def test_runbook_copies_and_verifies_in_the_real_order() -> None:
+    """Mirroring first, then the copy, its status and a verification, all before reads are compared."""
+    commands = [c.command for c in parse_console_blocks(RUNBOOK.read_text())]
+
+    def first(prefix: str) -> int:
+        return next(n for n, command in enumerate(commands) if command.startswith(prefix))
+
+    mirroring = max(n for n, c in enumerate(commands) if c.startswith("cutover phase set acme dual_write"))
+    assert (
+        mirroring
+        < first("cutover backfill --tenant acme --dry-run")
+        < first("cutover backfill --tenant acme --rows")
     )
+    assert first("cutover backfill --tenant acme --rows") < first("cutover backfill status acme")
+    assert first("cutover backfill status acme") < first("cutover verify --tenant acme")
+    assert first("cutover verify --tenant acme") < first("cutover phase set acme shadow")
+    complete = first("cutover phase set acme complete")
+    assert any(
+        c.startswith("cutover verify --tenant acme")
+        for c in commands[first("cutover phase set acme rampdown") : complete]
+    )
+
+
+# The set-ups the runbook runs against: the demo's data services, and json-server-like ones.
+STACKS = {
+    "demo": ["{cutover}", "demo", "--serve", "--env-file", "{env_file}"],
+    "json-server": ["{python}", "-m", "tests.docs.jsonlike_stack", "{env_file}"],
+}
+
+
+@pytest.fixture(scope="module")
+def stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict[str, str]]]:
+    """Every set-up of `STACKS`, started at once; the environment the runbook's commands run in, by name."""
+    cutover = Path(sys.executable).with_name("cutover")
+    started: dict[str, tuple[subprocess.Popen[bytes], Path, Path]] = {}
     try:
-        deadline = time.monotonic() + 60
-        while not env_file.exists():
-            assert process.poll() is None, (directory / "demo.log").read_text()
-            assert time.monotonic() < deadline, "the demo set-up did not start within 60 s"
-            time.sleep(0.1)
-        values = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("CUTOVER_", "DEMO_"))},
-            **values,
-            "PROXY_URL": values["DEMO_PROXY_URL"],
-            "PATH": f"{cutover.parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        }
-        yield env
+        for name, argv in STACKS.items():
+            directory = tmp_path_factory.mktemp(f"runbook-{name}")
+            env_file, log = directory / "demo.env", directory / "demo.log"
+            names = {"cutover": str(cutover), "python": sys.executable, "env_file": str(env_file)}
+            with log.open("wb") as output:
+                process = subprocess.Popen(
+                    [part.format(**names) for part in argv],
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    cwd=REPO,
+                )
+            started[name] = (process, env_file, log)
+        environments = {}
+        deadline = time.monotonic() + 90
+        for name, (process, env_file, log) in started.items():
+            while not env_file.exists():
+                assert process.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, f"the {name} set-up did not start within 90 s"
+                time.sleep(0.1)
+            values = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+            environments[name] = {
+                **{k: v for k, v in os.environ.items() if not k.startswith(("CUTOVER_", "DEMO_"))},
+                **values,
+                "PROXY_URL": values["DEMO_PROXY_URL"],
+                "PATH": f"{cutover.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            }
+        yield environments
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
-        log.close()
+        for process, _, _ in started.values():
+            os.killpg(process.pid, signal.SIGTERM)
+        for process, _, _ in started.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=5)
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(150)
-def test_runbook_commands_print_what_the_runbook_says(demo_env: dict[str, str]) -> None:
+def walk(env: dict[str, str]) -> str | None:
+    """Run every command of the runbook in `env`, in order; what went wrong first, if anything."""
     for step in parse_console_blocks(RUNBOOK.read_text()):
         result = subprocess.run(
             ["bash", "-o", "pipefail", "-c", step.command],
-            env=demo_env,
+            env=env,
             capture_output=True,
             text=True,
             timeout=30,
             check=False,
         )
         where = f"docs/runbook.md line {step.line}: $ {step.command}"
-        assert result.returncode == 0, f"{where}\nexit {result.returncode}\n{result.stdout}{result.stderr}"
-        assert matches(step.expected, result.stdout), (
-            f"{where}\n--- expected\n" + "\n".join(step.expected) + f"\n--- printed\n{result.stdout}"
-        )
+        if result.returncode != 0:
+            return f"{where}\nexit {result.returncode}\n{result.stdout}{result.stderr}"
+        if not matches(step.expected, result.stdout):
+            return f"{where}\n--- expected\n" + "\n".join(step.expected) + f"\n--- printed\n{result.stdout}"
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_runbook_commands_print_what_the_runbook_says(stacks: dict[str, dict[str, str]]) -> None:
+    # The set-ups are walked at once: most of a command's time is its process starting, and they share
+    # nothing (each has its own database, Redis prefix and ports).
+    with ThreadPoolExecutor(len(stacks)) as pool:
+        failures = dict(zip(stacks, pool.map(walk, stacks.values()), strict=True))
+    assert {name: failure for name, failure in failures.items() if failure} == {}
+    for name, env in stacks.items():
+        # What the copy and mirroring were for: new holds every record of old, seeded ones too.
+        held = {side: _records(env[f"DEMO_{side}_URL"]) for side in ("OLD", "NEW")}
+        assert held["OLD"] == held["NEW"], name
+        assert {"runbook-0", "runbook-1", "runbook-2"} <= held["NEW"].keys()
+        if name == "json-server":
+            assert len(held["NEW"]) == SEEDED + 3, "the seeded records were not copied"
+
+
+def _records(url: str) -> dict[str, object]:
+    body = httpx.get(f"{url}/items", headers={"X-Tenant-ID": "acme"}, timeout=10).json()
+    return {str(record["id"]): record for record in (body if isinstance(body, list) else body["items"])}
