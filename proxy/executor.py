@@ -66,20 +66,21 @@ class Executor:
                 retry_after_s=5,
                 tenant=request.mirror_tenant,
             )
-        if plan.shadow is None or not self._shadow.admit(plan, request):
+        slot = None if plan.shadow is None else self._shadow.admit(plan, request)
+        if slot is None:
             await self._serve(plan, request, send, exchange, capture=False)
             return
-        traceparent = None if exchange is None else exchange.traceparent
+        served: Observation | None = None  # None: nothing to compare, the slot goes back
         try:
             served = await self._serve(plan, request, send, exchange, capture=True)
         except ProxyError as exc:
             # The serving side failed: the shadow read still runs, so the failure counts against that side.
-            self._shadow.launch(plan, request, Observation(None, None, error=exc.code), traceparent)
+            served = Observation(None, None, error=exc.code)
             raise
-        except BaseException:
-            self._shadow.cancel(plan.shadow)
-            raise
-        self._shadow.launch(plan, request, served, traceparent)
+        finally:
+            self._shadow.launch(
+                slot, plan, request, served, None if exchange is None else exchange.traceparent
+            )
 
     async def _serve(
         self, plan: Plan, request: ProxyRequest, send: Send, exchange: Exchange | None, *, capture: bool
