@@ -28,6 +28,7 @@ from proxy.phase_cache import PhaseCache
 from proxy.phase_moves import PhaseMover
 from proxy.phase_store import PhaseStore
 from proxy.presence import ProxyPresence
+from proxy.request_router import RequestRouter
 from proxy.request_telemetry import RequestTelemetry
 from proxy.seen_tenants import SeenTenants
 from proxy.shadow import ShadowRunner
@@ -163,7 +164,7 @@ class Runtime:
                 tenant_header=settings.tenant.header,
                 max_body_bytes=settings.max_body_bytes,
                 telemetry=telemetry,
-                sql=SqlRouter(settings) if settings.sql.endpoints else None,
+                router=RequestRouter(SqlRouter(settings) if settings.sql.endpoints else None),
             )
             runtime = cls(
                 settings,

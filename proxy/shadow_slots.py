@@ -8,13 +8,12 @@ taken in, so one taken before a restart is neither given back twice nor handed t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from routing.phases import Side
 
 
-@dataclass(frozen=True, slots=True)
-class ShadowSlot:
+class ShadowSlot(NamedTuple):
     side: Side  # the backend the shadow read goes to
     generation: int
 
