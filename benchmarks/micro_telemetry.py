@@ -43,6 +43,7 @@ sys.path.insert(0, str(REPO))
 
 from config.telemetry import TelemetrySettings  # noqa: E402
 from proxy.health_series import SideSeries  # noqa: E402
+from proxy.request_outcome import RequestOutcome  # noqa: E402
 from proxy.request_telemetry import RequestTelemetry  # noqa: E402
 from telemetry.tracing import build_tracer_provider  # noqa: E402
 
@@ -99,7 +100,6 @@ def observed(telemetry: RequestTelemetry) -> Callable[[], None]:
     def one() -> None:
         scope = dict(SCOPE)
         exchange = telemetry.begin(scope)
-        exchange.tenant, exchange.kind, exchange.phase = TENANT, "read", "legacy"
         run(
             telemetry.call_backend(
                 BACKEND,  # type: ignore[arg-type]
@@ -110,11 +110,11 @@ def observed(telemetry: RequestTelemetry) -> Callable[[], None]:
                 b"",
                 exchange,
                 "serving",
+                None,  # backend times are kept for the access log only
             )
         )
-        exchange.decision, exchange.served_by, exchange.status = "respond", "old", 200
-        exchange.serving = "old"
-        telemetry.finish(exchange)
+        outcome = RequestOutcome(TENANT, "legacy", "read", "respond", "old", "old", 200)
+        telemetry.finish(exchange, outcome)
 
     return one
 

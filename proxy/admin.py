@@ -34,23 +34,20 @@ from proxy.admin_params import (
     checked_tenant,
 )
 from proxy.archive_admin import register_archive_routes
-from proxy.barrier import BarrierAbortedError
-from proxy.copy_admin import register_copy_routes, require_copied
+from proxy.copy_admin import register_copy_routes
 from proxy.dead_letter_admin import register_dead_letter_routes
 from proxy.divergence.admin import register_divergence_routes
 from proxy.divergences import list_divergences
 from proxy.health_admin import register_health_routes
 from proxy.metrics_api import register_metrics
-from proxy.phase_moves import ApplierMissingError, check_phase_move, move_phase
-from proxy.phase_store import VersionConflictError
+from proxy.phase_moves import MoveRefused, MoveRequest
 from proxy.readiness import Readiness, readiness
 from proxy.runtime import Runtime
 from proxy.status_page import create_status_router
-from proxy.tenant_archive import archived
 from proxy.tenant_listing import list_tenants
 from proxy.unexpected import CatchUnexpected
-from proxy.verify_admin import register_verify_routes, require_verified
-from routing.phases import Phase, PhaseMoveError
+from proxy.verify_admin import register_verify_routes
+from routing.phases import Phase
 
 __all__ = ["AdminError", "Reader", "Tenant", "TenantFilter", "Writer", "create_admin_app"]
 
@@ -146,69 +143,23 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
 
     @app.put("/tenants/{tenant}/phase", responses=PHASE_CHANGE_ERRORS)
     async def set_phase(tenant: Tenant, change: PhaseChange, who: Writer) -> dict[str, Any]:
-        if (archive := await archived(store.pool, tenant)) is not None:
-            raise AdminError(
-                409,
-                "tenant_archived",
-                f"tenant {tenant!r} is archived ({archive['reason']}); unarchive it before moving it",
-                archived_by=archive["archived_by"],
-            )
-        current = (await store.get(tenant)).phase
-        if change.phase is Phase.COMPLETE and not change.force:
-            await require_verified(runtime, tenant)  # the data half: see proxy/verify_admin.py
-        if change.phase.rank >= Phase.LIVE.rank > current.rank and not change.force:
-            await require_copied(runtime, tenant)  # the REST copy: see proxy/copy_admin.py
-        if change.phase.rank > max(current.rank, Phase.DUAL_WRITE.rank) and not change.force:
-            dead = await runtime.inspector.dead_letter_count(tenant)
-            if dead:
-                raise AdminError(
-                    422,
-                    "dead_letters",
-                    f"tenant {tenant!r} has {dead} dead-lettered intents; inspect or re-drive them"
-                    " before moving past dual_write (or use force)",
-                    dead_letters=dead,
-                )
+        """Every guard is the mover's (`proxy.phase_moves`), the same for the automatic rollback."""
+        request = MoveRequest(
+            tenant,
+            change.phase,
+            actor=who.name,
+            reason=change.reason,
+            expected_version=change.expected_version,
+            force=change.force,
+            dry_run=change.dry_run,
+        )
         try:
-            if change.dry_run:
-                row = await check_phase_move(
-                    store,
-                    tenant,
-                    change.phase,
-                    expected_version=change.expected_version,
-                    force=change.force,
-                    missing_applier=runtime.settings.worker.missing_for,
-                )
-                return {**row.as_json(), "to": change.phase.value, "dry_run": True}
-            updated = await move_phase(
-                store,
-                runtime.cache,
-                tenant,
-                change.phase,
-                actor=who.name,
-                reason=change.reason,
-                expected_version=change.expected_version,
-                force=change.force,
-                hold_timeout_s=runtime.settings.barrier.hold_timeout_s,
-                pending_toward=runtime.inspector.pending,
-                missing_applier=runtime.settings.worker.missing_for,
-            )
-        except ApplierMissingError as exc:
-            raise AdminError(
-                422, "applier_not_configured", str(exc), setting=exc.setting, side=exc.side.value
-            ) from None
-        except BarrierAbortedError as exc:
-            raise AdminError(409, "barrier_aborted", str(exc), reason=exc.reason) from None
-        except VersionConflictError as exc:
-            raise AdminError(409, "version_conflict", str(exc), current_version=exc.actual) from None
-        except PhaseMoveError as exc:
-            raise AdminError(
-                422,
-                "phase_move_not_allowed",
-                str(exc),
-                current=exc.current.value,
-                allowed=[p.value for p in exc.allowed],
-            ) from None
-        return updated.as_json()
+            row = await runtime.mover.move(request)
+        except MoveRefused as exc:
+            raise AdminError(exc.status, exc.code, exc.detail, **exc.fields) from None
+        if change.dry_run:
+            return {**row.as_json(), "to": change.phase.value, "dry_run": True}
+        return row.as_json()
 
     @app.get("/audit", responses=page_schema("entries"))
     async def audit(

@@ -13,13 +13,13 @@ from proxy.errors import BadRequest, InternalError, ProxyError, ServiceUnavailab
 from proxy.executor import PHASE_HEADERS, Executor
 from proxy.phase_cache import PhaseCache
 from proxy.request import ClientDisconnected, ProxyRequest, read_body
-from proxy.request_telemetry import REJECTED, Exchange, RequestTelemetry
-from proxy.sql_endpoint import SqlRouter
+from proxy.request_outcome import RequestOutcome, ResponseAborted, served_by
+from proxy.request_router import RequestRouter
+from proxy.request_telemetry import Exchange, RequestTelemetry
 from proxy.types import Receive, Scope, Send
 from proxy.unexpected import internal_error
 from proxy.write_gate import WriteGate
-from routing.classify import InvalidTargetError, RequestFacts, RequestKind, check_target, classify
-from routing.decide import decide
+from routing.classify import InvalidTargetError, RequestKind, check_target, classify
 from routing.tenant import InvalidTenantError
 from telemetry.logs import REQUEST_SCOPE
 
@@ -30,6 +30,7 @@ log = logging.getLogger("cutover.proxy")
 REQUEST_TARGET_EXTENSION = "cutover.request_target"
 # `Connection` values that list no field: most requests' only one, not worth parsing.
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
+_UNKNOWN = RequestOutcome()  # recorded for a request ended by an exception (a cancelled task)
 
 
 class DataPlane:
@@ -42,7 +43,7 @@ class DataPlane:
         tenant_header: str,
         max_body_bytes: int,
         telemetry: RequestTelemetry | None = None,
-        sql: SqlRouter | None = None,
+        router: RequestRouter | None = None,
     ) -> None:
         self._cache = cache
         self._executor = executor
@@ -52,7 +53,7 @@ class DataPlane:
         self._max_body_bytes = max_body_bytes
         # None when tracing and metrics are both off: then no request pays for telemetry at all.
         self._telemetry = telemetry if telemetry is not None and telemetry.enabled else None
-        self._sql = sql
+        self._router = router or RequestRouter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -66,20 +67,27 @@ class DataPlane:
             # through each coroutine frame on its stack.
             exchange = telemetry.begin(scope)
             try:
-                await self._http(scope, receive, send, exchange)
+                outcome = await self._http(scope, receive, send, exchange)
             except BaseException as exc:
-                telemetry.finish(exchange, exc)
+                telemetry.finish(exchange, exc.outcome if isinstance(exc, ResponseAborted) else _UNKNOWN, exc)
                 raise
-            telemetry.finish(exchange)
+            telemetry.finish(exchange, outcome)
         elif kind == "lifespan":
             await _lifespan(receive, send)
         elif kind == "websocket":
             await send({"type": "websocket.close", "code": 1003})
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send, exchange: Exchange | None) -> None:
+    async def _http(
+        self, scope: Scope, receive: Receive, send: Send, trace: Exchange | None
+    ) -> RequestOutcome:
+        """Answer one request; what became of it (recorded once, by the caller, when telemetry is on).
+        `trace`: the request's trace context, for the backend calls' spans (None: telemetry off)."""
         phase_header: bytes | None = None
         gated: str | None = None
         tenant_value: str | None = None
+        # What is known of the request so far, for an answer the proxy makes itself.
+        tenant: str | None = None
+        kind = phase = "unknown"
         try:
             extensions = scope.get("extensions") or {}
             raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
@@ -100,9 +108,7 @@ class DataPlane:
                     # Hop-by-hop for this message: the backend would get the request without its tenant.
                     raise self._tenant_refused("is listed in Connection: it cannot be hop-by-hop")
             facts = classify(scope["method"], tenant_value)
-            if exchange is not None:
-                exchange.tenant = facts.tenant
-                exchange.kind = facts.kind  # StrEnum members are their values (no `.value` call)
+            tenant, kind = facts.tenant, facts.kind  # StrEnum members are their values (no `.value` call)
             if not self._cache.loaded:
                 raise ServiceUnavailable(
                     "tenant phases have not been loaded from the phase store yet",
@@ -110,60 +116,55 @@ class DataPlane:
                     retry_after_s=2,
                 )
             body = await read_body(receive, limit=self._max_body_bytes, declared_length=declared_length)
-            sql = None
-            if self._sql is not None and (endpoint := self._sql.endpoint(facts.method, raw_path)) is not None:
-                # A SQL endpoint: what the statements do decides read or write, and may name the tenant.
-                sql = self._sql.classify(endpoint, body, facts.tenant)
-                facts = RequestFacts(tenant=sql.tenant, kind=sql.kind, method=facts.method)
-                if exchange is not None:  # counted and traced as what the statements do, for their tenant
-                    exchange.tenant = facts.tenant
-                    exchange.kind = facts.kind
+            # A SQL endpoint: counted and traced as what the statements do, for the tenant they name.
+            classified = self._router.classify(facts, raw_path, body)
+            facts = classified.facts
+            tenant, kind = facts.tenant, facts.kind
             if facts.kind is RequestKind.WRITE and facts.tenant is not None:
                 # May wait while the tenant's authoritative side is being switched: read the phase after.
                 await self._gate.enter(facts.tenant)
                 gated = facts.tenant
-            phase = self._cache.phase_of(facts.tenant)
-            phase_header = PHASE_HEADERS[phase][1]
-            if exchange is not None:
-                exchange.phase = phase
-            plan, old_body, new_body = decide(phase, facts.kind), None, None
-            if sql is not None and self._sql is not None:
-                sql_plan = self._sql.plan(phase, sql)
-                plan, old_body, new_body = sql_plan.plan, sql_plan.old_body, sql_plan.new_body
+            current = self._cache.phase_of(facts.tenant)
+            phase, phase_header = current, PHASE_HEADERS[current][1]
+            routed = self._router.route(classified, current, body)
             client = scope.get("client")
             request = ProxyRequest(
                 method=facts.method,
                 raw_path=raw_path.decode("latin-1"),
                 query=scope.get("query_string", b"").decode("latin-1"),
                 headers=scope["headers"],
-                body=body if old_body is None else old_body,
+                body=routed.body,
                 tenant=facts.tenant,
                 client_host=client[0] if client else None,
                 scheme=scope.get("scheme", "http"),
-                new_body=new_body,
-                sql_read=sql is not None and facts.kind is RequestKind.READ,
+                new_body=routed.new_body,
+                sql_read=routed.sql_read,
             )
-            await self._executor.run(plan, request, send, exchange)
+            outcome = await self._executor.run(routed.plan, request, send, trace)
+            if outcome.refusal is not None:
+                _log_refusal(scope, outcome.refusal, tenant_value)
+                await _send_error(send, outcome.refusal, phase_header)
+            return outcome
         except ProxyError as exc:
-            _answered_by_proxy(exchange, exc.status, _served_by(exc))
             _log_refusal(scope, exc, tenant_value)
             await _send_error(send, exc, phase_header)
+            return RequestOutcome(tenant, phase, kind, served_by=served_by(exc), status=exc.status)
         except (InvalidTenantError, InvalidTargetError) as exc:
-            _answered_by_proxy(exchange, BadRequest.status)
             code = "invalid_tenant" if isinstance(exc, InvalidTenantError) else "invalid_target"
             refusal = BadRequest(str(exc), code=code)
             _log_refusal(scope, refusal, None)
             await _send_error(send, refusal, phase_header)
+            return RequestOutcome(tenant, phase, kind, status=BadRequest.status)
         except ClientDisconnected:
-            return
+            return RequestOutcome(tenant, phase, kind)
         except ConnectionAbortedError:
             raise  # a backend failed mid-body, after the status line: the server cuts the connection
         except Exception as exc:
             # A bug. Answered in cutover's shape, never the server's plain-text 500; if the response has
             # started, `_send_error` cannot send and the incomplete response makes the server cut the
             # connection.
-            _answered_by_proxy(exchange, InternalError.status)
             await _send_error(send, internal_error(scope, exc), phase_header)
+            return RequestOutcome(tenant, phase, kind, status=InternalError.status)
         finally:
             if gated is not None:
                 self._gate.exit(gated)
@@ -189,26 +190,10 @@ def _log_refusal(scope: Scope, error: ProxyError, tenant: str | None) -> None:
             "status": error.status,
             "error": error.code,
             "tenant": tenant,
-            "served_by": _served_by(error),
+            "served_by": served_by(error),
             **({"cause": f"{type(cause).__name__}: {cause}"} if cause is not None else {}),
         },
     )
-
-
-def _served_by(error: ProxyError) -> str:
-    """Who an error answer names in `X-Cutover-Served-By` (and in metrics): the backend that failed for
-    a 502/504, else the proxy."""
-    return getattr(error, "backend", "proxy")
-
-
-def _answered_by_proxy(exchange: Exchange | None, status: int, served_by: str = "proxy") -> None:
-    """An error answer is the proxy's own; keep the executor's decision when it made one (a backend
-    failure, an unsafe fallback), else the proxy refused the request by itself."""
-    if exchange is not None:
-        exchange.served_by = served_by
-        exchange.status = status
-        if exchange.decision == "respond":  # the backend answered, then buffering the write failed
-            exchange.decision = REJECTED
 
 
 def _content_length(value: bytes) -> int:
@@ -222,7 +207,7 @@ async def _send_error(send: Send, error: ProxyError, phase: bytes | None) -> Non
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
-        (b"x-cutover-served-by", _served_by(error).encode()),
+        (b"x-cutover-served-by", served_by(error).encode()),
         *error.headers(),
     ]
     if phase is not None:

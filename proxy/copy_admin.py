@@ -1,6 +1,6 @@
 """Admin API of the REST copy: what each copy did and what mirroring did meanwhile (`GET /tenants/{tenant}/
-copy`, `GET /copy`), and the `live` gate used by the phase change route: a tenant leaves the phases that
-mirror to new only once every REST resource is copied (`backfill.copy_status`)."""
+copy`, `GET /copy`). The `live` gate that reads them (a tenant leaves the phases that mirror to new only
+once every REST resource is copied) is the phase mover's: `proxy.phase_moves`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Query
 
-from backfill.copy_status import CopyReader, describe_unfinished, unfinished
-from proxy.admin_errors import AdminError
+from backfill.copy_status import CopyReader
 from proxy.admin_guard import Reader
 from proxy.admin_limits import COPIES_PAGE_MAX
 from proxy.admin_pages import LIMIT_HELP, PageResponse, page_of, page_schema
@@ -66,17 +65,3 @@ async def copy_overview(runtime: Runtime, limit: int) -> dict[str, Any]:
         rows = await _reader(runtime).page(conn, after=None, limit=limit)
     shown, more = page_of(rows, limit, key=lambda row: str(row["tenant"]))
     return {"tenants": shown, "more": more is not None}
-
-
-async def require_copied(runtime: Runtime, tenant: str) -> None:
-    """Raise 422 `copy_unfinished`, naming each REST resource whose copy is not done (or stale), unless
-    every one is copied or the gate is off (`data.gate.require_copy`)."""
-    data = runtime.settings.data
-    configured = [r.name for r in data.rest.resources]
-    if not data.gate.require_copy or not configured:
-        return
-    async with runtime.pool.acquire() as conn:
-        body = await _reader(runtime).tenant(conn, tenant)
-    problems = unfinished(body["resources"], configured)
-    if problems:
-        raise AdminError(422, "copy_unfinished", describe_unfinished(tenant, problems), resources=problems)

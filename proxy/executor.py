@@ -1,5 +1,7 @@
 """Run a `Plan`: forward to the serving side, fall back when the plan and safety allow, shadow reads,
-and turn acknowledged writes into intents before the client sees the acknowledgement."""
+and turn acknowledged writes into intents before the client sees the acknowledgement. What was served
+comes back as one `RequestOutcome`: the data plane sends the answers cutover makes itself (its
+`refusal`) and records the outcome once."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from buffer_worker.sink import BufferUnavailableError, IntentSink
 from proxy.compare import Observation
 from proxy.errors import BackendError, ProxyError, ServiceUnavailable
 from proxy.request import ProxyRequest
+from proxy.request_outcome import REJECTED, RequestOutcome, ResponseAborted, served_by
 from proxy.request_telemetry import Exchange, RequestTelemetry
 from proxy.shadow import ShadowRunner
 from proxy.stats import DataPlaneStats
@@ -50,45 +53,49 @@ class Executor:
         self._sink = sink
         self._stats = stats
         self._capture_limit = capture_limit
-        self._telemetry = telemetry
+        # Chosen once: with telemetry off, no backend call is timed or traced.
+        self._telemetry = telemetry if telemetry is not None and telemetry.enabled else None
+        self._timed = self._telemetry is not None and self._telemetry.access_log  # backend times kept
         # Told of each tenant a backend answered with a 2xx (proxy.seen_tenants): made-up ids never are.
         self._note_tenant = note_tenant
 
     async def run(
-        self, plan: Plan, request: ProxyRequest, send: Send, exchange: Exchange | None = None
-    ) -> None:
+        self, plan: Plan, request: ProxyRequest, send: Send, trace: Exchange | None = None
+    ) -> RequestOutcome:
+        """Serve `request` by `plan`; `trace` is its trace context when telemetry is on."""
         if plan.mirror is not None and (refusal := self._sink.refusal()) is not None:
             # Checked before the authoritative side sees the write: never acknowledge what cannot be mirrored.
-            raise ServiceUnavailable(
+            unavailable = ServiceUnavailable(
                 f"the write buffer cannot take intents: {refusal.detail}; "
                 f"the write was not sent to {plan.serving}",
                 code=refusal.code,
                 retry_after_s=5,
                 tenant=request.mirror_tenant,
             )
-        if plan.shadow is None or not self._shadow.admit(plan, request):
-            await self._serve(plan, request, send, exchange, capture=False)
-            return
-        traceparent = None if exchange is None else exchange.traceparent
+            return RequestOutcome(
+                request.tenant, plan.phase, plan.kind, status=unavailable.status, refusal=unavailable
+            )
+        slot = None if plan.shadow is None else self._shadow.admit(plan, request)
+        if slot is None:
+            return (await self._serve(plan, request, send, trace, capture=False))[1]
+        served: Observation | None = None  # None: nothing to compare, the slot goes back
         try:
-            served = await self._serve(plan, request, send, exchange, capture=True)
-        except ProxyError as exc:
-            # The serving side failed: the shadow read still runs, so the failure counts against that side.
-            self._shadow.launch(plan, request, Observation(None, None, error=exc.code), traceparent)
-            raise
-        except BaseException:
-            self._shadow.cancel(plan.shadow)
-            raise
-        self._shadow.launch(plan, request, served, traceparent)
+            # A failed serving side is observed as its error: the shadow read still runs, so the failure
+            # counts against that side.
+            served, outcome = await self._serve(plan, request, send, trace, capture=True)
+        finally:
+            self._shadow.launch(slot, plan, request, served, None if trace is None else trace.traceparent)
+        return outcome
 
     async def _serve(
-        self, plan: Plan, request: ProxyRequest, send: Send, exchange: Exchange | None, *, capture: bool
-    ) -> Observation:
+        self, plan: Plan, request: ProxyRequest, send: Send, trace: Exchange | None, *, capture: bool
+    ) -> tuple[Observation, RequestOutcome]:
         upstream = self._upstreams[plan.serving]
+        timings: list[tuple[str, float]] | None = [] if self._timed else None
         response: aiohttp.ClientResponse | None = None
         failure: BackendError | None = None
         try:
-            response = await self._send_upstream(upstream, request, exchange, "serving")
+            response = await self._send_upstream(upstream, request, trace, "serving", timings)
             outcome = Outcome.OK if response.status < 500 else Outcome.SERVER_ERROR
         except BackendError as exc:
             failure = exc
@@ -98,21 +105,64 @@ class Executor:
         if outcome is not Outcome.OK and plan.fallback is not None:
             fallback_safe = await self._fallback_safe(request, plan.fallback)
         action = resolve(plan, outcome, fallback_safe=fallback_safe)
-        if exchange is not None:
-            exchange.decision = action
-            exchange.serving = plan.serving
+        try:
+            return await self._act(
+                plan, request, send, trace, action, outcome, upstream, response, failure, timings, capture
+            )
+        except ProxyError as exc:
+            # Answered by cutover: a backend failure names the backend; a write the backend acknowledged
+            # but the buffer refused is the proxy's refusal, not the backend's answer.
+            served = RequestOutcome(
+                request.tenant,
+                plan.phase,
+                plan.kind,
+                REJECTED if action is Action.RESPOND else action,
+                plan.serving,
+                served_by(exc),
+                exc.status,
+                backend_s=_timed(timings),
+                refusal=exc,
+            )
+            return Observation(None, None, error=exc.code), served
 
+    async def _act(
+        self,
+        plan: Plan,
+        request: ProxyRequest,
+        send: Send,
+        trace: Exchange | None,
+        action: Action,
+        outcome: Outcome,
+        upstream: BackendClient,
+        response: aiohttp.ClientResponse | None,
+        failure: BackendError | None,
+        timings: list[tuple[str, float]] | None,
+        capture: bool,
+    ) -> tuple[Observation, RequestOutcome]:
+        """Carry out `action`, decided on the serving side's `outcome`."""
         if action is Action.RESPOND:
             assert response is not None  # RESPOND follows an answer (2xx-4xx, or a 5xx with no fallback)
             self._stats.requests[plan.serving_key] += 1
-            if exchange is not None:
-                exchange.served_by = plan.serving
-                exchange.status = response.status
             if self._note_tenant is not None and 200 <= response.status < 300 and request.tenant is not None:
                 self._note_tenant(request.tenant)
+            served = RequestOutcome(
+                request.tenant,
+                plan.phase,
+                plan.kind,
+                action,
+                plan.serving,
+                plan.serving,
+                response.status,
+                intent_queued=plan.mirror is not None and 200 <= response.status < 300,
+                backend_s=_timed(timings),
+            )
             if plan.mirror is not None:
-                return await self._respond_write(plan, request, upstream, response, send, exchange)
-            return await self._respond(plan, upstream, response, send, plan.serving, capture=capture)
+                observed = await self._respond_write(plan, request, upstream, response, send, trace)
+            else:
+                observed = await self._respond(
+                    plan, upstream, response, send, plan.serving, served, capture=capture
+                )
+            return observed, served
         failed_status = None
         if response is not None:
             failed_status = response.status
@@ -138,17 +188,24 @@ class Executor:
                     **({"backend_status": failed_status} if failed_status is not None else {}),
                 },
             )
-            response = await self._send_upstream(fallback, request, exchange, "fallback")
-            if exchange is not None:
-                exchange.served_by = plan.fallback
-                exchange.status = response.status
+            response = await self._send_upstream(fallback, request, trace, "fallback", timings)
             if self._note_tenant is not None and 200 <= response.status < 300 and request.tenant is not None:
                 self._note_tenant(request.tenant)
             assert plan.fallback_key is not None
             self._stats.requests[plan.fallback_key] += 1
-            await self._respond(plan, fallback, response, send, plan.fallback, capture=False)
+            served = RequestOutcome(
+                request.tenant,
+                plan.phase,
+                plan.kind,
+                action,
+                plan.serving,
+                plan.fallback,
+                response.status,
+                backend_s=_timed(timings),
+            )
+            await self._respond(plan, fallback, response, send, plan.fallback, served, capture=False)
             # What a shadow compares is the serving side's answer, and that side failed.
-            return Observation(failed_status, None, error=outcome.value)
+            return Observation(failed_status, None, error=outcome.value), served
         if action is Action.UNAVAILABLE:
             self._stats.fallback_refused += 1
             raise ServiceUnavailable(
@@ -161,7 +218,12 @@ class Executor:
         raise failure
 
     async def _send_upstream(
-        self, upstream: BackendClient, request: ProxyRequest, exchange: Exchange | None, role: str
+        self,
+        upstream: BackendClient,
+        request: ProxyRequest,
+        trace: Exchange | None,
+        role: str,
+        timings: list[tuple[str, float]] | None,
     ) -> aiohttp.ClientResponse:
         headers = upstream.rewriter.build(
             request.headers, client_host=request.client_host, scheme=request.scheme
@@ -169,10 +231,10 @@ class Executor:
         url = upstream.url_for(request.raw_path, request.query)
         body = request.body_for(upstream.side)
         try:
-            if exchange is None or self._telemetry is None:
+            if trace is None or self._telemetry is None:
                 return await upstream.request(request.method, url, headers, body)
             return await self._telemetry.call_backend(
-                upstream, request.method, url, request.raw_path, headers, body, exchange, role
+                upstream, request.method, url, request.raw_path, headers, body, trace, role, timings
             )
         except BackendFailure as exc:
             raise BackendError.of(exc) from exc
@@ -190,6 +252,7 @@ class Executor:
         response: aiohttp.ClientResponse,
         send: Send,
         served_by: Side,
+        served: RequestOutcome,
         *,
         capture: bool,
     ) -> Observation:
@@ -213,8 +276,8 @@ class Executor:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except (TimeoutError, aiohttp.ClientError) as exc:
                 # The status line is out: the only honest signal left is to cut the connection.
-                raise ConnectionAbortedError(
-                    f"backend {served_by} failed mid-body: {type(exc).__name__}"
+                raise ResponseAborted(
+                    f"backend {served_by} failed mid-body: {type(exc).__name__}", served
                 ) from exc
             await send({"type": "http.response.body", "body": b""})
             if not capture:
@@ -231,7 +294,7 @@ class Executor:
         upstream: BackendClient,
         response: aiohttp.ClientResponse,
         send: Send,
-        exchange: Exchange | None,
+        trace: Exchange | None,
     ) -> Observation:
         """A write in a mirroring phase: the intent must be durable before the client sees the 2xx."""
         assert plan.mirror is not None and plan.kind is RequestKind.WRITE
@@ -260,7 +323,7 @@ class Executor:
                     if name.lower() in (b"location", b"content-type", b"etag")
                 ),
                 # The worker's apply continues the trace of this write.
-                traceparent=None if exchange is None else exchange.traceparent,
+                traceparent=None if trace is None else trace.traceparent,
             )
             try:
                 await self._sink.append(intent)
@@ -305,6 +368,12 @@ def _client_headers(
 
 
 _UNCAPTURED = Observation(None, None)  # what `_respond` returns when nobody compares the answer
+
+
+def _timed(timings: list[tuple[str, float]] | None) -> tuple[tuple[str, float], ...]:
+    return () if not timings else tuple(timings)
+
+
 # Built once: `Enum.value` is a Python-level property, and these go on every response.
 SERVED_BY_HEADERS = {side: (b"x-cutover-served-by", side.value.encode()) for side in Side}
 PHASE_HEADERS = {phase: (b"x-cutover-phase", phase.value.encode()) for phase in Phase}

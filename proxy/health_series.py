@@ -1,7 +1,7 @@
 """Per-tenant, per-side request counts and latency histograms of one data-plane process, held between two
 writes to PostgreSQL (`proxy.health_recorder`), and the cap that keeps what is written bounded.
 
-The side of a request is the side its plan sent it to first (`Exchange.serving`): old or new, or `proxy`
+The side of a request is the side its plan sent it to first (`RequestOutcome.serving`): old or new, or `proxy`
 for a request cutover answered by itself before any backend (not ready, bad input, a buffer refusing
 writes). A request is an error of its side when the client got a 5xx (the side's own, or a 502/504/503
 cutover answered because the side failed) or when the side failed and the other one served it (a

@@ -1,127 +1,214 @@
-"""One path for every phase change, whoever asks (an operator through the admin API, or the automatic
-rollback): a move that changes which side takes writes first goes through the authority-switch barrier
-(`proxy.barrier`), any other is a plain audited store update; either way this proxy's cache gets the new
-phase at once (the others through NOTIFY).
+"""One mover for every phase change, whoever asks (an operator through the admin API, a fleet move through
+it, or the automatic rollback): `PhaseMover`, built once with what its guards read, takes a
+`MoveRequest` and either moves the tenant or refuses with `MoveRefused`, whose status and code are the
+admin API's answer. Every guard lives here, in this order:
 
-A move into a phase that mirrors writes toward a side the worker cannot apply to (its applier for that
-side is PostgreSQL, and `worker.postgres.<side>` is not configured) is refused, `force` or not: its
-intents could only be dead-lettered. The check reads this proxy's settings, which are the workers' when
-they share the configuration file, as they should.
+1. `tenant_archived` (409): an archived tenant's phase is frozen until it is unarchived;
+2. `verify_required` (422): into complete, a passing, current verify of every covered table;
+3. `copy_unfinished` (422): past the phases that mirror to new, every REST resource copied;
+4. `dead_letters` (422): forward past dual_write, no dead-lettered intent;
+5. `phase_move_not_allowed` (422): the phase rules (`routing.phases.check_move`);
+6. `applier_not_configured` (422): into a phase that mirrors writes toward a side the worker cannot apply
+   to (its applier for that side is PostgreSQL, and `worker.postgres.<side>` is not configured): its
+   intents could only be dead-lettered. This proxy's settings are read, which are the workers' when they
+   share the configuration file, as they should;
+7. `version_conflict` (409): not at `expected_version`;
+8. `barrier_aborted` (409): a move that changes which side takes writes first goes through the
+   authority-switch barrier (`proxy.barrier`); any other is a plain audited store update.
 
-`check_phase_move` makes the same checks without moving (`PUT /tenants/{t}/phase` with `dry_run`, which
-fleet moves send for every tenant before they move any). Every phase change is logged once, here, with
-who, from, to and why.
-
-Errors: the store's and the barrier's, unchanged (`VersionConflictError`, `PhaseMoveError`,
-`BarrierAbortedError`), and `ApplierMissingError`.
+`force` skips 2-4 and allows the moves the rules allow only with it; it never skips 1 or 6. A dry run
+(`MoveRequest.dry_run`) makes every check but the barrier and changes nothing. After a move this proxy's
+cache has the new phase at once (the others get it through NOTIFY), and the change is logged once, here,
+with who, from, to and why.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
-from proxy.barrier import changes_authority, switch_authority
+from backfill.copy_status import CopyReader, describe_unfinished, unfinished
+from backfill.gate import check_complete_gate
+from buffer_worker.inspect import BufferInspector
+from config.settings import Settings
+from proxy.barrier import BarrierAbortedError, changes_authority, switch_authority
 from proxy.phase_cache import PhaseCache
 from proxy.phase_store import PhaseStore, TenantPhase, VersionConflictError
-from routing.phases import Phase, Side, check_move
+from proxy.tenant_archive import archived
+from routing.phases import Phase, PhaseMoveError, check_move
 
 log = logging.getLogger("cutover.phases")
 
 
-class ApplierMissingError(Exception):
-    def __init__(self, tenant: str, phase: Phase, side: Side, setting: str) -> None:
-        self.tenant = tenant
-        self.phase = phase
-        self.side = side
-        self.setting = setting
-        super().__init__(
-            f"tenant {tenant!r} cannot move to {phase.value}: its writes would be mirrored to {side},"
-            f" and the worker has no applier toward {side} ({setting} is not configured)"
+class MoveRefused(Exception):
+    """A phase change refused by one of the mover's guards: the admin API answers `status` with
+    `{"error": code, "detail": detail, **fields}`."""
+
+    def __init__(self, status: int, code: str, detail: str, **fields: Any) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.fields = fields
+
+
+@dataclass(frozen=True, slots=True)
+class MoveRequest:
+    tenant: str
+    phase: Phase
+    actor: str
+    reason: str
+    expected_version: int | None = None
+    force: bool = False
+    dry_run: bool = False
+    log_level: int = logging.INFO  # of the line that records the change
+
+
+class PhaseMover:
+    def __init__(
+        self, *, store: PhaseStore, cache: PhaseCache, settings: Settings, inspector: BufferInspector
+    ) -> None:
+        self._store = store
+        self._cache = cache
+        self._settings = settings
+        self._inspector = inspector
+
+    async def move(self, request: MoveRequest) -> TenantPhase:
+        """The tenant's row after the move (before it, unchanged, for a dry run); `MoveRefused` when a
+        guard refuses it."""
+        await self._gates(request)
+        tenant, phase = request.tenant, request.phase
+        # Read again: the gates took time, and the rules and the barrier judge the phase as it is now.
+        current = await self._store.get(tenant)
+        try:
+            self._check_rules(request, current.phase)
+            if request.dry_run:
+                if request.expected_version not in (None, current.version):
+                    raise VersionConflictError(tenant, request.expected_version, current.version)
+                return current
+            if changes_authority(current.phase, phase):
+                updated = await switch_authority(
+                    self._store,
+                    tenant,
+                    phase,
+                    actor=request.actor,
+                    reason=request.reason,
+                    expected_version=request.expected_version,
+                    force=request.force,
+                    hold_timeout_s=self._settings.barrier.hold_timeout_s,
+                    pending_toward=self._inspector.pending,
+                )
+            else:
+                updated = await self._store.set_phase(
+                    tenant,
+                    phase,
+                    actor=request.actor,
+                    reason=request.reason,
+                    expected_version=request.expected_version,
+                    force=request.force,
+                )
+        except PhaseMoveError as exc:
+            raise MoveRefused(
+                422,
+                "phase_move_not_allowed",
+                str(exc),
+                current=exc.current.value,
+                allowed=[p.value for p in exc.allowed],
+            ) from exc
+        except VersionConflictError as exc:
+            raise MoveRefused(409, "version_conflict", str(exc), current_version=exc.actual) from exc
+        except BarrierAbortedError as exc:
+            raise MoveRefused(409, "barrier_aborted", str(exc), reason=exc.reason) from exc
+        self._cache.apply(updated.tenant, updated.phase, updated.version)
+        self._log(request, current.phase, updated)
+        return updated
+
+    async def _gates(self, request: MoveRequest) -> None:
+        """The guards that read more than the phase row: the archive, the data gates, dead letters."""
+        tenant, phase = request.tenant, request.phase
+        pool = self._store.pool
+        if (archive := await archived(pool, tenant)) is not None:
+            raise MoveRefused(
+                409,
+                "tenant_archived",
+                f"tenant {tenant!r} is archived ({archive['reason']}); unarchive it before moving it",
+                archived_by=archive["archived_by"],
+            )
+        if request.force:
+            return
+        row = await self._store.get(tenant)
+        current = row.phase
+        if phase is Phase.COMPLETE:
+            async with pool.acquire() as conn:
+                verdict = await check_complete_gate(
+                    conn, self._settings.data, tenant, phase_changed_at=row.updated_at, now=datetime.now(UTC)
+                )
+            if not verdict.passed:
+                raise MoveRefused(422, "verify_required", verdict.describe(tenant), reports=verdict.problems)
+        if phase.rank >= Phase.LIVE.rank > current.rank:
+            await self._require_copied(tenant)
+        if phase.rank > max(current.rank, Phase.DUAL_WRITE.rank):
+            dead = await self._inspector.dead_letter_count(tenant)
+            if dead:
+                raise MoveRefused(
+                    422,
+                    "dead_letters",
+                    f"tenant {tenant!r} has {dead} dead-lettered intents; inspect or re-drive them"
+                    " before moving past dual_write (or use force)",
+                    dead_letters=dead,
+                )
+
+    async def _require_copied(self, tenant: str) -> None:
+        """Every configured REST resource copied (and not stale), unless the gate is off
+        (`data.gate.require_copy`)."""
+        data = self._settings.data
+        configured = [r.name for r in data.rest.resources]
+        if not data.gate.require_copy or not configured:
+            return
+        async with self._store.pool.acquire() as conn:
+            body = await CopyReader(self._settings, self._inspector.client).tenant(conn, tenant)
+        problems = unfinished(body["resources"], configured)
+        if problems:
+            raise MoveRefused(
+                422, "copy_unfinished", describe_unfinished(tenant, problems), resources=problems
+            )
+
+    def _check_rules(self, request: MoveRequest, current: Phase) -> None:
+        """The phase rules first (a move they refuse is named as such), then the mirror's applier."""
+        tenant, phase = request.tenant, request.phase
+        check_move(tenant, current, phase, force=request.force)
+        if phase.mirrors:
+            side = phase.authoritative.other
+            setting = self._settings.worker.missing_for(side)
+            if setting is not None:
+                raise MoveRefused(
+                    422,
+                    "applier_not_configured",
+                    f"tenant {tenant!r} cannot move to {phase.value}: its writes would be mirrored to"
+                    f" {side}, and the worker has no applier toward {side} ({setting} is not configured)",
+                    setting=setting,
+                    side=side.value,
+                )
+
+    def _log(self, request: MoveRequest, current: Phase, updated: TenantPhase) -> None:
+        log.log(
+            request.log_level,
+            "phase of %r changed by %s: %s -> %s (version %d): %s",
+            request.tenant,
+            request.actor,
+            current.value,
+            updated.phase.value,
+            updated.version,
+            request.reason,
+            extra={
+                "tenant": request.tenant,
+                "actor": request.actor,
+                "from_phase": current.value,
+                "to_phase": updated.phase.value,
+                "version": updated.version,
+                "forced": request.force,
+                "reason": request.reason,
+            },
         )
-
-
-async def move_phase(
-    store: PhaseStore,
-    cache: PhaseCache,
-    tenant: str,
-    phase: Phase,
-    *,
-    actor: str,
-    reason: str,
-    expected_version: int | None,
-    force: bool,
-    hold_timeout_s: float,
-    pending_toward: Callable[[str, Side], Awaitable[int]],
-    missing_applier: Callable[[Side], str | None],
-    log_level: int = logging.INFO,
-) -> TenantPhase:
-    """`missing_applier(side)`: the setting the worker lacks to apply intents toward `side`, if any."""
-    current = (await store.get(tenant)).phase
-    _check(tenant, current, phase, force=force, missing_applier=missing_applier)
-    if changes_authority(current, phase):
-        updated = await switch_authority(
-            store,
-            tenant,
-            phase,
-            actor=actor,
-            reason=reason,
-            expected_version=expected_version,
-            force=force,
-            hold_timeout_s=hold_timeout_s,
-            pending_toward=pending_toward,
-        )
-    else:
-        updated = await store.set_phase(
-            tenant, phase, actor=actor, reason=reason, expected_version=expected_version, force=force
-        )
-    cache.apply(updated.tenant, updated.phase, updated.version)
-    log.log(
-        log_level,
-        "phase of %r changed by %s: %s -> %s (version %d): %s",
-        tenant,
-        actor,
-        current.value,
-        updated.phase.value,
-        updated.version,
-        reason,
-        extra={
-            "tenant": tenant,
-            "actor": actor,
-            "from_phase": current.value,
-            "to_phase": updated.phase.value,
-            "version": updated.version,
-            "forced": force,
-            "reason": reason,
-        },
-    )
-    return updated
-
-
-async def check_phase_move(
-    store: PhaseStore,
-    tenant: str,
-    phase: Phase,
-    *,
-    expected_version: int | None,
-    force: bool,
-    missing_applier: Callable[[Side], str | None],
-) -> TenantPhase:
-    """The checks `move_phase` makes before it changes anything (version, rules, applier), and nothing
-    else: the tenant's current row, or the error the move would raise. The barrier is not tried."""
-    current = await store.get(tenant)
-    if expected_version is not None and expected_version != current.version:
-        raise VersionConflictError(tenant, expected_version, current.version)
-    _check(tenant, current.phase, phase, force=force, missing_applier=missing_applier)
-    return current
-
-
-def _check(
-    tenant: str, current: Phase, phase: Phase, *, force: bool, missing_applier: Callable[[Side], str | None]
-) -> None:
-    check_move(tenant, current, phase, force=force)  # a move the rules refuse is named as such first
-    if phase.mirrors:
-        mirror = phase.authoritative.other
-        setting = missing_applier(mirror)
-        if setting is not None:
-            raise ApplierMissingError(tenant, phase, mirror, setting)

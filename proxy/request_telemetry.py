@@ -3,15 +3,18 @@ latency histograms. Everything here runs on the hot path, so it is written for c
 
 - when tracing, metrics, the health history and the access log are all off, the data plane never calls
   into this module (no `Exchange`, no span, no clock read);
-- the access log (`access_log: true`) is one structured line per request, written when it ends, from
-  the `Exchange` the other consumers fill anyway; off, it costs one attribute test per request;
+- what happened to the request comes in once, when it ends, as one immutable `RequestOutcome`
+  (`proxy.request_outcome`); what records it (metrics, the health history, the server span, the access
+  log) is chosen when this object is built, and the access log (`access_log: true`) is one structured
+  line per request made from that record;
 - metrics are plain counters and `FastHistogram`s, read by the scrape (see `telemetry.prometheus`);
 - a new trace is sampled first, by one random draw, before anything else: an unsampled request makes
   no ids, no span, no context and no `traceparent`;
 - a sampled request carries plain ids (trace, span, parent) while it runs; each span is built once,
   when it ends, with its attributes in one dict (`telemetry.spans`), not through the SDK's tracer;
-- nothing is attached to OpenTelemetry's context: the ids travel in the `Exchange`, and log lines find
-  them in the request's scope (`telemetry.logs.TRACE_IDS_KEY`).
+- nothing is attached to OpenTelemetry's context: the ids travel in the `Exchange` (the request's trace
+  context, set when it begins), and log lines find them in the request's scope
+  (`telemetry.logs.TRACE_IDS_KEY`).
 
 A request that arrives with a valid `traceparent` continues that trace, sampled or not as its caller
 decided; an unsampled one is still propagated (with flags 00) and recorded nowhere.
@@ -41,6 +44,7 @@ from backends.errors import BackendFailure
 from config.telemetry import TelemetrySettings
 from proxy.divergence.rules import auto_resource
 from proxy.health_series import SideSeries
+from proxy.request_outcome import RequestOutcome
 from proxy.types import Scope
 from telemetry.labels import TenantLabels
 from telemetry.logs import REQUEST_SCOPE, TRACE_IDS_KEY
@@ -59,7 +63,6 @@ from telemetry.spans import (
 
 # Request counter key: (tenant label, phase, kind, decision, served_by, status class).
 RequestKey = tuple[str, str, str, str, str, str]
-REJECTED = "rejected"  # the proxy answered by itself (not ready, bad request, buffer full, ...)
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 _STATUS_CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 _ERROR = Status(StatusCode.ERROR)
@@ -77,7 +80,8 @@ def _no_route(path: str) -> tuple[str | None, str]:
 
 @dataclass(slots=True)
 class Exchange:
-    """One request as telemetry sees it, filled in by the data plane and the executor as it goes."""
+    """One request's trace context and start, set by `RequestTelemetry.begin` and only read afterwards
+    (not frozen: a frozen dataclass costs several times as much to make, on every request)."""
 
     started: float
     # Trace context: trace_id 0 means none (tracing off, or a new trace that was not sampled).
@@ -89,15 +93,6 @@ class Exchange:
     tracestate: str | None = None
     start_ns: int = 0  # wall clock, for recorded spans only
     scope: Scope | None = None  # kept for recorded requests: their span's attributes are read at the end
-    tenant: str | None = None
-    phase: str = "unknown"
-    kind: str = "unknown"
-    decision: str = REJECTED  # a routing.decide.Action value once the executor has resolved one
-    served_by: str = "proxy"
-    serving: str = "proxy"  # the side the plan sent the request to first (the health series' side)
-    status: int = 0
-    # Time to each backend's response head, by role (serving, fallback), kept for the access log only.
-    backend_s: dict[str, float] | None = None
 
     @property
     def traceparent(self) -> str | None:
@@ -179,55 +174,46 @@ class RequestTelemetry:
         scope[TRACE_IDS_KEY] = (exchange.trace_id, exchange.span_id)
         return exchange
 
-    def finish(self, exchange: Exchange, error: BaseException | None = None) -> None:
+    def finish(self, exchange: Exchange, outcome: RequestOutcome, error: BaseException | None = None) -> None:
+        """Record how the request ended, once: what is recorded was chosen when this object was built."""
+        elapsed = time.perf_counter() - exchange.started
         if self.metrics:
-            tenant = self.labels.label(exchange.tenant)
-            phase, kind, served_by = exchange.phase, exchange.kind, exchange.served_by
-            status_class = _STATUS_CLASSES[min(exchange.status // 100, 5)]
-            self.requests[(tenant, phase, kind, exchange.decision, served_by, status_class)] += 1
-            elapsed = time.perf_counter() - exchange.started
+            tenant = self.labels.label(outcome.tenant)
+            phase, kind, served_by = outcome.phase, outcome.kind, outcome.served_by
+            status_class = _STATUS_CLASSES[min(outcome.status // 100, 5)]
+            self.requests[(tenant, phase, kind, outcome.decision, served_by, status_class)] += 1
             self.request_latency.record((tenant, phase, kind, served_by), elapsed)
-            if self.series is not None:
-                self.series.record(
-                    exchange.tenant, exchange.serving, elapsed, exchange.status, exchange.decision
-                )
-        elif self.series is not None:
-            self.series.record(
-                exchange.tenant,
-                exchange.serving,
-                time.perf_counter() - exchange.started,
-                exchange.status,
-                exchange.decision,
-            )
+        if self.series is not None:
+            self.series.record(outcome.tenant, outcome.serving, elapsed, outcome.status, outcome.decision)
         if exchange.flags and self._spans is not None:
-            self._record_server_span(exchange, self._spans, error)
+            self._record_server_span(exchange, outcome, self._spans, error)
         if self.access_log:
-            self._log_access(exchange, error)
+            self._log_access(outcome, error, elapsed)
 
-    def _log_access(self, exchange: Exchange, error: BaseException | None) -> None:
-        """One line per request, from what the request already carries. The request id and trace id are
-        added by the formatter (the scope is this task's log context); the query is left out, since
-        clients put credentials there."""
+    def _log_access(self, outcome: RequestOutcome, error: BaseException | None, elapsed: float) -> None:
+        """One line per request, from its outcome. The request id and trace id are added by the formatter
+        (the scope is this task's log context); the query is left out, since clients put credentials
+        there."""
         scope = REQUEST_SCOPE.get()
         method = scope.get("method", "") if scope is not None else ""
         path = scope.get("path", "") if scope is not None else ""
-        duration_ms = round((time.perf_counter() - exchange.started) * 1000, 3)
-        backend_ms = {role: round(s * 1000, 3) for role, s in (exchange.backend_s or {}).items()}
-        status = exchange.status if error is None else 0
+        duration_ms = round(elapsed * 1000, 3)
+        backend_ms = {role: round(s * 1000, 3) for role, s in outcome.backend_s}
+        status = outcome.status if error is None else 0
         access_log.info(
             "%s %s %d %s by %s in %.1f ms",
             method,
             path,
             status,
-            exchange.decision,
-            exchange.served_by,
+            outcome.decision,
+            outcome.served_by,
             duration_ms,
             extra={
-                "tenant": exchange.tenant,
-                "phase": str(exchange.phase),
-                "kind": str(exchange.kind),
-                "decision": str(exchange.decision),
-                "served_by": exchange.served_by,
+                "tenant": outcome.tenant,
+                "phase": str(outcome.phase),
+                "kind": str(outcome.kind),
+                "decision": str(outcome.decision),
+                "served_by": outcome.served_by,
                 "status": status,
                 "duration_ms": duration_ms,
                 "backend_ms": backend_ms,
@@ -238,7 +224,7 @@ class RequestTelemetry:
         )
 
     def _record_server_span(
-        self, exchange: Exchange, spans: SpanRecorder, error: BaseException | None
+        self, exchange: Exchange, outcome: RequestOutcome, spans: SpanRecorder, error: BaseException | None
     ) -> None:
         scope = exchange.scope
         assert scope is not None  # kept by `begin` for every recorded request
@@ -250,26 +236,26 @@ class RequestTelemetry:
             "url.path": scope["path"],
             "url.scheme": scope.get("scheme", "http"),
             "network.protocol.version": scope.get("http_version", "1.1"),
-            "cutover.phase": str(exchange.phase),
-            "cutover.request.kind": str(exchange.kind),
-            "cutover.decision": str(exchange.decision),
-            "cutover.served_by": str(exchange.served_by),
+            "cutover.phase": str(outcome.phase),
+            "cutover.request.kind": str(outcome.kind),
+            "cutover.decision": str(outcome.decision),
+            "cutover.served_by": str(outcome.served_by),
         }
         if route is not None:
             attributes["http.route"] = route
         client = scope.get("client")
         if client:
             attributes["client.address"] = client[0]
-        if exchange.tenant is not None:
-            attributes["cutover.tenant"] = exchange.tenant
-        if exchange.status:
-            attributes["http.response.status_code"] = exchange.status
+        if outcome.tenant is not None:
+            attributes["cutover.tenant"] = outcome.tenant
+        if outcome.status:
+            attributes["http.response.status_code"] = outcome.status
         status = _UNSET
         if error is not None:
             attributes["error.type"] = type(error).__qualname__
             status = Status(StatusCode.ERROR, type(error).__qualname__)
-        elif exchange.status >= 500:
-            attributes["error.type"] = str(exchange.status)
+        elif outcome.status >= 500:
+            attributes["error.type"] = str(outcome.status)
             status = _ERROR
         parent = None
         if exchange.parent_span_id:
@@ -300,8 +286,10 @@ class RequestTelemetry:
         body: bytes,
         exchange: Exchange,
         role: str,
+        timings: list[tuple[str, float]] | None,
     ) -> aiohttp.ClientResponse:
-        """`upstream.request` with a client span (child of the request's) and its latency recorded."""
+        """`upstream.request` with a client span (child of the request's) and its latency recorded (in
+        `timings` too, by role, when the access log wants it)."""
         span_id = 0
         start_ns = 0
         if exchange.trace_id:
@@ -319,8 +307,8 @@ class RequestTelemetry:
         except BackendFailure as exc:
             if self.metrics:
                 self.backend_latency.record((upstream.name, role), time.perf_counter() - started)
-            if self.access_log:
-                exchange.backend_s = {**(exchange.backend_s or {}), role: time.perf_counter() - started}
+            if timings is not None:
+                timings.append((role, time.perf_counter() - started))
             if start_ns:
                 failure = "timeout" if exc.timeout else "connect_error"
                 self._record_client_span(
@@ -329,8 +317,8 @@ class RequestTelemetry:
             raise
         if self.metrics:
             self.backend_latency.record((upstream.name, role), time.perf_counter() - started)
-        if self.access_log:
-            exchange.backend_s = {**(exchange.backend_s or {}), role: time.perf_counter() - started}
+        if timings is not None:
+            timings.append((role, time.perf_counter() - started))
         if start_ns:
             status = response.status
             self._record_client_span(

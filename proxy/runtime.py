@@ -25,8 +25,10 @@ from proxy.executor import Executor
 from proxy.health_recorder import HealthRecorder, window_capacity
 from proxy.health_series import SideSeries
 from proxy.phase_cache import PhaseCache
+from proxy.phase_moves import PhaseMover
 from proxy.phase_store import PhaseStore
 from proxy.presence import ProxyPresence
+from proxy.request_router import RequestRouter
 from proxy.request_telemetry import RequestTelemetry
 from proxy.seen_tenants import SeenTenants
 from proxy.shadow import ShadowRunner
@@ -55,6 +57,7 @@ class Runtime:
     gate: WriteGate
     seen: SeenTenants
     telemetry: RequestTelemetry
+    mover: PhaseMover
     rollback: RollbackMonitor | None = None
     health: HealthRecorder | None = None
 
@@ -161,7 +164,7 @@ class Runtime:
                 tenant_header=settings.tenant.header,
                 max_body_bytes=settings.max_body_bytes,
                 telemetry=telemetry,
-                sql=SqlRouter(settings) if settings.sql.endpoints else None,
+                router=RequestRouter(SqlRouter(settings) if settings.sql.endpoints else None),
             )
             runtime = cls(
                 settings,
@@ -178,17 +181,11 @@ class Runtime:
                 gate,
                 seen,
                 telemetry,
+                PhaseMover(store=store, cache=cache, settings=settings, inspector=inspector),
             )
             runtime.health = health
             runtime.rollback = RollbackMonitor(
-                dsn=dsn,
-                store=store,
-                cache=cache,
-                policy=lambda: shadow.policy,
-                pending_toward=inspector.pending,
-                missing_applier=settings.worker.missing_for,
-                hold_timeout_s=settings.barrier.hold_timeout_s,
-                stats=stats,
+                dsn=dsn, store=store, mover=runtime.mover, policy=lambda: shadow.policy, stats=stats
             )
             runtime.rollback.start()
             started.pop_all()  # success: from now on `close` owns the shutdown

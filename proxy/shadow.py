@@ -13,6 +13,7 @@ Admission (before serving, so the executor knows whether to capture the serving 
    its shadow read goes to until its completion byte comes back (the shadow process answers within
    `shadow.timeout_s`), which bounds the backlog, the socket buffer and the load on that backend. Reads
    over the cap, or while the shadow process is down, are skipped and counted per tenant and resource.
+   Slots are counted by `proxy.shadow_slots` alone.
 
 The divergence policy lives here: it is reloaded on SIGHUP (`reload_policy`) and sent to the shadow
 process on every (re)connect and after every reload.
@@ -50,6 +51,7 @@ from proxy.shadow_job import (
     parse_completion,
 )
 from proxy.shadow_process import shadow_process_main
+from proxy.shadow_slots import ShadowSlot, ShadowSlots
 from proxy.stats import DataPlaneStats
 from routing.decide import Plan
 from routing.phases import Side
@@ -74,7 +76,7 @@ class ShadowRunner:
         self._settings = settings
         self._config = settings.shadow
         self._stats = stats
-        self._in_flight = {side: 0 for side in Side}
+        self._slots = ShadowSlots(self._config.max_in_flight)
         self._skips: Counter[tuple[str, str]] = Counter()
         self._writer: asyncio.StreamWriter | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
@@ -87,10 +89,10 @@ class ShadowRunner:
 
     @property
     def in_flight(self) -> int:
-        return sum(self._in_flight.values())
+        return self._slots.total
 
     def in_flight_to(self, side: Side) -> int:
-        return self._in_flight[side]
+        return self._slots.held(side)
 
     @property
     def available(self) -> bool:
@@ -113,32 +115,42 @@ class ShadowRunner:
         self._rates = {tenant: percent / 100 for tenant, percent in policy.sampling.tenants.items()}
 
     # -- hot path -------------------------------------------------------------------------------------
-    def admit(self, plan: Plan, request: ProxyRequest) -> bool:
-        """Whether this read is shadowed (see the module docstring). An admitted read holds a slot of
-        `plan.shadow` until `launch` (or `cancel`)."""
+    def admit(self, plan: Plan, request: ProxyRequest) -> ShadowSlot | None:
+        """The slot of `plan.shadow` this read holds if it is shadowed (see the module docstring), until
+        it is handed to `launch`; None when it is not shadowed."""
         if request.method not in SHADOW_METHODS and not request.sql_read:
-            return False  # never replay what may write: only GET/HEAD and SQL classified as reads
+            return None  # never replay what may write: only GET/HEAD and SQL classified as reads
         tenant = request.tenant
         rate = self._rate if tenant is None else self._rates.get(tenant, self._rate)
         if rate < 1.0 and random.random() >= rate:
             self._stats.shadow_unsampled += 1
-            return False
+            return None
         side = plan.shadow
         assert side is not None
-        if self._writer is None or self._in_flight[side] >= self._config.max_in_flight:
+        slot = None if self._writer is None else self._slots.take(side)
+        if slot is None:
             self._skip(request)
-            return False
-        self._in_flight[side] += 1
-        return True
+        return slot
 
     def launch(
-        self, plan: Plan, request: ProxyRequest, served: Observation, traceparent: str | None = None
+        self,
+        slot: ShadowSlot,
+        plan: Plan,
+        request: ProxyRequest,
+        served: Observation | None,
+        traceparent: str | None = None,
     ) -> None:
-        """Hand the read to the shadow process; `traceparent` names the request's span, which the shadow
-        call links to."""
+        """Hand an admitted read to the shadow process, with what the serving side answered (None: the
+        request ended without an answer to compare, and the slot comes back); `traceparent` names the
+        request's span, which the shadow call links to."""
         assert plan.shadow is not None
-        if self._writer is None:  # the shadow process went away since admission
-            self.cancel(plan.shadow)
+        if served is None:
+            self._slots.give_back(slot)
+            return
+        if self._writer is None or not self._slots.is_current(slot):
+            # The shadow process went away since admission (a job would reach its successor, whose
+            # completion would count against a slot the restart already gave back).
+            self._slots.give_back(slot)
             self._skip(request)
             return
         shadow_request = request.for_side(plan.shadow)
@@ -150,10 +162,6 @@ class ShadowRunner:
                 plan, shadow_request, served, self._keep_headers, traceparent, copy_allowed=copy_allowed
             )
         )
-
-    def cancel(self, side: Side) -> None:
-        """Give back the slot of an admitted read that will not be shadowed."""
-        self._in_flight[side] -= 1
 
     def _skip(self, request: ProxyRequest) -> None:
         self._stats.shadow_skipped += 1
@@ -228,10 +236,8 @@ class ShadowRunner:
                 log.warning("shadow process connection lost; restarting it")
             except (OSError, TimeoutError) as exc:
                 log.warning("shadow process could not be started (%s); retrying", type(exc).__name__)
-            self._writer = None
-            for side in Side:
-                self._in_flight[side] = 0  # their outcomes will never come back
-            await self._close_process()
+            self._slots.reset()
+            await self._close_process()  # closes the lost connection's writer too
             await asyncio.sleep(_RESTART_DELAY_S)
 
     async def _spawn(self) -> asyncio.StreamReader:
@@ -258,13 +264,13 @@ class ShadowRunner:
 
     async def _count_outcomes(self, reader: asyncio.StreamReader) -> None:
         stats = self._stats
-        in_flight = self._in_flight
+        slots = self._slots
         while chunk := await reader.read(4096):
             for code in chunk:
                 done = _COMPLETIONS.get(code)
                 if done is not None:
                     verdict, side = done
-                    in_flight[side] -= 1
+                    slots.completed(side)
                     if verdict is Verdict.INTERNAL:
                         stats.shadow_errors += 1
                         continue

@@ -1,14 +1,12 @@
-"""Admin API of the data half: stored verification reports, and the `complete` gate used by the phase
-change route."""
+"""Admin API of the data half: stored verification reports (the `complete` gate that reads them is the
+phase mover's: `proxy.phase_moves`)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Path, Query
 
-from backfill.gate import check_complete_gate
 from backfill.report import get_report, list_reports
 from proxy.admin_errors import AdminError
 from proxy.admin_guard import Reader
@@ -38,14 +36,3 @@ def register_verify_routes(app: FastAPI, runtime: Runtime) -> None:
         if report is None:
             raise AdminError(404, "not_found", f"no verification report {report_id}")
         return report
-
-
-async def require_verified(runtime: Runtime, tenant: str) -> None:
-    """Raise 422 `verify_required`, naming each missing, failed or stale report, unless the gate passes."""
-    changed_at = (await runtime.store.get(tenant)).updated_at
-    async with runtime.pool.acquire() as conn:
-        verdict = await check_complete_gate(
-            conn, runtime.settings.data, tenant, phase_changed_at=changed_at, now=datetime.now(UTC)
-        )
-    if not verdict.passed:
-        raise AdminError(422, "verify_required", verdict.describe(tenant), reports=verdict.problems)

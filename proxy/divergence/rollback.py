@@ -10,10 +10,11 @@ rollback starts a new window: the figures that caused it do not count against th
 With rollback off, no proxy reads the window, but the shadow processes still write it: every proxy then
 deletes its rows older than twice `window_s`, about once a minute, as the evaluating proxy does.
 
-`decide` is the pure rule; the move goes through `proxy.phase_moves.move_phase`, the same audited path as
-an operator's (actor `auto`, the figures in the reason), so live → shadow passes the authority-switch
-barrier. A move refused because the tenant changed meanwhile is left alone; a barrier that aborts is tried
-again at the next check while the figures still say so.
+`decide` is the pure rule; the move goes through `proxy.phase_moves.PhaseMover`, the same guarded and
+audited path as an operator's (actor `auto`, the figures in the reason), so live → shadow passes the
+authority-switch barrier and an archived tenant is not moved. A move refused because the tenant changed
+meanwhile is left alone; a barrier that aborts is tried again at the next check while the figures still
+say so.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 
@@ -30,12 +31,10 @@ import asyncpg
 from common.store_errors import STORE_ERRORS
 from common.tasks import cancel_and_wait
 from config.divergence import DivergencePolicy, RollbackPolicy
-from proxy.barrier import BarrierAbortedError
-from proxy.phase_cache import PhaseCache
-from proxy.phase_moves import ApplierMissingError, move_phase
-from proxy.phase_store import AUTO_ACTOR, PhaseStore, VersionConflictError
+from proxy.phase_moves import MoveRefused, MoveRequest, PhaseMover
+from proxy.phase_store import AUTO_ACTOR, PhaseStore
 from proxy.stats import DataPlaneStats
-from routing.phases import Phase, PhaseMoveError, Side
+from routing.phases import Phase
 
 log = logging.getLogger("cutover.rollback")
 ACTOR = AUTO_ACTOR  # counted as automatic by the phase-change metrics
@@ -43,6 +42,8 @@ _LOCK = 0x6375_746F_7665_7201  # any fixed 64-bit number, distinct from the sche
 _BACK = {Phase.LIVE: Phase.SHADOW, Phase.SHADOW: Phase.DUAL_WRITE}
 _PRUNE_WINDOW = "DELETE FROM cutover_shadow_window WHERE at < now() - make_interval(secs => $1)"
 _PRUNE_WHILE_OFF_S = 60.0
+# Refusals that say the tenant is not where the figures were read, or not to be moved: not a fault.
+_LEFT_ALONE = frozenset({"version_conflict", "phase_move_not_allowed", "tenant_archived"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,20 +127,14 @@ class RollbackMonitor:
         *,
         dsn: str,
         store: PhaseStore,
-        cache: PhaseCache,
+        mover: PhaseMover,
         policy: Callable[[], DivergencePolicy],
-        pending_toward: Callable[[str, Side], Awaitable[int]],
-        missing_applier: Callable[[Side], str | None],
-        hold_timeout_s: float,
         stats: DataPlaneStats,
     ) -> None:
         self._dsn = dsn
         self._store = store
-        self._cache = cache
+        self._mover = mover
         self._policy = policy
-        self._pending_toward = pending_toward
-        self._missing_applier = missing_applier
-        self._hold_timeout_s = hold_timeout_s
         self._stats = stats
         self._conn: asyncpg.Connection | None = None
         self._leading = False
@@ -212,29 +207,24 @@ class RollbackMonitor:
             await self._store.pool.execute(_PRUNE_WINDOW, 2 * policy.window_s)
 
     async def _apply(self, rollback: Rollback) -> bool:
+        request = MoveRequest(
+            rollback.tenant,
+            rollback.to_phase,
+            actor=ACTOR,
+            reason=rollback.reason,
+            expected_version=rollback.version,
+            log_level=logging.WARNING,  # logged there, once, with the figures in the reason
+        )
         try:
-            await move_phase(
-                self._store,
-                self._cache,
-                rollback.tenant,
-                rollback.to_phase,
-                actor=ACTOR,
-                reason=rollback.reason,
-                expected_version=rollback.version,
-                force=False,
-                hold_timeout_s=self._hold_timeout_s,
-                pending_toward=self._pending_toward,
-                missing_applier=self._missing_applier,
-                log_level=logging.WARNING,  # logged there, once, with the figures in the reason
-            )
-        except (VersionConflictError, PhaseMoveError) as exc:
-            log.info("no automatic rollback of %r: it changed meanwhile (%s)", rollback.tenant, exc)
-            return False
-        except BarrierAbortedError as exc:
-            log.warning("automatic rollback of %r not done yet: %s", rollback.tenant, exc.reason)
-            return False
-        except ApplierMissingError as exc:
-            log.error("no automatic rollback: %s", exc)
+            await self._mover.move(request)
+        except MoveRefused as exc:
+            tenant = rollback.tenant
+            if exc.code in _LEFT_ALONE:
+                log.info("no automatic rollback of %r: %s", tenant, exc.detail)
+            elif exc.code == "barrier_aborted":
+                log.warning("automatic rollback of %r not done yet: %s", tenant, exc.fields["reason"])
+            else:
+                log.error("no automatic rollback of %r: %s", tenant, exc.detail)
             return False
         self._stats.auto_rollbacks[rollback.tenant] += 1
         return True

@@ -19,12 +19,14 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from config.divergence import DivergencePolicy
 from config.telemetry import TelemetrySettings
 from proxy.divergence.rules import Ruleset
+from proxy.request_outcome import RequestOutcome
 from proxy.request_telemetry import RequestTelemetry
 from telemetry.logs import TRACE_IDS_KEY
 from telemetry.spans import parse_traceparent, parse_tracestate
 from telemetry.tracing import build_tracer_provider
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+OK = RequestOutcome(status=200)
 SPAN = "00f067aa0ba902b7"
 
 
@@ -86,8 +88,7 @@ def test_an_unsampled_new_trace_makes_nothing() -> None:
     exchange = tel.begin(request)
     assert exchange.trace_id == 0 and exchange.traceparent is None
     assert TRACE_IDS_KEY not in request  # log lines of this request carry no trace
-    exchange.status = 200
-    tel.finish(exchange)
+    tel.finish(exchange, OK)
     assert exporter.get_finished_spans() == ()
 
 
@@ -96,8 +97,7 @@ def test_new_traces_are_sampled_at_the_configured_rate() -> None:
     draws = 8000
     for _ in range(draws):
         exchange = tel.begin(scope())
-        exchange.status = 200
-        tel.finish(exchange)
+        tel.finish(exchange, OK)
     # Binomial(8000, 0.25): standard deviation ~39; ±300 is over 7 of them.
     assert abs(len(exporter.get_finished_spans()) - draws * 0.25) < 300
 
@@ -107,9 +107,8 @@ def test_a_callers_sampled_trace_is_recorded_whatever_the_rate() -> None:
     request = scope((b"traceparent", f"00-{TRACE}-{SPAN}-01".encode()), (b"tracestate", b"vendor=a1,x=y"))
     exchange = tel.begin(request)
     assert request[TRACE_IDS_KEY] == (int(TRACE, 16), exchange.span_id)
-    exchange.tenant, exchange.phase, exchange.kind = "acme", "legacy", "read"
-    exchange.decision, exchange.served_by, exchange.status = "respond", "old", 503
-    tel.finish(exchange)
+    outcome = RequestOutcome("acme", "legacy", "read", "respond", "old", "old", 503)
+    tel.finish(exchange, outcome)
     [span] = exporter.get_finished_spans()
     # No resource configured: named by the path's first segment and depth, as divergence reports do.
     assert span.kind is SpanKind.SERVER and span.name == "cutover GET /v1/*/*"
@@ -141,14 +140,14 @@ def test_a_callers_unsampled_trace_is_propagated_not_recorded() -> None:
     assert exchange.traceparent is not None
     version, trace_hex, span_hex, flags = exchange.traceparent.split("-")
     assert (version, trace_hex, flags) == ("00", TRACE, "00") and span_hex != SPAN
-    tel.finish(exchange)
+    tel.finish(exchange, OK)
     assert exporter.get_finished_spans() == ()
 
 
 def test_an_exception_marks_the_server_span_and_unknown_methods_are_other() -> None:
     tel, exporter = telemetry(1.0)
     exchange = tel.begin(scope(method="PURGE"))
-    tel.finish(exchange, ConnectionAbortedError("cut"))
+    tel.finish(exchange, RequestOutcome(), ConnectionAbortedError("cut"))
     [span] = exporter.get_finished_spans()
     attributes = dict(span.attributes or {})
     assert span.name == "cutover HTTP /v1/*/*" and attributes["http.request.method"] == "_OTHER"
@@ -160,8 +159,7 @@ def test_an_exception_marks_the_server_span_and_unknown_methods_are_other() -> N
 def test_recorded_spans_encode_as_otlp() -> None:
     tel, exporter = telemetry(1.0)
     exchange = tel.begin(scope((b"traceparent", f"00-{TRACE}-{SPAN}-01".encode())))
-    exchange.status = 200
-    tel.finish(exchange)
+    tel.finish(exchange, OK)
     request = encode_spans(exporter.get_finished_spans())
     [resource_spans] = request.resource_spans
     resource = {kv.key: kv.value.string_value for kv in resource_spans.resource.attributes}
@@ -206,9 +204,8 @@ async def traced_call(
     exporter.clear()
     exchange = tel.begin({**scope(), "path": path, "raw_path": path.encode()})
     url = "http://10.0.0.9:9000" + path
-    await tel.call_backend(_Backend(), "GET", url, path, [], b"", exchange, "serving")  # type: ignore[arg-type]
-    exchange.status = 200
-    tel.finish(exchange)
+    await tel.call_backend(_Backend(), "GET", url, path, [], b"", exchange, "serving", [])  # type: ignore[arg-type]
+    tel.finish(exchange, OK)
     return {span.kind: span for span in exporter.get_finished_spans()}
 
 
@@ -247,8 +244,7 @@ def recorded(tel: RequestTelemetry, exporter: InMemorySpanExporter, traceparent:
     exporter.clear()
     headers = () if traceparent is None else ((b"traceparent", traceparent.encode()),)
     exchange = tel.begin(scope(*headers))
-    exchange.status = 200
-    tel.finish(exchange)
+    tel.finish(exchange, OK)
     return bool(exporter.get_finished_spans())
 
 

@@ -123,3 +123,41 @@ async def test_backlog_stays_bounded_when_the_new_side_hangs(
     assert (await proxy.client.get("/items/1", headers=h(tenant))).status_code == 200
     assert shadow.in_flight_to(Side.NEW) == 1
     await asyncio.sleep(0)
+
+
+@pytest.mark.slow
+async def test_a_read_admitted_before_the_shadow_process_restarts_leaves_no_slot_behind(
+    make_proxy: ProxyFactory, scripted: ScriptedPair, tenant: str
+) -> None:
+    """The restart gives every slot back at once; a read admitted before it and answered after it must
+    not give its slot back a second time (the count would go below zero and the cap would be exceeded)."""
+    proxy: Proxy = await make_proxy(
+        {
+            "backends": scripted.backends(),
+            "shadow": {"max_in_flight": 1},
+            "divergence": {"policy": {"noise": {"sample_rate": 0}}},
+            "log_level": "error",
+        }
+    )
+    await proxy.set_phase_direct(tenant, Phase.SHADOW)
+    scripted.old.answers["/items/1"] = Answer(body=b'{"id": 1}', delay_s=1.5)
+    scripted.new.set("/items/1", {"id": 1})
+    shadow = proxy.runtime.shadow
+    read = asyncio.create_task(proxy.client.get("/items/1", headers=h(tenant)))
+
+    async def admitted() -> bool:
+        return shadow.in_flight_to(Side.NEW) == 1
+
+    await wait_for(admitted, timeout_s=2)
+    process = shadow._process  # the shadow process dies while the read is still being served
+    assert process is not None
+    process.kill()
+    response = await read
+    assert response.status_code == 200
+
+    async def restarted() -> bool:
+        return shadow.available
+
+    await wait_for(restarted, timeout_s=15)
+    await asyncio.sleep(0.5)  # a job sent to the new process would have completed by now
+    assert shadow.in_flight_to(Side.NEW) == 0

@@ -123,11 +123,8 @@ async def test_the_window_is_pruned_while_rollback_is_off(proxy: Proxy, tenant: 
     monitor = RollbackMonitor(
         dsn=runtime.settings.postgres_url.get_secret_value(),
         store=runtime.store,
-        cache=runtime.cache,
+        mover=runtime.mover,
         policy=lambda: off,
-        pending_toward=runtime.inspector.pending,
-        missing_applier=lambda _side: None,
-        hold_timeout_s=1,
         stats=DataPlaneStats(),
     )
     monitor.start()
