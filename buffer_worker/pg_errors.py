@@ -21,12 +21,10 @@ def database_error(intent: Intent, exc: BaseException, database: str, what: str)
     if isinstance(exc, UNREACHABLE):
         return UnreachableError(intent, f"{database} unreachable for {what}: {type(exc).__name__}")
     sqlstate = getattr(exc, "sqlstate", "") or ""
-    detail = f"{database} refused {what}"
     # The server's message is the answer an operator reads; the SQLSTATE says what kind of failure.
-    said = {
-        "status": f"sqlstate {sqlstate}" if sqlstate else type(exc).__name__,
-        "excerpt": " ".join(str(exc).split())[:EXCERPT_CHARS] or None,
-    }
+    status = f"sqlstate {sqlstate}" if sqlstate else type(exc).__name__
+    detail = f"{database} refused {what} ({status})"
+    said = {"status": status, "excerpt": " ".join(str(exc).split())[:EXCERPT_CHARS] or None}
     if sqlstate[:2] in _PERMANENT_CLASSES:
         return PermanentApplyError(intent, detail, **said)
     return TransientApplyError(intent, detail, **said)

@@ -531,7 +531,9 @@ class Worker:
         failure = await self._traced(
             [intent], lambda: self._with_retry(attempt, what=f"intent {intent.intent_id}")
         )
-        return None if failure is None else failure.detail
+        if failure is None:
+            return None
+        return failure.detail + (f": {failure.excerpt}" if failure.excerpt else "")
 
     async def _apply_with_retry(
         self, intent: Intent, *, in_doubt: bool = False, settle: bool = False

@@ -603,7 +603,7 @@ async def test_a_database_error_names_its_sqlstate_and_the_servers_message(pg_ur
     assert (data.status, data.excerpt, data.detail) == (
         "sqlstate 22012",
         "division by zero",
-        "mirror database refused the batch",
+        "mirror database refused the batch (sqlstate 22012)",
     )
     assert timeout.status == "sqlstate 57014"
     assert timeout.excerpt == "canceling statement due to statement timeout"
