@@ -255,7 +255,7 @@ async def test_repair_names_the_records_it_skipped_and_why(
         (["9"], "changed_during_verify"),
     ]
     assert things.repair["skipped_counts"] == {"pending_intents": 1, "changed_during_verify": 1}
-    text = render(run.as_json())
+    text = render(run.as_json(), format_table)
     assert "things: not repaired (pending intents): 7: intents for it were still pending" in text, text
     assert "things: not repaired (changed during verify): 9: differed when first compared" in text
     assert new[tenant][8] == old[tenant][8] and new[tenant][7] == {"id": 7, "v": 0}
@@ -344,7 +344,8 @@ async def test_repair_in_live_transfers_from_new_to_old_and_counts_what_old_refu
     assert (skipped["key"], skipped["reason"]) == (["251"], "transfer_failed")
     assert "answered 422 to PUT /things/251" in skipped["detail"] and "read-only" in skipped["detail"]
     assert things.repair["skipped_counts"] == {"transfer_failed": 1}
-    assert "things: not repaired (transfer failed): 251: old answered 422" in render(run.as_json())
+    text = render(run.as_json(), format_table)
+    assert "things: not repaired (transfer failed): 251: old answered 422" in text
     assert sides.new_writes.seen == []
     assert sides.old_records[tenant][1] == _things(300)[1]
     assert 5000 not in sides.old_records[tenant] and sides.old_records[tenant][250]["name"] == "thing 250"
