@@ -7,6 +7,15 @@ deletes of records new did not hold). One shape for the admin API (`GET /tenants
 A copy is *unfinished* for the gate when it is not done, or was started before mirroring last began for
 the tenant (it left `legacy` again after a rollback): writes made while nothing was mirrored are in no
 copy.
+
+`copy_verdict` is the one answer to "is the tenant's data copied to new?", for the `live` gate (which
+refuses on `blocked`) and for the health view's moves alike:
+
+    ok          every REST resource copied, and no table whose copy cannot be read
+    blocked     a REST resource's copy unfinished, and the gate on (`data.gate.require_copy`)
+    unfinished  the same with the gate off: said, not refused
+    unknown     REST resources copied (or none), but tables: their backfill keeps its checkpoints in
+                new's database, which the admin API does not read
 """
 
 from __future__ import annotations
@@ -86,6 +95,50 @@ def _row(
         "intents_transferred": counts["transferred"],
         "deletes_absent": counts["delete_absent"],
     }
+
+
+OK, BLOCKED, UNFINISHED, UNKNOWN = "ok", "blocked", "unfinished", "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class CopyVerdict:
+    state: str  # OK, BLOCKED, UNFINISHED or UNKNOWN (see the module's docstring)
+    detail: str
+    resources: list[dict[str, Any]]  # the REST resources whose copy is unfinished (`unfinished`)
+
+    @property
+    def refuses(self) -> bool:
+        """Whether the `live` gate refuses the move (422 `copy_unfinished`)."""
+        return self.state == BLOCKED
+
+    def as_json(self) -> dict[str, Any]:
+        return {"state": self.state, "detail": self.detail, "resources": self.resources}
+
+
+async def copy_verdict(reader: CopyReader, conn: asyncpg.Connection, tenant: str) -> CopyVerdict:
+    """Whether `tenant`'s data is copied to new, as far as the control plane can know."""
+    data = reader.settings.data
+    configured = [r.name for r in data.rest.resources]
+    problems: list[dict[str, Any]] = []
+    if configured:
+        problems = unfinished((await reader.tenant(conn, tenant))["resources"], configured)
+    if problems:
+        detail = describe_unfinished(tenant, problems)
+        if data.gate.require_copy:
+            return CopyVerdict(BLOCKED, detail, problems)
+        return CopyVerdict(UNFINISHED, f"{detail}; data.gate.require_copy is off: not refused", problems)
+    if data.tables:
+        tables = ", ".join(t.name for t in data.tables)
+        return CopyVerdict(
+            UNKNOWN,
+            f"tables ({tables}) keep their copy's checkpoints in new's database, which the admin API does"
+            f" not read: `cutover backfill --tenant {tenant} --dry-run` shows what is left to copy"
+            + (" (every REST resource is copied)" if configured else ""),
+            [],
+        )
+    if not configured:
+        return CopyVerdict(OK, "nothing to copy: no data.tables or data.rest.resources configured", [])
+    return CopyVerdict(OK, f"every REST resource is copied ({', '.join(configured)})", [])
 
 
 def unfinished(rows: list[dict[str, Any]], configured: list[str]) -> list[dict[str, Any]]:

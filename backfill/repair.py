@@ -15,7 +15,7 @@ whatever differs: under the lock the authoritative row is at least as new as the
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -31,21 +31,57 @@ Key = tuple[str, ...]
 _BATCH = 5_000
 
 
+# Why a key the verification found was left as it was (`SkippedKey.reason`).
+PENDING_INTENTS = "pending_intents"  # its intents were still in the buffer: the worker applies them
+CHANGED_DURING_VERIFY = "changed_during_verify"  # differed, then was equal when compared again
+SIDE_UNREACHABLE = "side_unreachable"  # REST: a side gave no answer to the transfer
+TRANSFER_FAILED = "transfer_failed"  # REST: a side answered the transfer with an error
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedKey:
+    key: tuple[str, ...]
+    reason: str
+    detail: str
+
+    def as_json(self) -> dict[str, object]:
+        return {"key": list(self.key), "reason": self.reason, "detail": self.detail}
+
+
+def left_to_verification(
+    unsettled: Iterable[tuple[str, ...]], changed: Iterable[tuple[str, ...]]
+) -> list[SkippedKey]:
+    """The keys a repair leaves out because the verification did not report them as differing."""
+    pending = "intents for it were still pending in the buffer: the worker applies them; verify again"
+    equal = "differed when first compared, equal when compared again (written meanwhile): nothing to repair"
+    return [SkippedKey(key, PENDING_INTENTS, pending) for key in sorted(unsettled)] + [
+        SkippedKey(key, CHANGED_DURING_VERIFY, equal) for key in sorted(changed)
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class RepairResult:
     source: Side  # the authoritative side the rows were read from
     copied: int  # rows upserted on the other side (changed or inserted)
     deleted: int  # rows removed from the other side because the source does not have them
     failed: int = 0  # keys left as they were (REST: the transfer failed; a database error aborts instead)
+    skipped: tuple[SkippedKey, ...] = ()  # every key found but not repaired, with why
 
-    def as_json(self, keys: int, before: dict[str, int]) -> dict[str, object]:
-        """The report's `repair` entry; `before`: the counts of the verification that found the keys."""
+    def as_json(self, keys: int, before: dict[str, int], *, max_keys: int = 10_000) -> dict[str, object]:
+        """The report's `repair` entry; `before`: the counts of the verification that found the keys.
+        `skipped` lists up to `max_keys` of the keys left as they were, `skipped_counts` counts them all
+        by reason."""
+        counts: dict[str, int] = {}
+        for item in self.skipped:
+            counts[item.reason] = counts.get(item.reason, 0) + 1
         return {
             "from": self.source.value,
             "keys": keys,
             "copied": self.copied,
             "deleted": self.deleted,
             "failed": self.failed,
+            "skipped": [item.as_json() for item in self.skipped[:max_keys]],
+            "skipped_counts": counts,
             "before": before,
         }
 

@@ -259,6 +259,7 @@ def render(run: dict[str, Any], table: TablePrinter, *, keys_shown: int = 5) -> 
             lines.append(f"  {'/'.join(sample['key'])} ({sample['kind'].replace('_', ' ')}): {changes}")
         if t.get("repair"):
             lines.append(_repair_line(t["table"], t["repair"]))
+            lines.extend(_skipped_lines(t["table"], t["repair"], keys_shown))
         for warning in t.get("warnings", []):
             lines.append(f"{t['table']}: warning: {warning}")
     verdict = "PASSED" if run["passed"] else "FAILED"
@@ -271,6 +272,24 @@ def _repair_line(table: str, repair: dict[str, Any]) -> str:
         return f"{table}: not repaired from {repair['from']}: {repair['refused']}"
     line = f"{table}: repaired from {repair['from']}: {repair['copied']} copied, {repair['deleted']} deleted"
     return line + (f", {repair['failed']} failed" if repair.get("failed") else "")
+
+
+def _skipped_lines(table: str, repair: dict[str, Any], keys_shown: int) -> list[str]:
+    """The keys a repair left as they were, one line per reason (and detail), as many keys as shown
+    elsewhere; reports stored before repairs listed them have none."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for item in repair.get("skipped", []):
+        groups.setdefault((item["reason"], item["detail"]), []).append("/".join(item["key"]))
+    lines = []
+    for (reason, detail), keys in groups.items():
+        more = len(keys) - keys_shown
+        shown = ", ".join(keys[:keys_shown]) + (f" (+{more} more)" if more > 0 else "")
+        lines.append(f"{table}: not repaired ({reason.replace('_', ' ')}): {shown}: {detail}")
+    listed = sum(len(keys) for keys in groups.values())
+    total = sum(repair.get("skipped_counts", {}).values())
+    if total > listed:
+        lines.append(f"{table}: {total - listed} more keys not repaired (beyond verify.max_keys)")
+    return lines
 
 
 def _short(value: Any, limit: int = 40) -> str:

@@ -17,14 +17,12 @@ from collections.abc import Sequence
 from urllib.parse import quote
 
 from backfill.errors import RepairRefusedError
-from backfill.repair import RepairResult
-from buffer_worker.apply_errors import ApplyError
+from backfill.repair import SIDE_UNREACHABLE, TRANSFER_FAILED, RepairResult, SkippedKey
+from buffer_worker.apply_errors import ApplyError, UnreachableError
 from buffer_worker.http_applier import HttpApplier
 from buffer_worker.intent import Intent
 from config.data import RestResource
 from routing.phases import Side
-
-_ERRORS_SHOWN = 5
 
 
 async def repair_records(
@@ -34,9 +32,10 @@ async def repair_records(
     source: Side,
     ids: Sequence[str],
     concurrency: int,
-) -> tuple[RepairResult, list[str]]:
-    """Transfer each of `ids` from `source` to the other side; the result, and the first errors (a record
-    that fails is counted and left to the verification that follows)."""
+) -> RepairResult:
+    """Transfer each of `ids` from `source` to the other side. A record whose transfer fails is counted,
+    skipped with the failure (the status and answer of the side that refused it), and left to the
+    verification that follows."""
     if resource.item_path is None:
         raise RepairRefusedError(
             resource.name,
@@ -46,7 +45,7 @@ async def repair_records(
     prefix, _, suffix = resource.item_path.partition("{key}")
     gate = asyncio.Semaphore(concurrency)
     sent: list[str] = []
-    errors: list[str] = []
+    skipped: list[SkippedKey] = []
 
     async def one(record_id: str) -> None:
         intent = Intent(
@@ -65,11 +64,12 @@ async def repair_records(
             try:
                 sent.append(await applier.transfer_state(intent, intent.path))
             except ApplyError as exc:
-                errors.append(f"record {record_id}: {exc.detail}")
+                reason = SIDE_UNREACHABLE if isinstance(exc, UnreachableError) else TRANSFER_FAILED
+                said = f": {exc.excerpt}" if exc.excerpt else ""
+                skipped.append(SkippedKey((record_id,), reason, exc.detail + said))
 
     await asyncio.gather(*(one(record_id) for record_id in ids))
-    result = RepairResult(source, sent.count("PUT"), sent.count("DELETE"), failed=len(errors))
-    shown = errors[:_ERRORS_SHOWN]
-    if len(errors) > len(shown):
-        shown.append(f"... and {len(errors) - len(shown)} more records not repaired")
-    return result, shown
+    skipped.sort(key=lambda item: item.key)
+    return RepairResult(
+        source, sent.count("PUT"), sent.count("DELETE"), failed=len(skipped), skipped=tuple(skipped)
+    )

@@ -20,13 +20,14 @@ import asyncio
 import contextlib
 import json
 import time
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
 from backends.client import BackendClient
 from backfill.errors import RepairRefusedError
 from backfill.pending import PendingIntents, PendingSnapshot
-from backfill.repair import refused_json
+from backfill.repair import RepairResult, SkippedKey, left_to_verification, refused_json
 from backfill.report import KINDS, TableReport
 from backfill.rest_pages import RestLister
 from backfill.rest_repair import repair_records
@@ -152,21 +153,31 @@ async def verify_resources(
             await applier.start()
             stack.push_async_callback(applier.close)
 
+        max_keys = settings.data.verify.max_keys
+
         async def one(resource: RestResource) -> TableReport:
             async with gate:
-                report, differing = await _verify_resource(settings, resource, tenant, old, new, pending)
-                if applier is None or source is None or not differing:
+                report, differing, left = await _verify_resource(
+                    settings, resource, tenant, old, new, pending
+                )
+                if applier is None or source is None:
+                    return report
+                if not differing:
+                    if left:  # nothing to repair, but say what was left out and why
+                        skipped = RepairResult(source, 0, 0, skipped=tuple(left))
+                        report.repair = skipped.as_json(0, report.counts, max_keys=max_keys)
                     return report
                 try:
-                    result, errors = await repair_records(
+                    result = await repair_records(
                         applier, resource, tenant, source, differing, rest.concurrency
                     )
                 except RepairRefusedError as exc:
                     report.repair = refused_json(source, len(differing), exc.detail)
                     return report
-                after, _ = await _verify_resource(settings, resource, tenant, old, new, pending)
-                after.repair = result.as_json(len(differing), report.counts)
-                after.warnings = report.warnings + errors + after.warnings
+                after, _, _ = await _verify_resource(settings, resource, tenant, old, new, pending)
+                result = replace(result, skipped=(*left, *result.skipped))
+                after.repair = result.as_json(len(differing), report.counts, max_keys=max_keys)
+                after.warnings = report.warnings + after.warnings
                 return after
 
         return list(await asyncio.gather(*(one(r) for r in resources)))
@@ -179,8 +190,9 @@ async def _verify_resource(
     old: RestSide,
     new: RestSide,
     pending: PendingIntents,
-) -> tuple[TableReport, list[str]]:
-    """The resource's report, and the ids it reports as differing (unsettled ones left out)."""
+) -> tuple[TableReport, list[str], list[SkippedKey]]:
+    """The resource's report, the ids it reports as differing (unsettled ones left out), and the ids
+    that differed but are not reported as such (still pending, or equal when compared again)."""
     verify = settings.data.verify
     started = time.monotonic()
     report = TableReport(resource.name, kind="rest")
@@ -189,6 +201,7 @@ async def _verify_resource(
     )
     report.ranges = max(old_pages, new_pages)
     found = compare(old_records, new_records)
+    first_found = set(found)
     table = _as_table(resource)
     snapshot: PendingSnapshot | None = None
     deferred: set[str] = set()
@@ -235,4 +248,5 @@ async def _verify_resource(
             }
         report.samples.append({"key": [key], "kind": found[key], "columns": columns})
     report.seconds = time.monotonic() - started
-    return report, sorted(reported)
+    left = left_to_verification(((key,) for key in deferred), ((key,) for key in first_found - set(found)))
+    return report, sorted(reported), left

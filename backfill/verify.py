@@ -66,6 +66,8 @@ class TableVerifier:
         self._wait_drained = wait_drained
         # Re-reads the old side before a re-check, when it is a materialised (transformed) copy.
         self._refresh_old = refresh_old
+        self.unsettled: set[Key] = set()  # of the last run: keys whose intents stayed pending
+        self.changed: set[Key] = set()  # of the last run: keys that differed, then were equal
 
     async def run(self, report: TableReport) -> dict[Key, str]:
         """Fill `report`; return every reported differing key with its kind."""
@@ -78,6 +80,9 @@ class TableVerifier:
             position = self._old.numeric.index(index)
             report.sums[column] = {side: self._totals[side].sums[position] for side in ("old", "new")}
         reported, unsettled, rechecked, warnings = await self._settle(found)
+        # What a repair leaves out, and why: still pending, or equal by the time it was compared again.
+        self.unsettled = set(unsettled)
+        self.changed = set(found) - set(reported) - self.unsettled
         report.rechecked = rechecked
         report.warnings.extend(warnings)
         limit = self._settings.max_keys

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import asyncpg
@@ -123,10 +123,19 @@ async def _verify_table(
         )
         report = TableReport(table.name, transform=transform_label(table))
         found = await verifier.run(report)
-        if source is None or not found:
+        if source is None:
             return report
-        from backfill.repair import refused_json, repair_keys  # the backfill's copy path: only to repair
+        # The backfill's copy path: only to repair.
+        from backfill.repair import RepairResult, left_to_verification, refused_json, repair_keys
 
+        left = tuple(left_to_verification(verifier.unsettled, verifier.changed))
+        max_keys = data.verify.max_keys
+        if not found:
+            if left:  # nothing to repair, but say what was left out and why
+                report.repair = RepairResult(source, 0, 0, skipped=left).as_json(
+                    0, report.counts, max_keys=max_keys
+                )
+            return report
         try:
             result = await repair_keys(plan, tenant, source, old, new, sorted(found), transform)
         except RepairRefusedError as exc:
@@ -134,7 +143,8 @@ async def _verify_table(
             return report
         after = TableReport(table.name, transform=transform_label(table))
         await verifier.run(after)
-        after.repair = result.as_json(len(found), report.counts)
+        result = replace(result, skipped=left)
+        after.repair = result.as_json(len(found), report.counts, max_keys=max_keys)
         after.warnings = report.warnings + after.warnings
         return after
 

@@ -19,10 +19,21 @@ from buffer_worker.intent import Intent
 
 
 class ApplyError(Exception):
-    def __init__(self, intent: Intent, detail: str) -> None:
+    """`status` is what failed, as a dead letter records it: the mirror's HTTP status ("422"), or the
+    kind of a failure without one ("sqlstate 23505", "bad_response", "unreachable"); `excerpt` is the
+    printable start of the answer (`backends.content.excerpt`) or of the server's message."""
+
+    kind = "error"  # the status of an error that names none
+
+    def __init__(
+        self, intent: Intent, detail: str, *, status: str | None = None, excerpt: str | None = None
+    ) -> None:
         self.intent = intent
         self.detail = detail
-        super().__init__(f"intent {intent.intent_id} of tenant {intent.tenant!r}: {detail}")
+        self.status = status or self.kind
+        self.excerpt = excerpt
+        said = f": {excerpt}" if excerpt else ""
+        super().__init__(f"intent {intent.intent_id} of tenant {intent.tenant!r}: {detail}{said}")
 
 
 class TransientApplyError(ApplyError):
@@ -30,12 +41,12 @@ class TransientApplyError(ApplyError):
 
 
 class UnreachableError(TransientApplyError):
-    pass
+    kind = "unreachable"
 
 
 class PermanentApplyError(ApplyError):
-    pass
+    kind = "refused"
 
 
 class UnapplicableIntentError(PermanentApplyError):
-    pass
+    kind = "unapplicable"

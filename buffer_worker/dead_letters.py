@@ -11,7 +11,11 @@ Each dead letter records why it is there (`reason`) and what kind of cause that 
 `intent` (a property of the intent itself: undecodable, a request that cannot be built, a write no
 resource maps; re-driving it would fail the same way, so the admin API refuses), `apply` (the mirror's
 answer or an outage outlasting the retries; a re-drive may succeed) or `parked` (never tried: it waits
-behind an earlier dead letter of its tenant).
+behind an earlier dead letter of its tenant). A tried one records what failed (`status`: the HTTP
+status, or the failure's kind such as `sqlstate 23505`) and what the mirror said (`excerpt`: decoded,
+printable, short; `backends.content`); a parked one, the intent id it waits `behind`. Every letter is
+named by its intent's id: in listings, in what parked letters wait behind, in the tenant's
+blocked-behind, and in a discard. Letters written before these fields existed read as None.
 """
 
 from __future__ import annotations
@@ -53,6 +57,30 @@ def cause_of(fields: dict[bytes, bytes]) -> str:
     if reason.startswith(b"undecodable"):
         return CAUSE_INTENT
     return CAUSE_PARKED if reason.startswith(b"parked behind") else CAUSE_APPLY
+
+
+def failure_of(fields: dict[bytes, bytes]) -> tuple[str | None, str | None]:
+    """A dead letter's `status` and `excerpt` (None for a parked one, or one written before them)."""
+    status, excerpt = fields.get(b"status"), fields.get(b"excerpt")
+    return (
+        None if status is None else status.decode(errors="replace"),
+        None if excerpt is None else excerpt.decode(errors="replace"),
+    )
+
+
+def behind_of(fields: dict[bytes, bytes]) -> str | None:
+    """The intent id a parked dead letter waits behind (from its reason, for letters written before
+    it was recorded apart); None for a letter that is not parked."""
+    behind = fields.get(b"behind")
+    if behind:
+        return behind.decode()
+    reason = fields.get(b"reason", b"")
+    if reason.startswith(_PARKED):
+        return reason[len(_PARKED) :].strip().decode(errors="replace") or None
+    return None
+
+
+_PARKED = b"parked behind "
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,8 @@ A write no resource describes has no record to read, so it can only be replayed,
 Every request goes through the shared backend client (`backends.BackendClient`), one per side, so a
 mirrored write carries the same credentials and header rewrites as the client's own request to that
 backend. Failures are `buffer_worker.apply_errors`: an answer of 408/425/429/5xx is transient, any other
-4xx permanent, no answer at all (refused, reset, timed out) an outage.
+4xx permanent, no answer at all (refused, reset, timed out) an outage; each carries the status and an
+excerpt of the answer (decompressed and decoded: `backends.content`) for its dead letter.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import orjson
 from opentelemetry import trace
 
 from backends.client import Answer, BackendClient
+from backends.content import excerpt
 from backends.errors import BackendFailure
 from buffer_worker.apply_errors import (
     PermanentApplyError,
@@ -201,7 +203,12 @@ class HttpApplier:
             return _State(answer.body, found)
         if answer.status in _GONE:
             return None
-        raise TransientApplyError(intent, f"{side} answered {answer.status} to the state read of {path}")
+        raise TransientApplyError(
+            intent,
+            f"{side} answered {answer.status} to the state read of {path}",
+            status=str(answer.status),
+            excerpt=excerpt(answer.body, answer.headers),
+        )
 
     async def _call(
         self,
@@ -220,10 +227,12 @@ class HttpApplier:
             )
         except BackendFailure as exc:
             if exc.kind == "invalid_request":  # the same request would be refused again: never retry it
-                raise UnapplicableIntentError(intent, exc.detail) from exc
+                raise UnapplicableIntentError(intent, exc.detail, status=exc.kind) from exc
             if exc.kind == "bad_response":  # the mirror answers, but not in HTTP: counted like a 5xx
-                raise TransientApplyError(intent, exc.detail) from exc
-            raise UnreachableError(intent, f"{side} unreachable{purpose}: {exc.kind}") from exc
+                raise TransientApplyError(intent, exc.detail, status=exc.kind) from exc
+            raise UnreachableError(
+                intent, f"{side} unreachable{purpose}: {exc.kind}", status=exc.kind
+            ) from exc
 
     def _replay_form(self, intent: Intent) -> tuple[str, str, bytes]:
         if intent.method != "POST" or not 200 <= intent.status < 300:
@@ -271,11 +280,11 @@ def _diverged(intent_method: str, sent_method: str, status: int) -> bool:
 def _failure(
     intent: Intent, method: str, path: str, answer: Answer
 ) -> PermanentApplyError | TransientApplyError:
-    text = answer.body[:300].decode(errors="replace")
-    detail = f"{intent.target} answered {answer.status} to {method} {path}: {text}"
+    detail = f"{intent.target} answered {answer.status} to {method} {path}"
+    said = {"status": str(answer.status), "excerpt": excerpt(answer.body, answer.headers)}
     if answer.status >= 500 or answer.status in _TRANSIENT_STATUSES:
-        return TransientApplyError(intent, detail)
-    return PermanentApplyError(intent, detail)
+        return TransientApplyError(intent, detail, **said)
+    return PermanentApplyError(intent, detail, **said)
 
 
 def _same(wanted: _State, held: _State, ignore_fields: tuple[str, ...]) -> bool:

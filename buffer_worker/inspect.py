@@ -15,7 +15,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from buffer_worker.dead_letters import cause_of
+from buffer_worker.dead_letters import behind_of, cause_of, failure_of
 from buffer_worker.intent import Intent, IntentDecodeError
 from buffer_worker.keys import (
     CONSUMER_GROUP,
@@ -51,6 +51,8 @@ class DeadLetter:
     intent: Intent
     cause: str
     reason: str
+    status: str | None = None
+    excerpt: str | None = None
 
 
 def _ms_of(entry_id: bytes | str) -> int:
@@ -213,7 +215,10 @@ class BufferInspector:
                 continue
             if intent.tenant == tenant:
                 reason = fields.get(b"reason", b"").decode(errors="replace")
-                letters.append(DeadLetter(entry_id.decode(), intent, cause_of(fields), reason))
+                status, excerpt = failure_of(fields)
+                letters.append(
+                    DeadLetter(entry_id.decode(), intent, cause_of(fields), reason, status, excerpt)
+                )
         return letters
 
     async def request_redrive(self, tenant: str) -> int:
@@ -255,6 +260,10 @@ def _tenant_of(fields: dict[bytes, bytes]) -> str:
 
 
 def _describe(partition: int, entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:
+    """One dead letter as the admin API lists it. `intent_id` names it everywhere (a parked letter's
+    `parked_behind`, the tenant's `blocked_behind`, a discard); `dead_id` and `cursor` are its place in
+    the dead-letter stream, for paging."""
+    status, excerpt = failure_of(fields)
     letter: dict[str, Any] = {
         "partition": partition,
         "dead_id": entry_id.decode(),
@@ -262,6 +271,9 @@ def _describe(partition: int, entry_id: bytes, fields: dict[bytes, bytes]) -> di
         "source_id": fields.get(b"source_id", b"").decode(),
         "reason": fields.get(b"reason", b"").decode(errors="replace"),
         "cause": cause_of(fields),
+        "status": status,  # the HTTP status, or the failure's kind; None: parked, or an older letter
+        "excerpt": excerpt,  # what the mirror answered, decoded and shortened
+        "parked_behind": behind_of(fields),  # the intent id a parked letter waits behind
     }
     try:
         intent = Intent.from_fields(fields)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from backends.content import EXCERPT_CHARS
 from buffer_worker.apply_errors import ApplyError, PermanentApplyError, TransientApplyError, UnreachableError
 from buffer_worker.intent import Intent
 
@@ -20,7 +21,10 @@ def database_error(intent: Intent, exc: BaseException, database: str, what: str)
     if isinstance(exc, UNREACHABLE):
         return UnreachableError(intent, f"{database} unreachable for {what}: {type(exc).__name__}")
     sqlstate = getattr(exc, "sqlstate", "") or ""
-    detail = f"{database} refused {what}: {sqlstate} {exc}"
+    # The server's message is the answer an operator reads; the SQLSTATE says what kind of failure.
+    status = f"sqlstate {sqlstate}" if sqlstate else type(exc).__name__
+    detail = f"{database} refused {what} ({status})"
+    said = {"status": status, "excerpt": " ".join(str(exc).split())[:EXCERPT_CHARS] or None}
     if sqlstate[:2] in _PERMANENT_CLASSES:
-        return PermanentApplyError(intent, detail)
-    return TransientApplyError(intent, detail)
+        return PermanentApplyError(intent, detail, **said)
+    return TransientApplyError(intent, detail, **said)

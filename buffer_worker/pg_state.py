@@ -40,6 +40,7 @@ import asyncpg
 import orjson
 
 from backends import BackendClient, BackendFailure
+from backends.content import excerpt
 from buffer_worker.apply_errors import PermanentApplyError, TransientApplyError, UnreachableError
 from buffer_worker.intent import Intent
 from buffer_worker.pg_errors import UNREACHABLE, database_error
@@ -157,22 +158,30 @@ class HttpState:
                     )
                 except BackendFailure as exc:
                     if exc.kind == "invalid_request":
-                        raise PermanentApplyError(intent, exc.detail) from exc
+                        raise PermanentApplyError(intent, exc.detail, status=exc.kind) from exc
                     raise UnreachableError(
-                        intent, f"{self._side} unreachable for state transfer: {exc.kind}"
+                        intent, f"{self._side} unreachable for state transfer: {exc.kind}", status=exc.kind
                     ) from exc
             if answer.status in (404, 410):
                 return None
             if answer.status != 200:
                 raise TransientApplyError(
-                    intent, f"{self._side} answered {answer.status} to the state-transfer read of {path}"
+                    intent,
+                    f"{self._side} answered {answer.status} to the state-transfer read of {path}",
+                    status=str(answer.status),
+                    excerpt=excerpt(answer.body, answer.headers),
                 )
             try:
                 document = answer.json()
             except ValueError:
                 document = None
             if not isinstance(document, dict):
-                raise PermanentApplyError(intent, f"{self._side}'s answer to GET {path} is not a JSON object")
+                raise PermanentApplyError(
+                    intent,
+                    f"{self._side}'s answer to GET {path} is not a JSON object",
+                    status="200",
+                    excerpt=excerpt(answer.body, answer.headers),
+                )
             return tenant, key, answer.body.decode()
 
         counts = [len(keys) for keys in touched]

@@ -89,10 +89,13 @@ _LEDGER_PRUNE_S = 60.0
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """Why an intent could not be applied; `intrinsic` when it is a property of the intent itself."""
+    """Why an intent could not be applied; `intrinsic` when it is a property of the intent itself;
+    `status` and `excerpt` as `buffer_worker.apply_errors` describes them."""
 
     detail: str
     intrinsic: bool = False
+    status: str | None = None
+    excerpt: str | None = None
 
 
 @dataclass
@@ -458,11 +461,15 @@ class Worker:
         for entry_id, fields, intent in decoded:
             if isinstance(intent, IntentDecodeError):
                 log.error("partition %d: dropping undecodable entry %s: %s", partition, entry_id, intent)
-                await self._dead_letter(partition, entry_id, fields, f"undecodable: {intent}", CAUSE_INTENT)
+                await self._dead_letter(
+                    partition, entry_id, fields, f"undecodable: {intent}", CAUSE_INTENT, status="undecodable"
+                )
                 continue
             if intent.tenant in blocked:
                 reason = f"parked behind {blocked[intent.tenant]}"
-                await self._dead_letter(partition, entry_id, fields, reason, CAUSE_PARKED)
+                await self._dead_letter(
+                    partition, entry_id, fields, reason, CAUSE_PARKED, behind=blocked[intent.tenant]
+                )
                 self.stats.parked += 1
                 continue
             state = states.get(intent.intent_id, "")
@@ -485,7 +492,16 @@ class Worker:
             else:
                 cause = CAUSE_INTENT if failure.intrinsic else CAUSE_APPLY
                 reason = f"apply failed: {failure.detail}"
-                await self._dead_letter(partition, entry_id, fields, reason, cause, blocks=intent)
+                await self._dead_letter(
+                    partition,
+                    entry_id,
+                    fields,
+                    reason,
+                    cause,
+                    blocks=intent,
+                    status=failure.status,
+                    excerpt=failure.excerpt,
+                )
                 blocked[intent.tenant] = intent.intent_id
         return applied
 
@@ -515,7 +531,9 @@ class Worker:
         failure = await self._traced(
             [intent], lambda: self._with_retry(attempt, what=f"intent {intent.intent_id}")
         )
-        return None if failure is None else failure.detail
+        if failure is None:
+            return None
+        return failure.detail + (f": {failure.excerpt}" if failure.excerpt else "")
 
     async def _apply_with_retry(
         self, intent: Intent, *, in_doubt: bool = False, settle: bool = False
@@ -601,13 +619,14 @@ class Worker:
                 await asyncio.sleep(delay_s)
             except PermanentApplyError as exc:
                 log.error("%s failed for good: %s", what, exc)
-                return Failure(exc.detail, intrinsic=isinstance(exc, UnapplicableIntentError))
+                intrinsic = isinstance(exc, UnapplicableIntentError)
+                return Failure(exc.detail, intrinsic, exc.status, exc.excerpt)
             except TransientApplyError as exc:
                 if not isinstance(exc, UnreachableError):
                     attempts += 1
                     if attempts >= self._config.max_attempts:
                         log.error("%s failed %d times: %s", what, attempts, exc)
-                        return Failure(exc.detail)
+                        return Failure(exc.detail, status=exc.status, excerpt=exc.excerpt)
                 self.stats.retries += 1
                 delay_s = backoff.next_s()
                 log.warning("%s: retrying in %.2f s: %s", what, delay_s, exc)
@@ -618,7 +637,7 @@ class Worker:
                 # The traceback once, when it first happens; the retries then say only what it was.
                 log.error("%s: %s", what, reason, exc_info=attempts == 1)
                 if attempts >= self._config.max_attempts:
-                    return Failure(reason)
+                    return Failure(reason, status="unexpected")
                 self.stats.retries += 1
                 await asyncio.sleep(backoff.next_s())
             doubt = True
@@ -632,11 +651,21 @@ class Worker:
         cause: str,
         *,
         blocks: Intent | None = None,
+        status: str | None = None,
+        excerpt: str | None = None,
+        behind: str | None = None,
     ) -> None:
-        """Move an entry to the dead-letter stream, with why (`reason`) and what kind of cause that is
-        (`buffer_worker.dead_letters`); with `blocks`, stop that intent's tenant behind it."""
+        """Move an entry to the dead-letter stream, with why (`reason`), what kind of cause that is
+        (`buffer_worker.dead_letters`), and what failed (`status`, `excerpt` of the answer) or, parked,
+        the intent id it waits `behind`; with `blocks`, stop that intent's tenant behind it."""
         prefix = self._buffer.key_prefix
         record = {**fields, b"reason": reason.encode(), b"cause": cause.encode(), b"source_id": entry_id}
+        if status is not None:
+            record[b"status"] = status.encode()
+        if excerpt is not None:
+            record[b"excerpt"] = excerpt.encode()
+        if behind is not None:
+            record[b"behind"] = behind.encode()
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.xadd(dead_letter_key(prefix, partition), record)  # type: ignore[arg-type]
             if blocks is not None:

@@ -222,16 +222,17 @@ def _parser() -> argparse.ArgumentParser:
     ).set_defaults(run=_buffer)
     dead = admin_command(
         "dead-letters",
-        "intents that could not be applied: [TENANT] lists them; `resolve TENANT` sets their records from"
-        " the authoritative side; `discard TENANT --intent ID` drops one; `audit [TENANT]`: who did what",
+        "intents that could not be applied: [TENANT] lists them (ID, what failed, what the mirror answered);"
+        " `resolve TENANT` sets their records from the authoritative side; `discard TENANT ID` drops one;"
+        " `audit [TENANT]`: who did what",
         "cutover dead-letters acme",
         'cutover dead-letters resolve acme --reason "new rejected the old schema"',
-        'cutover dead-letters discard acme --intent 3f2a... --reason "test write"',
+        'cutover dead-letters discard acme 3f2a... --reason "test write"',
         "cutover dead-letters audit acme",
     )
     dead.add_argument("words", nargs="*", metavar="[ACTION] TENANT")
     dead.add_argument("--limit", type=int, default=50)
-    dead.add_argument("--intent", help="discard: the dead-lettered intent's id")
+    dead.add_argument("--intent", help="discard: the dead letter's ID (as listed; or give it after TENANT)")
     dead.add_argument("--reason", help="resolve, discard: why (kept in the audit log)")
     dead.set_defaults(run=_dead_letters)
     redrive = admin_command(

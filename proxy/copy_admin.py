@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Query
 
-from backfill.copy_status import CopyReader
+from backfill.copy_status import CopyReader, CopyVerdict, copy_verdict
 from proxy.admin_guard import Reader
 from proxy.admin_limits import COPIES_PAGE_MAX
 from proxy.admin_pages import LIMIT_HELP, PageResponse, page_of, page_schema
@@ -65,3 +65,9 @@ async def copy_overview(runtime: Runtime, limit: int) -> dict[str, Any]:
         rows = await _reader(runtime).page(conn, after=None, limit=limit)
     shown, more = page_of(rows, limit, key=lambda row: str(row["tenant"]))
     return {"tenants": shown, "more": more is not None}
+
+
+async def copy_verdict_of(runtime: Runtime, tenant: str) -> CopyVerdict:
+    """The tenant's copy verdict (`backfill.copy_status.copy_verdict`): the gate's and the health view's."""
+    async with runtime.pool.acquire() as conn:
+        return await copy_verdict(_reader(runtime), conn, tenant)

@@ -1,5 +1,9 @@
-"""`cutover dead-letters`: list a tenant's dead letters with their cause, resolve them from the
-authoritative side, discard one, or show the audit of those actions (all through the admin API)."""
+"""`cutover dead-letters`: list a tenant's dead letters with their cause, what failed (status) and what
+the mirror answered (an excerpt), resolve them from the authoritative side, discard one, or show the
+audit of those actions (all through the admin API).
+
+A dead letter is named by its intent's id, whole, wherever it is printed: the table's ID, the PARKED
+BEHIND of the letters waiting behind it, `cutover buffer`'s BLOCKED BEHIND; `discard` takes that id."""
 
 from __future__ import annotations
 
@@ -15,6 +19,10 @@ _ACTIONS = ("list", "resolve", "discard", "audit")
 def run_dead_letters(args: argparse.Namespace, client: AdminClient) -> int:
     words: list[str] = list(args.words)
     action = words.pop(0) if words and words[0] in _ACTIONS else "list"
+    if action == "discard" and len(words) == 2:  # `discard TENANT ID`, as `--intent ID`
+        if args.intent and args.intent != words[1]:
+            return _usage(f"two intent ids: {words[1]} and --intent {args.intent}")
+        args.intent = words.pop()
     if len(words) > 1:
         return _usage(f"too many arguments: {' '.join(words)}")
     tenant = words[0] if words else None
@@ -40,7 +48,7 @@ def run_dead_letters(args: argparse.Namespace, client: AdminClient) -> int:
         )
         return EXIT_OK
     if not args.intent:
-        return _usage("dead-letters discard needs --intent ID")
+        return _usage("dead-letters discard needs the dead letter's ID (the intent id the list shows)")
     body = client.post(
         f"/buffer/dead-letters/{tenant}/discard", {"intent_id": args.intent, "reason": args.reason}
     )
@@ -53,17 +61,20 @@ def run_dead_letters(args: argparse.Namespace, client: AdminClient) -> int:
 def _print_letters(letters: list[dict[str, Any]]) -> int:
     rows = [
         [
-            d["dead_id"],
+            d.get("intent_id") or "-",  # an undecodable letter has none (and belongs to no tenant)
             d.get("tenant", "?"),
-            d.get("intent_id", "?"),
             f"{d.get('method', '?')} {d.get('path', '?')}",
             d.get("target", "?"),
             d.get("cause", "?"),
-            d["reason"],
+            d.get("status") or "-",  # letters written before statuses were recorded have none
+            d.get("parked_behind") or "-",
+            "-" if d.get("parked_behind") else d["reason"],  # a parked letter's reason: PARKED BEHIND
+            d.get("excerpt") or "-",
         ]
         for d in letters
     ]
-    print(format_table(["ID", "TENANT", "INTENT", "REQUEST", "TO", "CAUSE", "REASON"], rows))
+    header = ["ID", "TENANT", "REQUEST", "TO", "CAUSE", "STATUS", "PARKED BEHIND", "REASON", "ANSWER"]
+    print(format_table(header, rows))
     return EXIT_OK
 
 

@@ -11,11 +11,15 @@ answer with, by its error code:
                              (`reports`: each missing, failed or stale one)
     dead_letters             forward past dual_write while the tenant has dead letters
     applier_not_configured   into a phase mirroring toward a side the worker has no applier for
+    copy_unfinished          into live (where new starts serving) while a REST resource's copy is
+                             unfinished (`resources`: each one left)
 
 A check whose facts could not be read (the store or the buffer did not answer) is listed in `unknown`
-rather than guessed. `copy` is always unknown for the move into live, where new starts serving: cutover
-has no copy-progress signal to read yet. `notes` say what may still delay a move that nothing blocks
-(an authority switch waits for intents toward the new authority to drain).
+rather than guessed. The move into live carries `copy`, the copy verdict the gate itself refuses on
+(`backfill.copy_status.copy_verdict`): `ok`, `blocked`, `unfinished` (the gate is off: a note, not a
+blocker) or `unknown` (table copies, whose progress the admin API cannot read, or no answer from the
+store). `notes` say what may still delay a move that nothing blocks (an authority switch waits for
+intents toward the new authority to drain).
 """
 
 from __future__ import annotations
@@ -24,12 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from backfill.copy_status import BLOCKED, UNFINISHED, UNKNOWN, CopyVerdict
 from routing.phases import Phase, Side, allowed_moves
-
-COPY_UNKNOWN = (
-    "cutover has no copy-progress signal for a tenant yet (tables or REST resources): check that"
-    " `cutover backfill` finished for every table before new serves reads"
-)
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class MoveFacts:
     missing_applier: Callable[[Side], str | None] = lambda _side: None
     pending_toward: dict[Side, int] = field(default_factory=dict)
     hold_timeout_s: float = 2.0
+    copy: CopyVerdict | None = None  # None: not read (say why in `unknown_why["copy"]`)
     unknown_why: dict[str, str] = field(default_factory=dict)  # check → why it is unknown
 
 
@@ -93,9 +94,19 @@ def plan_moves(current: Phase, facts: MoveFacts) -> list[dict[str, Any]]:
                         f" applier for ({setting} is not configured)",
                     }
                 )
-        if target is Phase.LIVE and current.rank < Phase.LIVE.rank:
-            unknown.append({"check": "copy", "detail": COPY_UNKNOWN})
         notes = []
+        into_live = target.rank >= Phase.LIVE.rank > current.rank  # the `live` gate's condition
+        copy = facts.copy
+        if into_live:
+            if copy is None:
+                unknown.append({"check": "copy", "detail": facts.unknown_why.get("copy", "not read")})
+            elif copy.state == UNKNOWN:
+                unknown.append({"check": "copy", "detail": copy.detail})
+            elif copy.state == BLOCKED:
+                blocker = {"blocker": "copy_unfinished", "detail": copy.detail, "resources": copy.resources}
+                blockers.append(blocker)
+            elif copy.state == UNFINISHED:
+                notes.append(copy.detail)
         authority = target.authoritative
         if authority is not current.authoritative and facts.pending_toward.get(authority):
             notes.append(
@@ -109,7 +120,7 @@ def plan_moves(current: Phase, facts: MoveFacts) -> list[dict[str, Any]]:
                 "blocked": bool(blockers),
                 "blockers": blockers,
                 "unknown": unknown,
-                **({"copy": "unknown"} if target is Phase.LIVE and current.rank < Phase.LIVE.rank else {}),
+                **({"copy": UNKNOWN if copy is None else copy.state} if into_live else {}),
                 "notes": notes,
             }
         )

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from backfill.copy_status import CopyReader, describe_unfinished, unfinished
+from backfill.copy_status import CopyReader, copy_verdict
 from backfill.gate import check_complete_gate
 from buffer_worker.inspect import BufferInspector
 from config.settings import Settings
@@ -162,18 +162,14 @@ class PhaseMover:
 
     async def _require_copied(self, tenant: str) -> None:
         """Every configured REST resource copied (and not stale), unless the gate is off
-        (`data.gate.require_copy`)."""
-        data = self._settings.data
-        configured = [r.name for r in data.rest.resources]
-        if not data.gate.require_copy or not configured:
-            return
+        (`data.gate.require_copy`): the copy verdict the health view shows too
+        (`backfill.copy_status.copy_verdict`)."""
+        if not self._settings.data.rest.resources:
+            return  # nothing the gate waits for: no read of the store
         async with self._store.pool.acquire() as conn:
-            body = await CopyReader(self._settings, self._inspector.client).tenant(conn, tenant)
-        problems = unfinished(body["resources"], configured)
-        if problems:
-            raise MoveRefused(
-                422, "copy_unfinished", describe_unfinished(tenant, problems), resources=problems
-            )
+            verdict = await copy_verdict(CopyReader(self._settings, self._inspector.client), conn, tenant)
+        if verdict.refuses:
+            raise MoveRefused(422, "copy_unfinished", verdict.detail, resources=verdict.resources)
 
     def _check_rules(self, request: MoveRequest, current: Phase) -> None:
         """The phase rules first (a move they refuse is named as such), then the mirror's applier."""

@@ -3,7 +3,9 @@
 
     phase      the phase, since when, who moved it there and why
     moves      each next move with what blocks it (`proxy.move_blockers`)
-    copy       always {"state": "unknown"}: there is no copy-progress signal to read yet
+    copy       whether the tenant's data is copied to new: the verdict the `live` gate refuses on
+               (`backfill.copy_status.copy_verdict`: state ok/blocked/unfinished/unknown, detail,
+               the REST resources left)
     traffic    per side (old, new, proxy): request rate, errors, fallbacks, p50/p99 over `window_s`
     shadow     comparisons, divergence rate and new-side error rate, apart (`proxy.divergence.rates`)
     buffer     intents pending toward each side with the age of the oldest, dead letters, blocked-behind
@@ -20,12 +22,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
+from backfill.copy_status import UNKNOWN, CopyVerdict
 from backfill.gate import check_complete_gate
 from backfill.report import latest_per_table, list_reports
 from common.store_errors import BUFFER_ERRORS, STORE_ERRORS
+from proxy.copy_admin import copy_verdict_of
 from proxy.divergence.rates import DEFINITION
 from proxy.health_figures import series, window
-from proxy.move_blockers import COPY_UNKNOWN, MoveFacts, plan_moves
+from proxy.move_blockers import MoveFacts, plan_moves
 from routing.phases import Side
 
 if TYPE_CHECKING:
@@ -44,6 +48,13 @@ async def tenant_health(runtime: Runtime, tenant: str, *, window_s: int, step_s:
     buffer, dead_letters, pending = await _buffer(runtime, tenant)
     verify, problems, detail = await _verify(runtime, tenant, row.updated_at)
     unknown_why = {}
+    copy: CopyVerdict | None = None
+    try:
+        copy = await copy_verdict_of(runtime, tenant)
+        copy_section = copy.as_json()
+    except (*STORE_ERRORS, *BUFFER_ERRORS) as exc:  # the checkpoints (PostgreSQL), the worker's marks (Redis)
+        unknown_why["copy"] = f"the copy's progress could not be read ({type(exc).__name__})"
+        copy_section = {"state": UNKNOWN, "detail": unknown_why["copy"], "resources": []}
     if dead_letters is None:
         unknown_why["dead_letters"] = _BUFFER_DOWN
     if problems is None:
@@ -55,6 +66,7 @@ async def tenant_health(runtime: Runtime, tenant: str, *, window_s: int, step_s:
         missing_applier=settings.worker.missing_for,
         pending_toward=pending,
         hold_timeout_s=settings.barrier.hold_timeout_s,
+        copy=copy,
         unknown_why=unknown_why,
     )
     change = last[0] if last else None
@@ -72,7 +84,7 @@ async def tenant_health(runtime: Runtime, tenant: str, *, window_s: int, step_s:
             "reason": change.reason if change else None,
         },
         "moves": plan_moves(row.phase, facts),
-        "copy": {"state": "unknown", "detail": COPY_UNKNOWN},
+        "copy": copy_section,
         "buffer": buffer,
         "verify": verify,
     }

@@ -1,6 +1,6 @@
 """Lifting: turn one side's raw answer into what the differ compares.
 
-The content-encoding is undone (gzip, deflate, and br when the `brotli` module is installed), the body is
+The content-encoding is undone (`backends.content`: gzip, deflate, br), the body is
 parsed as JSON when it is JSON, otherwise it is reduced to a digest; the headers the rules compare are
 kept, with lower-case names. Decoding is bounded: an answer that inflates beyond the comparison limit is
 not compared (a compressed body can expand a thousandfold).
@@ -9,8 +9,6 @@ not compared (a compressed body can expand a thousandfold).
 from __future__ import annotations
 
 import hashlib
-import importlib
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -18,10 +16,7 @@ from typing import Any
 
 import orjson
 
-try:  # optional: br bodies are compared by digest of the encoded bytes without it
-    brotli: Any = importlib.import_module("brotli")
-except ImportError:  # pragma: no cover - installed in the test environment
-    brotli = None
+from backends.content import UndecodableContent, codings_of, decode_content
 
 
 class BodyKind(Enum):
@@ -42,12 +37,6 @@ class Lifted:
     note: str | None = None  # why a body could not be decoded or was not compared
 
 
-class _Undecodable(Exception):
-    def __init__(self, note: str, *, too_large: bool = False) -> None:
-        super().__init__(note)
-        self.too_large = too_large
-
-
 def lift(
     status: int | None,
     body: bytes | None,
@@ -63,7 +52,7 @@ def lift(
         name = raw_name.decode("latin-1").lower()
         value = raw_value.decode("latin-1").strip()
         if name == "content-encoding":
-            encodings.extend(part.strip().lower() for part in value.split(",") if part.strip())
+            encodings.extend(codings_of(value))
         if name in keep_headers:
             kept[name] = f"{kept[name]}, {value}" if name in kept else value
     if error is not None or body is None:
@@ -71,11 +60,11 @@ def lift(
     note = None
     if encodings:
         try:
-            body = _decode(body, encodings, max_bytes)
-        except _Undecodable as exc:
-            note = str(exc)
+            body = decode_content(body, encodings, max_bytes)
+        except UndecodableContent as exc:
             if exc.too_large:
-                return Lifted(status, None, kept, note=note)
+                return Lifted(status, None, kept, note=f"{exc}; not compared")
+            note = f"{exc}; compared as encoded bytes"
     digest = hashlib.blake2b(body, digest_size=16).hexdigest()
     if note is None and body:
         try:
@@ -83,48 +72,3 @@ def lift(
         except orjson.JSONDecodeError:
             pass
     return Lifted(status, None, kept, BodyKind.BYTES, None, body, digest, note)
-
-
-def _decode(body: bytes, encodings: list[str], max_bytes: int) -> bytes:
-    # Codings are listed in the order they were applied (RFC 9110 §8.4): undo them last to first.
-    for coding in reversed(encodings):
-        if coding == "identity":
-            continue
-        if coding in ("gzip", "x-gzip"):
-            body = _inflate(body, 16 + zlib.MAX_WBITS, max_bytes)
-        elif coding == "deflate":
-            try:  # "deflate" is the zlib format; some servers send raw deflate
-                body = _inflate(body, zlib.MAX_WBITS, max_bytes)
-            except zlib.error:
-                body = _inflate(body, -zlib.MAX_WBITS, max_bytes)
-        elif coding == "br" and brotli is not None:
-            body = _unbrotli(body, max_bytes)
-        else:
-            raise _Undecodable(f"content-encoding {coding!r} not supported; compared as encoded bytes")
-    return body
-
-
-def _inflate(body: bytes, wbits: int, max_bytes: int) -> bytes:
-    try:
-        inflater = zlib.decompressobj(wbits)
-        out = inflater.decompress(body, max_bytes + 1)
-    except zlib.error:
-        if wbits == zlib.MAX_WBITS:
-            raise
-        raise _Undecodable("body is not valid for its content-encoding; compared as bytes") from None
-    if len(out) > max_bytes:
-        raise _Undecodable(f"decoded body larger than {max_bytes} bytes; not compared", too_large=True)
-    return out
-
-
-def _unbrotli(body: bytes, max_bytes: int) -> bytes:
-    try:
-        try:
-            out = brotli.Decompressor().process(body, output_buffer_limit=max_bytes + 1)
-        except TypeError:  # brotli < 1.1 has no output limit
-            out = brotli.decompress(body)
-    except brotli.error:
-        raise _Undecodable("body is not valid brotli; compared as bytes") from None
-    if len(out) > max_bytes:
-        raise _Undecodable(f"decoded body larger than {max_bytes} bytes; not compared", too_large=True)
-    return bytes(out)

@@ -5,6 +5,7 @@ live) to the other with a GET there and a PUT or DELETE here."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections.abc import AsyncIterator
@@ -210,6 +211,56 @@ async def test_ids_with_pending_intents_are_unsettled_and_errors_are_named(
         await run_verify(broken, VerifyOptions(tenant, store=False))
 
 
+async def test_repair_names_the_records_it_skipped_and_why(
+    data_env: DataEnv, backends: Any, tenant: str, prefix: str
+) -> None:
+    """A record whose mirrored write is still in the buffer is left to the worker; one that a write
+    made equal while verification waited is left alone; both are named, in the JSON and the text."""
+    old_server, new_server, old, new, seen = backends
+    old[tenant] = {i: {"id": i, "v": 1} for i in range(1, 50)}
+    new[tenant] = {i: {"id": i, "v": 0 if i in (7, 8, 9) else 1} for i in range(1, 50)}
+    await data_env.set_phase(tenant, Phase.SHADOW)
+    settings = _settings(data_env, old_server, new_server, prefix)
+    producer = RedisIntentProducer.from_url(
+        settings.redis_url.get_secret_value(), prefix=prefix, partitions=4
+    )
+    try:
+        body = orjson.dumps({"id": 7, "v": 1})
+        await producer.append(
+            Intent(
+                tenant=tenant,
+                target=Side.NEW,
+                method="PUT",
+                path="/things/7",
+                query="",
+                headers=(),
+                body=body,
+                status=200,
+                response_body=b"",
+            )
+        )
+    finally:
+        await producer.close()
+    verify = asyncio.create_task(run_verify(settings, VerifyOptions(tenant, ("things",), repair=True)))
+    for _ in range(500):  # both sides listed: verification now waits for record 7's intent
+        if sum(s["tenant"] == tenant for s in seen) >= 2:
+            break
+        await asyncio.sleep(0.01)
+    new[tenant][9] = {"id": 9, "v": 1}  # a client's write, mirrored meanwhile
+    run = await verify
+    things = run.tables[0]
+    assert things.repair is not None and things.repair["copied"] == 1  # record 8 only
+    assert [(s["key"], s["reason"]) for s in things.repair["skipped"]] == [
+        (["7"], "pending_intents"),
+        (["9"], "changed_during_verify"),
+    ]
+    assert things.repair["skipped_counts"] == {"pending_intents": 1, "changed_during_verify": 1}
+    text = render(run.as_json(), format_table)
+    assert "things: not repaired (pending intents): 7: intents for it were still pending" in text, text
+    assert "things: not repaired (changed during verify): 9: differed when first compared" in text
+    assert new[tenant][8] == old[tenant][8] and new[tenant][7] == {"id": 7, "v": 0}
+
+
 @dataclass
 class Repairable:
     old: RunningServer
@@ -288,7 +339,13 @@ async def test_repair_in_live_transfers_from_new_to_old_and_counts_what_old_refu
     assert things.repair is not None and things.repair["from"] == "new"
     assert (things.repair["copied"], things.repair["deleted"], things.repair["failed"]) == (2, 1, 1)
     assert things.keys["different"] == [["251"]]  # the one old refused, found again
-    assert any("record 251" in w and "422" in w and "read-only" in w for w in things.warnings)
+    # The record old refused is named with why: the status old answered and what it said.
+    [skipped] = things.repair["skipped"]
+    assert (skipped["key"], skipped["reason"]) == (["251"], "transfer_failed")
+    assert "answered 422 to PUT /things/251" in skipped["detail"] and "read-only" in skipped["detail"]
+    assert things.repair["skipped_counts"] == {"transfer_failed": 1}
+    text = render(run.as_json(), format_table)
+    assert "things: not repaired (transfer failed): 251: old answered 422" in text
     assert sides.new_writes.seen == []
     assert sides.old_records[tenant][1] == _things(300)[1]
     assert 5000 not in sides.old_records[tenant] and sides.old_records[tenant][250]["name"] == "thing 250"

@@ -155,7 +155,9 @@ ITEMS = """CREATE TABLE {name} (tenant_id text NOT NULL, id text NOT NULL, doc j
 PRIMARY KEY (tenant_id, id))"""
 
 
-async def _items_setup(data_env: DataEnv, tenant: str, prefix: str) -> tuple[Settings, str]:
+async def _items_setup(
+    data_env: DataEnv, tenant: str, prefix: str, verify: dict[str, float] | None = None
+) -> tuple[Settings, str]:
     table = unique("items")
     for url in (data_env.old_url, data_env.new_url):
         await data_env.execute(url, ITEMS.format(name=table))
@@ -168,7 +170,7 @@ async def _items_setup(data_env: DataEnv, tenant: str, prefix: str) -> tuple[Set
     await data_env.set_phase(tenant, Phase.DUAL_WRITE)
     raw = data_env.raw_settings(
         [{"name": "items", "old": {"table": table}, "new": {"table": table}, "path": "/items/{key}"}],
-        verify={"drain_timeout_s": 1.5, "recheck_rounds": 2},
+        verify=verify or {"drain_timeout_s": 1.5, "recheck_rounds": 2},
     )
     raw["buffer"] = {"key_prefix": prefix, "partitions": 4}
     raw["worker"] = {
@@ -267,3 +269,22 @@ async def test_types_without_a_hash_function_are_compared_by_their_text(
     await data_env.execute(data_env.new_url, f"""UPDATE {table} SET body = '{{"n": 2999}}' WHERE id = 2999""")
     report = (await run_verify(settings, VerifyOptions(tenant, store=False))).tables[0]
     assert report.keys["different"] == [["2999"]]  # json text `{"n" : 2999}` is not `{"n": 2999}`
+
+
+async def test_a_repair_names_the_keys_it_left_to_the_buffer(
+    data_env: DataEnv, tenant: str, prefix: str
+) -> None:
+    fast = {"drain_timeout_s": 0.2, "recheck_rounds": 1}
+    settings, table = await _items_setup(data_env, tenant, prefix, verify=fast)
+    await _write_old_and_buffer(data_env, settings, table, tenant, "k9")  # never applied: no worker runs
+    await data_env.execute(
+        data_env.new_url, f"UPDATE {table} SET doc = '{{}}' WHERE id = 'k7' AND tenant_id = $1", tenant
+    )
+    run = await run_verify(settings, VerifyOptions(tenant, repair=True, store=False))
+    report = run.tables[0]
+    assert report.repair is not None and report.repair["copied"] == 1  # k7
+    [skipped] = report.repair["skipped"]
+    assert (skipped["key"], skipped["reason"]) == (["k9"], "pending_intents")
+    assert report.keys["unsettled"] == [["k9"]]
+    text = render(run.as_json(), format_table)
+    assert "items: not repaired (pending intents): k9: intents for it were still pending" in text

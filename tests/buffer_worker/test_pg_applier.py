@@ -22,6 +22,7 @@ from buffer_worker.ledger import prune_ledger
 from buffer_worker.mirror_lock import COPY_LOCK_SQL, lock_key
 from buffer_worker.pg_applier import PostgresApplier
 from buffer_worker.pg_batch import Change, RowWrite, collapse
+from buffer_worker.pg_errors import database_error
 from buffer_worker.pg_state import DatabaseState, HttpState
 from buffer_worker.sql_apply import SqlIntents
 from config.settings import BackendSettings, PostgresApplierSettings, Settings
@@ -568,8 +569,9 @@ async def test_without_its_database_the_authoritative_state_is_read_over_http(
         assert await rows(pg_url, table) == {("acme", "a"): {"v": "old's", "id": "a"}}
         with pytest.raises(
             TransientApplyError, match="old answered 503 to the state-transfer read of /items/busy"
-        ):
+        ) as busy:
             await over_http.apply_batch([intent("acme", "PUT", "a", {}), intent("acme", "PUT", "busy", {})])
+        assert (busy.value.status, busy.value.excerpt) == ("503", "{}")  # what a dead letter records
         with pytest.raises(PermanentApplyError, match="not a JSON object"):
             await over_http.apply_batch([intent("acme", "PUT", "odd", {})])
     finally:
@@ -580,3 +582,28 @@ async def test_without_its_database_the_authoritative_state_is_read_over_http(
     # The shared backend client: old's credentials and header rewrites on every read.
     assert all(r["authorization"].startswith("Basic ") and r["x-side"] == "old" for r in reads)
     assert {r["path"] for r in reads} == {"/items/a", "/items/gone", "/items/busy", "/items/odd"}
+
+
+async def test_a_database_error_names_its_sqlstate_and_the_servers_message(pg_url: str) -> None:
+    """What a dead letter of the PostgreSQL applier records: the SQLSTATE as its status, the server's
+    message as its excerpt (a statement timeout is transient, a data error permanent)."""
+    conn = await asyncpg.connect(pg_url)
+    try:
+        caught: list[BaseException] = []
+        for sql in ("SELECT 1 / 0", "SET statement_timeout = 1; SELECT pg_sleep(1)"):
+            try:
+                await conn.execute(sql)
+            except asyncpg.PostgresError as exc:
+                caught.append(exc)
+    finally:
+        await conn.close()
+    write = intent("acme", "PUT", "a", {})
+    data, timeout = (database_error(write, exc, "mirror database", "the batch") for exc in caught)
+    assert isinstance(data, PermanentApplyError) and not isinstance(timeout, PermanentApplyError)
+    assert (data.status, data.excerpt, data.detail) == (
+        "sqlstate 22012",
+        "division by zero",
+        "mirror database refused the batch (sqlstate 22012)",
+    )
+    assert timeout.status == "sqlstate 57014"
+    assert timeout.excerpt == "canceling statement due to statement timeout"

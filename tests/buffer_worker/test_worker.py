@@ -4,6 +4,7 @@ outages, dead letters and an idempotence property."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import os
 import random
 import uuid
@@ -392,7 +393,8 @@ async def test_mirror_down_then_up_drops_nothing_and_keeps_order(
 class PickyStore:
     """A tiny store: PUT /items/{id} stores the JSON body.
 
-    A body with `"poison": true` is answered 400, one with `"flaky": true` 503.
+    A body with `"poison": true` is answered 400 (gzip-compressed, whatever the request accepts), one
+    with `"flaky": true` 503.
     """
 
     def __init__(self) -> None:
@@ -405,7 +407,14 @@ class PickyStore:
         tenant = dict(scope["headers"]).get(b"x-tenant-id", b"").decode()
         document = orjson.loads(body) if body else {}
         if document.get("poison"):
-            await respond(send, 400, b'{"error": "invalid"}')
+            compressed = gzip.compress('{"error": "invalid", "hint": "\u00e9t\u00e9"}'.encode())
+            headers = [
+                (b"content-type", b"application/json; charset=utf-8"),
+                (b"content-encoding", b"gzip"),
+                (b"content-length", str(len(compressed)).encode()),
+            ]
+            await send({"type": "http.response.start", "status": 400, "headers": headers})
+            await send({"type": "http.response.body", "body": compressed})
             return
         if document.get("flaky"):
             await respond(send, 503, b'{"error": "try later"}')
@@ -433,6 +442,17 @@ async def dead_letters(client: aioredis.Redis, prefix: str, partition: int) -> l
     entries: Any = await client.xrange(dead_letter_key(prefix, partition))
     return [
         (Intent.from_fields(fields), fields[b"reason"].decode(), fields[b"source_id"].decode())
+        for _id, fields in entries
+    ]
+
+
+async def failures(client: aioredis.Redis, prefix: str, partition: int) -> list[tuple[str | None, ...]]:
+    """Each dead letter's status, answer excerpt and the intent id it is parked behind, as stored."""
+    entries: Any = await client.xrange(dead_letter_key(prefix, partition))
+    return [
+        tuple(
+            fields[name].decode() if name in fields else None for name in (b"status", b"excerpt", b"behind")
+        )
         for _id, fields in entries
     ]
 
@@ -467,11 +487,17 @@ async def test_permanent_failure_dead_letters_and_parks_only_that_tenant(
     assert store.items[good] == {f"k{i}": {"v": i} for i in range(1, 6)}
     dead = await dead_letters(rclient, prefix, partition)
     assert [intent for intent, _r, _s in dead] == [intents[4], intents[6], intents[8]]
-    # The reason names the cause, as the mirror gave it.
+    # The reason names the cause; the status and the mirror's answer (its gzip undone, decoded as
+    # UTF-8) are recorded apart; parked letters name the letter they wait behind by its intent id.
     assert [reason for _i, reason, _s in dead] == [
-        'apply failed: new answered 400 to PUT /items/k3: {"error": "invalid"}',
+        "apply failed: new answered 400 to PUT /items/k3",
         f"parked behind {poison.intent_id}",
         f"parked behind {poison.intent_id}",
+    ]
+    assert await failures(rclient, prefix, partition) == [
+        ("400", '{"error": "invalid", "hint": "\u00e9t\u00e9"}', None),
+        (None, None, poison.intent_id),
+        (None, None, poison.intent_id),
     ]
     assert [source for _i, _r, source in dead] == [source_ids[4], source_ids[6], source_ids[8]]
     assert await rclient.hgetall(blocked_key(prefix, partition)) == {bad.encode(): poison.intent_id.encode()}
@@ -520,9 +546,10 @@ async def test_error_answers_are_dead_lettered_after_max_attempts(
     assert recorder.keys_for(other) == [intents[1].intent_id]
     dead = await dead_letters(rclient, prefix, partition)
     assert [(i, r) for i, r, _s in dead] == [
-        (intents[0], 'apply failed: new answered 503 to PUT /items/a: {"error": "try later"}'),
+        (intents[0], "apply failed: new answered 503 to PUT /items/a"),
         (intents[2], f"parked behind {intents[0].intent_id}"),
     ]
+    assert (await failures(rclient, prefix, partition))[0] == ("503", '{"error": "try later"}', None)
     assert running.worker.stats.retries == 2
 
 

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
@@ -270,3 +271,73 @@ async def test_a_resolution_that_cannot_name_the_record_is_refused(
     none = await proxy.admin.post(f"/buffer/dead-letters/{tenant}-none/resolve", json={"reason": "try"})
     assert none.status_code == 404 and none.json()["error"] == "no_dead_letters"
     assert await audit(proxy, tenant) == []
+
+
+def table_rows(text: str, header_word: str) -> list[dict[str, str]]:
+    """The rows of a printed table (the one whose header starts with `header_word`), cut at the
+    header's column starts."""
+    lines = text.splitlines()
+    top = next(i for i, line in enumerate(lines) if line.startswith(header_word + " "))
+    header = lines[top]
+    names = header.split("  ")
+    names = [name.strip() for name in names if name.strip()]
+    starts = [header.index(name) for name in names]
+    rows = []
+    for line in lines[top + 1 :]:
+        if not line.strip() or line.startswith(("spool:", "PARTITION", "TENANT ")):
+            break
+        cells = [line[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
+        rows.append(dict(zip(names, cells, strict=True)))
+    return rows
+
+
+async def test_a_dead_letter_has_one_id_in_the_table_behind_parked_ones_and_for_discard(
+    proxy: Proxy, worker: Worker, new: DemoBackend
+) -> None:
+    """The ID the list prints is what parked letters and the buffer's BLOCKED BEHIND name, and what
+    discard takes; the list shows what failed and what the mirror answered."""
+    tenant = await dead_lettered_tenant(proxy, new, 2)
+    code, shown = await cli(proxy, "dead-letters", tenant)
+    assert code == 0, shown
+    first, parked = table_rows(shown, "ID")
+    assert (first["STATUS"], first["CAUSE"], first["PARKED BEHIND"]) == ("503", "apply", "-")
+    assert '"error":"injected_failure"' in first["ANSWER"], shown
+    assert parked["PARKED BEHIND"] == first["ID"] and parked["STATUS"] == "-"
+    code, buffer_shown = await cli(proxy, "buffer")
+    assert code == 0 and first["ID"] in buffer_shown, buffer_shown  # BLOCKED BEHIND
+    code, as_json = await cli(proxy, "dead-letters", tenant, "--json")
+    listed = orjson.loads(as_json)["dead_letters"]
+    assert [(d["intent_id"], d["status"], d["parked_behind"]) for d in listed] == [
+        (first["ID"], "503", None),
+        (parked["ID"], None, first["ID"]),
+    ]
+    assert "injected_failure" in listed[0]["excerpt"]
+
+    code, out = await cli(proxy, "dead-letters", "discard", tenant, first["ID"], "--reason", "by hand")
+    assert code == 0, out
+
+    async def behind_the_next() -> bool:
+        return await blocked(proxy, tenant) == parked["ID"]
+
+    await until(behind_the_next, "the dead letter the table named was not discarded")
+
+
+async def test_dead_letters_written_before_status_and_excerpt_still_display(
+    proxy: Proxy, redis_client: aioredis.Redis
+) -> None:
+    tenant = f"dl-{uuid.uuid4().hex[:8]}"
+    letter, later = an_intent(tenant, "PUT", "/items/x"), an_intent(tenant, "PUT", "/items/y")
+    await inject(redis_client, proxy, tenant, letter, "apply failed: new answered 503 to PUT", "apply")
+    await inject(redis_client, proxy, tenant, later, f"parked behind {letter.intent_id}", "parked")
+    old_style = await letters(proxy, tenant)
+    assert [(d["status"], d["excerpt"], d["parked_behind"]) for d in old_style] == [
+        (None, None, None),
+        (None, None, letter.intent_id),
+    ]
+    code, shown = await cli(proxy, "dead-letters", tenant)
+    assert code == 0, shown
+    rows = table_rows(shown, "ID")
+    assert [(r["ID"], r["STATUS"], r["PARKED BEHIND"]) for r in rows] == [
+        (letter.intent_id, "-", "-"),
+        (later.intent_id, "-", letter.intent_id),
+    ]

@@ -20,7 +20,9 @@ import pytest
 import redis.asyncio as aioredis
 import yaml
 
+from backfill import rest_checkpoint
 from backfill.report import TableReport, VerifyRun, store
+from backfill.rest_checkpoint import PageDone
 from buffer_worker.intent import Intent
 from buffer_worker.keys import dead_letter_key, partition_of
 from proxy.cli import main
@@ -103,7 +105,7 @@ async def test_an_unknown_tenant_has_no_traffic_and_says_why(proxy: Proxy) -> No
     assert "operator.health.top_tenants" in body["traffic"]["note"]
     assert body["shadow"]["divergence_rate"] is None and "answered" in body["shadow"]["definition"]
     assert [m["to"] for m in body["moves"]] == ["dual_write"]
-    assert body["copy"]["state"] == "unknown"
+    assert body["copy"]["state"] == "ok" and "nothing to copy" in body["copy"]["detail"]
 
 
 @pytest.fixture
@@ -166,6 +168,7 @@ async def test_each_blocker_appears_exactly_while_its_condition_holds(
     live = body["moves"][0]
     assert live["blockers"][0]["setting"] == "worker.postgres.old" and live["copy"] == "unknown"
     assert [u["check"] for u in live["unknown"]] == ["copy"]
+    assert "tables (orders)" in live["unknown"][0]["detail"]  # a table copy's progress cannot be read
 
     key, entry = await add_dead_letter(redis_client, proxy, tenant)
     try:
@@ -362,3 +365,38 @@ async def test_every_process_of_serve_workers_adds_to_the_history(
             serve.wait()
         if serve.stderr is not None:
             serve.stderr.close()
+
+
+async def test_the_move_into_live_is_blocked_by_an_unfinished_rest_copy_as_the_gate_refuses_it(
+    make_proxy: ProxyFactory,
+) -> None:
+    """The health view's copy check is the `live` gate's own verdict: blocked, naming the resource left,
+    with the detail a dry run of the move is refused with; ok once the copy is done."""
+    resources = [{"name": "items", "list_path": "/items", "create": "put"}]
+    proxy = await make_proxy({**FAST, "data": {"rest": {"resources": resources}}})
+    tenant = tenant_id()
+    for phase in (Phase.DUAL_WRITE, Phase.SHADOW):
+        await proxy.set_phase_api(tenant, phase)
+    body = await health(proxy, tenant)
+    live = body["moves"][0]
+    assert (live["to"], live["copy"], body["copy"]["state"]) == ("live", "blocked", "blocked")
+    [blocker] = live["blockers"]
+    assert blocker["blocker"] == "copy_unfinished" and "items: not copied" in blocker["detail"]
+    assert [r["resource"] for r in blocker["resources"]] == ["items"] and live["unknown"] == []
+    dry_run = {"phase": "live", "reason": "check", "dry_run": True}
+    refused = await proxy.admin.put(f"/tenants/{tenant}/phase", json=dry_run)
+    assert refused.status_code == 422 and refused.json()["error"] == "copy_unfinished", refused.text
+    assert refused.json()["detail"] == blocker["detail"]
+
+    async with proxy.runtime.pool.acquire() as conn:
+        await rest_checkpoint.ensure_schema(conn)
+        await rest_checkpoint.start(conn, tenant, "items", intents=0)
+        last_page = PageDone(
+            None, listed=3, copied=3, skipped=0, without_id=0, total=3, seconds=0.1, end="done"
+        )
+        await rest_checkpoint.advance(conn, tenant, "items", last_page)
+    body = await health(proxy, tenant)
+    live = body["moves"][0]
+    assert (live["copy"], live["blockers"], live["unknown"]) == ("ok", [], [])
+    assert body["copy"]["state"] == "ok" and body["copy"]["resources"] == []
+    assert (await proxy.admin.put(f"/tenants/{tenant}/phase", json=dry_run)).status_code == 200
