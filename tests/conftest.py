@@ -27,6 +27,8 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 import uvicorn
+from hypothesis import settings as hypothesis_settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 from buffer_worker.intent import Intent
 from buffer_worker.keys import partition_of, pending_field, pending_key, stream_key
@@ -43,6 +45,12 @@ PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 PARTITIONS = 4
 PHASE_ORDER: tuple[Phase, ...] = tuple(Phase)
+
+# Hypothesis replays the failing examples it found before (kept under the checkout's .hypothesis/, which
+# git and the image leave out) wherever pytest is started from.
+HYPOTHESIS_EXAMPLES = Path(__file__).resolve().parent.parent / ".hypothesis" / "examples"
+hypothesis_settings.register_profile("cutover", database=DirectoryBasedExampleDatabase(HYPOTHESIS_EXAMPLES))
+hypothesis_settings.load_profile("cutover")
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]

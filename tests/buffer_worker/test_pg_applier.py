@@ -275,7 +275,6 @@ CUTS = st.lists(st.integers(0, 30), max_size=4)
 @settings(
     max_examples=40,
     deadline=None,
-    database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(operations=OPERATIONS, cuts=CUTS, replays=st.sets(st.integers(0, 12)))

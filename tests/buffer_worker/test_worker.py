@@ -650,7 +650,6 @@ REDELIVERIES = st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 10_000)
 @settings(
     max_examples=15,
     deadline=None,
-    database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(ops=OPS, redeliveries=REDELIVERIES)

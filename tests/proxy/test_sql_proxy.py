@@ -553,7 +553,6 @@ async def fuzz_tenants(_sql_env: SqlEnv) -> dict[Phase, str]:
 @settings(
     max_examples=250,
     deadline=None,
-    database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(sql=SQL_VALUES, params=PARAMS, phase=st.sampled_from(list(Phase)), header=st.booleans())
