@@ -759,7 +759,14 @@ _INTEGRATION_FIXTURES = frozenset(
 )
 
 
+# A test that pauses or kills its own redis-server is an adversity test whether or not it says so.
+_FAULT_FIXTURES = frozenset({"private_redis"})
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if _INTEGRATION_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        fixtures = getattr(item, "fixturenames", ())
+        if _INTEGRATION_FIXTURES.intersection(fixtures):
             item.add_marker(pytest.mark.integration)
+        if _FAULT_FIXTURES.intersection(fixtures):
+            item.add_marker(pytest.mark.fault)

@@ -25,7 +25,7 @@ from buffer_worker.worker import Worker
 from routing.phases import Phase, Side
 from tests.conftest import RUNTIME_DEFAULT_SINK, DemoBackend, Proxy, ProxyFactory
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.fault]
 
 # The outage is 10 s; `CUTOVER_TEST_REDIS_PAUSE_S` changes it.
 REDIS_PAUSE_S = float(os.environ.get("CUTOVER_TEST_REDIS_PAUSE_S", "10"))

@@ -32,7 +32,7 @@ import yaml
 from buffer_worker.keys import worker_stats_key
 from tests.conftest import free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.fault]
 
 TENANTS = 4
 WRITERS = 20

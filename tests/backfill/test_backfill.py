@@ -48,6 +48,7 @@ async def _copied(new: asyncpg.Connection, tenant: str, table: str) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.fault
 async def test_sigkilled_three_times_then_resumed_equals_an_uninterrupted_run(
     data_env: DataEnv, tmp_path: Path, tenant: str
 ) -> None:

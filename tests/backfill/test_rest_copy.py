@@ -260,6 +260,7 @@ async def _copied(control_url: str, tenant: str) -> int:
     return 0 if state is None else state.items_copied
 
 
+@pytest.mark.fault
 async def test_interrupted_then_sigkilled_then_resumed_copies_every_record_once(
     data_env: DataEnv, prefix: str, tenant: str, json_processes: dict[Side, str], tmp_path: Path
 ) -> None:

@@ -243,6 +243,7 @@ async def test_entries_pending_under_another_consumer_name_are_claimed_and_appli
     assert unacked == [0] * PARTITIONS
 
 
+@pytest.mark.fault
 async def test_worker_killed_mid_batch_is_taken_over_without_double_applies(
     mirror: Mirror, producer: RedisIntentProducer, rclient: aioredis.Redis, prefix: str, workers: WorkerPool
 ) -> None:
@@ -346,6 +347,7 @@ MIRROR_OUTAGE_S = float(os.environ.get("CUTOVER_TEST_MIRROR_OUTAGE_S", "30"))
 
 
 @pytest.mark.slow
+@pytest.mark.fault
 async def test_mirror_down_then_up_drops_nothing_and_keeps_order(
     mirror: Mirror, producer: RedisIntentProducer, rclient: aioredis.Redis, prefix: str, workers: WorkerPool
 ) -> None:
