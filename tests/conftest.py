@@ -10,10 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import secrets
-import shutil
-import signal
 import socket
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from contextlib import contextmanager
@@ -40,6 +37,7 @@ from proxy.demo.backend import Faults, create_backend_app
 from proxy.runtime import Runtime
 from proxy.server import _uvicorn_config, bind_socket
 from routing.phases import Phase, Side
+from tests.support.redis_server import redis_server
 
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -323,44 +321,11 @@ def free_port() -> int:
 
 
 @pytest.fixture
-async def private_redis(tmp_path: Path) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
+async def private_redis(tmp_path: Path) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
     """A redis-server of this test only, so it can be paused (SIGSTOP) without touching anyone else."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed")
     port = free_port()
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = aioredis.Redis.from_url(url)
-    for _ in range(100):
-        try:
-            await client.ping()
-            break
-        except (OSError, aioredis.ConnectionError):
-            await asyncio.sleep(0.05)
-    await client.aclose()
-    try:
-        yield url, process
-    finally:
-        process.send_signal(signal.SIGCONT)
-        process.terminate()
-        process.wait(timeout=10)
+    async with redis_server(port, tmp_path) as process:
+        yield f"redis://127.0.0.1:{port}/0", process
 
 
 @pytest.fixture(scope="session")

@@ -173,7 +173,8 @@ def test_installed_packages_come_from_the_image_not_the_checkout(processes: Proc
     )
     assert found.returncode == 0, found.stderr
     paths = found.stdout.split()
-    assert paths and all(path.startswith(str(processes.built.site_packages)) for path in paths), paths
+    assert paths, paths
+    assert all(path.startswith(str(processes.built.site_packages)) for path in paths), paths
 
 
 def test_serve_worker_and_demo_backends_run_from_the_image(
@@ -234,7 +235,8 @@ def test_serve_worker_and_demo_backends_run_from_the_image(
         headers={"X-Tenant-ID": tenant},
         timeout=10,
     )
-    assert write.status_code == 200 and write.headers["x-cutover-served-by"] == "old", write.text
+    assert write.status_code == 200, write.text
+    assert write.headers["x-cutover-served-by"] == "old", write.text
 
     def on_new() -> dict[str, Any]:
         dump = httpx.get(f"http://127.0.0.1:{ports['new']}/_dump", timeout=5).json()
@@ -248,10 +250,12 @@ def test_serve_worker_and_demo_backends_run_from_the_image(
 
     # The compose file's worker health check, against this worker: alive, then gone once stopped.
     alive = processes.run("worker", "--check", "--config", str(config))
-    assert alive.returncode == 0 and "alive" in alive.stdout, (alive.stdout, alive.stderr)
+    assert alive.returncode == 0, (alive.stdout, alive.stderr)
+    assert "alive" in alive.stdout, (alive.stdout, alive.stderr)
     assert processes.stop("worker", worker) == 0, processes.output("worker")
     gone = processes.run("worker", "--check", "--config", str(config))
-    assert gone.returncode == 1 and "no worker of host" in gone.stderr, (gone.stdout, gone.stderr)
+    assert gone.returncode == 1, (gone.stdout, gone.stderr)
+    assert "no worker of host" in gone.stderr, (gone.stdout, gone.stderr)
     client = redis.Redis.from_url(REDIS_URL)
     try:
         assert client.zcard(workers_key(prefix)) == 0, "the worker did not leave the live set"

@@ -228,7 +228,7 @@ async def _records(client: httpx.AsyncClient, tenant: str) -> list[Record]:
 async def test_replay_is_exactly_once_in_effect_against_a_json_server_like_backend(
     scenario: Scenario,
     processes: Processes,
-    private_redis: tuple[str, subprocess.Popen[bytes]],
+    private_redis: tuple[str, asyncio.subprocess.Process],
     pg_url: str,
     tmp_path: Path,
 ) -> None:

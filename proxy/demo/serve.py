@@ -54,7 +54,7 @@ async def _serve(demo: Demo, env_file: Path | None) -> int:
                 pass
         demo.say("stopping")
     if env_file is not None:
-        env_file.unlink(missing_ok=True)
+        await asyncio.to_thread(env_file.unlink, missing_ok=True)
     return 0
 
 

@@ -285,7 +285,8 @@ async def test_connection_refused_is_unreachable(prefix: str, mirrors: Mirrors) 
         sent = intent()
         with pytest.raises(UnreachableError) as info:
             await applier.apply(sent)
-        assert isinstance(info.value, TransientApplyError) and isinstance(info.value, ApplyError)
+        assert isinstance(info.value, TransientApplyError)
+        assert isinstance(info.value, ApplyError)
         assert info.value.intent is sent
     finally:
         await applier.close()

@@ -7,7 +7,6 @@ import asyncio
 import os
 import random
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -216,7 +215,8 @@ async def test_unacknowledged_entries_of_a_dead_worker_are_applied_in_order(
     assert await mirror.writes_applied() == 40
     assert len(mirror.recorder.keys_for(tenants[0]) + mirror.recorder.keys_for(tenants[1])) == 50
     _lengths, unacked, dead = await stream_state(rclient, prefix)
-    assert unacked == [0] * PARTITIONS and dead == [0] * PARTITIONS
+    assert unacked == [0] * PARTITIONS
+    assert dead == [0] * PARTITIONS
 
 
 async def test_entries_pending_under_another_consumer_name_are_claimed_and_applied_in_order(
@@ -387,7 +387,8 @@ async def test_mirror_down_then_up_drops_nothing_and_keeps_order(
     assert await mirror.writes_applied() == len(intents)
     assert running.worker.stats.dead_lettered == 0
     _lengths, unacked, dead = await stream_state(rclient, prefix)
-    assert unacked == [0] * PARTITIONS and dead == [0] * PARTITIONS
+    assert unacked == [0] * PARTITIONS
+    assert dead == [0] * PARTITIONS
 
 
 # -- dead letters -----------------------------------------------------------------------------------------
@@ -636,9 +637,9 @@ class PropertyEnv:
 @pytest.fixture
 async def property_env(
     mirror: Mirror, producer: RedisIntentProducer, rclient: aioredis.Redis, prefix: str, workers: WorkerPool
-) -> AsyncIterator[PropertyEnv]:
+) -> PropertyEnv:
     running = workers.start(settings_for(prefix, mirror.backend.url))
-    yield PropertyEnv(mirror, producer, rclient, prefix, running)
+    return PropertyEnv(mirror, producer, rclient, prefix, running)
 
 
 OPS = st.lists(

@@ -153,7 +153,8 @@ async def test_tenants_are_isolated(
     assert_served(read_b, Side.OLD, Phase.LEGACY)
     assert await intent_buffer.intents_for(stayed) == []
     tenant_b = await proxy.admin.get(f"/tenants/{stayed}")
-    assert tenant_b.json()["phase"] == "legacy" and tenant_b.json()["version"] == 0
+    assert tenant_b.json()["phase"] == "legacy"
+    assert tenant_b.json()["version"] == 0
 
 
 async def test_requests_without_tenant_follow_default_phase(
@@ -319,7 +320,8 @@ async def test_hop_by_hop_response_headers_are_dropped(echo_proxy: Proxy, tenant
     # Check the backend really sends them, so the assertion below cannot pass vacuously.
     async with httpx.AsyncClient() as direct:
         raw = await direct.get(echo_proxy.runtime.upstreams[Side.OLD].url_for("/hop", ""))
-    assert raw.headers["x-private-hop"] == "secret" and "keep-alive" in raw.headers
+    assert raw.headers["x-private-hop"] == "secret"
+    assert "keep-alive" in raw.headers
 
     response = await echo_proxy.client.get("/hop", headers=h(tenant))
     assert response.status_code == 200
@@ -429,7 +431,8 @@ async def test_absolute_form_target_is_400(
     assert status == 400
     assert headers["content-type"] == "application/json"
     assert orjson.loads(body)["error"] == "invalid_target"
-    assert old.recorder.requests_for(tenant) == [] and new.recorder.requests_for(tenant) == []
+    assert old.recorder.requests_for(tenant) == []
+    assert new.recorder.requests_for(tenant) == []
 
     # The same request in origin form is fine: the refusal is about the form, not the path.
     origin = f"GET /items HTTP/1.1\r\nHost: x\r\nX-Tenant-ID: {tenant}\r\nConnection: close\r\n\r\n".encode()
@@ -474,7 +477,8 @@ async def test_refused_backend_is_502_naming_it(refused_new_proxy: Proxy, tenant
     assert response.headers["x-cutover-served-by"] == "new"
     assert response.headers["x-cutover-phase"] == "complete"
     write = await proxy.client.put("/items/a", json={}, headers=h(tenant))
-    assert write.status_code == 502 and write.json()["backend"] == "new"
+    assert write.status_code == 502
+    assert write.json()["backend"] == "new"
     # Other tenants (legacy → old) are unaffected.
     await assert_still_serves(proxy, "someone-else")
 
@@ -693,13 +697,15 @@ async def test_fallback_refused_when_sink_reports_pending(
 
     sink.pending_counts[(tenant, Side.OLD)] = 3
     answer = await proxy.client.get("/items/m1", headers=h(tenant))
-    assert answer.status_code == 503 and answer.json()["error"] == "fallback_unsafe"
+    assert answer.status_code == 503
+    assert answer.json()["error"] == "fallback_unsafe"
     assert "retry-after" in answer.headers
 
     sink.pending_counts[(tenant, Side.OLD)] = 0
     sink.fail_pending = True  # an unknown answer is not safe either
     unknown = await proxy.client.get("/items/m1", headers=h(tenant))
-    assert unknown.status_code == 503 and unknown.json()["error"] == "fallback_unsafe"
+    assert unknown.status_code == 503
+    assert unknown.json()["error"] == "fallback_unsafe"
 
     sink.fail_pending = False
     served = await proxy.client.get("/items/m1", headers=h(tenant))
@@ -742,7 +748,8 @@ async def test_write_is_refused_before_forwarding_when_the_buffer_cannot_accept(
     assert response.status_code == 503
     assert response.json()["error"] == "buffer_full"
     assert "retry-after" in response.headers
-    assert old.recorder.requests_for(tenant) == [] and new.recorder.requests_for(tenant) == []
+    assert old.recorder.requests_for(tenant) == []
+    assert new.recorder.requests_for(tenant) == []
     assert sink.intents == []
     ready = (await proxy.anon_admin.get("/readyz")).json()
     assert ready["buffer"]["accepting"] is False
@@ -766,4 +773,5 @@ async def test_runtime_default_sink_buffers_intents_in_redis(
     assert orjson.loads(intents[0].response_body)["id"] == created
     assert ("location", f"/items/{created}") in [(k.lower(), v) for k, v in intents[0].response_headers]
     ready = (await proxy.anon_admin.get("/readyz")).json()
-    assert ready["buffer"]["spooled"] == 0 and ready["buffer"]["accepting"] is True
+    assert ready["buffer"]["spooled"] == 0
+    assert ready["buffer"]["accepting"] is True

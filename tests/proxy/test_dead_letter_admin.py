@@ -115,7 +115,9 @@ async def test_resolve_sets_every_dead_letter_from_old_unblocks_and_is_audited(
     assert [d["cause"] for d in dead] == ["apply", "parked", "parked"]
     assert dead[0]["reason"].startswith("apply failed: new answered 503 to PUT /items/k0")
     code, shown = await cli(proxy, "dead-letters", tenant)
-    assert code == 0 and "CAUSE" in shown and "new answered 503 to PUT /items/k0" in shown, shown
+    assert code == 0, shown
+    assert "CAUSE" in shown, shown
+    assert "new answered 503 to PUT /items/k0" in shown, shown
     assert await blocked(proxy, tenant) == dead[0]["intent_id"]
 
     code, shown = await cli(proxy, "dead-letters", "resolve", tenant, "--reason", "new side fixed")
@@ -151,7 +153,8 @@ async def test_discard_drops_one_dead_letter_audited_and_unblocks_with_the_last(
     missing = await proxy.admin.post(
         f"/buffer/dead-letters/{tenant}/discard", json={"intent_id": "nope", "reason": "typo"}
     )
-    assert missing.status_code == 404 and missing.json()["error"] == "dead_letter_not_found"
+    assert missing.status_code == 404
+    assert missing.json()["error"] == "dead_letter_not_found"
     no_reason = await proxy.admin.post(f"/buffer/dead-letters/{tenant}/discard", json={"intent_id": "x"})
     assert no_reason.status_code == 422
 
@@ -230,10 +233,13 @@ async def test_a_redrive_that_would_fail_the_same_way_is_refused_with_the_reason
     response = await proxy.admin.post(f"/buffer/dead-letters/{tenant}/redrive")
     assert response.status_code == 422, response.text
     body = response.json()
-    assert body["error"] == "redrive_refused" and body["intent_id"] == broken.intent_id
-    assert "could not be built" in body["detail"] and f"dead-letters resolve {tenant}" in body["detail"]
+    assert body["error"] == "redrive_refused"
+    assert body["intent_id"] == broken.intent_id
+    assert "could not be built" in body["detail"]
+    assert f"dead-letters resolve {tenant}" in body["detail"]
     code, shown = await cli(proxy, "redrive", tenant)
-    assert code == 1 and "redrive_refused" in shown
+    assert code == 1
+    assert "redrive_refused" in shown
     assert await audit(proxy, tenant) == []  # nothing was requested
 
 
@@ -246,7 +252,8 @@ async def test_a_redrive_is_requested_and_audited(proxy: Proxy, redis_client: ai
     response = await proxy.admin.post(
         f"/buffer/dead-letters/{tenant}/redrive", json={"reason": "outage over"}
     )
-    assert response.status_code == 200 and response.json()["requested"] == 1, response.text
+    assert response.status_code == 200, response.text
+    assert response.json()["requested"] == 1, response.text
     [entry] = await audit(proxy, tenant)
     assert (entry["action"], entry["intent_ids"], entry["reason"]) == (
         "redrive",
@@ -266,7 +273,9 @@ async def test_a_resolution_that_cannot_name_the_record_is_refused(
     )
     response = await proxy.admin.post(f"/buffer/dead-letters/{tenant}/resolve", json={"reason": "try"})
     assert response.status_code == 422, response.text
-    assert response.json()["error"] == "resolve_refused" and "POST /things" in response.json()["detail"]
+    assert response.json()["error"] == "resolve_refused"
+    assert "POST /things" in response.json()["detail"]
     none = await proxy.admin.post(f"/buffer/dead-letters/{tenant}-none/resolve", json={"reason": "try"})
-    assert none.status_code == 404 and none.json()["error"] == "no_dead_letters"
+    assert none.status_code == 404
+    assert none.json()["error"] == "no_dead_letters"
     assert await audit(proxy, tenant) == []

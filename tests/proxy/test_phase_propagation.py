@@ -158,7 +158,8 @@ async def test_proxy_that_never_loaded_phases_serves_nothing_until_it_does(
         assert response.json()["error"] == "not_ready"
         assert response.headers["retry-after"].isdigit()
     no_tenant = await proxy.client.get("/items")
-    assert no_tenant.status_code == 503 and no_tenant.json()["error"] == "not_ready"
+    assert no_tenant.status_code == 503
+    assert no_tenant.json()["error"] == "not_ready"
     assert old.recorder.requests_for(tenant) == []
 
     store_down = await proxy.admin.get("/tenants")

@@ -200,7 +200,8 @@ async def test_a_postgres_write_pinned_in_dual_write_lands_the_same_values_on_ne
     assert authoritative == mirrored
     at, _local, _day, token, _text, r = authoritative
     _recent(at)
-    assert token is not None and r is not None, "values were not written: the test proved nothing"
+    assert token is not None, "values were not written: the test proved nothing"
+    assert r is not None, "values were not written: the test proved nothing"
 
 
 async def test_a_mysql_write_pinned_in_live_lands_the_same_values_on_old(env: Env, tenant: str) -> None:
@@ -221,4 +222,5 @@ async def test_a_mysql_write_pinned_in_live_lands_the_same_values_on_old(env: En
     at, local, _day, _token, text, r = authoritative
     _recent(at)
     _recent(local)
-    assert uuid.UUID(text) and r is not None, "values were not written: the test proved nothing"
+    assert uuid.UUID(text), "values were not written: the test proved nothing"
+    assert r is not None, "values were not written: the test proved nothing"

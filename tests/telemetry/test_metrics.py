@@ -314,7 +314,9 @@ async def test_open_metrics_and_metrics_off(make_proxy: ProxyFactory) -> None:
     # The health history counts per request on its own: metrics off, it still does.
     health_only = await make_proxy({"telemetry": {"metrics": False}})
     telemetry = health_only.runtime.data_plane._telemetry
-    assert telemetry is not None and telemetry.series is not None and not telemetry.metrics
+    assert telemetry is not None
+    assert telemetry.series is not None
+    assert not telemetry.metrics
 
 
 async def test_top_n_promotes_the_busiest_tenant_at_a_scrape(make_proxy: ProxyFactory) -> None:
@@ -381,7 +383,8 @@ async def test_sql_requests_are_counted_by_what_their_statements_do(shared_build
 async def test_build_info_and_process_metrics(metrics_proxy: Proxy) -> None:
     samples = await scrape(metrics_proxy.admin)
     [build] = [dict(labels) for name, labels in samples if name == "cutover_build_info"]
-    assert build["version"] == cutover_version() and build["python"] == platform.python_version()
+    assert build["version"] == cutover_version()
+    assert build["python"] == platform.python_version()
     assert value(samples, "cutover_build_info", **build) == 1
     for name in ("process_cpu_seconds_total", "process_open_fds", "process_max_fds"):
         assert value(samples, name) > 0, name
@@ -427,7 +430,8 @@ async def test_a_502_is_counted_as_served_by_the_backend_its_header_names(make_p
         if name == "cutover_requests_total" and dict(found)["tenant"] == tenant
     ]
     assert count == 1
-    assert labels["served_by"] == served_by and labels["decision"] == "bad_gateway"
+    assert labels["served_by"] == served_by
+    assert labels["decision"] == "bad_gateway"
     assert labels["status_class"] == "5xx"
 
 

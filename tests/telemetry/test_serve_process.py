@@ -179,8 +179,11 @@ def test_console_spans_and_clean_logs(tmp_path: Path, pg_url: str) -> None:
     assert not repeated, repeated
     starts = [line for line in logs if line["message"].startswith("proxy process 0 serving")]
     data, admin = running.data_url.removeprefix("http://"), running.admin_url.removeprefix("http://")
-    assert len(starts) == 1 and data in starts[0]["message"] and admin in starts[0]["message"]
-    assert starts[0]["data_plane"] == data and starts[0]["admin"] == admin
+    assert len(starts) == 1
+    assert data in starts[0]["message"]
+    assert admin in starts[0]["message"]
+    assert starts[0]["data_plane"] == data
+    assert starts[0]["admin"] == admin
     assert not [line for line in logs if line["logger"].startswith("uvicorn")], (
         "uvicorn's own lifecycle lines"
     )

@@ -94,7 +94,8 @@ async def test_server_and_client_spans_continue_the_callers_trace(
     assert server.name == client.name == "cutover GET /items/{id}"
     assert dict(server.attributes or {})["http.route"] == "/items/{id}"
     assert f"{server.context.trace_id:032x}" == INCOMING_TRACE
-    assert server.parent is not None and f"{server.parent.span_id:016x}" == INCOMING_SPAN
+    assert server.parent is not None
+    assert f"{server.parent.span_id:016x}" == INCOMING_SPAN
     attributes = dict(server.attributes or {})
     assert attributes["http.request.method"] == "GET"
     assert attributes["url.path"] == "/items/a1"
@@ -104,7 +105,8 @@ async def test_server_and_client_spans_continue_the_callers_trace(
     assert attributes["cutover.decision"] == "respond"
     assert attributes["cutover.served_by"] == "old"
 
-    assert client.parent is not None and client.parent.span_id == server.context.span_id
+    assert client.parent is not None
+    assert client.parent.span_id == server.context.span_id
     assert client.context.trace_id == server.context.trace_id
     client_attributes = dict(client.attributes or {})
     assert client_attributes["cutover.backend"] == "old"
@@ -198,7 +200,8 @@ async def test_tracing_off_creates_no_spans_and_adds_no_header(
 ) -> None:
     proxy = await make_proxy()  # default: no endpoint, tracing unset → off; metrics on
     telemetry = proxy.runtime.telemetry
-    assert telemetry.tracer_provider is None and telemetry.enabled
+    assert telemetry.tracer_provider is None
+    assert telemetry.enabled
     tenant = fresh_tenant()
     assert (await proxy.client.get("/items/o", headers=h(tenant))).status_code == 404
     [seen] = old.recorder.requests_for(tenant)
