@@ -16,7 +16,7 @@ import yaml
 
 from config.loader import load_settings
 from proxy.cli import _parser
-from tests.dockerfile import ROOT, read_dockerfile
+from tests.support.dockerfile import ROOT, read_dockerfile
 
 IMAGE = "cutover:local"
 CONFIG_IN_CONTAINER = "/etc/cutover/cutover.yaml"

@@ -25,8 +25,8 @@ import pytest
 from buffer_worker.runner import build_applier
 from buffer_worker.worker import Worker
 from routing.phases import Phase, Side
-from tests.conftest import Proxy, ProxyFactory
-from tests.pg_service import PgDataService, pg_sides
+from tests.support.pg_service import PgDataService, pg_sides
+from tests.support.proxies import Proxy, ProxyFactory
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,9 @@ import yaml
 from buffer_worker.http_applier import HttpApplier
 from buffer_worker.worker import Worker
 from routing.phases import Phase, Side
-from tests.conftest import RUNTIME_DEFAULT_SINK, DemoBackend, Proxy, ProxyFactory
+from tests.support.demo_backends import DemoBackend
+from tests.support.proxies import RUNTIME_DEFAULT_SINK, Proxy, ProxyFactory
+from tests.support.waits import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.fault]
 
@@ -36,14 +38,6 @@ async def _items(backend: DemoBackend, tenant: str) -> dict[str, Any]:
         dump = (await client.get(f"{backend.url}/_dump")).json()
     items: dict[str, Any] = dump["items"].get(tenant, {})
     return items
-
-
-async def _wait(condition: Any, timeout_s: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not await condition():
-        assert loop.time() < deadline, f"{what} within {timeout_s} s"
-        await asyncio.sleep(0.05)
 
 
 async def _write_load(proxy: Proxy, tenant: str, *, clients: int, seconds: float) -> list[int]:
@@ -107,9 +101,9 @@ async def test_redis_paused_under_write_load_spools_and_converges(
         async def drained() -> bool:
             return await proxy.runtime.inspector.pending(tenant, Side.NEW) == 0
 
-        await _wait(spool_empty, 20, "the spool was not moved to Redis")
+        await wait_for(spool_empty, "the spool was not moved to Redis", timeout_s=20, interval_s=0.05)
         try:
-            await _wait(drained, 30, "the buffer did not drain")
+            await wait_for(drained, "the buffer did not drain", timeout_s=30, interval_s=0.05)
         except AssertionError as exc:
             report = await proxy.runtime.inspector.report()
             raise AssertionError(f"not drained: {the_worker.stats} {report}") from exc
@@ -187,7 +181,7 @@ async def test_workers_sigkilled_mid_batch_lose_and_double_nothing(
         async def drained() -> bool:
             return await proxy.runtime.inspector.pending(tenant, Side.NEW) == 0
 
-        await _wait(drained, 40, "the buffer did not drain after the kills")
+        await wait_for(drained, "the buffer did not drain after the kills", timeout_s=40, interval_s=0.05)
     finally:
         new_app.state.faults.delay_ms = 0
         for worker in workers:

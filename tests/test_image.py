@@ -1,5 +1,5 @@
-"""The image runs: its build stage reproduced from the Dockerfile (tests/dockerfile.py; there is no Docker
-daemon here), then `cutover demo-backend`, `cutover serve` and `cutover worker` started from what it
+"""The image runs: its build stage reproduced from the Dockerfile (tests/support/dockerfile.py; there is no
+Docker daemon here), then `cutover demo-backend`, `cutover serve` and `cutover worker` started from what it
 installed, as one working set: a write through the proxy reaches old and is mirrored to new.
 
 None of the checkout may be importable by those processes: the development environment has the project
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -29,19 +28,20 @@ import redis
 import yaml
 
 from buffer_worker.keys import workers_key
-from tests.conftest import REDIS_URL
-from tests.dockerfile import ROOT, BuildResult, materialise_context, read_dockerfile, reproduce_build_stage
+from tests.support.dockerfile import (
+    ROOT,
+    BuildResult,
+    materialise_context,
+    read_dockerfile,
+    reproduce_build_stage,
+)
+from tests.support.redis_keys import REDIS_URL
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.slow
 
 PACKAGES_FOR_DEVELOPMENT = {"tests", "loadtests", "benchmarks", "docs"}
 TOKEN = "image-test-token-" + "x" * 16
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +180,7 @@ def test_installed_packages_come_from_the_image_not_the_checkout(processes: Proc
 def test_serve_worker_and_demo_backends_run_from_the_image(
     processes: Processes, pg_url: str, redis_prefix: str, tmp_path: Path
 ) -> None:
-    ports = {name: _free_port() for name in ("old", "new", "data", "admin")}
+    ports = {name: free_port() for name in ("old", "new", "data", "admin")}
     backends = {
         side: processes.start(side, "demo-backend", side, "--host", "127.0.0.1", "--port", str(ports[side]))
         for side in ("old", "new")

@@ -1,7 +1,7 @@
 """A tenant walked through every phase with REST and SQL writes in each: every intent is applied to the side
 it names, whichever applier runs it, so old and new hold the same rows after the buffer drains.
 
-Old and new are each a PostgreSQL database behind a small data service (`tests.pg_service`); a worker
+Old and new are each a PostgreSQL database behind a small data service (`tests.support.pg_service`); a worker
 runs in-process with the applier under test: PostgreSQL toward both sides (each reading the other's
 database for state transfer), HTTP toward both, or PostgreSQL toward new and HTTP toward old (as when
 old's database is not PostgreSQL; new's applier then reads old's rows over HTTP).
@@ -21,8 +21,8 @@ import pytest
 from buffer_worker.runner import build_applier
 from buffer_worker.worker import Worker
 from routing.phases import Phase, Side
-from tests.conftest import Proxy, ProxyFactory
-from tests.pg_service import PgDataService, pg_sides
+from tests.support.pg_service import PgDataService, pg_sides
+from tests.support.proxies import Proxy, ProxyFactory
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,7 @@ from buffer_worker.worker import Worker
 from proxy.cli import main as cli
 from routing.phases import Phase, Side
 from tests.backfill.rest_sides import JSON_SERVER_ITEMS, JsonSide, json_sides
-from tests.conftest import Proxy, ProxyFactory
+from tests.support.proxies import Proxy, ProxyFactory
 from tests.telemetry.scraping import scrape, value
 
 FAST_WORKER = {"lease_ttl_s": 1, "block_ms": 50, "retry_initial_s": 0.01, "retry_max_s": 0.1}

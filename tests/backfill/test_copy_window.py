@@ -43,7 +43,7 @@ from tests.backfill.rest_sides import (
     rest_settings,
     start_worker,
 )
-from tests.pg_service import pg_sides
+from tests.support.pg_service import pg_sides
 
 
 @dataclass

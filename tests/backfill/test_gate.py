@@ -14,7 +14,7 @@ from backfill.verify_run import VerifyOptions, run_verify
 from proxy.cli import main
 from routing.phases import Phase
 from tests.backfill.conftest import DataEnv, create_orders, fill_orders, orders_table, unique
-from tests.conftest import Proxy, ProxyFactory
+from tests.support.proxies import Proxy, ProxyFactory
 
 
 async def _complete(proxy: Proxy, tenant: str, **extra: Any) -> Any:

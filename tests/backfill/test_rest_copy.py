@@ -29,7 +29,7 @@ from config.settings import Settings
 from routing.phases import Phase, Side
 from tests.backfill.conftest import DataEnv
 from tests.backfill.rest_sides import JsonSide, json_sides, rest_raw, rest_settings
-from tests.conftest import free_port
+from tests.support.servers import free_port
 
 
 def raw_app(store: dict[str, dict[str, bytes]], seen: list[tuple[str, str]]) -> web.Application:
@@ -239,7 +239,9 @@ async def json_processes() -> AsyncIterator[dict[Side, str]]:
     """Old and new as json-server-like subprocesses."""
     ports = {side: free_port() for side in Side}
     processes = [
-        await asyncio.create_subprocess_exec(sys.executable, "-m", "tests.jsonlike_server", str(ports[side]))
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.support.jsonlike_server", str(ports[side])
+        )
         for side in Side
     ]
     urls = {side: f"http://127.0.0.1:{ports[side]}" for side in Side}

@@ -26,7 +26,7 @@ from buffer_worker.producer import RedisIntentProducer
 from config.settings import Settings
 from routing.phases import Phase, Side
 from tests.backfill.conftest import DataEnv
-from tests.conftest import RunningServer, backend_config, start_server
+from tests.support.servers import RunningServer, backend_config, start_server
 
 Records = dict[str, dict[int, dict[str, Any]]]  # tenant -> id -> record
 

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from buffer_worker.copy_marks import CopyClaims, CopyMarks, CopyNotOpenError, all_facts, read_facts
 from buffer_worker.keys import copy_items_key, partition_of
-from tests.buffer_worker.conftest import PARTITIONS
+from tests.support.redis_keys import PARTITIONS
 
 TENANT = "acme"
 

@@ -13,7 +13,8 @@ from buffer_worker.http_applier import HttpApplier
 from buffer_worker.keys import workers_key
 from buffer_worker.liveness import check_worker
 from buffer_worker.worker import Worker
-from tests.buffer_worker.conftest import closed_port, make_settings
+from tests.buffer_worker.conftest import make_settings
+from tests.support.servers import free_port
 
 
 async def test_a_running_worker_is_alive_and_a_stopped_one_is_not(
@@ -56,7 +57,7 @@ async def test_a_stale_beat_or_another_host_is_not_alive(prefix: str, rclient: a
 
 
 def test_redis_unreachable_is_not_alive() -> None:
-    unreachable = f"redis://127.0.0.1:{closed_port()}/0"
+    unreachable = f"redis://127.0.0.1:{free_port()}/0"
     settings = make_settings("p", "http://127.0.0.1:9", "http://127.0.0.1:9", redis_url=unreachable)
     alive, why = check_worker(settings)
     assert not alive, why

@@ -26,8 +26,8 @@ from buffer_worker.pg_state import DatabaseState, HttpState
 from buffer_worker.sql_apply import SqlIntents
 from config.settings import BackendSettings, PostgresApplierSettings, Settings
 from routing.phases import Side
-from tests.buffer_worker.conftest import closed_port
-from tests.conftest import Receive, Scope, Send, backend_config, start_server
+from tests.support.asgi import Receive, Scope, Send
+from tests.support.servers import backend_config, free_port, start_server
 
 TABLE = "mirror_items"
 
@@ -487,7 +487,7 @@ async def test_an_unreachable_source_applies_nothing_and_is_retried(pg_url: str,
     down = transfer_settings(pg_url, transfer.mirror, transfer.source)
     assert down.old is not None
     source = down.old.model_copy(
-        update={"url": SecretStr(f"postgresql://postgres@127.0.0.1:{closed_port()}/x")}
+        update={"url": SecretStr(f"postgresql://postgres@127.0.0.1:{free_port()}/x")}
     )
     blind = PostgresApplier(down, Side.NEW, state=DatabaseState(Side.OLD, source, ["/items/{key}"]))
     write = intent("acme", "PUT", "a", {"v": 1})

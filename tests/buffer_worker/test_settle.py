@@ -19,7 +19,7 @@ from buffer_worker.intent import Intent
 from proxy.demo.backend import create_backend_app
 from routing.phases import Side
 from tests.buffer_worker.conftest import BackendFactory, make_settings
-from tests.jsonlike_server import create_app
+from tests.support.jsonlike_server import create_app
 
 TENANT = "acme"
 HEADERS = {"X-Tenant-ID": TENANT}

@@ -8,7 +8,6 @@ root has on these machines).
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import os
 import subprocess
@@ -23,9 +22,12 @@ from buffer_worker.producer import RedisIntentProducer
 from buffer_worker.sink import BufferUnavailableError
 from buffer_worker.spool import SpoolingSink
 from buffer_worker.spool_check import SpoolUnusableError, check_spool, spool_problem
-from tests.buffer_worker.conftest import PARTITIONS, REDIS_URL, closed_port, put_intent
+from tests.buffer_worker.conftest import put_intent
+from tests.support.redis_keys import PARTITIONS, REDIS_URL
 from tests.support.redis_server import redis_server
+from tests.support.servers import free_port
 from tests.support.spool_dirs import break_directory, repair_directory
+from tests.support.waits import wait_for
 
 
 @pytest.fixture
@@ -102,15 +104,6 @@ async def sinks() -> AsyncIterator[list[SpoolingSink]]:
         await sink.close()
 
 
-async def _until(condition: object, timeout_s: float = 5.0) -> None:
-    assert callable(condition)
-    for _ in range(int(timeout_s / 0.02)):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met")
-
-
 async def test_start_refuses_an_unusable_spool(tmp_path: Path) -> None:
     producer = RedisIntentProducer.from_url(REDIS_URL, prefix="spool-test", partitions=PARTITIONS)
     sink = SpoolingSink(producer, tmp_path / "absent" / "intents.spool.0", max_bytes=1 << 20)
@@ -124,13 +117,13 @@ async def test_an_unforeseen_spool_failure_is_a_buffer_error_and_refuses_the_nex
 ) -> None:
     # Retries and checks far apart: nothing but the failing append itself can notice the broken spool.
     sink = await _sink(
-        f"redis://127.0.0.1:{closed_port()}/0",
+        f"redis://127.0.0.1:{free_port()}/0",
         spool_dir / "intents.spool.0",
         retry_interval_s=60,
         check_interval_s=60,
     )
     sinks.append(sink)
-    await _until(lambda: not sink.redis_reachable)
+    await wait_for(lambda: not sink.redis_reachable, timeout_s=5)
     assert sink.refusal() is None  # the spool takes intents while Redis is away
     break_directory(spool_dir)
     assert sink.refusal() is None, "nothing has noticed yet: this is the window an append can fall into"
@@ -149,11 +142,11 @@ async def test_an_unforeseen_spool_failure_is_a_buffer_error_and_refuses_the_nex
 async def test_spool_failure_falls_back_to_redis_when_it_answers_again(
     spool_dir: Path, sinks: list[SpoolingSink], tmp_path: Path
 ) -> None:
-    port = closed_port()
+    port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     sink = await _sink(url, spool_dir / "intents.spool.0", retry_interval_s=60, check_interval_s=60)
     sinks.append(sink)
-    await _until(lambda: not sink.redis_reachable)
+    await wait_for(lambda: not sink.redis_reachable, timeout_s=5)
     break_directory(spool_dir)
     async with redis_server(port, tmp_path):
         client = aioredis.Redis.from_url(url)
@@ -174,9 +167,9 @@ async def test_background_check_notices_a_broken_spool_and_its_repair(
 ) -> None:
     sink = await _sink(REDIS_URL, spool_dir / "intents.spool.0", check_interval_s=0.05)
     sinks.append(sink)
-    await _until(lambda: sink.status()["spool_writable"] is True and sink.redis_reachable)
+    await wait_for(lambda: sink.status()["spool_writable"] is True and sink.redis_reachable, timeout_s=5)
     break_directory(spool_dir)
-    await _until(lambda: sink.status()["spool_writable"] is False)
+    await wait_for(lambda: sink.status()["spool_writable"] is False, timeout_s=5)
     assert sink.refusal() is None  # Redis is up
     repair_directory(spool_dir)
-    await _until(lambda: sink.status()["spool_writable"] is True)
+    await wait_for(lambda: sink.status()["spool_writable"] is True, timeout_s=5)

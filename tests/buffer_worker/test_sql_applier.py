@@ -23,7 +23,8 @@ from buffer_worker.side_appliers import SideAppliers
 from buffer_worker.sql_apply import coerce
 from config.settings import Settings
 from routing.phases import Side
-from tests.buffer_worker.conftest import REDIS_URL, WorkerPool, make_settings, wait_until
+from tests.buffer_worker.conftest import WorkerPool, make_settings, wait_until
+from tests.support.redis_keys import REDIS_URL
 
 
 @dataclass

@@ -18,31 +18,26 @@ from hypothesis import strategies as st
 
 from buffer_worker.http_applier import HttpApplier
 from buffer_worker.intent import Intent
-from buffer_worker.keys import CONSUMER_GROUP, dead_letter_key, partition_of, stream_key
+from buffer_worker.keys import CONSUMER_GROUP, blocked_key, dead_letter_key, partition_of, stream_key
 from buffer_worker.producer import RedisIntentProducer
-from buffer_worker.worker import blocked_key
 from proxy.demo.backend import create_backend_app
 from routing.phases import Side
 from tests.buffer_worker.conftest import (
-    PARTITIONS,
     Backend,
     BackendFactory,
-    Receive,
     RecordingApp,
     RunningWorker,
-    Scope,
-    Send,
     WorkerPool,
     delete_intent,
     make_settings,
     pending_counts,
     put_intent,
-    read_body,
-    respond,
     tenants_on_distinct_partitions,
     tenants_on_same_partition,
     wait_until,
 )
+from tests.support.asgi import Receive, Scope, Send, read_body, respond
+from tests.support.redis_keys import PARTITIONS
 
 LEASE_TTL_S = 1.0
 

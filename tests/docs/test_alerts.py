@@ -30,8 +30,11 @@ from buffer_worker.http_applier import HttpApplier
 from buffer_worker.keys import partition_of
 from buffer_worker.worker import Worker
 from routing.phases import Phase
-from tests.conftest import PARTITIONS, DemoBackend, MemorySink, ProxyFactory, wait_for
 from tests.docs.test_grafana_dashboard import _SELECTOR, METRICS, check_expression
+from tests.support.demo_backends import DemoBackend
+from tests.support.proxies import MemorySink, ProxyFactory
+from tests.support.redis_keys import PARTITIONS
+from tests.support.waits import wait_for
 from tests.telemetry.scraping import Samples, fresh_tenant, scrape, total, value
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from routing.phases import Phase
-from tests.conftest import MemorySink, Proxy, ProxyFactory, Tokens, closed_port, raw_request
+from tests.support.proxies import MemorySink, Proxy, ProxyFactory, Tokens, raw_request
+from tests.support.servers import free_port
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -225,7 +226,7 @@ async def test_secrets_never_appear_in_admin_responses(
     backend_password = "bk-pass-6b1f0c9e"
     pg_password = "pg-pass-93aa71d2"
     redis_password = "redis-pass-0c4e2f"
-    old_url = f"http://svc-user:{backend_password}@127.0.0.1:{closed_port()}"
+    old_url = f"http://svc-user:{backend_password}@127.0.0.1:{free_port()}"
     proxy = await make_proxy(
         {
             "backends": {"old": {"url": old_url}},

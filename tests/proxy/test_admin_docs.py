@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import Proxy
+from tests.support.proxies import Proxy
 
 # Whatever a page makes the browser load: src/href attributes, and the URLs the inline script passes
 # to Swagger UI or ReDoc (`url: '/openapi.json'`, `spec-url="/openapi.json"`).

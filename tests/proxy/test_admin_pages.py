@@ -17,7 +17,8 @@ from proxy.cli import main
 from proxy.divergences import Sample, insert_samples
 from proxy.seen_tenants import ensure_seen_schema
 from routing.phases import Phase, Side
-from tests.conftest import PARTITIONS, Proxy, ProxyFactory
+from tests.support.proxies import Proxy, ProxyFactory
+from tests.support.redis_keys import PARTITIONS
 
 
 async def follow(proxy: Proxy, path: str, key: str, **params: Any) -> tuple[list[Any], list[int]]:

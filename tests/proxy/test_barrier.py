@@ -13,7 +13,8 @@ import redis.asyncio as aioredis
 
 from buffer_worker.keys import partition_of, pending_field, pending_key
 from routing.phases import Phase, Side
-from tests.conftest import PARTITIONS, Proxy, ProxyFactory
+from tests.support.proxies import Proxy, ProxyFactory
+from tests.support.redis_keys import PARTITIONS
 
 
 def _tenant() -> str:

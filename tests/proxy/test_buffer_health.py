@@ -21,17 +21,13 @@ import yaml
 from proxy import server as proxy_server
 from proxy.cli import main
 from routing.phases import Phase
-from tests.conftest import (
-    PG_ADMIN_DSN,
-    REDIS_URL,
-    RUNTIME_DEFAULT_SINK,
-    DemoBackend,
-    Proxy,
-    ProxyFactory,
-    closed_port,
-    wait_for,
-)
+from tests.support.demo_backends import DemoBackend
+from tests.support.postgres import PG_ADMIN_DSN
+from tests.support.proxies import RUNTIME_DEFAULT_SINK, Proxy, ProxyFactory
+from tests.support.redis_keys import REDIS_URL
+from tests.support.servers import free_port
 from tests.support.spool_dirs import break_directory, repair_directory
+from tests.support.waits import wait_for
 
 
 def h(tenant: str) -> dict[str, str]:
@@ -66,7 +62,7 @@ async def test_redis_down_and_spool_broken_refuses_the_write_before_it_reaches_o
     directory.mkdir()
     proxy = await make_proxy(
         {
-            "redis_url": f"redis://127.0.0.1:{closed_port()}/0",
+            "redis_url": f"redis://127.0.0.1:{free_port()}/0",
             "buffer": {"spool_path": str(directory / "intents.spool")},
         },
         sink=RUNTIME_DEFAULT_SINK,
@@ -152,8 +148,8 @@ def _config(tmp_path: Path, spool_path: Path, *, workers: int = 1) -> Path:
                 "backends": {"old": {"url": "http://127.0.0.1:9"}, "new": {"url": "http://127.0.0.1:9"}},
                 "postgres_url": PG_ADMIN_DSN,
                 "redis_url": REDIS_URL,
-                "listen": f"127.0.0.1:{closed_port()}",
-                "admin": {"listen": f"127.0.0.1:{closed_port()}"},
+                "listen": f"127.0.0.1:{free_port()}",
+                "admin": {"listen": f"127.0.0.1:{free_port()}"},
                 "buffer": {"spool_path": str(spool_path)},
                 "workers": workers,
             }

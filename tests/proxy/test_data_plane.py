@@ -17,20 +17,18 @@ import orjson
 import pytest
 
 from routing.phases import Phase, Side
-from tests.conftest import (
-    BIG_CHUNK,
+from tests.support.demo_backends import BIG_CHUNK, DemoBackend
+from tests.support.proxies import (
     RUNTIME_DEFAULT_SINK,
-    DemoBackend,
     IntentBuffer,
     MemoryProxy,
     Proxy,
     ProxyBuilder,
     ProxyFactory,
-    RunningServer,
-    closed_port,
     raw_request,
-    wait_for,
 )
+from tests.support.servers import RunningServer, free_port
+from tests.support.waits import wait_for
 
 # phase → (serving side for reads and writes, mirror side of writes, shadow side of reads)
 ROUTES: dict[Phase, tuple[Side, Side | None, Side | None]] = {
@@ -599,7 +597,7 @@ async def test_shadow_divergence_is_counted_and_stored_with_paths(
 @pytest.fixture(scope="session")
 async def refused_new_proxy(shared_builder: ProxyBuilder) -> Proxy:
     """A proxy whose `new` backend refuses connections."""
-    return await shared_builder.start({"backends": {"new": {"url": f"http://127.0.0.1:{closed_port()}"}}})
+    return await shared_builder.start({"backends": {"new": {"url": f"http://127.0.0.1:{free_port()}"}}})
 
 
 def fallback_counts(stats: dict[str, Any]) -> tuple[dict[str, int], int]:

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import io
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -21,7 +21,10 @@ from buffer_worker.keys import blocked_key, dead_letter_key, partition_of
 from buffer_worker.worker import Worker
 from proxy.cli import main
 from routing.phases import Phase, Side
-from tests.conftest import PARTITIONS, DemoBackend, Proxy, ProxyFactory
+from tests.support.demo_backends import DemoBackend
+from tests.support.proxies import Proxy, ProxyFactory
+from tests.support.redis_keys import PARTITIONS
+from tests.support.waits import wait_for
 
 OVERRIDES = {
     "worker": {
@@ -50,14 +53,6 @@ async def worker(proxy: Proxy) -> AsyncIterator[Worker]:
     yield running
     stop.set()
     await task
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 10) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not await check():
-        assert loop.time() < deadline, what
-        await asyncio.sleep(0.05)
 
 
 async def letters(proxy: Proxy, tenant: str) -> list[dict[str, Any]]:
@@ -102,7 +97,7 @@ async def dead_lettered_tenant(proxy: Proxy, new: DemoBackend, count: int) -> st
     async def all_dead() -> bool:
         return len(await letters(proxy, tenant)) == count
 
-    await until(all_dead, "the writes were not dead-lettered")
+    await wait_for(all_dead, "the writes were not dead-lettered", timeout_s=10, interval_s=0.05)
     new.faults.fail_writes = False
     return tenant
 
@@ -126,7 +121,7 @@ async def test_resolve_sets_every_dead_letter_from_old_unblocks_and_is_audited(
     async def resolved() -> bool:
         return not await letters(proxy, tenant)
 
-    await until(resolved, "the dead letters were not resolved")
+    await wait_for(resolved, "the dead letters were not resolved", timeout_s=10, interval_s=0.05)
     assert await blocked(proxy, tenant) is None
     assert await new.items_of(tenant) == await old.items_of(tenant) != {}
     [entry] = await audit(proxy, tenant)
@@ -142,7 +137,7 @@ async def test_resolve_sets_every_dead_letter_from_old_unblocks_and_is_audited(
     async def applied() -> bool:
         return "later" in await new.items_of(tenant)
 
-    await until(applied, "the tenant's next write was not applied")
+    await wait_for(applied, "the tenant's next write was not applied", timeout_s=10, interval_s=0.05)
 
 
 async def test_discard_drops_one_dead_letter_audited_and_unblocks_with_the_last(
@@ -173,7 +168,7 @@ async def test_discard_drops_one_dead_letter_audited_and_unblocks_with_the_last(
     async def one_left() -> bool:
         return [d["intent_id"] for d in await letters(proxy, tenant)] == [second["intent_id"]]
 
-    await until(one_left, "the dead letter was not discarded")
+    await wait_for(one_left, "the dead letter was not discarded", timeout_s=10, interval_s=0.05)
     assert await blocked(proxy, tenant) == second["intent_id"]  # still waits, behind the next one
     response = await proxy.admin.post(
         f"/buffer/dead-letters/{tenant}/discard", json={"intent_id": second["intent_id"], "reason": "same"}
@@ -183,7 +178,7 @@ async def test_discard_drops_one_dead_letter_audited_and_unblocks_with_the_last(
     async def none_left() -> bool:
         return not await letters(proxy, tenant) and await blocked(proxy, tenant) is None
 
-    await until(none_left, "the tenant was not unblocked")
+    await wait_for(none_left, "the tenant was not unblocked", timeout_s=10, interval_s=0.05)
     assert "k0" not in await new.items_of(tenant)  # discarded: never applied
     entries = await audit(proxy, tenant)
     assert [(e["action"], e["intent_ids"], e["reason"]) for e in entries] == [

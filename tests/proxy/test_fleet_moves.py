@@ -14,8 +14,9 @@ import redis.asyncio as aioredis
 from proxy.cli import main
 from proxy.fleet import bucket_of
 from routing.phases import Phase
-from tests.conftest import Proxy, ProxyFactory, wait_for
 from tests.proxy.test_tenant_health import add_dead_letter
+from tests.support.proxies import Proxy, ProxyFactory
+from tests.support.waits import wait_for
 
 
 @pytest.fixture

@@ -17,7 +17,11 @@ import pytest
 
 from proxy.phase_store import PhaseStore
 from routing.phases import Phase
-from tests.conftest import PG_ADMIN_DSN, DemoBackend, Proxy, ProxyFactory, closed_port, wait_for
+from tests.support.demo_backends import DemoBackend
+from tests.support.postgres import PG_ADMIN_DSN
+from tests.support.proxies import Proxy, ProxyFactory
+from tests.support.servers import free_port
+from tests.support.waits import wait_for
 
 PHASES_AFTER_LEGACY = [Phase.DUAL_WRITE, Phase.SHADOW, Phase.LIVE, Phase.RAMPDOWN, Phase.COMPLETE]
 
@@ -120,7 +124,7 @@ class TcpForwarder:
 @pytest.fixture
 async def pg_forwarder() -> AsyncIterator[TcpForwarder]:
     # Requested before `make_proxy`, so it is torn down after the proxies that use it.
-    forwarder = TcpForwarder(closed_port())
+    forwarder = TcpForwarder(free_port())
     yield forwarder
     await forwarder.stop()
 

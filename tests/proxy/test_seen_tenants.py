@@ -13,7 +13,8 @@ import pytest
 from config.operator import SeenTenantSettings
 from proxy.cli import main
 from proxy.seen_tenants import SeenTenants
-from tests.conftest import Proxy, ProxyFactory, raw_request, wait_for
+from tests.support.proxies import Proxy, ProxyFactory, raw_request
+from tests.support.waits import wait_for
 
 
 @pytest.fixture

@@ -11,7 +11,9 @@ import pytest
 
 from proxy.cli import main
 from routing.phases import Phase
-from tests.conftest import DemoBackend, ProxyFactory, wait_for
+from tests.support.demo_backends import DemoBackend
+from tests.support.proxies import ProxyFactory
+from tests.support.waits import wait_for
 
 
 async def test_a_failed_shadow_read_is_failed_not_divergent_in_status_and_report(

@@ -25,20 +25,10 @@ from buffer_worker.pg_applier import PostgresApplier
 from buffer_worker.sql_apply import SqlIntents
 from config.settings import Settings
 from routing.phases import Phase, Side
-from tests.conftest import (
-    DemoBackend,
-    MemorySink,
-    Proxy,
-    ProxyBuilder,
-    Receive,
-    RunningServer,
-    Scope,
-    Send,
-    Tokens,
-    backend_config,
-    read_all,
-    start_server,
-)
+from tests.support.asgi import Receive, Scope, Send, read_body
+from tests.support.demo_backends import DemoBackend
+from tests.support.proxies import MemorySink, Proxy, ProxyBuilder, Tokens
+from tests.support.servers import RunningServer, backend_config, start_server
 
 TABLE = (
     "CREATE TABLE events (id text PRIMARY KEY, tenant_id text NOT NULL, at timestamptz, at_local timestamp,"
@@ -55,7 +45,7 @@ class PostgresSqlApi:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        document = orjson.loads(await read_all(receive))
+        document = orjson.loads(await read_body(receive))
         try:
             result = await self.pool.execute(document["sql"], *document.get("params", []))
             status, payload = 200, orjson.dumps({"status": result})

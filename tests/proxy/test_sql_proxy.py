@@ -21,21 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from routing.phases import Phase, Side
-from tests.conftest import (
-    DemoBackend,
-    MemorySink,
-    Proxy,
-    ProxyBuilder,
-    Receive,
-    RunningServer,
-    Scope,
-    Send,
-    Tokens,
-    backend_config,
-    read_all,
-    start_server,
-    wait_for,
-)
+from tests.support.asgi import Receive, Scope, Send, read_body
+from tests.support.demo_backends import DemoBackend
+from tests.support.proxies import MemorySink, Proxy, ProxyBuilder, Tokens
+from tests.support.servers import RunningServer, backend_config, start_server
+from tests.support.waits import wait_for
 
 OLD, NEW = Side.OLD, Side.NEW
 MIRRORING = (Phase.DUAL_WRITE, Phase.SHADOW, Phase.LIVE, Phase.RAMPDOWN)
@@ -51,7 +41,7 @@ class SqlBackend:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        body = await read_all(receive)
+        body = await read_body(receive)
         document = orjson.loads(body) if body else None
         self.received.append({"path": scope["path"], "method": scope["method"], "body": document})
         payload = orjson.dumps({"rows": [[1]], "path": scope["path"]})

@@ -22,7 +22,10 @@ from selenium.webdriver.common.by import By
 from buffer_worker.http_applier import HttpApplier
 from buffer_worker.worker import Worker
 from routing.phases import Phase
-from tests.conftest import REDIS_URL, DemoBackend, Proxy, ProxyFactory, wait_for
+from tests.support.demo_backends import DemoBackend
+from tests.support.proxies import Proxy, ProxyFactory
+from tests.support.redis_keys import REDIS_URL
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.browser
 

@@ -11,7 +11,8 @@ import pytest
 
 from proxy.cli import main
 from routing.phases import Phase
-from tests.conftest import Proxy, ProxyFactory, wait_for
+from tests.support.proxies import Proxy, ProxyFactory
+from tests.support.waits import wait_for
 
 
 @pytest.fixture

@@ -24,16 +24,11 @@ from buffer_worker.intent import Intent
 from buffer_worker.keys import dead_letter_key, partition_of
 from proxy.cli import main
 from routing.phases import Phase, Side
-from tests.conftest import (
-    PARTITIONS,
-    REDIS_URL,
-    DemoBackend,
-    Proxy,
-    ProxyFactory,
-    Tokens,
-    closed_port,
-    wait_for,
-)
+from tests.support.demo_backends import DemoBackend
+from tests.support.proxies import Proxy, ProxyFactory, Tokens
+from tests.support.redis_keys import PARTITIONS, REDIS_URL
+from tests.support.servers import free_port
+from tests.support.waits import wait_for
 
 FAST = {"operator": {"health": {"flush_interval_s": 0.1}}}
 
@@ -319,7 +314,7 @@ async def test_every_process_of_serve_workers_adds_to_the_history(
 ) -> None:
     """`cutover serve --workers 2`: requests spread over both data-plane processes (SO_REUSEPORT); the
     health view (served by process 0) counts all of them, while process 0's own /stats sees only its share."""
-    data_port, admin_port = closed_port(), closed_port()
+    data_port, admin_port = free_port(), free_port()
     config = tmp_path / "cutover.yaml"
     config.write_text(
         yaml.safe_dump(

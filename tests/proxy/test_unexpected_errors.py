@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from proxy import executor as executor_module
-from tests.conftest import Proxy, ProxyBuilder, RunningServer
+from tests.support.proxies import Proxy, ProxyBuilder
+from tests.support.servers import RunningServer
 
 
 class InjectedBug(Exception):

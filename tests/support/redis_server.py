@@ -40,7 +40,9 @@ async def redis_server(port: int, directory: Path) -> AsyncIterator[asyncio.subp
         assert process.returncode is None, f"redis-server on port {port} exited with {process.returncode}"
 
     try:
-        await wait_for(answers, f"redis-server on port {port} answers", timeout_s=10, still_valid=running)
+        await wait_for(
+            answers, f"redis-server on port {port} did not answer", timeout_s=10, still_valid=running
+        )
         yield process
     finally:
         await client.aclose()

@@ -10,7 +10,9 @@ from typing import Any
 
 from config.settings import Settings
 from routing.phases import Phase
-from tests.conftest import DemoBackend, ProxyFactory, closed_port
+from tests.support.demo_backends import DemoBackend
+from tests.support.proxies import ProxyFactory
+from tests.support.servers import free_port
 from tests.telemetry.scraping import fresh_tenant
 from tests.telemetry.test_logs import capture, lines, restore_logging  # noqa: F401 - a fixture
 
@@ -92,7 +94,7 @@ async def test_phase_changes_and_backend_failures_are_logged_once(
     restore_logging: None,  # noqa: F811
 ) -> None:
     proxy = await make_proxy(
-        {"log_level": "info", "backends": {"old": {"url": f"http://127.0.0.1:{closed_port()}"}}}
+        {"log_level": "info", "backends": {"old": {"url": f"http://127.0.0.1:{free_port()}"}}}
     )
     assert proxy.runtime.settings.access_log is False
     stream = capture(proxy.runtime.settings)

@@ -18,7 +18,8 @@ from opentelemetry.trace import SpanKind
 from config.settings import Settings
 from routing.phases import Phase
 from telemetry.logs import JsonFormatter, Scrubber, configure_logging, secret_values
-from tests.conftest import DemoBackend, ProxyFactory
+from tests.support.demo_backends import DemoBackend
+from tests.support.proxies import ProxyFactory
 from tests.telemetry.scraping import fresh_tenant
 
 

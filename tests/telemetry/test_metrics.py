@@ -18,18 +18,11 @@ from buffer_worker.worker import Worker
 from proxy.metrics import FLEET, SHADOW_OUTCOMES
 from routing.phases import Phase, Side
 from telemetry.tracing import cutover_version
-from tests.conftest import (
-    PARTITIONS,
-    REDIS_URL,
-    DemoBackend,
-    MemorySink,
-    Proxy,
-    ProxyBuilder,
-    ProxyFactory,
-    Tokens,
-    closed_port,
-    wait_for,
-)
+from tests.support.demo_backends import DemoBackend
+from tests.support.proxies import MemorySink, Proxy, ProxyBuilder, ProxyFactory, Tokens
+from tests.support.redis_keys import PARTITIONS, REDIS_URL
+from tests.support.servers import free_port
+from tests.support.waits import wait_for
 from tests.telemetry.scraping import fresh_tenant, scrape, total, value
 
 LABELLED = [fresh_tenant("lab") for _ in range(6)]
@@ -415,7 +408,7 @@ async def test_a_502_is_counted_as_served_by_the_backend_its_header_names(make_p
     tenant = fresh_tenant("bad")
     proxy = await make_proxy(
         {
-            "backends": {"old": {"url": f"http://127.0.0.1:{closed_port()}"}},
+            "backends": {"old": {"url": f"http://127.0.0.1:{free_port()}"}},
             "telemetry": {"tenant_labels": [tenant]},
         }
     )

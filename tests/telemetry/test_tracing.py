@@ -28,18 +28,11 @@ from buffer_worker.worker import Worker
 from config.telemetry import TelemetrySettings
 from routing.phases import Phase
 from telemetry.tracing import build_tracer_provider
-from tests.conftest import (
-    DemoBackend,
-    MemorySink,
-    Proxy,
-    ProxyFactory,
-    RunningServer,
-    backend_config,
-    closed_port,
-    read_all,
-    start_server,
-    wait_for,
-)
+from tests.support.asgi import read_body
+from tests.support.demo_backends import DemoBackend
+from tests.support.proxies import MemorySink, Proxy, ProxyFactory
+from tests.support.servers import RunningServer, backend_config, free_port, start_server
+from tests.support.waits import wait_for
 from tests.telemetry.scraping import fresh_tenant
 
 INCOMING_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -149,7 +142,7 @@ async def test_tracestate_passes_through_and_is_kept_on_the_spans(
 
 async def test_backend_failure_marks_both_spans(make_proxy: ProxyFactory) -> None:
     proxy, exporter = await traced_proxy(
-        make_proxy, {"backends": {"old": {"url": f"http://127.0.0.1:{closed_port()}"}}}
+        make_proxy, {"backends": {"old": {"url": f"http://127.0.0.1:{free_port()}"}}}
     )
     response = await proxy.client.get("/items/x", headers=h(fresh_tenant()))
     assert response.status_code == 502
@@ -222,7 +215,7 @@ class Collector:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = await read_all(receive)
+        body = await read_body(receive)
         if scope["path"] == "/v1/traces":
             request = ExportTraceServiceRequest.FromString(body)
             for resource_spans in request.resource_spans:
@@ -407,7 +400,7 @@ def unreachable_collector(kind: str) -> Iterator[Unreachable]:
     """`blackhole`: a socket that listens (the kernel completes connections into its backlog) and never
     answers; `closed`: a port nothing listens on (connections are refused)."""
     if kind == "closed":
-        yield Unreachable(f"http://127.0.0.1:{closed_port()}", None)
+        yield Unreachable(f"http://127.0.0.1:{free_port()}", None)
         return
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from routing.phases import Phase, Side
-from tests.conftest import Proxy, ProxyFactory, wait_for
 from tests.proxy.divergence.conftest import Answer, ScriptedPair
+from tests.support.proxies import Proxy, ProxyFactory
+from tests.support.waits import wait_for
 
 
 def h(tenant: str) -> dict[str, str]:

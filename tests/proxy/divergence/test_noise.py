@@ -17,8 +17,9 @@ from proxy.divergence.noise import NoiseLearner
 from proxy.divergence.rules import compile_rules
 from proxy.shadow_job import Verdict
 from routing.phases import Phase, Side
-from tests.conftest import Proxy, ProxyFactory, wait_for
 from tests.proxy.divergence.conftest import Answer, ScriptedPair
+from tests.support.proxies import Proxy, ProxyFactory
+from tests.support.waits import wait_for
 
 RULES = compile_rules(CompareRules())
 clock = itertools.count(1_700_000_000)

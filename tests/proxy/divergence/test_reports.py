@@ -17,8 +17,9 @@ from proxy.divergence.tally import Outcome, Tally, write_tally
 from proxy.divergences import Sample, insert_samples
 from proxy.shadow_job import Verdict
 from routing.phases import Phase
-from tests.conftest import Proxy, ProxyFactory, wait_for
 from tests.proxy.divergence.conftest import Answer, ScriptedPair
+from tests.support.proxies import Proxy, ProxyFactory
+from tests.support.waits import wait_for
 
 
 def sample(tenant: str, resource: str, fields: list[str]) -> Sample:

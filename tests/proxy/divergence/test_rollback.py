@@ -16,8 +16,9 @@ from proxy.divergence.tally import Outcome, Tally, write_tally
 from proxy.shadow_job import Verdict
 from proxy.stats import DataPlaneStats
 from routing.phases import Phase
-from tests.conftest import Proxy, ProxyFactory, wait_for
 from tests.proxy.divergence.conftest import ScriptedPair
+from tests.support.proxies import Proxy, ProxyFactory
+from tests.support.waits import wait_for
 
 POLICY = RollbackPolicy(enabled=True, min_samples=100, max_divergence_rate=0.05, max_new_error_rate=0.1)
 

@@ -11,8 +11,9 @@ import pytest
 
 from proxy.shadow import PolicyReloadError
 from routing.phases import Phase
-from tests.conftest import Proxy, ProxyBuilder, ProxyFactory, wait_for
 from tests.proxy.divergence.conftest import ScriptedPair
+from tests.support.proxies import Proxy, ProxyBuilder, ProxyFactory
+from tests.support.waits import wait_for
 
 POLICY: dict[str, Any] = {
     "defaults": {"headers": ["etag"]},

@@ -21,8 +21,9 @@ from proxy.divergence.sample import build_sample
 from proxy.divergences import DivergenceRecorder, Sample, insert_samples, prune, prune_older_than
 from proxy.request import ProxyRequest
 from routing.phases import Phase, Side
-from tests.conftest import Proxy, ProxyFactory, wait_for
 from tests.proxy.divergence.conftest import ScriptedPair
+from tests.support.proxies import Proxy, ProxyFactory
+from tests.support.waits import wait_for
 
 KEY = b"0123456789abcdef-test-key"
 masker = Masker(KEY)

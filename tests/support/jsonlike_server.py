@@ -16,7 +16,7 @@ tests of replay against a service that gives cutover no help:
 `Idempotency-Key` is ignored, as json-server ignores it. Unlike json-server, records are scoped by the
 `X-Tenant-ID` header (one collection per tenant). Ids compare as strings, as json-server's do.
 
-`python -m tests.jsonlike_server PORT` serves it on 127.0.0.1:PORT until terminated.
+`python -m tests.support.jsonlike_server PORT` serves it on 127.0.0.1:PORT until terminated.
 """
 
 from __future__ import annotations
