@@ -142,7 +142,7 @@ async def test_replay_loses_updates_under_concurrent_writers(
     settings = first.runtime.settings
     stop = asyncio.Event()
     worker = asyncio.create_task(Worker(settings, build_applier(settings)).run(stop))
-    divergent = []
+    divergent: list[int] = []
     try:
         while len(divergent) < REPETITIONS and not any(divergent):
             divergent.append(await divergent_keys(first, second, sides))

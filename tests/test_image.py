@@ -11,6 +11,7 @@ dependencies (the image installs those from the same pyproject.toml). Spawned ch
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -215,7 +216,7 @@ def test_serve_worker_and_demo_backends_run_from_the_image(
     worker = processes.start("worker", "worker", "--config", str(config))
     for side, process in backends.items():
         wait_until_answered(
-            f"http://127.0.0.1:{ports[side]}/docs", process, side, lambda side=side: processes.output(side)
+            f"http://127.0.0.1:{ports[side]}/docs", process, side, functools.partial(processes.output, side)
         )
     admin = f"http://127.0.0.1:{ports['admin']}"
     wait_until_answered(f"{admin}/healthz", serve, "cutover serve", lambda: processes.output("serve"))

@@ -271,7 +271,7 @@ async def test_replay_is_exactly_once_in_effect_against_a_json_server_like_backe
             report = (await admin.get("/buffer")).json()
             rows = [t for t in report["tenants"] if t["tenant"] in tenants]
             waiting = sum(sum(t["pending"].values()) - t["dead_letters"] for t in rows)
-            return report["spool"]["spooled"] == 0 and waiting <= 0
+            return bool(report["spool"]["spooled"] == 0 and waiting <= 0)
 
         try:
             await wait_for(
@@ -311,9 +311,8 @@ async def test_replay_is_exactly_once_in_effect_against_a_json_server_like_backe
         processes.stop_all()  # workers stop gracefully: their counters reach Redis
     stats_client = aioredis.Redis.from_url(redis_url)
     try:
-        stats = {
-            k.decode(): int(v) for k, v in (await stats_client.hgetall(worker_stats_key(PREFIX))).items()
-        }
+        raw: Any = await stats_client.hgetall(worker_stats_key(PREFIX))
+        stats = {k.decode(): int(v) for k, v in raw.items()}
     finally:
         await stats_client.aclose()
     acknowledged = sum(writer.acknowledged for writer in writers)

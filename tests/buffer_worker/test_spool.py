@@ -13,6 +13,7 @@ import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -153,7 +154,7 @@ async def test_spool_failure_falls_back_to_redis_when_it_answers_again(
         try:
             intent = put_intent("t1", "k", 1)
             await sink.append(intent)  # the spool fails; Redis, tried once more, takes it
-            entries = await client.xrange(stream_key("spool-test", partition_of("t1", PARTITIONS)))
+            entries: Any = await client.xrange(stream_key("spool-test", partition_of("t1", PARTITIONS)))
             assert len(entries) == 1
             assert sink.redis_reachable
             assert sink.status()["spool_writable"] is False

@@ -268,7 +268,7 @@ async def test_the_worker_drains_sql_intents_into_postgres(
         running = workers.start(settings, applier=applier)
 
         async def drained() -> bool:
-            return (await db.rows("SELECT sum(n) FROM {o}"))[0][0] == 50
+            return bool((await db.rows("SELECT sum(n) FROM {o}"))[0][0] == 50)
 
         await wait_until(drained, alive=[running])
         assert await db.rows("SELECT count(*) FROM {o}") == [(10,)]

@@ -8,7 +8,7 @@ import os
 import random
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -573,7 +573,7 @@ async def test_undecodable_entry_is_dead_lettered_and_the_partition_moves_on(
     partition = partition_of(tenant, PARTITIONS)
     stream = stream_key(prefix, partition)
     await producer.append(put_intent(tenant, "k", 1))
-    junk_id = (await rclient.xadd(stream, {b"m": b"{oops", b"b": b""})).decode()
+    junk_id = cast(bytes, await rclient.xadd(stream, {b"m": b"{oops", b"b": b""})).decode()
     await producer.append(put_intent(tenant, "k", 2))
     running = workers.start(settings_for(prefix, mirror.backend.url))
     await wait_until(lambda: drained(rclient, prefix, [tenant]), alive=[running])

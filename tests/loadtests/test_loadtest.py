@@ -58,7 +58,7 @@ def test_within_budget_passes(tmp_path: Path) -> None:
 
 
 def test_each_broken_budget_is_named(tmp_path: Path) -> None:
-    rows = [
+    rows: list[tuple[str, int, int, float, float, float]] = [
         ("live read", 500, 0, 2, 120, 260),  # p95 and p99 over
         ("live write", 100, 2, 31, 40, 50),  # p50 over, 2 % errors
         ("shadow read", 5, 0, 1, 1, 1),  # too few samples

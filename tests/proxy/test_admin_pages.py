@@ -151,8 +151,8 @@ async def test_dead_letters_page_across_partitions(
         one, _ = await follow(proxy, "/buffer/dead-letters", "dead_letters", tenant=tenants[0], limit=1)
         assert [letter["path"] for letter in one] == ["/items/0", "/items/8"]
     finally:
-        for key, entry_id in added:
-            await redis_client.xdel(key, entry_id)
+        for key, added_id in added:
+            await redis_client.xdel(key, added_id)
 
 
 @pytest.mark.parametrize(

@@ -456,7 +456,7 @@ async def test_dot_segments_and_encoded_slashes_are_400(
 @pytest.mark.parametrize("bad", ["", "has space", "a/b", "x" * 129, "é", ".", ".."])
 async def test_invalid_tenant_is_400(proxy: Proxy, old: DemoBackend, bad: str, tenant: str) -> None:
     before = len(old.recorder.seen)
-    response = await proxy.client.get("/items", headers={"X-Tenant-ID": bad.encode()})
+    response = await proxy.client.get("/items", headers=[(b"X-Tenant-ID", bad.encode())])
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_tenant"
     assert len(old.recorder.seen) == before
@@ -543,7 +543,7 @@ async def test_shadow_read_is_off_the_critical_path_and_equal_answers_are_not_st
     assert proxy.runtime.shadow.in_flight == 1
 
     async def compared() -> bool:
-        return (await proxy.stats())["shadow"]["compared"] == before["compared"] + 1
+        return bool((await proxy.stats())["shadow"]["compared"] == before["compared"] + 1)
 
     await wait_for(compared, timeout_s=5)
     after = (await proxy.stats())["shadow"]
@@ -569,7 +569,7 @@ async def test_shadow_divergence_is_counted_and_stored_with_paths(
     assert response.json()["name"] == "alpha"  # the client always gets the serving side's answer
 
     async def stored() -> bool:
-        return (await proxy.stats())["divergences"]["stored"] == before["divergences"]["stored"] + 1
+        return bool((await proxy.stats())["divergences"]["stored"] == before["divergences"]["stored"] + 1)
 
     await wait_for(stored, timeout_s=5)
     stats = await proxy.stats()

@@ -35,9 +35,10 @@ def name(prefix: str = "h") -> str:
 
 
 async def rows_of(pool: asyncpg.Pool, tenants: list[str]) -> list[asyncpg.Record]:
-    return await pool.fetch(
+    rows: list[asyncpg.Record] = await pool.fetch(
         "SELECT * FROM cutover_health_side WHERE tenant = ANY($1::text[]) ORDER BY tenant, side", tenants
     )
+    return rows
 
 
 async def test_two_processes_add_up_in_one_row_per_tenant_side_and_bucket(pool: asyncpg.Pool) -> None:
@@ -56,7 +57,7 @@ async def test_two_processes_add_up_in_one_row_per_tenant_side_and_bucket(pool: 
     # Both processes write within one transaction's clock reading apart: pin them to the same bucket.
     async with pool.acquire() as conn, conn.transaction():
         for recorder in recorders:
-            recorder._pool = conn  # type: ignore[assignment]
+            recorder._pool = conn
             assert await recorder.flush() > 0
     rows = await rows_of(pool, [tenant])
     assert [(r["side"], r["requests"], r["errors"], r["fallbacks"]) for r in rows] == [

@@ -28,7 +28,8 @@ PHASES_AFTER_LEGACY = [Phase.DUAL_WRITE, Phase.SHADOW, Phase.LIVE, Phase.RAMPDOW
 
 async def phase_seen(proxy: Proxy, tenant: str) -> str | None:
     response = await proxy.client.get("/items", headers={"X-Tenant-ID": tenant})
-    return response.headers.get("x-cutover-phase")
+    phase: str | None = response.headers.get("x-cutover-phase")
+    return phase
 
 
 async def test_change_through_one_proxy_is_in_force_on_another_within_1s(

@@ -28,7 +28,7 @@ async def test_a_failed_shadow_read_is_failed_not_divergent_in_status_and_report
     assert response.headers["x-cutover-served-by"] == "old"
 
     async def compared() -> bool:
-        return (await proxy.stats())["shadow"]["compared"] == 1
+        return bool((await proxy.stats())["shadow"]["compared"] == 1)
 
     await wait_for(compared, timeout_s=10)
     shadow = (await proxy.stats())["shadow"]

@@ -114,7 +114,8 @@ def env(_sql_env: SqlEnv) -> SqlEnv:
 
 
 def served_by(response: httpx.Response) -> str | None:
-    return response.headers.get("x-cutover-served-by")
+    served: str | None = response.headers.get("x-cutover-served-by")
+    return served
 
 
 # -- reads and writes in every phase ---------------------------------------------------------------------

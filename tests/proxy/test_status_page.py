@@ -332,7 +332,7 @@ async def test_series_of_the_last_hour_divergence_links_and_a_phone_screen(
 
     async def settled() -> bool:
         bodies = [(await proxy.admin.get(f"/tenants/{t}/health")).json() for t in (shadowed, live)]
-        return (
+        return bool(
             bodies[0]["traffic"]["sides"]["old"]["requests"] == 6
             and bodies[0]["shadow"]["divergent"] == 6
             and bodies[1]["traffic"]["sides"]["new"]["requests"] == 4

@@ -12,7 +12,7 @@ import signal
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -141,7 +141,8 @@ async def add_dead_letter(client: aioredis.Redis, proxy: Proxy, tenant: str) -> 
         response_body=b"{}",
     )
     fields = {**intent.to_fields(), b"reason": b"test", b"source_id": b"0-1"}
-    return key, await client.xadd(key, fields)  # type: ignore[arg-type]
+    entry_id = await client.xadd(key, fields)  # type: ignore[arg-type]
+    return key, cast(bytes, entry_id)
 
 
 async def verify_report(proxy: Proxy, tenant: str, *, started_at: dt.datetime, different: int) -> int:
@@ -257,7 +258,7 @@ async def test_cli_table_and_json(gated_proxy: Proxy, capsys: pytest.CaptureFixt
         await proxy.client.get("/items", headers={"X-Tenant-ID": tenant})
 
     async def counted() -> bool:
-        return (await health(proxy, tenant))["traffic"]["sides"]["old"]["requests"] == 4
+        return bool((await health(proxy, tenant))["traffic"]["sides"]["old"]["requests"] == 4)
 
     await wait_for(counted, timeout_s=10)
     options = ["--admin-url", proxy.admin_server.url, "--token", proxy.tokens.read]

@@ -39,7 +39,7 @@ class IntentBuffer:
 
     async def intents_for(self, tenant: str) -> list[Intent]:
         key = stream_key(self.prefix, partition_of(tenant, self.partitions))
-        entries = await self.client.xrange(key)
+        entries: Any = await self.client.xrange(key)
         intents = [Intent.from_fields(fields) for _id, fields in entries]
         return [intent for intent in intents if intent.tenant == tenant]
 
@@ -117,7 +117,7 @@ class Proxy:
         """Walk `tenant` to `target` through the admin API, one allowed move at a time."""
         current = await self.admin.get(f"/tenants/{tenant}")
         assert current.status_code == 200, current.text
-        state = current.json()
+        state: dict[str, Any] = current.json()
         rank = PHASE_ORDER.index(Phase(state["phase"]))
         goal = PHASE_ORDER.index(target)
         steps = PHASE_ORDER[rank + 1 : goal + 1] if goal > rank else (() if goal == rank else (target,))

@@ -118,7 +118,7 @@ async def test_backlog_stays_bounded_when_the_new_side_hangs(
         )
 
     async def recorded() -> bool:
-        return await skipped_in_store() == 40 - cap
+        return bool(await skipped_in_store() == 40 - cap)
 
     await wait_for(recorded, timeout_s=5)
     # Admission works again once the slots are back.

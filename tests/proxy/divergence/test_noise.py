@@ -138,7 +138,7 @@ async def test_timestamp_learned_as_noise_through_the_proxy(
             assert (await proxy.client.get(path, headers={"X-Tenant-ID": tenant})).status_code == 200
 
     async def compared() -> bool:
-        return (await proxy.stats())["shadow"]["compared"] - before["compared"] == 50
+        return bool((await proxy.stats())["shadow"]["compared"] - before["compared"] == 50)
 
     await wait_for(compared, timeout_s=10)
     after = (await proxy.stats())["shadow"]

@@ -240,4 +240,4 @@ async def test_rollback_end_to_end_through_the_proxy(
 
 
 async def _is(value: Any, expected: str) -> bool:
-    return await value == expected
+    return bool(await value == expected)

@@ -44,7 +44,7 @@ async def read_and_compare(
         assert response.json() is not None  # the client got old's answer (httpx undoes its gzip)
 
     async def counted() -> bool:
-        return (await proxy.stats())["shadow"]["compared"] > before["compared"]
+        return bool((await proxy.stats())["shadow"]["compared"] > before["compared"])
 
     await wait_for(counted, timeout_s=5)
     after = (await proxy.stats())["shadow"]
