@@ -28,6 +28,7 @@ from tests.backfill.conftest import (
     unique,
 )
 from tests.backfill.test_verify import _keys, _stored
+from tests.support.postgres import wait_for_lock_waiter
 
 ROWS = 20_000
 
@@ -246,7 +247,9 @@ async def test_a_mirrored_write_racing_the_repair_is_not_undone(data_env: DataEn
         await batch.start()
         await applier.execute(applier_locks_sql([tenant]))
         repair = asyncio.create_task(run_verify(settings, VerifyOptions(tenant, repair=True)))
-        await _until_waiting_for_advisory_lock(data_env, repair)
+        await wait_for_lock_waiter(
+            data_env.old_url, repair, "the repair did not wait for the mirror lock on old"
+        )
         # A client write acknowledged by new, whose mirrored apply to old commits while the repair waits.
         await data_env.execute(data_env.new_url, f"UPDATE {new_table} SET quantity = 999 WHERE id = 5")
         await applier.execute(f"UPDATE {old_table} SET qty = 999 WHERE account = $1 AND order_no = 5", tenant)
@@ -264,23 +267,6 @@ async def test_a_mirrored_write_racing_the_repair_is_not_undone(data_env: DataEn
     finally:
         await old.close()
     assert qty == 999
-
-
-async def _until_waiting_for_advisory_lock(data_env: DataEnv, task: asyncio.Task[Any]) -> None:
-    conn = await data_env.old()
-    try:
-        for _ in range(500):
-            assert not task.done(), "the repair did not wait for the mirror lock on old"
-            waiting = await conn.fetchval(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-            )
-            if waiting:
-                return
-            await asyncio.sleep(0.02)
-    finally:
-        await conn.close()
-    raise AssertionError("the repair never waited for the mirror lock on old")
 
 
 async def test_repair_is_refused_in_complete_and_backfill_stays_refused_in_live(

@@ -8,7 +8,9 @@ from typing import Any
 
 import asyncpg
 import orjson
+import pytest
 
+from backfill.pending import PendingIntents, PendingSnapshot
 from backfill.report import render
 from backfill.runner import BackfillOptions, run_backfill
 from backfill.verify_run import VerifyOptions, run_verify
@@ -220,15 +222,24 @@ async def _write_old_and_buffer(
 
 
 async def test_keys_with_pending_intents_are_rechecked_after_the_buffer_drains(
-    data_env: DataEnv, tenant: str, prefix: str
+    data_env: DataEnv, tenant: str, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings, table = await _items_setup(data_env, tenant, prefix)
     await _write_old_and_buffer(data_env, settings, table, tenant, "k42")
     await data_env.execute(
         data_env.new_url, f"UPDATE {table} SET doc = '{{}}' WHERE id = 'k7' AND tenant_id = $1", tenant
     )
+    waiting = asyncio.Event()
+    wait_drained = PendingIntents.wait_drained
+
+    async def spied(self: PendingIntents, snapshot: PendingSnapshot, timeout_s: float) -> bool:
+        waiting.set()
+        return await wait_drained(self, snapshot, timeout_s)
+
+    monkeypatch.setattr(PendingIntents, "wait_drained", spied)
     verify = asyncio.create_task(run_verify(settings, VerifyOptions(tenant)))
-    await asyncio.sleep(0.3)  # verification finds k42 different and waits for the buffer
+    # Verification finds k42 different and waits for the buffer; only then is the worker started.
+    await asyncio.wait_for(waiting.wait(), 10)
     assert not verify.done()
     stop = asyncio.Event()
     worker = Worker(settings, PostgresApplier(settings.worker.postgres))  # type: ignore[arg-type]

@@ -97,7 +97,7 @@ async def test_a_lapsed_claim_frees_the_record_and_a_copy_renews_its_own(
     assert held.claimed == held.skipped == []
     assert held.held == ["1"]
     assert 0 < held.held_s <= 1.0
-    await asyncio.sleep(1.1)
+    await asyncio.sleep(1.1)  # the subject: the dead run's 1 s claims lapse
     marked = await marks(rclient, prefix).mark_once(PARTITION, [(TENANT, "items", "1")])
     assert marked.busy == []
     assert marked.fresh == [0]

@@ -27,6 +27,7 @@ from buffer_worker.sql_apply import SqlIntents
 from config.settings import BackendSettings, PostgresApplierSettings, Settings
 from routing.phases import Side
 from tests.support.asgi import Receive, Scope, Send
+from tests.support.postgres import wait_for_lock_waiter
 from tests.support.servers import backend_config, free_port, start_server
 
 TABLE = "mirror_items"
@@ -192,8 +193,7 @@ async def test_a_batch_cancelled_mid_transaction_leaves_nothing_and_its_connecti
         async with holder.transaction():
             await holder.execute(COPY_LOCK_SQL, lock_key("acme"))
             stuck = asyncio.create_task(applier.apply_batch([intent("acme", "PUT", "a", {"v": 1})]))
-            await asyncio.sleep(0.3)
-            assert not stuck.done()
+            await wait_for_lock_waiter(pg_url, stuck, "the batch did not wait for the mirror lock")
             stuck.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await stuck

@@ -113,7 +113,7 @@ async def test_every_phase_routes_reads_and_writes_to_its_side(
         assert 1 <= len(served_reads) <= 2
     else:
         assert len(served_reads) == 1
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # a shadow read that must not be sent leaves nothing to wait for
         assert backends[other].recorder.requests_for(tenant) == []
 
     # A write the authoritative side refuses (non-2xx) produces no intent.

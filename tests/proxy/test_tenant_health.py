@@ -238,7 +238,7 @@ async def test_the_backlog_is_the_tenants_own(proxy: Proxy, redis_client: aiored
     for n in range(3):
         response = await proxy.client.put(f"/items/b{n}", json={"n": n}, headers={"X-Tenant-ID": tenant})
         assert response.status_code == 200
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # the subject: the oldest intent ages (oldest_s below)
     body = await health(proxy, tenant)
     toward = body["buffer"]["toward"]
     assert toward["new"]["pending"] == 3
