@@ -107,9 +107,27 @@ def pg_url(pg_database: str) -> str:
     return database_url(pg_database)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 async def redis_prefix() -> AsyncIterator[str]:
-    """A key prefix unique to this session; every key under it is deleted at the end."""
+    """A key prefix of this test only (its proxies' buffer, its workers); every key under it is deleted
+    afterwards, so no intent, counter or lease of one test is seen by another."""
+    prefix = new_prefix()
+    yield prefix
+    await delete_prefix(prefix)
+
+
+@pytest.fixture(scope="module")
+async def module_redis_prefix() -> AsyncIterator[str]:
+    """`redis_prefix` for fixtures shared by one module's tests (its proxies cost seconds to start)."""
+    prefix = new_prefix()
+    yield prefix
+    await delete_prefix(prefix)
+
+
+@pytest.fixture(scope="session")
+async def shared_redis_prefix() -> AsyncIterator[str]:
+    """The prefix of the proxies shared by the whole session (`proxy`, `memory_proxy`, `shared_builder`),
+    deleted at the end; each test on them works on tenants of its own."""
     prefix = new_prefix()
     yield prefix
     await delete_prefix(prefix)
@@ -123,8 +141,9 @@ async def redis_client() -> AsyncIterator[aioredis.Redis]:
 
 
 @pytest.fixture
-def intent_buffer(redis_client: aioredis.Redis, redis_prefix: str) -> IntentBuffer:
-    return IntentBuffer(redis_client, redis_prefix)
+def intent_buffer(redis_client: aioredis.Redis, shared_redis_prefix: str) -> IntentBuffer:
+    """The buffer of the shared proxies (a proxy of `make_proxy` has its own: `IntentBuffer.of`)."""
+    return IntentBuffer(redis_client, shared_redis_prefix)
 
 
 # -- proxies ---------------------------------------------------------------------------------------------
@@ -137,13 +156,15 @@ def tokens() -> Tokens:
 async def shared_builder(
     demo_backends: dict[Side, DemoBackend],
     pg_url: str,
-    redis_prefix: str,
+    shared_redis_prefix: str,
     tokens: Tokens,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[ProxyBuilder]:
     """Proxies shared by the whole session (starting one costs a shadow process); tests that use them
     work on their own tenants and compare counters before and after."""
-    builder = ProxyBuilder(demo_backends, pg_url, redis_prefix, tokens, tmp_path_factory.mktemp("shared"))
+    builder = ProxyBuilder(
+        demo_backends, pg_url, shared_redis_prefix, tokens, tmp_path_factory.mktemp("shared")
+    )
     yield builder
     await builder.close()
 

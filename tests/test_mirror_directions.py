@@ -67,7 +67,6 @@ async def proxy_for(
                 side.value: {"url": sides[side].base_url, "sql_dialect": "postgres"} for side in Side
             },
             "sql": {"endpoints": [{"path": "/query"}], "covered_tables": ["orders"]},
-            "buffer": {"key_prefix": f"dirs-{uuid.uuid4().hex[:8]}"},
             "worker": worker,
         }
     )

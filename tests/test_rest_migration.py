@@ -34,7 +34,6 @@ async def _proxy(make_proxy: ProxyFactory, sides: dict[Side, JsonSide], tenant: 
     return await make_proxy(
         {
             "backends": {side.value: {"url": sides[side].url} for side in Side},
-            "buffer": {"key_prefix": f"restmig-{uuid.uuid4().hex[:8]}"},
             "worker": FAST_WORKER,
             "data": {"rest": {"resources": [JSON_SERVER_ITEMS]}, "verify": {"drain_timeout_s": 5}},
             "telemetry": {"tenant_labels": [tenant]},

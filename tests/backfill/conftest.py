@@ -11,7 +11,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-import redis.asyncio as aioredis
 import yaml
 
 from backfill import checkpoint
@@ -164,14 +163,6 @@ def unique(prefix: str) -> str:
 
 
 @pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    """A Redis key prefix of this test only; its keys are deleted afterwards."""
-    value = unique("cutover-test")
-    yield value
-    client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{value}:*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+def prefix(redis_prefix: str) -> str:
+    """The test's own Redis key prefix (tests/conftest.py deletes its keys afterwards)."""
+    return redis_prefix

@@ -1,7 +1,8 @@
 """Fixtures for the buffer worker tests: a unique Redis key prefix per test, real uvicorn backends on
 loopback ports (started inside the test event loop), settings and worker helpers.
 
-Nothing here depends on `tests/conftest.py`: what both use comes from `tests/support`.
+The key prefix is tests/conftest.py's `redis_prefix`; servers, ASGI pieces and waits come from
+`tests/support`.
 """
 
 from __future__ import annotations
@@ -25,18 +26,16 @@ from buffer_worker.worker import Worker
 from config.settings import Settings
 from routing.phases import Side
 from tests.support.asgi import Receive, Scope, Send, read_body
-from tests.support.redis_keys import PARTITIONS, REDIS_URL, delete_prefix, new_prefix
+from tests.support.redis_keys import PARTITIONS, REDIS_URL
 from tests.support.servers import QuietServer, backend_config, bind_loopback, serve_on
 from tests.support.waits import wait_for
 
 
 # -- Redis -----------------------------------------------------------------------------------------------
 @pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    """A key prefix unique to the test; every key under it is deleted afterwards."""
-    value = new_prefix()
-    yield value
-    await delete_prefix(value)
+def prefix(redis_prefix: str) -> str:
+    """The test's own key prefix (tests/conftest.py deletes its keys afterwards)."""
+    return redis_prefix
 
 
 @pytest.fixture

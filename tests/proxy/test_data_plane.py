@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import redis.asyncio as aioredis
 
 from routing.phases import Phase, Side
 from tests.support.demo_backends import BIG_CHUNK, DemoBackend
@@ -758,9 +759,10 @@ async def test_write_is_refused_before_forwarding_when_the_buffer_cannot_accept(
 
 
 async def test_runtime_default_sink_buffers_intents_in_redis(
-    make_proxy: ProxyFactory, tenant: str, intent_buffer: IntentBuffer
+    make_proxy: ProxyFactory, tenant: str, redis_client: aioredis.Redis
 ) -> None:
     proxy = await make_proxy(sink=RUNTIME_DEFAULT_SINK)
+    intent_buffer = IntentBuffer.of(proxy, redis_client)
     await proxy.set_phase_api(tenant, Phase.DUAL_WRITE)
     response = await proxy.client.post("/items", json={"v": 1}, headers=h(tenant))
     assert response.status_code == 201

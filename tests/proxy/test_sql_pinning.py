@@ -84,7 +84,7 @@ class Env:
 async def env(
     demo_backends: dict[Side, DemoBackend],
     pg_url: str,
-    redis_prefix: str,
+    module_redis_prefix: str,
     tokens: Tokens,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Env]:
@@ -100,7 +100,9 @@ async def env(
         for name, schema in schemas.items()
     }
     servers: list[RunningServer] = []
-    builder = ProxyBuilder(demo_backends, pg_url, redis_prefix, tokens, Path(tmp_path_factory.mktemp("pin")))
+    builder = ProxyBuilder(
+        demo_backends, pg_url, module_redis_prefix, tokens, Path(tmp_path_factory.mktemp("pin"))
+    )
     appliers: list[PostgresApplier] = []
     setups: dict[str, Side2] = {}
     try:

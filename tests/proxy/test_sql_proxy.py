@@ -76,13 +76,15 @@ class SqlEnv:
 async def _sql_env(
     demo_backends: dict[Side, DemoBackend],
     pg_url: str,
-    redis_prefix: str,
+    module_redis_prefix: str,
     tokens: Tokens,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[SqlEnv]:
     backends = {side: SqlBackend(side) for side in Side}
     servers: list[RunningServer] = [await start_server(backend_config(backends[side])) for side in Side]
-    builder = ProxyBuilder(demo_backends, pg_url, redis_prefix, tokens, Path(tmp_path_factory.mktemp("sql")))
+    builder = ProxyBuilder(
+        demo_backends, pg_url, module_redis_prefix, tokens, Path(tmp_path_factory.mktemp("sql"))
+    )
     sink = MemorySink()
     proxy = await builder.start(
         {

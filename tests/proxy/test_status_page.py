@@ -9,12 +9,11 @@ import os
 import shutil
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -24,7 +23,6 @@ from buffer_worker.worker import Worker
 from routing.phases import Phase
 from tests.support.demo_backends import DemoBackend
 from tests.support.proxies import Proxy, ProxyFactory
-from tests.support.redis_keys import REDIS_URL
 from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.browser
@@ -61,21 +59,14 @@ async def in_thread(call: Callable[..., T], *args: Any) -> T:
 
 
 @pytest.fixture
-async def status_proxy(make_proxy: ProxyFactory) -> AsyncIterator[Proxy]:
-    """A proxy with its own buffer prefix (this test runs a worker on it) and a fast-refreshing page."""
-    prefix = f"cutover_status_{uuid.uuid4().hex[:10]}"
-    yield await make_proxy(
+async def status_proxy(make_proxy: ProxyFactory) -> Proxy:
+    """A proxy (the test's own buffer prefix: this test runs a worker on it) and a fast-refreshing page."""
+    return await make_proxy(
         {
-            "buffer": {"key_prefix": prefix},
             "worker": {"max_attempts": 1, "retry_initial_s": 0.01, "retry_max_s": 0.05, "block_ms": 50},
             "operator": {"status_page": {"refresh_s": 0.5}, "seen_tenants": {"flush_interval_s": 0.1}},
         }
     )
-    client = aioredis.Redis.from_url(REDIS_URL)
-    keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 async def api_snapshot(proxy: Proxy, tenants: list[str]) -> dict[str, Any]:

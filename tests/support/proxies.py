@@ -37,6 +37,11 @@ class IntentBuffer:
     prefix: str
     partitions: int = PARTITIONS
 
+    @classmethod
+    def of(cls, proxy: Proxy, client: aioredis.Redis) -> IntentBuffer:
+        """The buffer `proxy` appends to."""
+        return cls(client, proxy.runtime.settings.buffer.key_prefix, proxy.runtime.settings.buffer.partitions)
+
     async def intents_for(self, tenant: str) -> list[Intent]:
         key = stream_key(self.prefix, partition_of(tenant, self.partitions))
         entries: Any = await self.client.xrange(key)

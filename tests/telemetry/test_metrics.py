@@ -104,7 +104,7 @@ async def test_rejected_requests_are_the_proxys_own(metrics_proxy: Proxy) -> Non
 
 
 async def test_mirrored_write_shows_in_buffer_and_phase_metrics(
-    metrics_proxy: Proxy, redis_prefix: str
+    metrics_proxy: Proxy,
 ) -> None:
     proxy, tenant = metrics_proxy, LABELLED[2]
     before = await scrape(proxy.admin)
@@ -245,9 +245,10 @@ async def test_shadow_outcomes_are_one_metric_and_the_noise_hook(
 
 
 async def test_worker_counters_and_dead_letters_come_from_redis(
-    metrics_proxy: Proxy, redis_client: aioredis.Redis, redis_prefix: str
+    metrics_proxy: Proxy, redis_client: aioredis.Redis
 ) -> None:
     proxy, tenant = metrics_proxy, fresh_tenant()
+    redis_prefix = proxy.runtime.settings.buffer.key_prefix
     before = await scrape(proxy.admin)
     worker = Worker(proxy.runtime.settings, applier=None, client=aioredis.Redis.from_url(REDIS_URL))  # type: ignore[arg-type]
     worker.stats.retries, worker.stats.applied, worker.stats.dead_lettered = 3, 5, 1
@@ -454,7 +455,10 @@ async def test_fleet_series_are_the_same_on_every_proxy(
 ) -> None:
     """Summed over replicas, a fleet-wide gauge would count N times: every proxy reports the very same
     series (labelled scope="fleet", for max()), even where their own top-N tenant labels differ."""
-    second = await make_proxy({"telemetry": {"tenant_labels": LABELLED, "tenant_top_n": 3}})
+    fleet = metrics_proxy.runtime.settings.buffer.key_prefix  # one fleet: one buffer
+    second = await make_proxy(
+        {"telemetry": {"tenant_labels": LABELLED, "tenant_top_n": 3}, "buffer": {"key_prefix": fleet}}
+    )
     busy = fresh_tenant("busy")  # promoted to its own label by `second` only
     await second.set_phase_api(busy, Phase.DUAL_WRITE)
     for n in range(3):
