@@ -24,7 +24,7 @@ from buffer_worker.http_applier import HttpApplier
 from buffer_worker.worker import Worker
 from routing.phases import Phase, Side
 from tests.support.demo_backends import DemoBackend
-from tests.support.proxies import RUNTIME_DEFAULT_SINK, Proxy, ProxyFactory
+from tests.support.proxies import Proxy, ProxyFactory
 from tests.support.waits import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.fault]
@@ -73,7 +73,6 @@ async def test_redis_paused_under_write_load_spools_and_converges(
             "buffer": {"key_prefix": "faults"},
             "worker": {"lease_ttl_s": 2, "block_ms": 100, "retry_initial_s": 0.02, "retry_max_s": 0.2},
         },
-        sink=RUNTIME_DEFAULT_SINK,  # the real producer behind the local spool
     )
     tenant = f"spool-{uuid.uuid4().hex[:8]}"
     await proxy.set_phase_api(tenant, Phase.DUAL_WRITE)

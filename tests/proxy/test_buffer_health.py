@@ -23,7 +23,7 @@ from proxy.cli import main
 from routing.phases import Phase
 from tests.support.demo_backends import DemoBackend
 from tests.support.postgres import PG_ADMIN_DSN
-from tests.support.proxies import RUNTIME_DEFAULT_SINK, Proxy, ProxyFactory
+from tests.support.proxies import Proxy, ProxyFactory
 from tests.support.redis_keys import REDIS_URL
 from tests.support.servers import free_port
 from tests.support.spool_dirs import break_directory, repair_directory
@@ -65,7 +65,6 @@ async def test_redis_down_and_spool_broken_refuses_the_write_before_it_reaches_o
             "redis_url": f"redis://127.0.0.1:{free_port()}/0",
             "buffer": {"spool_path": str(directory / "intents.spool")},
         },
-        sink=RUNTIME_DEFAULT_SINK,
     )
     tenant = f"hole-{uuid.uuid4().hex[:8]}"
     await proxy.set_phase_api(tenant, Phase.DUAL_WRITE)
@@ -117,7 +116,6 @@ async def test_spool_broken_while_redis_is_up_is_degraded_not_refused(
     directory.mkdir()
     proxy = await make_proxy(
         {"buffer": {"spool_path": str(directory / "intents.spool"), "spool_check_interval_s": 0.1}},
-        sink=RUNTIME_DEFAULT_SINK,
     )
     tenant = f"up-{uuid.uuid4().hex[:8]}"
     await proxy.set_phase_api(tenant, Phase.DUAL_WRITE)

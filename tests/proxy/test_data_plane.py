@@ -17,10 +17,10 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from buffer_worker.spool import SpoolingSink
 from routing.phases import Phase, Side
 from tests.support.demo_backends import BIG_CHUNK, DemoBackend
 from tests.support.proxies import (
-    RUNTIME_DEFAULT_SINK,
     IntentBuffer,
     MemoryProxy,
     Proxy,
@@ -758,10 +758,11 @@ async def test_write_is_refused_before_forwarding_when_the_buffer_cannot_accept(
     assert_served(read, Side.OLD, Phase.SHADOW)
 
 
-async def test_runtime_default_sink_buffers_intents_in_redis(
+async def test_the_production_sink_buffers_intents_in_redis(
     make_proxy: ProxyFactory, tenant: str, redis_client: aioredis.Redis
 ) -> None:
-    proxy = await make_proxy(sink=RUNTIME_DEFAULT_SINK)
+    proxy = await make_proxy()
+    assert isinstance(proxy.runtime.sink, SpoolingSink)  # what `cutover serve` runs, unless a test says
     intent_buffer = IntentBuffer.of(proxy, redis_client)
     await proxy.set_phase_api(tenant, Phase.DUAL_WRITE)
     response = await proxy.client.post("/items", json={"v": 1}, headers=h(tenant))

@@ -15,7 +15,6 @@ import redis.asyncio as aioredis
 
 from buffer_worker.intent import Intent
 from buffer_worker.keys import partition_of, pending_field, pending_key, stream_key
-from buffer_worker.producer import RedisIntentProducer
 from buffer_worker.sink import BufferUnavailableError, Refusal
 from config.settings import Settings
 from proxy.admin import create_admin_app
@@ -163,15 +162,14 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 ProxyFactory = Callable[..., Awaitable[Proxy]]
-RUNTIME_DEFAULT_SINK = "runtime-default"
 
 
 @dataclass
 class ProxyBuilder:
     """Starts proxies (Runtime + data-plane server + admin server) and stops them all on `close`.
 
-    The sink is the real `RedisIntentProducer` under the session's key prefix unless a test passes its
-    own (or `RUNTIME_DEFAULT_SINK` for what `Runtime.create` builds by itself).
+    The sink is the production one, what `Runtime.create` builds (`SpoolingSink`: the Redis producer
+    behind the local spool), unless a test passes its own (`MemorySink` to steer the buffer's answers).
     """
 
     backends: dict[Side, DemoBackend]
@@ -212,14 +210,6 @@ class ProxyBuilder:
 
     async def start(self, overrides: dict[str, Any] | None = None, *, sink: Any = None) -> Proxy:
         settings = self.settings(overrides)
-        if sink == RUNTIME_DEFAULT_SINK:
-            sink = None  # Runtime.create builds its own (Redis producer behind the local spool)
-        elif sink is None:
-            sink = RedisIntentProducer.from_url(
-                settings.redis_url.get_secret_value(),
-                prefix=settings.buffer.key_prefix,
-                partitions=settings.buffer.partitions,
-            )
         runtime = await Runtime.create(settings, sink=sink)
         try:
             data_server = await start_server(_uvicorn_config(runtime.data_plane, settings, data_plane=True))
