@@ -32,9 +32,9 @@ demo: $(STAMP)
 test: $(STAMP) lint typecheck unit
 
 # The edit-test loop's fast tier (under a minute): lint, types and the tests that start no server, proxy
-# or worker (`integration` is marked by fixture in tests/conftest.py) and are not slow, browser or load.
+# or worker (`integration` is marked by fixture in tests/conftest.py) and are not slow, fault, browser or load.
 check: $(STAMP) lint typecheck
-	$(BIN)/pytest -m "not slow and not browser and not load and not integration and not soak"
+	$(BIN)/pytest -m "not slow and not fault and not browser and not load and not integration and not soak"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -143,7 +143,7 @@ class BackendClient:
         headers: list[tuple[str, str]],
         body: bytes,
         *,
-        timeout: aiohttp.ClientTimeout | None = None,
+        timeout: aiohttp.ClientTimeout | None = None,  # noqa: ASYNC109 - aiohttp's own per-request timeout
     ) -> aiohttp.ClientResponse:
         """Send and return the response with its body unread; the caller must `release()` it."""
         assert self._session is not None, "BackendClient.start() was not awaited"

@@ -179,7 +179,9 @@ class _RestRun:
         return _Prepared(resource, report, claims, pages, first, listed, start)
 
     async def _copy_one(self, item: _Prepared) -> None:
-        assert item.claims is not None and item.pages is not None and item.first is not None
+        assert item.claims is not None
+        assert item.pages is not None
+        assert item.first is not None
         control = self._control
         assert control is not None
         resource, tenant = item.resource, self._tenant
@@ -234,7 +236,8 @@ class _RestRun:
 
     async def _dry_run(self, item: _Prepared) -> None:
         """List every page a run would copy; write nothing."""
-        assert item.pages is not None and item.first is not None
+        assert item.pages is not None
+        assert item.first is not None
         started = time.monotonic()
         report = item.report
         page: Page | None = item.first

@@ -179,7 +179,8 @@ async def _dry_run_tables(
 ) -> BackfillReport:
     """Each table's rows on old and what its checkpoints say was copied: the rows a run would copy."""
     data = settings.data
-    assert data.old is not None and data.new is not None  # checked by selected_tables
+    assert data.old is not None
+    assert data.new is not None
     control = await asyncpg.connect(settings.postgres_url.get_secret_value())
     old = await asyncpg.connect(data.old.postgres_url.get_secret_value())
     new = await asyncpg.connect(data.new.postgres_url.get_secret_value())
@@ -235,7 +236,8 @@ class _Run:
     async def execute(self, tables: list[DataTable]) -> BackfillReport:
         started = time.monotonic()
         data = self._settings.data
-        assert data.old is not None and data.new is not None  # checked by selected_tables
+        assert data.old is not None
+        assert data.new is not None
         self._control = await asyncpg.connect(self._settings.postgres_url.get_secret_value())
         state = await read_phase(self._control, self._tenant, self._settings.default_phase)
         check_backfill_allowed(self._tenant, state)
@@ -275,7 +277,9 @@ class _Run:
         return report
 
     async def _prepare(self, table: DataTable) -> tuple[TablePlan, TableRun, list[RangeState], int]:
-        assert self._old is not None and self._new is not None and self._holder is not None
+        assert self._old is not None
+        assert self._new is not None
+        assert self._holder is not None
         async with self._old.acquire() as old, self._new.acquire() as new:
             plan = await resolve(table, old, new)
             label = transform_label(table)
@@ -308,7 +312,8 @@ class _Run:
         return plan, TableRun(table.name, label, len(states), resumed), states, remaining
 
     async def _copy_range(self, plan: TablePlan, run: TableRun, state: RangeState) -> None:
-        assert self._old is not None and self._new is not None
+        assert self._old is not None
+        assert self._new is not None
         transform = load_transform(plan.table)
         started = time.monotonic()
         async with self._old.acquire() as old, self._new.acquire() as new:

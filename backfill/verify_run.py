@@ -86,7 +86,8 @@ async def _verify_table(
 ) -> TableReport:
     """Verify `table`; with a `source`, repair what differs from it and verify again."""
     data = settings.data
-    assert data.old is not None and data.new is not None  # tables require both (config validation)
+    assert data.old is not None
+    assert data.new is not None
     transform = load_transform(table)
     async with contextlib.AsyncExitStack() as stack:
         old, new, image = [

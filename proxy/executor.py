@@ -297,7 +297,8 @@ class Executor:
         trace: Exchange | None,
     ) -> Observation:
         """A write in a mirroring phase: the intent must be durable before the client sees the 2xx."""
-        assert plan.mirror is not None and plan.kind is RequestKind.WRITE
+        assert plan.mirror is not None
+        assert plan.kind is RequestKind.WRITE
         try:
             body = await _read_body(upstream, response)
         finally:

@@ -241,7 +241,7 @@ class ShadowRunner:
             await asyncio.sleep(_RESTART_DELAY_S)
 
     async def _spawn(self) -> asyncio.StreamReader:
-        Path(self._socket_path).unlink(missing_ok=True)
+        await asyncio.to_thread(Path(self._socket_path).unlink, missing_ok=True)
         context = multiprocessing.get_context("spawn")
         self._process = context.Process(
             target=shadow_process_main,

@@ -260,7 +260,8 @@ def _value(part: Term, values: Params) -> object:
     if part.index is not None:
         assert isinstance(values, Sequence)  # checked by check_params
         return values[part.index]
-    assert isinstance(values, Mapping) and part.name is not None
+    assert isinstance(values, Mapping)
+    assert part.name is not None
     return values[part.name]
 
 

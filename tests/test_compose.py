@@ -16,7 +16,7 @@ import yaml
 
 from config.loader import load_settings
 from proxy.cli import _parser
-from tests.dockerfile import ROOT, read_dockerfile
+from tests.support.dockerfile import ROOT, read_dockerfile
 
 IMAGE = "cutover:local"
 CONFIG_IN_CONTAINER = "/etc/cutover/cutover.yaml"
@@ -111,7 +111,8 @@ def test_ports_and_addresses_agree_with_the_settings(
         url = urlsplit(getattr(settings.backends, side).url.get_secret_value())
         service = services[str(url.hostname)]
         command = service["command"]
-        assert command[0] == "demo-backend" and command[1] == side
+        assert command[0] == "demo-backend"
+        assert command[1] == side
         assert int(command[command.index("--port") + 1]) == url.port == _probe_port(service)
         assert command[command.index("--host") + 1] == "0.0.0.0"  # reachable from the other containers
     for name in ("proxy", "worker"):
@@ -132,7 +133,8 @@ def test_the_spool_is_on_a_volume_owned_by_the_service_user(
     assert Path(spool_path).parent == Path(volume_dir)
     (user,) = [i.arguments for i in final.all("USER")]
     runs = " ".join(i.arguments for i in final.all("RUN"))
-    assert f"--uid {user}" in runs and f"mkdir -p {volume_dir}" in runs
+    assert f"--uid {user}" in runs
+    assert f"mkdir -p {volume_dir}" in runs
     assert f"chown {user}:{user} {volume_dir}" in runs
     # RUNs before VOLUME: a named volume starts as a copy of the image's directory, ownership included.
     keywords = [i.keyword for i in final.instructions]

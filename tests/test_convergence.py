@@ -25,8 +25,8 @@ import pytest
 from buffer_worker.runner import build_applier
 from buffer_worker.worker import Worker
 from routing.phases import Phase, Side
-from tests.conftest import Proxy, ProxyFactory
-from tests.pg_service import PgDataService, pg_sides
+from tests.support.pg_service import PgDataService, pg_sides
+from tests.support.proxies import Proxy, ProxyFactory
 
 pytestmark = pytest.mark.slow
 
@@ -142,7 +142,7 @@ async def test_replay_loses_updates_under_concurrent_writers(
     settings = first.runtime.settings
     stop = asyncio.Event()
     worker = asyncio.create_task(Worker(settings, build_applier(settings)).run(stop))
-    divergent = []
+    divergent: list[int] = []
     try:
         while len(divergent) < REPETITIONS and not any(divergent):
             divergent.append(await divergent_keys(first, second, sides))

@@ -23,9 +23,11 @@ import yaml
 from buffer_worker.http_applier import HttpApplier
 from buffer_worker.worker import Worker
 from routing.phases import Phase, Side
-from tests.conftest import RUNTIME_DEFAULT_SINK, DemoBackend, Proxy, ProxyFactory
+from tests.support.demo_backends import DemoBackend
+from tests.support.proxies import Proxy, ProxyFactory
+from tests.support.waits import wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.fault]
 
 # The outage is 10 s; `CUTOVER_TEST_REDIS_PAUSE_S` changes it.
 REDIS_PAUSE_S = float(os.environ.get("CUTOVER_TEST_REDIS_PAUSE_S", "10"))
@@ -36,14 +38,6 @@ async def _items(backend: DemoBackend, tenant: str) -> dict[str, Any]:
         dump = (await client.get(f"{backend.url}/_dump")).json()
     items: dict[str, Any] = dump["items"].get(tenant, {})
     return items
-
-
-async def _wait(condition: Any, timeout_s: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not await condition():
-        assert loop.time() < deadline, f"{what} within {timeout_s} s"
-        await asyncio.sleep(0.05)
 
 
 async def _write_load(proxy: Proxy, tenant: str, *, clients: int, seconds: float) -> list[int]:
@@ -70,7 +64,7 @@ async def _write_load(proxy: Proxy, tenant: str, *, clients: int, seconds: float
 async def test_redis_paused_under_write_load_spools_and_converges(
     make_proxy: ProxyFactory,
     demo_backends: dict[Side, DemoBackend],
-    private_redis: tuple[str, subprocess.Popen[bytes]],
+    private_redis: tuple[str, asyncio.subprocess.Process],
 ) -> None:
     redis_url, redis_process = private_redis
     proxy = await make_proxy(
@@ -79,7 +73,6 @@ async def test_redis_paused_under_write_load_spools_and_converges(
             "buffer": {"key_prefix": "faults"},
             "worker": {"lease_ttl_s": 2, "block_ms": 100, "retry_initial_s": 0.02, "retry_max_s": 0.2},
         },
-        sink=RUNTIME_DEFAULT_SINK,  # the real producer behind the local spool
     )
     tenant = f"spool-{uuid.uuid4().hex[:8]}"
     await proxy.set_phase_api(tenant, Phase.DUAL_WRITE)
@@ -107,16 +100,17 @@ async def test_redis_paused_under_write_load_spools_and_converges(
         async def drained() -> bool:
             return await proxy.runtime.inspector.pending(tenant, Side.NEW) == 0
 
-        await _wait(spool_empty, 20, "the spool was not moved to Redis")
+        await wait_for(spool_empty, "the spool was not moved to Redis", timeout_s=20, interval_s=0.05)
         try:
-            await _wait(drained, 30, "the buffer did not drain")
+            await wait_for(drained, "the buffer did not drain", timeout_s=30, interval_s=0.05)
         except AssertionError as exc:
             report = await proxy.runtime.inspector.report()
             raise AssertionError(f"not drained: {the_worker.stats} {report}") from exc
     finally:
         stop.set()
         await worker
-    assert statuses and all(status == 200 for status in statuses), sorted(set(statuses))
+    assert statuses, sorted(set(statuses))
+    assert all(status == 200 for status in statuses), sorted(set(statuses))
     old_items = await _items(demo_backends[Side.OLD], tenant)
     assert old_items
     assert await _items(demo_backends[Side.NEW], tenant) == old_items
@@ -186,7 +180,7 @@ async def test_workers_sigkilled_mid_batch_lose_and_double_nothing(
         async def drained() -> bool:
             return await proxy.runtime.inspector.pending(tenant, Side.NEW) == 0
 
-        await _wait(drained, 40, "the buffer did not drain after the kills")
+        await wait_for(drained, "the buffer did not drain after the kills", timeout_s=40, interval_s=0.05)
     finally:
         new_app.state.faults.delay_ms = 0
         for worker in workers:
@@ -194,7 +188,8 @@ async def test_workers_sigkilled_mid_batch_lose_and_double_nothing(
                 worker.terminate()
                 worker.wait(timeout=10)
     assert kills == 4
-    assert statuses and all(status == 200 for status in statuses)
+    assert statuses
+    assert all(status == 200 for status in statuses)
     old_items = await _items(demo_backends[Side.OLD], tenant)
     assert await _items(demo_backends[Side.NEW], tenant) == old_items
     # Applied once in effect, without the mirror's help: no intent was sent twice. An entry re-read after

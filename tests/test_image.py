@@ -1,5 +1,5 @@
-"""The image runs: its build stage reproduced from the Dockerfile (tests/dockerfile.py; there is no Docker
-daemon here), then `cutover demo-backend`, `cutover serve` and `cutover worker` started from what it
+"""The image runs: its build stage reproduced from the Dockerfile (tests/support/dockerfile.py; there is no
+Docker daemon here), then `cutover demo-backend`, `cutover serve` and `cutover worker` started from what it
 installed, as one working set: a write through the proxy reaches old and is mirrored to new.
 
 None of the checkout may be importable by those processes: the development environment has the project
@@ -11,9 +11,9 @@ dependencies (the image installs those from the same pyproject.toml). Spawned ch
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -29,19 +29,20 @@ import redis
 import yaml
 
 from buffer_worker.keys import workers_key
-from tests.conftest import REDIS_URL
-from tests.dockerfile import ROOT, BuildResult, materialise_context, read_dockerfile, reproduce_build_stage
+from tests.support.dockerfile import (
+    ROOT,
+    BuildResult,
+    materialise_context,
+    read_dockerfile,
+    reproduce_build_stage,
+)
+from tests.support.redis_keys import REDIS_URL
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.slow
 
 PACKAGES_FOR_DEVELOPMENT = {"tests", "loadtests", "benchmarks", "docs"}
 TOKEN = "image-test-token-" + "x" * 16
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -173,13 +174,14 @@ def test_installed_packages_come_from_the_image_not_the_checkout(processes: Proc
     )
     assert found.returncode == 0, found.stderr
     paths = found.stdout.split()
-    assert paths and all(path.startswith(str(processes.built.site_packages)) for path in paths), paths
+    assert paths, paths
+    assert all(path.startswith(str(processes.built.site_packages)) for path in paths), paths
 
 
 def test_serve_worker_and_demo_backends_run_from_the_image(
     processes: Processes, pg_url: str, redis_prefix: str, tmp_path: Path
 ) -> None:
-    ports = {name: _free_port() for name in ("old", "new", "data", "admin")}
+    ports = {name: free_port() for name in ("old", "new", "data", "admin")}
     backends = {
         side: processes.start(side, "demo-backend", side, "--host", "127.0.0.1", "--port", str(ports[side]))
         for side in ("old", "new")
@@ -214,7 +216,7 @@ def test_serve_worker_and_demo_backends_run_from_the_image(
     worker = processes.start("worker", "worker", "--config", str(config))
     for side, process in backends.items():
         wait_until_answered(
-            f"http://127.0.0.1:{ports[side]}/docs", process, side, lambda side=side: processes.output(side)
+            f"http://127.0.0.1:{ports[side]}/docs", process, side, functools.partial(processes.output, side)
         )
     admin = f"http://127.0.0.1:{ports['admin']}"
     wait_until_answered(f"{admin}/healthz", serve, "cutover serve", lambda: processes.output("serve"))
@@ -234,7 +236,8 @@ def test_serve_worker_and_demo_backends_run_from_the_image(
         headers={"X-Tenant-ID": tenant},
         timeout=10,
     )
-    assert write.status_code == 200 and write.headers["x-cutover-served-by"] == "old", write.text
+    assert write.status_code == 200, write.text
+    assert write.headers["x-cutover-served-by"] == "old", write.text
 
     def on_new() -> dict[str, Any]:
         dump = httpx.get(f"http://127.0.0.1:{ports['new']}/_dump", timeout=5).json()
@@ -248,10 +251,12 @@ def test_serve_worker_and_demo_backends_run_from_the_image(
 
     # The compose file's worker health check, against this worker: alive, then gone once stopped.
     alive = processes.run("worker", "--check", "--config", str(config))
-    assert alive.returncode == 0 and "alive" in alive.stdout, (alive.stdout, alive.stderr)
+    assert alive.returncode == 0, (alive.stdout, alive.stderr)
+    assert "alive" in alive.stdout, (alive.stdout, alive.stderr)
     assert processes.stop("worker", worker) == 0, processes.output("worker")
     gone = processes.run("worker", "--check", "--config", str(config))
-    assert gone.returncode == 1 and "no worker of host" in gone.stderr, (gone.stdout, gone.stderr)
+    assert gone.returncode == 1, (gone.stdout, gone.stderr)
+    assert "no worker of host" in gone.stderr, (gone.stdout, gone.stderr)
     client = redis.Redis.from_url(REDIS_URL)
     try:
         assert client.zcard(workers_key(prefix)) == 0, "the worker did not leave the live set"

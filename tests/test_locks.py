@@ -14,7 +14,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.dockerfile import ROOT, read_dockerfile, requirement_lines
+from tests.support.dockerfile import ROOT, read_dockerfile, requirement_lines
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 

@@ -1,6 +1,6 @@
 """Replay is exactly once in effect without the backend's help.
 
-Both sides are json-server-like subprocesses (`tests.jsonlike_server`: no Idempotency-Key, 500 on a
+Both sides are json-server-like subprocesses (`tests.support.jsonlike_server`: no Idempotency-Key, 500 on a
 create with an id that exists, 404 to a PUT, PATCH or DELETE of a missing record). A real proxy and real
 worker subprocesses run against a private Redis; 20 writers send creates (with and without a client id),
 PUTs, PATCHes and DELETEs through the proxy in `dual_write` while workers are SIGKILLed and Redis is
@@ -18,7 +18,7 @@ import random
 import signal
 import subprocess
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,10 +29,11 @@ import redis.asyncio as aioredis
 import yaml
 
 from buffer_worker.keys import worker_stats_key
-from tests.conftest import free_port
-from tests.processes import Processes
+from tests.support.processes import Processes
+from tests.support.servers import free_port
+from tests.support.waits import wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.fault]
 
 TENANTS = 4
 WRITERS = 20
@@ -54,19 +55,6 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
     running = Processes(tmp_path)
     yield running
     running.stop_all()
-
-
-async def _until(check: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        try:
-            if await check():
-                return
-        except httpx.HTTPError:
-            pass
-        assert loop.time() < deadline, f"{what} within {timeout_s} s"
-        await asyncio.sleep(0.1)
 
 
 def _config(tmp_path: Path, ports: dict[str, int], redis_url: str, pg_url: str) -> Path:
@@ -203,14 +191,14 @@ async def _records(client: httpx.AsyncClient, tenant: str) -> list[Record]:
 async def test_replay_is_exactly_once_in_effect_against_a_json_server_like_backend(
     scenario: Scenario,
     processes: Processes,
-    private_redis: tuple[str, subprocess.Popen[bytes]],
+    private_redis: tuple[str, asyncio.subprocess.Process],
     pg_url: str,
     tmp_path: Path,
 ) -> None:
     redis_url, redis_process = private_redis
     ports = {name: free_port() for name in ("old", "new", "proxy", "admin")}
     for side in ("old", "new"):
-        processes.start(side, "-m", "tests.jsonlike_server", str(ports[side]))
+        processes.start(side, "-m", "tests.support.jsonlike_server", str(ports[side]))
     config = _config(tmp_path, ports, redis_url, pg_url)
     processes.start("proxy", "-m", "proxy.cli", "serve", "--config", str(config))
     admin = httpx.AsyncClient(
@@ -229,7 +217,13 @@ async def test_replay_is_exactly_once_in_effect_against_a_json_server_like_backe
         return all(a.status_code == 200 for a in answers)
 
     try:
-        await _until(ready, 30, "the proxy and both backends did not come up")
+        await wait_for(
+            ready,
+            "the proxy and both backends did not come up",
+            timeout_s=30,
+            interval_s=0.1,
+            ignoring=(httpx.HTTPError,),
+        )
         run = uuid.uuid4().hex[:6]
         tenants = [f"once-{run}-{n}" for n in range(TENANTS)]
         for tenant in tenants:
@@ -252,10 +246,16 @@ async def test_replay_is_exactly_once_in_effect_against_a_json_server_like_backe
             report = (await admin.get("/buffer")).json()
             rows = [t for t in report["tenants"] if t["tenant"] in tenants]
             waiting = sum(sum(t["pending"].values()) - t["dead_letters"] for t in rows)
-            return report["spool"]["spooled"] == 0 and waiting <= 0
+            return bool(report["spool"]["spooled"] == 0 and waiting <= 0)
 
         try:
-            await _until(drained, 90 if scenario.duration_s < 60 else 180, "the buffer did not drain")
+            await wait_for(
+                drained,
+                "the buffer did not drain",
+                timeout_s=90 if scenario.duration_s < 60 else 180,
+                interval_s=0.1,
+                ignoring=(httpx.HTTPError,),
+            )
         except AssertionError as exc:
             report = (await admin.get("/buffer")).json()
             raise AssertionError(
@@ -286,9 +286,8 @@ async def test_replay_is_exactly_once_in_effect_against_a_json_server_like_backe
         processes.stop_all()  # workers stop gracefully: their counters reach Redis
     stats_client = aioredis.Redis.from_url(redis_url)
     try:
-        stats = {
-            k.decode(): int(v) for k, v in (await stats_client.hgetall(worker_stats_key(PREFIX))).items()
-        }
+        raw: Any = await stats_client.hgetall(worker_stats_key(PREFIX))
+        stats = {k.decode(): int(v) for k, v in raw.items()}
     finally:
         await stats_client.aclose()
     acknowledged = sum(writer.acknowledged for writer in writers)

@@ -1,6 +1,6 @@
 """An HTTP data API migrated end to end, every part a real process: two json-server-like backends
-(`tests.jsonlike_server`: string ids, a PUT that never creates, creates by POST with the id in the body,
-bare-array lists paged by `Link`) as old and new, `cutover serve`, `cutover worker`, and cutover's own
+(`tests.support.jsonlike_server`: string ids, a PUT that never creates, creates by POST with the id in the
+body, bare-array lists paged by `Link`) as old and new, `cutover serve`, `cutover worker`, and cutover's own
 commands (`cutover backfill`, `cutover verify`) run as an operator runs them.
 
 Three tenants each start with `SEEDED` records on old (loaded from a seed file before old starts) and
@@ -44,8 +44,9 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import REDIS_URL, free_port
-from tests.processes import Processes
+from tests.support.processes import Processes
+from tests.support.redis_keys import REDIS_URL
+from tests.support.servers import free_port
 from tests.telemetry.scraping import scrape, value
 
 pytestmark = pytest.mark.slow
@@ -337,8 +338,8 @@ async def test_an_http_data_api_migrates_end_to_end_with_real_processes_under_tr
     seed.write_text(json.dumps({t: [seeded_record(n) for n in range(scenario.seeded)] for t in tenants}))
     ports = {name: free_port() for name in ("old", "new", "proxy", "admin")}
     servers = {
-        "old": processes.start("old", "-m", "tests.jsonlike_server", str(ports["old"]), str(seed)),
-        "new": processes.start("new", "-m", "tests.jsonlike_server", str(ports["new"])),
+        "old": processes.start("old", "-m", "tests.support.jsonlike_server", str(ports["old"]), str(seed)),
+        "new": processes.start("new", "-m", "tests.support.jsonlike_server", str(ports["new"])),
     }
     config = _config(tmp_path, ports, pg_url, f"{redis_prefix}-e2e-{run}", tenants)
     servers["proxy"] = processes.start("proxy", "-m", "proxy.cli", "serve", "--config", str(config))
@@ -506,7 +507,8 @@ async def test_an_http_data_api_migrates_end_to_end_with_real_processes_under_tr
     for tenant, report in zip(tenants, reports, strict=True):
         copy = copies[tenant]
         (resource,) = report["resources"]
-        assert copy["status"] == "done" and not copy["stale"], copy
+        assert copy["status"] == "done", copy
+        assert not copy["stale"], copy
         assert copy["items_copied"] == resource["items_copied"] >= 10_000, (tenant, copy)
         copied_metric = value(
             samples, "cutover_copy_items_total", tenant=tenant, resource="items", how="copied"

@@ -23,7 +23,7 @@ from buffer_worker.worker import Worker
 from proxy.cli import main as cli
 from routing.phases import Phase, Side
 from tests.backfill.rest_sides import JSON_SERVER_ITEMS, JsonSide, json_sides
-from tests.conftest import Proxy, ProxyFactory
+from tests.support.proxies import Proxy, ProxyFactory
 from tests.telemetry.scraping import scrape, value
 
 FAST_WORKER = {"lease_ttl_s": 1, "block_ms": 50, "retry_initial_s": 0.01, "retry_max_s": 0.1}
@@ -34,7 +34,6 @@ async def _proxy(make_proxy: ProxyFactory, sides: dict[Side, JsonSide], tenant: 
     return await make_proxy(
         {
             "backends": {side.value: {"url": sides[side].url} for side in Side},
-            "buffer": {"key_prefix": f"restmig-{uuid.uuid4().hex[:8]}"},
             "worker": FAST_WORKER,
             "data": {"rest": {"resources": [JSON_SERVER_ITEMS]}, "verify": {"drain_timeout_s": 5}},
             "telemetry": {"tenant_labels": [tenant]},
@@ -149,12 +148,17 @@ async def test_an_http_data_api_migrates_from_legacy_to_complete_under_traffic(
 
         # What the copy did and what mirroring did meanwhile.
         run = report.resources[0]
-        assert run.done and run.items_copied > 0
+        assert run.done
+        assert run.items_copied > 0
         items = copying["resources"][0]
-        assert items["resource"] == "items" and items["status"] == "done" and not items["stale"]
-        assert items["items_copied"] == run.items_copied and items["items_skipped"] == run.items_skipped
+        assert items["resource"] == "items"
+        assert items["status"] == "done"
+        assert not items["stale"]
+        assert items["items_copied"] == run.items_copied
+        assert items["items_skipped"] == run.items_skipped
         assert items["items_mirrored"] > 0, "no mirrored write during the copy: the test proved nothing"
-        assert items["progress"] == 1.0 and items["eta_s"] == 0.0
+        assert items["progress"] == 1.0
+        assert items["eta_s"] == 0.0
         listing = (await proxy.admin.get("/copy", params={"limit": 1000})).json()
         assert tenant in [row["tenant"] for row in listing["copies"]]
         samples = await scrape(proxy.admin)
@@ -169,9 +173,8 @@ async def test_an_http_data_api_migrates_from_legacy_to_complete_under_traffic(
         argv += ["--token", proxy.tokens.read]
         assert await asyncio.to_thread(cli, argv) == 0
         out = capsys.readouterr().out
-        assert "TENANT" in out and [tenant, "items", "done"] in [
-            line.split()[:3] for line in out.splitlines()
-        ]
+        assert "TENANT" in out
+        assert [tenant, "items", "done"] in [line.split()[:3] for line in out.splitlines()]
         every = [
             "backfill",
             "status",
@@ -200,10 +203,12 @@ async def test_live_waits_for_a_copy_started_after_mirroring_began_unless_forced
         assert (await _move(proxy, tenant, Phase.DUAL_WRITE)).status_code == 200
         assert (await _move(proxy, tenant, Phase.SHADOW)).status_code == 200
         stale = await _move(proxy, tenant, Phase.LIVE)
-        assert stale.status_code == 422 and stale.json()["resources"][0]["status"] == "stale"
+        assert stale.status_code == 422
+        assert stale.json()["resources"][0]["status"] == "stale"
         assert "copy again with --restart" in stale.json()["detail"]
         row = (await proxy.admin.get(f"/tenants/{tenant}/copy")).json()["resources"][0]
-        assert row["done"] and row["stale"]
+        assert row["done"]
+        assert row["stale"]
 
         forced = await _move(proxy, tenant, Phase.LIVE, force=True)
         assert forced.status_code == 200, forced.text

@@ -30,7 +30,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                     await _session.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-    assert scope["type"] == "http" and _session is not None
+    assert scope["type"] == "http"
+    assert _session is not None
     body, more = b"", True
     while more:
         message = await receive()

@@ -67,7 +67,7 @@ async def serve_stack(
                 pass
         demo.say("stopping")
     if env_file is not None:
-        env_file.unlink(missing_ok=True)
+        await asyncio.to_thread(env_file.unlink, missing_ok=True)
     return 0
 
 

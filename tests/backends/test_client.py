@@ -8,7 +8,7 @@ import orjson
 from backends.client import BackendClient
 from config.settings import BackendSettings
 from routing.phases import Side
-from tests.conftest import RunningServer
+from tests.support.servers import RunningServer
 
 _AUTO = {"accept", "accept-encoding", "user-agent", "content-type"}
 

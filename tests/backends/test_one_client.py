@@ -12,15 +12,8 @@ from buffer_worker.http_applier import HttpApplier
 from buffer_worker.intent import Intent
 from config.data import RestResource
 from routing.phases import Side
-from tests.buffer_worker.conftest import (
-    BackendFactory,
-    Receive,
-    RecordingApp,
-    Scope,
-    Send,
-    make_settings,
-    respond,
-)
+from tests.buffer_worker.conftest import BackendFactory, RecordingApp, make_settings
+from tests.support.asgi import Receive, Scope, Send, respond
 
 
 async def _empty_list(scope: Scope, receive: Receive, send: Send) -> None:

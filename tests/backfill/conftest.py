@@ -11,15 +11,14 @@ from typing import Any
 
 import asyncpg
 import pytest
-import redis.asyncio as aioredis
 import yaml
 
 from backfill import checkpoint
 from config.settings import Settings
 from proxy.schema import ensure_schema
 from routing.phases import Phase
+from tests.support.postgres import create_database, drop_database
 
-PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_BASE = "postgresql://postgres@127.0.0.1:5432/"
 
 
@@ -75,27 +74,9 @@ class DataEnv:
         )
 
 
-async def _create_database() -> str:
-    name = f"cutover_data_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return name
-
-
-async def _drop_database(name: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="session")
 async def data_env(pg_url: str) -> AsyncIterator[DataEnv]:
-    old, new = await _create_database(), await _create_database()
+    old, new = await create_database("cutover_data"), await create_database("cutover_data")
     conn = await asyncpg.connect(pg_url)
     try:
         await ensure_schema(conn)
@@ -107,8 +88,8 @@ async def data_env(pg_url: str) -> AsyncIterator[DataEnv]:
     finally:
         await conn.close()
     yield DataEnv(PG_BASE + old, PG_BASE + new, pg_url)
-    await _drop_database(old)
-    await _drop_database(new)
+    await drop_database(old)
+    await drop_database(new)
 
 
 ORDERS_OLD = """
@@ -182,14 +163,6 @@ def unique(prefix: str) -> str:
 
 
 @pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    """A Redis key prefix of this test only; its keys are deleted afterwards."""
-    value = unique("cutover-test")
-    yield value
-    client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{value}:*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+def prefix(redis_prefix: str) -> str:
+    """The test's own Redis key prefix (tests/conftest.py deletes its keys afterwards)."""
+    return redis_prefix

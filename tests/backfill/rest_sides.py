@@ -1,6 +1,6 @@
-"""Old and new as json-server-like backends in this process (`tests.jsonlike_server`: bare-array lists,
-`_page` / `_start` / `_limit` paging with `X-Total-Count` and `Link`, PUT never creates, a POST with an id
-that exists answers 500), settings for the REST copy against them, and a worker."""
+"""Old and new as json-server-like backends in this process (`tests.support.jsonlike_server`: bare-array
+lists, `_page` / `_start` / `_limit` paging with `X-Total-Count` and `Link`, PUT never creates, a POST with
+an id that exists answers 500), settings for the REST copy against them, and a worker."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from buffer_worker.worker import Worker
 from config.settings import Settings
 from routing.phases import Side
 from tests.backfill.conftest import DataEnv
-from tests.jsonlike_server import Store, create_app
+from tests.support.jsonlike_server import Store, create_app
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 PARTITIONS = 4

@@ -43,7 +43,7 @@ from tests.backfill.rest_sides import (
     rest_settings,
     start_worker,
 )
-from tests.pg_service import pg_sides
+from tests.support.pg_service import pg_sides
 
 
 @dataclass
@@ -161,9 +161,11 @@ async def test_a_mirrored_write_between_the_copys_read_and_write_is_never_undone
         assert new["5"] == {"id": 5, "name": "item 5", "v": 1}
         assert new["7"] == {"name": "replaced", "v": 2, "id": 7}
         assert "6" not in new
-        assert new == old and len(new) == 99
+        assert new == old
+        assert len(new) == 99
         run = report.resources[0]
-        assert run.items_skipped == 3 and run.items_copied == 97
+        assert run.items_skipped == 3
+        assert run.items_copied == 97
         # New lacked 5 and 7 (PATCH and PUT answered 404): settled from old, not dead-lettered; the
         # delete of 6 found nothing to delete.
         assert await buffer.facts(tenant) == {
@@ -178,9 +180,8 @@ async def test_a_mirrored_write_between_the_copys_read_and_write_is_never_undone
         control = f"ctl-{uuid.uuid4().hex[:8]}"
         await _copy_with_writes_after_listing(data_env, sides, buffer, settings, control, phase, mark=False)
         lost = sides[Side.NEW].records(control)
-        assert lost["5"]["v"] == 0 and "6" in lost, (
-            "the copy did not race the worker: the test proved nothing"
-        )
+        assert lost["5"]["v"] == 0, "the copy did not race the worker: the test proved nothing"
+        assert "6" in lost, "the copy did not race the worker: the test proved nothing"
 
 
 async def test_a_mirrored_write_of_a_claimed_record_waits_for_the_copy_and_lands_on_top(
@@ -212,11 +213,13 @@ async def test_a_mirrored_write_of_a_claimed_record_waits_for_the_copy_and_lands
         assert held == [1], "the worker did not wait for the claimed record"
         assert new.records(tenant)["3"] == {"v": 9, "id": 3}
         assert new.records(tenant) == old.records(tenant)
-        assert report.resources[0].items_copied == 60 and report.resources[0].items_skipped == 0
+        assert report.resources[0].items_copied == 60
+        assert report.resources[0].items_skipped == 0
         # The copy created 3 first (POST), the worker's replayed PUT then found it and replaced it.
         creates = [i for i, (method, path) in enumerate(new.seen) if (method, path) == ("POST", "/items")]
         replay = new.seen.index(("PUT", "/items/3"))
-        assert creates and replay > creates[-1]
+        assert creates
+        assert replay > creates[-1]
         assert (await buffer.facts(tenant))["transferred"] == 0  # nothing to settle: it landed on top
 
 
@@ -312,7 +315,8 @@ async def test_writers_racing_the_copy_leave_old_and_new_equal(
         assert new.records(tenant) == old.records(tenant)
         facts = await buffer.facts(tenant)
         run = report.resources[0]
-        assert run.items_skipped and facts["mirrored"], "nothing raced the copy: the test proved nothing"
+        assert run.items_skipped, "nothing raced the copy: the test proved nothing"
+        assert facts["mirrored"], "nothing raced the copy: the test proved nothing"
         assert sum(len(w.done) for w in writers) > 100
         assert not await buffer.inspector.dead_letter_count(tenant)
 
@@ -402,7 +406,8 @@ async def test_a_record_a_delete_moves_across_a_page_boundary_is_found_by_the_sw
             await worker.close()
         run = report.resources[0]
         if sweep:
-            assert new.records(tenant) == old.records(tenant) and len(old.records(tenant)) == 119
+            assert new.records(tenant) == old.records(tenant)
+            assert len(old.records(tenant)) == 119
             # One sweep found it; nothing was mirrored while it ran, so nothing moved: the copy is done.
             assert (run.sweeps, run.items_swept) == (1, 1)
         else:
@@ -472,7 +477,8 @@ async def test_the_first_mirrored_write_of_a_record_not_copied_yet_is_settled_no
                 report = await run_backfill(settings, BackfillOptions(tenant), hook=race)
             finally:
                 await worker.close()
-            assert raced and report.resources[0].items_skipped == 1
+            assert raced
+            assert report.resources[0].items_skipped == 1
             assert store["5"] == {"id": 5, "name": "item 5", "v": 1}  # not {"v": 1}
             assert (await buffer.facts(tenant))["transferred"] == 1
     finally:

@@ -14,7 +14,7 @@ from backfill.verify_run import VerifyOptions, run_verify
 from proxy.cli import main
 from routing.phases import Phase
 from tests.backfill.conftest import DataEnv, create_orders, fill_orders, orders_table, unique
-from tests.conftest import Proxy, ProxyFactory
+from tests.support.proxies import Proxy, ProxyFactory
 
 
 async def _complete(proxy: Proxy, tenant: str, **extra: Any) -> Any:
@@ -48,7 +48,8 @@ async def test_complete_needs_a_passing_verification_newer_than_the_last_phase_c
     assert refused.status_code == 422, refused.text
     body = refused.json()
     assert body["error"] == "verify_required"
-    assert f"report {early.report_ids['orders']}" in body["detail"] and "last phase change" in body["detail"]
+    assert f"report {early.report_ids['orders']}" in body["detail"]
+    assert "last phase change" in body["detail"]
     assert [(r["table"], r["problem"]) for r in body["reports"]] == [("orders", "stale")]
 
     await data_env.execute(data_env.new_url, f"UPDATE {new_table} SET quantity = -1 WHERE id = 5")
@@ -94,7 +95,8 @@ async def test_missing_report_is_named_and_force_overrides(
     assert refused.json()["reports"] == [{"table": "orders", "problem": "missing"}]
     assert "orders: no verification report" in refused.json()["detail"]
     forced = await _complete(proxy, tenant, force=True)
-    assert forced.status_code == 200 and forced.json()["phase"] == "complete"
+    assert forced.status_code == 200
+    assert forced.json()["phase"] == "complete"
 
 
 async def test_gate_can_be_switched_off(make_proxy: ProxyFactory, data_env: DataEnv, tenant: str) -> None:
@@ -127,9 +129,8 @@ async def test_a_passing_report_of_the_earlier_verify_does_not_open_the_gate(
     refused = await _complete(proxy, tenant)
     assert refused.status_code == 422, refused.text
     assert refused.json()["reports"][0]["problem"] == "stale"
-    assert (
-        f"report {report_id}" in refused.json()["detail"] and "verify version 1" in refused.json()["detail"]
-    )
+    assert f"report {report_id}" in refused.json()["detail"]
+    assert "verify version 1" in refused.json()["detail"]
 
     again = await run_verify(settings, VerifyOptions(tenant))
     assert again.passed

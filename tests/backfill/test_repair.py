@@ -29,6 +29,7 @@ from tests.backfill.conftest import (
     unique,
 )
 from tests.backfill.test_verify import _keys, _stored
+from tests.support.postgres import wait_for_lock_waiter
 
 ROWS = 20_000
 
@@ -82,12 +83,14 @@ async def test_in_live_repair_copies_the_corrupted_old_keys_back_from_new(
     assert report.repair is not None
     assert report.repair["from"] == "new"
     assert report.repair["keys"] == 3 + 4 + 3
-    assert report.repair["copied"] == 3 + 4 and report.repair["deleted"] == 3
+    assert report.repair["copied"] == 3 + 4
+    assert report.repair["deleted"] == 3
     assert report.repair["before"]["missing_on_old"] == 3
     assert report.rows_old == report.rows_new == ROWS
     assert "orders: repaired from new: 7 copied, 3 deleted" in render(run.as_json(), format_table)
     stored = await _stored(data_env, run.report_ids["orders"])
-    assert stored["passed"] is True and stored["report"]["repair"]["from"] == "new"
+    assert stored["passed"] is True
+    assert stored["report"]["repair"]["from"] == "new"
     # The authoritative side and the other tenant's rows on old are untouched.
     assert await table_digest(data_env.new_url, new_table, "tenant_id", tenant, "id") == new_before
     assert (
@@ -145,14 +148,16 @@ async def test_a_column_mapped_table_with_other_types_is_repaired_back_through_t
     run = await run_verify(settings, VerifyOptions(tenant, repair=True))
     report = run.tables[0]
     assert run.passed, report.as_json()
-    assert report.repair is not None and report.repair["from"] == "new"
+    assert report.repair is not None
+    assert report.repair["from"] == "new"
     assert report.repair["before"] == {
         "missing_on_new": 1,
         "missing_on_old": 1,
         "different": 3,
         "unsettled": 0,
     }
-    assert report.repair["copied"] == 4 and report.repair["deleted"] == 1
+    assert report.repair["copied"] == 4
+    assert report.repair["deleted"] == 1
     old = await data_env.old()
     try:
         rows = {
@@ -166,10 +171,12 @@ async def test_a_column_mapped_table_with_other_types_is_repaired_back_through_t
     finally:
         await old.close()
     assert rows.keys() == {10, 11, 12, 2999}
-    assert rows[10]["full_name"] == "person 10" and rows[10]["origin"] == "import"  # unmapped: kept
+    assert rows[10]["full_name"] == "person 10"
+    assert rows[10]["origin"] == "import"
     assert rows[11]["age"] == 11
     assert rows[12]["prefs"] == '{"lang" : "en", "n" : 12}'  # new's text, not just an equal value
-    assert rows[2999]["full_name"] == "person 2999" and rows[2999]["origin"] == "legacy"  # the default
+    assert rows[2999]["full_name"] == "person 2999"
+    assert rows[2999]["origin"] == "legacy"
 
 
 async def test_a_table_with_a_transform_is_refused_by_name_and_the_others_are_repaired(
@@ -212,10 +219,14 @@ async def test_a_table_with_a_transform_is_refused_by_name_and_the_others_are_re
     refused, repaired = by_name["regions"], by_name["orders"]
     assert not run.passed
     assert refused.keys["different"] == [["us", "7"]]
-    assert refused.repair is not None and refused.repair["from"] == "new"
-    assert "transform" in refused.repair["refused"] and f"{__name__}.shout" in refused.repair["refused"]
+    assert refused.repair is not None
+    assert refused.repair["from"] == "new"
+    assert "transform" in refused.repair["refused"]
+    assert f"{__name__}.shout" in refused.repair["refused"]
     assert "copied" not in refused.repair
-    assert repaired.passed and repaired.repair is not None and repaired.repair["copied"] == 1
+    assert repaired.passed
+    assert repaired.repair is not None
+    assert repaired.repair["copied"] == 1
     text = render(run.as_json(), format_table)
     assert "regions: not repaired from new: its transform" in text
     assert "orders: repaired from new: 1 copied, 0 deleted" in text
@@ -237,7 +248,9 @@ async def test_a_mirrored_write_racing_the_repair_is_not_undone(data_env: DataEn
         await batch.start()
         await applier.execute(applier_locks_sql([tenant]))
         repair = asyncio.create_task(run_verify(settings, VerifyOptions(tenant, repair=True)))
-        await _until_waiting_for_advisory_lock(data_env, repair)
+        await wait_for_lock_waiter(
+            data_env.old_url, repair, "the repair did not wait for the mirror lock on old"
+        )
         # A client write acknowledged by new, whose mirrored apply to old commits while the repair waits.
         await data_env.execute(data_env.new_url, f"UPDATE {new_table} SET quantity = 999 WHERE id = 5")
         await applier.execute(f"UPDATE {old_table} SET qty = 999 WHERE account = $1 AND order_no = 5", tenant)
@@ -247,30 +260,14 @@ async def test_a_mirrored_write_racing_the_repair_is_not_undone(data_env: DataEn
     run = await repair
     assert run.passed, run.tables[0].as_json()
     # Old already holds what new holds once the lock is granted: nothing left to copy.
-    assert run.tables[0].repair is not None and run.tables[0].repair["copied"] == 0
+    assert run.tables[0].repair is not None
+    assert run.tables[0].repair["copied"] == 0
     old = await data_env.old()
     try:
         qty = await old.fetchval(f"SELECT qty FROM {old_table} WHERE account = $1 AND order_no = 5", tenant)
     finally:
         await old.close()
     assert qty == 999
-
-
-async def _until_waiting_for_advisory_lock(data_env: DataEnv, task: asyncio.Task[Any]) -> None:
-    conn = await data_env.old()
-    try:
-        for _ in range(500):
-            assert not task.done(), "the repair did not wait for the mirror lock on old"
-            waiting = await conn.fetchval(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-            )
-            if waiting:
-                return
-            await asyncio.sleep(0.02)
-    finally:
-        await conn.close()
-    raise AssertionError("the repair never waited for the mirror lock on old")
 
 
 async def test_repair_is_refused_in_complete_and_backfill_stays_refused_in_live(
@@ -298,7 +295,8 @@ async def test_the_cli_repairs_from_new_in_rampdown_and_refuses_in_complete(
     capsys.readouterr()
     assert await asyncio.to_thread(main, cli) == 0
     out = capsys.readouterr().out
-    assert "orders: repaired from new: 1 copied, 0 deleted" in out and "PASSED" in out
+    assert "orders: repaired from new: 1 copied, 0 deleted" in out
+    assert "PASSED" in out
     await data_env.set_phase(tenant, Phase.COMPLETE)
     assert await asyncio.to_thread(main, cli) == 1
     assert "complete: old no longer receives writes" in capsys.readouterr().err

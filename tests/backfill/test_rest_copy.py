@@ -29,7 +29,7 @@ from config.settings import Settings
 from routing.phases import Phase, Side
 from tests.backfill.conftest import DataEnv
 from tests.backfill.rest_sides import JsonSide, json_sides, rest_raw, rest_settings
-from tests.conftest import free_port
+from tests.support.servers import free_port
 
 
 def raw_app(store: dict[str, dict[str, bytes]], seen: list[tuple[str, str]]) -> web.Application:
@@ -94,10 +94,12 @@ async def test_put_styles_write_each_record_with_its_numbers_as_old_wrote_them(
         for runner in runners:
             await runner.cleanup()
     assert sorted(seen) == writes
-    assert report.resources[0].items_copied == 2 and report.resources[0].done
+    assert report.resources[0].items_copied == 2
+    assert report.resources[0].done
     new = stores[1][tenant]
     assert new["1"] == b'{"id":1,"price":1.50,"neg":-0.0,"exp":1e5}'  # not 1.5, 0.0, 100000.0
-    assert b"123456789012345678901234567890" in new["a b"] and b"[1.0,2.00]" in new["a b"]
+    assert b"123456789012345678901234567890" in new["a b"]
+    assert b"[1.0,2.00]" in new["a b"]
 
 
 async def test_json_server_gets_a_post_with_the_id_and_pages_follow_its_links(
@@ -119,15 +121,19 @@ async def test_json_server_gets_a_post_with_the_id_and_pages_follow_its_links(
         assert (run.run, run.items_listed, run.items_copied) == ("new", 131, 130)
         # Nothing was mirrored while it paged, so nothing can have moved across a page: no sweep.
         assert (run.pages, run.sweeps, run.items_swept) == (3, 0, 0)
-        assert run.items_without_id == 1 and run.total == 131 and run.total_items_copied == 130
+        assert run.items_without_id == 1
+        assert run.total == 131
+        assert run.total_items_copied == 130
         assert report.as_json()["resources"][0]["items_skipped"] == 0
 
         # Done: a rerun copies nothing; --restart copies again, replacing what is there (POST, then PUT).
         again = await run_backfill(settings, BackfillOptions(tenant))
-        assert again.resources[0].run == "done" and again.resources[0].items_copied == 0
+        assert again.resources[0].run == "done"
+        assert again.resources[0].items_copied == 0
         new.seen.clear()
         restarted = await run_backfill(settings, BackfillOptions(tenant, restart=True, concurrency=3))
-        assert restarted.resources[0].run == "new" and restarted.resources[0].items_replaced == 130
+        assert restarted.resources[0].run == "new"
+        assert restarted.resources[0].items_replaced == 130
         assert sorted({method for method, _ in new.writes()}) == ["POST", "PUT"]
         assert new.records(tenant) == {k: v for k, v in old.records(tenant).items() if k != "x"}
 
@@ -139,7 +145,8 @@ async def test_dry_run_lists_and_writes_nothing(data_env: DataEnv, prefix: str, 
         settings = rest_settings(data_env, sides, prefix)
         # In any phase (here: legacy, where a real run is refused).
         report = await run_backfill(settings, BackfillOptions(tenant, dry_run=True))
-        assert report.dry_run and report.phase == "legacy"
+        assert report.dry_run
+        assert report.phase == "legacy"
         run = report.resources[0]
         assert (run.run, run.pages, run.items_listed, run.items_copied, run.total) == (
             "dry run",
@@ -148,7 +155,8 @@ async def test_dry_run_lists_and_writes_nothing(data_env: DataEnv, prefix: str, 
             0,
             75,
         )
-        assert new.seen == [] and new.store == {}
+        assert new.seen == []
+        assert new.store == {}
         conn = await asyncpg.connect(data_env.control_url)
         try:
             assert await rest_checkpoint.load(conn, tenant, "items") is None  # no checkpoint either
@@ -231,7 +239,9 @@ async def json_processes() -> AsyncIterator[dict[Side, str]]:
     """Old and new as json-server-like subprocesses."""
     ports = {side: free_port() for side in Side}
     processes = [
-        await asyncio.create_subprocess_exec(sys.executable, "-m", "tests.jsonlike_server", str(ports[side]))
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.support.jsonlike_server", str(ports[side])
+        )
         for side in Side
     ]
     urls = {side: f"http://127.0.0.1:{ports[side]}" for side in Side}
@@ -260,6 +270,7 @@ async def _copied(control_url: str, tenant: str) -> int:
     return 0 if state is None else state.items_copied
 
 
+@pytest.mark.fault
 async def test_interrupted_then_sigkilled_then_resumed_copies_every_record_once(
     data_env: DataEnv, prefix: str, tenant: str, json_processes: dict[Side, str], tmp_path: Path
 ) -> None:
@@ -299,7 +310,8 @@ async def test_interrupted_then_sigkilled_then_resumed_copies_every_record_once(
     out, err = await process.communicate()
     assert process.returncode == 0, err.decode()
     report = json.loads(out)
-    assert report["resources"][0]["run"] == "resumed" and report["resources"][0]["done"]
+    assert report["resources"][0]["run"] == "resumed"
+    assert report["resources"][0]["done"]
     # Each page's checkpoint commits after its writes: the counts add up to every record, once.
     assert report["resources"][0]["total_items_copied"] == RECORDS
     assert await _copied(data_env.control_url, tenant) == RECORDS

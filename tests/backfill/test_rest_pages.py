@@ -135,7 +135,8 @@ async def test_every_paging_style_lists_every_record_once(
     ids = [item["id"] for page in pages for item in page.items]
     assert ids == list(range(1, COUNT + 1))
     assert len(pages) == len(requests) == PAGES[style]
-    assert pages[-1].next is None and all(page.next is not None for page in pages[:-1])
+    assert pages[-1].next is None
+    assert all(page.next is not None for page in pages[:-1])
     # Numbers reach the copy as old wrote them (`"n.50"` strings here; see test_rest_copy for floats).
     assert pages[0].items[0]["v"] == "1.50"
 
@@ -169,7 +170,8 @@ async def test_page_paging_stops_at_the_announced_total_and_names_a_broken_page(
     # 23 records in pages of 23: the first page is full, but X-Total-Count says there is no second.
     resource = RestResource.model_validate({"name": "things", "list_path": "/page?expand=1", "page_size": 23})
     pages = await _list_all(url, resource)
-    assert len(pages) == 1 == len(requests) and pages[0].total == COUNT
+    assert len(pages) == 1 == len(requests)
+    assert pages[0].total == COUNT
     flat = RestResource.model_validate({"name": "things", "list_path": "/offset", "paging": "offset"})
     with pytest.raises(DataError, match="things: the old side's page is neither a JSON array nor an object"):
         await _list_all(url, flat)  # its records are at data.records, not items
@@ -209,7 +211,8 @@ async def test_verify_reads_bare_arrays_and_every_paging_style(data_env: DataEnv
         settings = rest_settings(data_env, sides, prefix)
         run = await run_verify(settings, VerifyOptions(TENANT, store=False))
     items = run.tables[0]
-    assert items.rows_old == 120 and items.rows_new == 120
+    assert items.rows_old == 120
+    assert items.rows_new == 120
     assert items.ranges == 3  # pages of 50, following the Link header
     assert items.keys["missing_on_new"] == [["7"]]
     assert items.keys["missing_on_old"] == [["500"]]

@@ -28,7 +28,7 @@ from config.settings import Settings
 from proxy.cli_support import format_table
 from routing.phases import Phase, Side
 from tests.backfill.conftest import DataEnv
-from tests.conftest import RunningServer, backend_config, start_server
+from tests.support.servers import RunningServer, backend_config, start_server
 
 Records = dict[str, dict[int, dict[str, Any]]]  # tenant -> id -> record
 
@@ -160,7 +160,9 @@ async def test_pages_both_sides_and_names_exactly_the_differing_ids(
 
     run = await run_verify(_settings(data_env, old_server, new_server, prefix), VerifyOptions(tenant))
     things, events = run.tables
-    assert things.kind == "rest" and things.rows_old == 1234 and things.rows_new == 1234
+    assert things.kind == "rest"
+    assert things.rows_old == 1234
+    assert things.rows_new == 1234
     assert things.keys["missing_on_new"] == [["17"]]
     assert things.keys["missing_on_old"] == [["9999"]]
     assert things.keys["different"] == [["500"]]
@@ -168,10 +170,13 @@ async def test_pages_both_sides_and_names_exactly_the_differing_ids(
     sample = next(s for s in things.samples if s["key"] == ["500"])
     assert sample["columns"] == {"qty": {"old": 500 % 7, "new": 42}}  # served_at is ignored
     # Events are derived from the same ids (cursor paging): only the ids differ there.
-    assert events.rows_old == events.rows_new == 1234 and events.ranges == 20
-    assert events.keys["missing_on_new"] == [["17"]] and events.keys["missing_on_old"] == [["9999"]]
+    assert events.rows_old == events.rows_new == 1234
+    assert events.ranges == 20
+    assert events.keys["missing_on_new"] == [["17"]]
+    assert events.keys["missing_on_old"] == [["9999"]]
     assert events.counts["different"] == 0
-    assert not run.passed and run.report_ids.keys() == {"things", "events"}
+    assert not run.passed
+    assert run.report_ids.keys() == {"things", "events"}
     assert {s["tenant"] for s in seen} == {tenant}
 
 
@@ -204,7 +209,8 @@ async def test_ids_with_pending_intents_are_unsettled_and_errors_are_named(
     finally:
         await producer.close()
     report = (await run_verify(settings, VerifyOptions(tenant, ("things",), store=False))).tables[0]
-    assert report.keys["unsettled"] == [["7"]] and report.counts["different"] == 0
+    assert report.keys["unsettled"] == [["7"]]
+    assert report.counts["different"] == 0
 
     broken = _settings(data_env, old_server, new_server, prefix, things_path="/broken")
     with pytest.raises(DataError, match="things: the (old|new) side answered 500"):
@@ -249,7 +255,8 @@ async def test_repair_names_the_records_it_skipped_and_why(
     new[tenant][9] = {"id": 9, "v": 1}  # a client's write, mirrored meanwhile
     run = await verify
     things = run.tables[0]
-    assert things.repair is not None and things.repair["copied"] == 1  # record 8 only
+    assert things.repair is not None
+    assert things.repair["copied"] == 1
     assert [(s["key"], s["reason"]) for s in things.repair["skipped"]] == [
         (["7"], "pending_intents"),
         (["9"], "changed_during_verify"),
@@ -258,7 +265,8 @@ async def test_repair_names_the_records_it_skipped_and_why(
     text = render(run.as_json(), format_table)
     assert "things: not repaired (pending intents): 7: intents for it were still pending" in text, text
     assert "things: not repaired (changed during verify): 9: differed when first compared" in text
-    assert new[tenant][8] == old[tenant][8] and new[tenant][7] == {"id": 7, "v": 0}
+    assert new[tenant][8] == old[tenant][8]
+    assert new[tenant][7] == {"id": 7, "v": 0}
 
 
 @dataclass
@@ -304,9 +312,11 @@ async def test_repair_in_shadow_transfers_the_differing_records_from_old_to_new(
     things = run.tables[0]
     assert run.passed, things.as_json()
     assert things.repair is not None
-    assert things.repair["from"] == "old" and things.repair["keys"] == 3
+    assert things.repair["from"] == "old"
+    assert things.repair["keys"] == 3
     assert (things.repair["copied"], things.repair["deleted"], things.repair["failed"]) == (2, 1, 0)
-    assert things.repair["before"]["different"] == 1 and things.repair["before"]["missing_on_new"] == 1
+    assert things.repair["before"]["different"] == 1
+    assert things.repair["before"]["missing_on_new"] == 1
     assert sides.new_records[tenant] == sides.old_records[tenant] == _things(300)
     assert sides.old_writes.seen == []  # the authoritative side is only read
     assert sorted((m, i, t) for m, i, t, _ in sides.new_writes.seen) == [
@@ -315,7 +325,8 @@ async def test_repair_in_shadow_transfers_the_differing_records_from_old_to_new(
         ("PUT", 200, tenant),
     ]
     keys = [k for *_, k in sides.new_writes.seen]
-    assert all(k.startswith("repair-") for k in keys) and len(set(keys)) == 3
+    assert all(k.startswith("repair-") for k in keys)
+    assert len(set(keys)) == 3
     assert "things: repaired from old: 2 copied, 1 deleted" in render(run.as_json(), format_table)
 
 
@@ -336,23 +347,27 @@ async def test_repair_in_live_transfers_from_new_to_old_and_counts_what_old_refu
     run = await run_verify(settings, VerifyOptions(tenant, ("things",), repair=True))
     things = run.tables[0]
     assert not run.passed
-    assert things.repair is not None and things.repair["from"] == "new"
+    assert things.repair is not None
+    assert things.repair["from"] == "new"
     assert (things.repair["copied"], things.repair["deleted"], things.repair["failed"]) == (2, 1, 1)
     assert things.keys["different"] == [["251"]]  # the one old refused, found again
     # The record old refused is named with why: the status old answered and what it said.
     [skipped] = things.repair["skipped"]
     assert (skipped["key"], skipped["reason"]) == (["251"], "transfer_failed")
-    assert "answered 422 to PUT /things/251" in skipped["detail"] and "read-only" in skipped["detail"]
+    assert "answered 422 to PUT /things/251" in skipped["detail"]
+    assert "read-only" in skipped["detail"]
     assert things.repair["skipped_counts"] == {"transfer_failed": 1}
     text = render(run.as_json(), format_table)
     assert "things: not repaired (transfer failed): 251: old answered 422" in text
     assert sides.new_writes.seen == []
     assert sides.old_records[tenant][1] == _things(300)[1]
-    assert 5000 not in sides.old_records[tenant] and sides.old_records[tenant][250]["name"] == "thing 250"
+    assert 5000 not in sides.old_records[tenant]
+    assert sides.old_records[tenant][250]["name"] == "thing 250"
 
     sides.old_writes.refuse.clear()
     again = await run_verify(settings, VerifyOptions(tenant, ("things",), repair=True))
-    assert again.passed and again.tables[0].repair is not None
+    assert again.passed
+    assert again.tables[0].repair is not None
     assert again.tables[0].repair["copied"] == 1
     assert sides.old_records[tenant] == sides.new_records[tenant] == _things(300)
 
@@ -368,9 +383,11 @@ async def test_a_resource_without_an_item_path_is_not_repaired_and_says_why(
     run = await run_verify(settings, VerifyOptions(tenant, ("events",), repair=True, store=False))
     events = run.tables[0]
     assert events.keys["missing_on_old"] == [["100"]]
-    assert events.repair is not None and "no item_path configured" in events.repair["refused"]
+    assert events.repair is not None
+    assert "no item_path configured" in events.repair["refused"]
     assert "events: not repaired from new: no item_path configured" in render(run.as_json(), format_table)
-    assert sides.old_writes.seen == [] and sides.new_writes.seen == []
+    assert sides.old_writes.seen == []
+    assert sides.new_writes.seen == []
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,9 @@ from typing import Any
 
 import asyncpg
 import orjson
+import pytest
 
+from backfill.pending import PendingIntents, PendingSnapshot
 from backfill.report import render
 from backfill.runner import BackfillOptions, run_backfill
 from backfill.verify_run import VerifyOptions, run_verify
@@ -35,7 +37,8 @@ async def test_finds_exactly_the_corrupted_keys_among_200k_and_repair_fixes_them
     settings = data_env.settings([orders_table("orders", old_table, new_table)])
     await run_backfill(settings, BackfillOptions(tenant, chunk_rows=20_000))
     clean = await run_verify(settings, VerifyOptions(tenant))
-    assert clean.passed and clean.tables[0].rows_old == clean.tables[0].rows_new == ROWS
+    assert clean.passed
+    assert clean.tables[0].rows_old == clean.tables[0].rows_new == ROWS
 
     deleted = [1, 2, 77_777, 200_000]  # the first keys, one in the middle, the last
     altered = {3: "quantity = quantity + 1", 100_000: "price = price + 0.01", 150_001: "note = 'changed'"}
@@ -74,23 +77,28 @@ async def test_finds_exactly_the_corrupted_keys_among_200k_and_repair_fixes_them
     assert _keys(report.keys["missing_on_old"]) == set(added_on_new)
     assert _keys(report.keys["different"]) == set(altered)
     assert report.counts == {"missing_on_new": 6, "missing_on_old": 3, "different": 4, "unsettled": 0}
-    assert report.rows_old == ROWS + 2 and report.rows_new == ROWS - 4 + 3
+    assert report.rows_old == ROWS + 2
+    assert report.rows_new == ROWS - 4 + 3
     samples = {int(s["key"][0]): s for s in report.samples}
     assert set(samples[3]["columns"]) == {"quantity"}
     assert samples[3]["columns"]["quantity"] == {"old": 3, "new": 4}
     assert set(samples[150_002]["columns"]) == {"created"}
-    assert samples[1]["kind"] == "missing_on_new" and samples[1]["columns"]["customer"]["new"] is None
+    assert samples[1]["kind"] == "missing_on_new"
+    assert samples[1]["columns"]["customer"]["new"] is None
     assert report.sums["quantity"]["old"] != report.sums["quantity"]["new"]
     text = render(run.as_json(), format_table)
-    assert "FAIL" in text and "quantity: 3 -> 4" in text
+    assert "FAIL" in text
+    assert "quantity: 3 -> 4" in text
     stored = await _stored(data_env, run.report_ids["orders"])
-    assert stored["passed"] is False and stored["report"]["counts"]["different"] == 4
+    assert stored["passed"] is False
+    assert stored["report"]["counts"]["different"] == 4
 
     repaired = await run_verify(settings, VerifyOptions(tenant, repair=True))
     result = repaired.tables[0]
     assert repaired.passed, result.as_json()
     assert result.repair is not None
-    assert result.repair["copied"] == 6 + 4 and result.repair["deleted"] == 3
+    assert result.repair["copied"] == 6 + 4
+    assert result.repair["deleted"] == 3
     assert result.repair["before"]["different"] == 4
     assert (await run_verify(settings, VerifyOptions(tenant, store=False))).passed
 
@@ -144,7 +152,8 @@ async def test_composite_keys_and_a_transform(data_env: DataEnv, tenant: str) ->
     # Without the transform the label column differs on every row.
     plain = data_env.settings([config], verify={"range_rows": 500, "leaf_rows": 50, "max_keys": 5})
     report = (await run_verify(plain, VerifyOptions(tenant, store=False))).tables[0]
-    assert report.counts["different"] == 9000 and len(report.keys["different"]) == 5
+    assert report.counts["different"] == 9000
+    assert len(report.keys["different"]) == 5
 
 
 def shout(row: dict[str, Any]) -> dict[str, Any]:
@@ -216,15 +225,24 @@ async def _write_old_and_buffer(
 
 
 async def test_keys_with_pending_intents_are_rechecked_after_the_buffer_drains(
-    data_env: DataEnv, tenant: str, prefix: str
+    data_env: DataEnv, tenant: str, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings, table = await _items_setup(data_env, tenant, prefix)
     await _write_old_and_buffer(data_env, settings, table, tenant, "k42")
     await data_env.execute(
         data_env.new_url, f"UPDATE {table} SET doc = '{{}}' WHERE id = 'k7' AND tenant_id = $1", tenant
     )
+    waiting = asyncio.Event()
+    wait_drained = PendingIntents.wait_drained
+
+    async def spied(self: PendingIntents, snapshot: PendingSnapshot, timeout_s: float) -> bool:
+        waiting.set()
+        return await wait_drained(self, snapshot, timeout_s)
+
+    monkeypatch.setattr(PendingIntents, "wait_drained", spied)
     verify = asyncio.create_task(run_verify(settings, VerifyOptions(tenant)))
-    await asyncio.sleep(0.3)  # verification finds k42 different and waits for the buffer
+    # Verification finds k42 different and waits for the buffer; only then is the worker started.
+    await asyncio.wait_for(waiting.wait(), 10)
     assert not verify.done()
     stop = asyncio.Event()
     worker = Worker(settings, PostgresApplier(settings.worker.postgres))  # type: ignore[arg-type]
@@ -247,7 +265,8 @@ async def test_keys_whose_intents_never_drain_are_unsettled_not_different(
     run = await run_verify(settings, VerifyOptions(tenant, store=False))
     report = run.tables[0]
     assert not run.passed
-    assert report.keys["unsettled"] == [["k9"]] and report.counts["different"] == 0
+    assert report.keys["unsettled"] == [["k9"]]
+    assert report.counts["different"] == 0
     assert any("did not drain" in warning for warning in report.warnings)
 
 
@@ -282,7 +301,8 @@ async def test_a_repair_names_the_keys_it_left_to_the_buffer(
     )
     run = await run_verify(settings, VerifyOptions(tenant, repair=True, store=False))
     report = run.tables[0]
-    assert report.repair is not None and report.repair["copied"] == 1  # k7
+    assert report.repair is not None
+    assert report.repair["copied"] == 1
     [skipped] = report.repair["skipped"]
     assert (skipped["key"], skipped["reason"]) == (["k9"], "pending_intents")
     assert report.keys["unsettled"] == [["k9"]]

@@ -226,7 +226,8 @@ async def _change_and_repair(
     repaired = await run_verify(tables.settings, VerifyOptions(TENANT, (family,), repair=True, store=False))
     result = repaired.tables[0]
     assert repaired.passed, result.as_json()
-    assert result.repair is not None and result.repair["copied"] == 1, result.repair
+    assert result.repair is not None, result.repair
+    assert result.repair["copied"] == 1, result.repair
 
 
 async def test_a_value_too_long_for_new_s_varchar_is_not_taken_for_its_truncation(
@@ -317,7 +318,8 @@ async def test_a_sparse_integer_key(data_env: DataEnv) -> None:
     config = {"name": "sparse", "old": {"table": table}, "new": {"table": table}}
     settings = data_env.settings([config], verify={"range_rows": 500, "leaf_rows": 50})
     clean = (await run_verify(settings, VerifyOptions(tenant, store=False))).tables[0]
-    assert clean.passed and clean.ranges <= 7, clean.as_json()  # 3,000 rows / 500, not span / 500
+    assert clean.passed, clean.as_json()
+    assert clean.ranges <= 7, clean.as_json()  # 3,000 rows / 500, not span / 500
     await data_env.execute(data_env.new_url, f"UPDATE {table} SET n = -n WHERE id = $1", 1234 * 1000000007)
     report = (await run_verify(settings, VerifyOptions(tenant, store=False))).tables[0]
     assert report.keys["different"] == [[str(1234 * 1000000007)]], report.as_json()

@@ -1,7 +1,8 @@
 """Fixtures for the buffer worker tests: a unique Redis key prefix per test, real uvicorn backends on
 loopback ports (started inside the test event loop), settings and worker helpers.
 
-Self-contained on purpose: nothing here depends on `tests/conftest.py`.
+The key prefix is tests/conftest.py's `redis_prefix`; servers, ASGI pieces and waits come from
+`tests/support`.
 """
 
 from __future__ import annotations
@@ -9,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,6 @@ import httpx
 import orjson
 import pytest
 import redis.asyncio as aioredis
-import uvicorn
 
 from buffer_worker.http_applier import HttpApplier
 from buffer_worker.intent import Intent
@@ -26,36 +25,17 @@ from buffer_worker.keys import partition_of, pending_key
 from buffer_worker.worker import Worker
 from config.settings import Settings
 from routing.phases import Side
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
-PARTITIONS = 4
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+from tests.support.asgi import Receive, Scope, Send, read_body
+from tests.support.redis_keys import PARTITIONS, REDIS_URL
+from tests.support.servers import QuietServer, backend_config, bind_loopback, serve_on
+from tests.support.waits import wait_for
 
 
 # -- Redis -----------------------------------------------------------------------------------------------
-def new_prefix() -> str:
-    return f"cutover-test-{uuid.uuid4().hex[:12]}"
-
-
-async def delete_prefix(prefix: str) -> None:
-    client = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
-
-
 @pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    """A key prefix unique to the test; every key under it is deleted afterwards."""
-    value = new_prefix()
-    yield value
-    await delete_prefix(value)
+def prefix(redis_prefix: str) -> str:
+    """The test's own key prefix (tests/conftest.py deletes its keys afterwards)."""
+    return redis_prefix
 
 
 @pytest.fixture
@@ -66,29 +46,6 @@ async def rclient() -> AsyncIterator[aioredis.Redis]:
 
 
 # -- servers ---------------------------------------------------------------------------------------------
-class _QuietServer(uvicorn.Server):
-    """Several servers share the test process: none of them may take over the signal handlers."""
-
-    @contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
-def _bind(port: int = 0) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY when accepted
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    sock.setblocking(False)
-    return sock
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (connecting to it is refused)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Backend:
     """A real uvicorn server serving `app` on a loopback port; can go down and come back on the same port."""
@@ -96,7 +53,7 @@ class Backend:
     app: Any
     sock: socket.socket
     port: int
-    server: _QuietServer | None = None
+    server: QuietServer | None = None
     task: asyncio.Task[None] | None = None
 
     @property
@@ -109,27 +66,7 @@ class Backend:
 
     async def start(self) -> None:
         assert self.server is None
-        config = uvicorn.Config(
-            self.app,
-            loop="none",
-            lifespan="off",
-            log_config=None,
-            log_level="warning",
-            access_log=False,
-            ws="none",
-            timeout_graceful_shutdown=2,
-        )
-        server = _QuietServer(config)
-        task = asyncio.create_task(server.serve(sockets=[self.sock]))
-        for _ in range(500):
-            if server.started:
-                break
-            if task.done():
-                task.result()
-                raise RuntimeError("server exited during start-up")
-            await asyncio.sleep(0.01)
-        else:
-            raise RuntimeError("server did not start within 5 s")
+        server, task = await serve_on(backend_config(self.app), self.sock)
         self.server, self.task = server, task
 
     async def stop(self, *, hold_port: bool = False) -> None:
@@ -142,7 +79,7 @@ class Backend:
                 self.server = self.task = None
         self.sock.close()
         if hold_port:
-            self.sock = _bind(self.port)
+            self.sock = bind_loopback(self.port)
 
     async def get_json(self, path: str) -> Any:
         async with httpx.AsyncClient(base_url=self.url, timeout=10) as client:
@@ -165,7 +102,7 @@ async def start_backend() -> AsyncIterator[BackendFactory]:
     started: list[Backend] = []
 
     async def factory(app: Any) -> Backend:
-        sock = _bind()
+        sock = bind_loopback()
         backend = Backend(app, sock, sock.getsockname()[1])
         started.append(backend)
         await backend.start()
@@ -174,27 +111,6 @@ async def start_backend() -> AsyncIterator[BackendFactory]:
     yield factory
     for backend in started:
         await backend.stop()
-
-
-# -- ASGI helpers ----------------------------------------------------------------------------------------
-async def read_body(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
-async def respond(
-    send: Send, status: int, body: bytes = b"", content_type: bytes = b"application/json"
-) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 @dataclass(frozen=True)
@@ -394,16 +310,12 @@ async def wait_until(
     alive: Iterable[RunningWorker] = (),
 ) -> float:
     """Poll `predicate` until it holds; returns the seconds it took. Fails fast if a worker died."""
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    while True:
+
+    def workers_alive() -> None:
         for running in alive:
             running.check_alive()
-        if await predicate():
-            return loop.time() - start
-        if loop.time() - start > timeout_s:
-            raise AssertionError(f"condition not met within {timeout_s} s")
-        await asyncio.sleep(interval_s)
+
+    return await wait_for(predicate, timeout_s=timeout_s, interval_s=interval_s, still_valid=workers_alive)
 
 
 async def pending_counts(client: aioredis.Redis, prefix: str) -> dict[str, int]:

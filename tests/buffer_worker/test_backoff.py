@@ -42,7 +42,7 @@ def test_the_bounds_reach_both_ends_of_the_window() -> None:
     low = Backoff(0.5, 3.0, rng=Edges("low"))
     assert [low.next_s() for _ in range(3)] == [0.0, 0.0, 0.0]
     assert Backoff(10.0, 1.0).ceiling_s == 1.0  # an initial delay over the cap is capped too
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must be positive"):
         Backoff(0.0, 1.0)
 
 

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from buffer_worker.copy_marks import CopyClaims, CopyMarks, CopyNotOpenError, all_facts, read_facts
 from buffer_worker.keys import copy_items_key, partition_of
-from tests.buffer_worker.conftest import PARTITIONS
+from tests.support.redis_keys import PARTITIONS
 
 TENANT = "acme"
 
@@ -34,7 +34,9 @@ PARTITION = partition_of(TENANT, PARTITIONS)
 
 async def test_nothing_is_marked_while_no_copy_is_open(rclient: aioredis.Redis, prefix: str) -> None:
     marked = await marks(rclient, prefix).mark_once(PARTITION, [(TENANT, "items", "1")])
-    assert marked.busy == [] and marked.open == set() and marked.fresh == []
+    assert marked.busy == []
+    assert marked.open == set()
+    assert marked.fresh == []
     assert await rclient.exists(copy_items_key(prefix, PARTITION, f"{TENANT}|items")) == 0
     with pytest.raises(CopyNotOpenError):
         await claims(rclient, prefix).claim(["1"])  # a copy must open before it claims
@@ -46,15 +48,18 @@ async def test_a_record_mirroring_wrote_is_skipped_by_the_copy(rclient: aioredis
     marked = await marks(rclient, prefix).mark_once(
         PARTITION, [(TENANT, "items", "2"), (TENANT, "items", "2"), (TENANT, "other", "2")]
     )
-    assert marked.busy == [] and marked.open == {f"{TENANT}|items"}  # `other` has no copy open
+    assert marked.busy == []
+    assert marked.open == {f"{TENANT}|items"}
     assert marked.fresh == [0]  # the first intent of a record new may not hold: settled, not replayed
     claim = await copy.claim(["1", "2", "3"])
-    assert claim.claimed == ["1", "3"] and claim.skipped == ["2"]
+    assert claim.claimed == ["1", "3"]
+    assert claim.skipped == ["2"]
     facts = await read_facts(
         rclient, prefix=prefix, partitions=PARTITIONS, copies=[(TENANT, "items"), (TENANT, "other")]
     )
     counts = facts[(TENANT, "items")].counts
-    assert facts[(TENANT, "items")].open and counts["mirrored"] == 1  # the record once
+    assert facts[(TENANT, "items")].open
+    assert counts["mirrored"] == 1
     assert counts["intents"] == 2  # every intent
     assert not facts[(TENANT, "other")].open
 
@@ -68,12 +73,15 @@ async def test_the_worker_waits_for_a_claimed_record_until_the_copy_releases_it(
     assert claim.claimed == ["1", "2"]
     worker = marks(rclient, prefix)
     marked = await worker.mark_once(PARTITION, [(TENANT, "items", "9"), (TENANT, "items", "2")])
-    assert marked.busy == [1] and marked.fresh == [0]  # record 2 is claimed; 9 was marked
+    assert marked.busy == [1]
+    assert marked.fresh == [0]
     await copy.release(["1", "2"], written=["2"])  # the copy wrote 2: a replay lands on what it wrote
     marked = await worker.mark_once(PARTITION, [(TENANT, "items", "2")])
-    assert marked.busy == [] and marked.fresh == []
+    assert marked.busy == []
+    assert marked.fresh == []
     again = await copy.claim(["1", "2", "9"])  # released and unmarked again; 2 and 9 are mirroring's
-    assert again.claimed == ["1"] and again.skipped == ["2", "9"]
+    assert again.claimed == ["1"]
+    assert again.skipped == ["2", "9"]
 
 
 async def test_a_lapsed_claim_frees_the_record_and_a_copy_renews_its_own(
@@ -86,10 +94,13 @@ async def test_a_lapsed_claim_frees_the_record_and_a_copy_renews_its_own(
     assert renewed.claimed == ["2"]
     other = claims(rclient, prefix)
     held = await other.claim(["1"])  # another (dead) run's claim holds until it lapses: not skipped
-    assert held.claimed == held.skipped == [] and held.held == ["1"] and 0 < held.held_s <= 1.0
-    await asyncio.sleep(1.1)
+    assert held.claimed == held.skipped == []
+    assert held.held == ["1"]
+    assert 0 < held.held_s <= 1.0
+    await asyncio.sleep(1.1)  # the subject: the dead run's 1 s claims lapse
     marked = await marks(rclient, prefix).mark_once(PARTITION, [(TENANT, "items", "1")])
-    assert marked.busy == [] and marked.fresh == [0]  # lapsed: the worker marks it, and settles it
+    assert marked.busy == []
+    assert marked.fresh == [0]
     assert (await other.claim(["1", "2"])).claimed == ["2"]  # 2 lapsed unmarked: free for the new run
     await dead.release(["1", "2"])  # the dead run's release drops nothing it no longer holds
     assert (await other.claim(["1", "2"])).claimed == ["2"]

@@ -19,15 +19,10 @@ from buffer_worker.keys import CONSUMER_GROUP, dead_letter_key, partition_of, st
 from buffer_worker.producer import RedisIntentProducer
 from buffer_worker.redis_ledger import RedisLedger
 from routing.phases import Side
-from tests.buffer_worker.conftest import (
-    PARTITIONS,
-    WorkerPool,
-    make_settings,
-    pending_counts,
-    wait_until,
-)
+from tests.buffer_worker.conftest import WorkerPool, make_settings, pending_counts, wait_until
 from tests.buffer_worker.test_settle import TENANT, JsonLike
-from tests.jsonlike_server import create_app
+from tests.support.jsonlike_server import create_app
+from tests.support.redis_keys import PARTITIONS
 
 # Every test has its own key prefix and backends: one tenant name will do (the one JsonLike reads).
 RESOURCES = {"rest": {"resources": [{"name": "items", "list_path": "/items", "create": "post"}]}}

@@ -15,17 +15,9 @@ from buffer_worker.apply_errors import ApplyError, PermanentApplyError, Transien
 from buffer_worker.http_applier import HttpApplier
 from buffer_worker.intent import Intent
 from routing.phases import Side
-from tests.buffer_worker.conftest import (
-    Backend,
-    BackendFactory,
-    Receive,
-    RecordingApp,
-    Scope,
-    Send,
-    closed_port,
-    make_settings,
-    respond,
-)
+from tests.buffer_worker.conftest import Backend, BackendFactory, RecordingApp, make_settings
+from tests.support.asgi import Receive, Scope, Send, respond
+from tests.support.servers import free_port
 
 BINARY = bytes(range(256)) * 4
 
@@ -278,14 +270,15 @@ async def test_redirect_is_not_followed_and_is_permanent(applier: HttpApplier, m
 
 
 async def test_connection_refused_is_unreachable(prefix: str, mirrors: Mirrors) -> None:
-    settings = make_settings(prefix, mirrors.old.url, f"http://127.0.0.1:{closed_port()}")
+    settings = make_settings(prefix, mirrors.old.url, f"http://127.0.0.1:{free_port()}")
     applier = HttpApplier(settings)
     await applier.start()
     try:
         sent = intent()
         with pytest.raises(UnreachableError) as info:
             await applier.apply(sent)
-        assert isinstance(info.value, TransientApplyError) and isinstance(info.value, ApplyError)
+        assert isinstance(info.value, TransientApplyError)
+        assert isinstance(info.value, ApplyError)
         assert info.value.intent is sent
     finally:
         await applier.close()

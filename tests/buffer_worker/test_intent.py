@@ -68,7 +68,8 @@ def test_round_trip_in_memory(target: Side) -> None:
     decoded = Intent.from_fields(intent.to_fields())
     assert decoded == intent
     assert decoded.target is target
-    assert isinstance(decoded.headers, tuple) and all(isinstance(h, tuple) for h in decoded.headers)
+    assert isinstance(decoded.headers, tuple)
+    assert all(isinstance(h, tuple) for h in decoded.headers)
 
 
 def test_round_trip_empty_bodies_and_defaults() -> None:
@@ -118,7 +119,7 @@ def test_decode_errors(fields: dict[bytes, bytes]) -> None:
 
 
 def test_decode_error_is_a_value_error_and_keeps_the_cause() -> None:
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError) as info:  # noqa: PT011 - the subject: callers catch ValueError
         Intent.from_fields({b"m": b"{not json"})
     assert isinstance(info.value, IntentDecodeError)
     assert info.value.__cause__ is not None

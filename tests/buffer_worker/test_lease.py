@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 
 from buffer_worker.keys import lease_key
 from buffer_worker.lease import PartitionLeases
+from tests.support.waits import wait_for
 
 
 def leases(client: aioredis.Redis, prefix: str, owner: str, ttl_s: float = 5.0) -> PartitionLeases:
@@ -50,7 +51,7 @@ async def test_renew_only_by_the_owner(rclient: aioredis.Redis, prefix: str) -> 
     assert await rclient.pttl(lease_key(prefix, 0)) <= 500  # b did not extend a's lease
     # the owner's renewals keep the lease past its original TTL
     for _ in range(4):
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # the subject: time passes, 0.8 s in all, beyond the 0.5 s TTL
         assert await a.renew(0)
     assert await a.owner_of(0) == "owner-a"
     assert not await b.acquire(0)
@@ -73,8 +74,11 @@ async def test_expiry_lets_another_owner_take_over(rclient: aioredis.Redis, pref
     a, b = leases(rclient, prefix, "owner-a", ttl_s=0.3), leases(rclient, prefix, "owner-b", ttl_s=30)
     assert await a.acquire(0)
     assert not await b.acquire(0)
-    await asyncio.sleep(0.45)
-    assert await a.owner_of(0) is None
+
+    async def expired() -> bool:
+        return await a.owner_of(0) is None
+
+    await wait_for(expired, "owner-a's lease did not expire")
     assert await b.acquire(0)
     # the stalled former owner can neither extend nor delete the new owner's lease
     assert not await a.renew(0)

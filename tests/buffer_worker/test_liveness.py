@@ -13,7 +13,8 @@ from buffer_worker.http_applier import HttpApplier
 from buffer_worker.keys import workers_key
 from buffer_worker.liveness import check_worker
 from buffer_worker.worker import Worker
-from tests.buffer_worker.conftest import closed_port, make_settings
+from tests.buffer_worker.conftest import make_settings
+from tests.support.servers import free_port
 
 
 async def test_a_running_worker_is_alive_and_a_stopped_one_is_not(
@@ -21,7 +22,8 @@ async def test_a_running_worker_is_alive_and_a_stopped_one_is_not(
 ) -> None:
     settings = make_settings(prefix, "http://127.0.0.1:9", "http://127.0.0.1:9")
     alive, why = check_worker(settings)
-    assert not alive and why.startswith(f"no worker of host {socket.gethostname()}"), why
+    assert not alive, why
+    assert why.startswith(f"no worker of host {socket.gethostname()}"), why
     stop = asyncio.Event()
     worker = Worker(settings, HttpApplier(settings))
     running = asyncio.create_task(worker.run(stop))
@@ -31,7 +33,8 @@ async def test_a_running_worker_is_alive_and_a_stopped_one_is_not(
                 break
             await asyncio.sleep(0.05)
         alive, why = await asyncio.to_thread(check_worker, settings)
-        assert alive and worker.worker_id in why, why
+        assert alive, why
+        assert worker.worker_id in why, why
     finally:
         stop.set()
         await running
@@ -45,14 +48,17 @@ async def test_a_stale_beat_or_another_host_is_not_alive(prefix: str, rclient: a
     host = socket.gethostname()
     await rclient.zadd(workers_key(prefix), {f"{host}:1": now_ms - 5000, f"elsewhere-{host}:2": now_ms})
     alive, why = check_worker(settings)
-    assert not alive and f"worker {host}:1 last beat 5." in why, why
+    assert not alive, why
+    assert f"worker {host}:1 last beat 5." in why, why
     await rclient.zadd(workers_key(prefix), {f"{host}:3": now_ms})
     alive, why = check_worker(settings)
-    assert alive and f"{host}:3" in why, why
+    assert alive, why
+    assert f"{host}:3" in why, why
 
 
 def test_redis_unreachable_is_not_alive() -> None:
-    unreachable = f"redis://127.0.0.1:{closed_port()}/0"
+    unreachable = f"redis://127.0.0.1:{free_port()}/0"
     settings = make_settings("p", "http://127.0.0.1:9", "http://127.0.0.1:9", redis_url=unreachable)
     alive, why = check_worker(settings)
-    assert not alive and why.startswith("Redis is unreachable"), why
+    assert not alive, why
+    assert why.startswith("Redis is unreachable"), why

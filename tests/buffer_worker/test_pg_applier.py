@@ -27,8 +27,9 @@ from buffer_worker.pg_state import DatabaseState, HttpState
 from buffer_worker.sql_apply import SqlIntents
 from config.settings import BackendSettings, PostgresApplierSettings, Settings
 from routing.phases import Side
-from tests.buffer_worker.conftest import closed_port
-from tests.conftest import Receive, Scope, Send, backend_config, start_server
+from tests.support.asgi import Receive, Scope, Send
+from tests.support.postgres import wait_for_lock_waiter
+from tests.support.servers import backend_config, free_port, start_server
 
 TABLE = "mirror_items"
 
@@ -193,8 +194,7 @@ async def test_a_batch_cancelled_mid_transaction_leaves_nothing_and_its_connecti
         async with holder.transaction():
             await holder.execute(COPY_LOCK_SQL, lock_key("acme"))
             stuck = asyncio.create_task(applier.apply_batch([intent("acme", "PUT", "a", {"v": 1})]))
-            await asyncio.sleep(0.3)
-            assert not stuck.done()
+            await wait_for_lock_waiter(pg_url, stuck, "the batch did not wait for the mirror lock")
             stuck.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await stuck
@@ -276,7 +276,6 @@ CUTS = st.lists(st.integers(0, 30), max_size=4)
 @settings(
     max_examples=40,
     deadline=None,
-    database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(operations=OPERATIONS, cuts=CUTS, replays=st.sets(st.integers(0, 12)))
@@ -489,7 +488,7 @@ async def test_an_unreachable_source_applies_nothing_and_is_retried(pg_url: str,
     down = transfer_settings(pg_url, transfer.mirror, transfer.source)
     assert down.old is not None
     source = down.old.model_copy(
-        update={"url": SecretStr(f"postgresql://postgres@127.0.0.1:{closed_port()}/x")}
+        update={"url": SecretStr(f"postgresql://postgres@127.0.0.1:{free_port()}/x")}
     )
     blind = PostgresApplier(down, Side.NEW, state=DatabaseState(Side.OLD, source, ["/items/{key}"]))
     write = intent("acme", "PUT", "a", {"v": 1})
@@ -599,7 +598,8 @@ async def test_a_database_error_names_its_sqlstate_and_the_servers_message(pg_ur
         await conn.close()
     write = intent("acme", "PUT", "a", {})
     data, timeout = (database_error(write, exc, "mirror database", "the batch") for exc in caught)
-    assert isinstance(data, PermanentApplyError) and not isinstance(timeout, PermanentApplyError)
+    assert isinstance(data, PermanentApplyError)
+    assert not isinstance(timeout, PermanentApplyError)
     assert (data.status, data.excerpt, data.detail) == (
         "sqlstate 22012",
         "division by zero",

@@ -54,7 +54,8 @@ def test_a_write_to_a_record_path_names_the_record_and_its_resource_facts() -> N
     assert (record.id_field, record.create) == ("id", ("POST", "/items"))
     assert not record.state_transfer
     orders = records().of(intent("DELETE", "/orders/7/doc"))
-    assert orders is not None and (orders.key, orders.create, orders.id_field) == (
+    assert orders is not None
+    assert (orders.key, orders.create, orders.id_field) == (
         "7",
         ("PUT", "/orders/7/doc"),
         "number",
@@ -71,7 +72,9 @@ def test_a_write_to_a_record_path_names_the_record_and_its_resource_facts() -> N
 )
 def test_a_create_names_its_record_from_the_answer_or_the_request(created: dict[str, Any], key: str) -> None:
     record = records().of(intent("POST", "/items", **created))
-    assert record is not None and record.key == key and record.path == f"/items/{key}"
+    assert record is not None
+    assert record.key == key
+    assert record.path == f"/items/{key}"
 
 
 def test_writes_no_resource_describes_have_no_record() -> None:
@@ -86,9 +89,12 @@ def test_writes_no_resource_describes_have_no_record() -> None:
 def test_state_transfer_paths_keep_their_meaning() -> None:
     mapped = records(state_transfer=["/items/{id}", "/legacy/{a}/{b}"])
     item = mapped.of(intent("PUT", "/items/1"))
-    assert item is not None and item.state_transfer and item.create == ("POST", "/items")
+    assert item is not None
+    assert item.state_transfer
+    assert item.create == ("POST", "/items")
     bare = mapped.of(intent("PUT", "/legacy/x/y"))
-    assert bare is not None and bare.state_transfer
+    assert bare is not None
+    assert bare.state_transfer
     assert (bare.path, bare.create) == ("/legacy/x/y", ("PUT", "/legacy/x/y"))
     assert mapped.of(intent("PUT", "/orders/1/doc")) is not None
     assert not mapped.of(intent("PUT", "/orders/1/doc")).state_transfer  # type: ignore[union-attr]
@@ -101,7 +107,8 @@ def test_create_style_is_put_post_or_a_request_of_its_own() -> None:
     own = RestResource.model_validate(
         {"name": "a", "list_path": "/a", "create": {"method": "PUT", "path": "/v2/a/{key}"}}
     )
-    assert own.create_call("k%2F1") == ("PUT", "/v2/a/k%2F1") and not own.create_only
+    assert own.create_call("k%2F1") == ("PUT", "/v2/a/k%2F1")
+    assert not own.create_only
     with pytest.raises(ValidationError, match="create"):
         RestResource(name="a", list_path="/a", create="patch")  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="create"):

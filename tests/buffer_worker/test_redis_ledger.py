@@ -36,7 +36,7 @@ async def test_marks_older_than_the_retention_are_pruned(rclient: aioredis.Redis
     async with rclient.pipeline(transaction=True) as pipe:
         ledger.queue_applied(pipe, 0, [f"a{i}" for i in range(1500)])
         await pipe.execute()
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(0.6)  # the subject: the marks outlive the 0.5 s retention
     await ledger.check(0, ["fresh"])
     assert await ledger.prune(0) == 3000  # in slices of 1,000
     assert await rclient.zrange(ledger_key(prefix, 0), 0, -1) == [b"fresh"]

@@ -116,7 +116,8 @@ async def test_an_http_side_keeps_its_exactly_once_machinery() -> None:
     assert not appliers.batchable(intent(Side.OLD, "/items/1"))
     await appliers.resolve(intent(Side.OLD, "/items/2"))
     await appliers.resolve(intent(Side.NEW, "/items/3"))  # idempotent by itself: applied again
-    assert toward_old.resolved == ["/items/2"] and toward_old.applied == []
+    assert toward_old.resolved == ["/items/2"]
+    assert toward_old.applied == []
     assert toward_new.applied == ["/items/3"]
     assert await appliers.resolve_dead_letter(intent(Side.OLD, "/items/4")) == "PUT"
     with pytest.raises(PermanentApplyError, match="cannot resolve a dead letter"):

@@ -8,13 +8,12 @@ root has on these machines).
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import os
-import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -24,12 +23,12 @@ from buffer_worker.producer import RedisIntentProducer
 from buffer_worker.sink import BufferUnavailableError
 from buffer_worker.spool import SpoolingSink
 from buffer_worker.spool_check import SpoolUnusableError, check_spool, spool_problem
-from tests.buffer_worker.conftest import PARTITIONS, REDIS_URL, closed_port, put_intent
-
-
-def break_directory(directory: Path) -> None:
-    shutil.rmtree(directory)
-    directory.write_text("no longer a directory\n")
+from tests.buffer_worker.conftest import put_intent
+from tests.support.redis_keys import PARTITIONS, REDIS_URL
+from tests.support.redis_server import redis_server
+from tests.support.servers import free_port
+from tests.support.spool_dirs import break_directory, repair_directory
+from tests.support.waits import wait_for
 
 
 @pytest.fixture
@@ -37,6 +36,11 @@ def spool_dir(tmp_path: Path) -> Path:
     directory = tmp_path / "spool"
     directory.mkdir()
     return directory
+
+
+def _write_until_it_fails(descriptor: int) -> None:
+    while True:
+        os.write(descriptor, b"\0" * 4096)
 
 
 @pytest.fixture
@@ -52,9 +56,8 @@ def full_disk(tmp_path: Path) -> Iterator[Path]:
     try:
         descriptor = os.open(mount_point / "filler", os.O_WRONLY | os.O_CREAT)
         try:
-            with pytest.raises(OSError) as full:
-                while True:
-                    os.write(descriptor, b"\0" * 4096)
+            with pytest.raises(OSError) as full:  # noqa: PT011 - its errno is checked next
+                _write_until_it_fails(descriptor)
             assert full.value.errno == errno.ENOSPC
         finally:
             os.close(descriptor)
@@ -80,7 +83,8 @@ def test_problems_are_named(tmp_path: Path, spool_dir: Path) -> None:
 
 def test_a_full_disk_is_named(full_disk: Path) -> None:
     problem = spool_problem(full_disk / "intents.spool.0")
-    assert problem is not None and problem.startswith(f"no space left for it in {full_disk}"), problem
+    assert problem is not None, problem
+    assert problem.startswith(f"no space left for it in {full_disk}"), problem
 
 
 # -- the sink ---------------------------------------------------------------------------------------------
@@ -101,15 +105,6 @@ async def sinks() -> AsyncIterator[list[SpoolingSink]]:
         await sink.close()
 
 
-async def _until(condition: object, timeout_s: float = 5.0) -> None:
-    assert callable(condition)
-    for _ in range(int(timeout_s / 0.02)):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met")
-
-
 async def test_start_refuses_an_unusable_spool(tmp_path: Path) -> None:
     producer = RedisIntentProducer.from_url(REDIS_URL, prefix="spool-test", partitions=PARTITIONS)
     sink = SpoolingSink(producer, tmp_path / "absent" / "intents.spool.0", max_bytes=1 << 20)
@@ -123,13 +118,13 @@ async def test_an_unforeseen_spool_failure_is_a_buffer_error_and_refuses_the_nex
 ) -> None:
     # Retries and checks far apart: nothing but the failing append itself can notice the broken spool.
     sink = await _sink(
-        f"redis://127.0.0.1:{closed_port()}/0",
+        f"redis://127.0.0.1:{free_port()}/0",
         spool_dir / "intents.spool.0",
         retry_interval_s=60,
         check_interval_s=60,
     )
     sinks.append(sink)
-    await _until(lambda: not sink.redis_reachable)
+    await wait_for(lambda: not sink.redis_reachable, timeout_s=5)
     assert sink.refusal() is None  # the spool takes intents while Redis is away
     break_directory(spool_dir)
     assert sink.refusal() is None, "nothing has noticed yet: this is the window an append can fall into"
@@ -138,45 +133,34 @@ async def test_an_unforeseen_spool_failure_is_a_buffer_error_and_refuses_the_nex
         await sink.append(put_intent("t1", "k", 1))
     assert "the local spool did not take the intent" in raised.value.detail
     refusal = sink.refusal()
-    assert refusal is not None and refusal.code == "buffer_unavailable", refusal
+    assert refusal is not None, refusal
+    assert refusal.code == "buffer_unavailable", refusal
     assert f"{spool_dir} is not a directory" in refusal.detail
-    assert sink.status()["spool_writable"] is False and sink.status()["accepting"] is False
+    assert sink.status()["spool_writable"] is False
+    assert sink.status()["accepting"] is False
 
 
 async def test_spool_failure_falls_back_to_redis_when_it_answers_again(
     spool_dir: Path, sinks: list[SpoolingSink], tmp_path: Path
 ) -> None:
-    binary = shutil.which("redis-server")
-    assert binary is not None, "redis-server is not installed"
-    port = closed_port()
+    port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     sink = await _sink(url, spool_dir / "intents.spool.0", retry_interval_s=60, check_interval_s=60)
     sinks.append(sink)
-    await _until(lambda: not sink.redis_reachable)
+    await wait_for(lambda: not sink.redis_reachable, timeout_s=5)
     break_directory(spool_dir)
-    server = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = aioredis.Redis.from_url(url)
-    try:
-        for _ in range(100):
-            try:
-                await client.ping()
-                break
-            except (OSError, aioredis.ConnectionError):
-                await asyncio.sleep(0.05)
-        intent = put_intent("t1", "k", 1)
-        await sink.append(intent)  # the spool fails; Redis, tried once more, takes it
-        entries = await client.xrange(stream_key("spool-test", partition_of("t1", PARTITIONS)))
-        assert len(entries) == 1
-        assert sink.redis_reachable and sink.status()["spool_writable"] is False
-        assert sink.refusal() is None  # Redis takes appends: a broken spool alone refuses nothing
-    finally:
-        await client.aclose()
-        server.terminate()
-        server.wait(timeout=10)
+    async with redis_server(port, tmp_path):
+        client = aioredis.Redis.from_url(url)
+        try:
+            intent = put_intent("t1", "k", 1)
+            await sink.append(intent)  # the spool fails; Redis, tried once more, takes it
+            entries: Any = await client.xrange(stream_key("spool-test", partition_of("t1", PARTITIONS)))
+            assert len(entries) == 1
+            assert sink.redis_reachable
+            assert sink.status()["spool_writable"] is False
+            assert sink.refusal() is None  # Redis takes appends: a broken spool alone refuses nothing
+        finally:
+            await client.aclose()
 
 
 async def test_background_check_notices_a_broken_spool_and_its_repair(
@@ -184,10 +168,9 @@ async def test_background_check_notices_a_broken_spool_and_its_repair(
 ) -> None:
     sink = await _sink(REDIS_URL, spool_dir / "intents.spool.0", check_interval_s=0.05)
     sinks.append(sink)
-    await _until(lambda: sink.status()["spool_writable"] is True and sink.redis_reachable)
+    await wait_for(lambda: sink.status()["spool_writable"] is True and sink.redis_reachable, timeout_s=5)
     break_directory(spool_dir)
-    await _until(lambda: sink.status()["spool_writable"] is False)
+    await wait_for(lambda: sink.status()["spool_writable"] is False, timeout_s=5)
     assert sink.refusal() is None  # Redis is up
-    spool_dir.unlink()
-    spool_dir.mkdir()
-    await _until(lambda: sink.status()["spool_writable"] is True)
+    repair_directory(spool_dir)
+    await wait_for(lambda: sink.status()["spool_writable"] is True, timeout_s=5)

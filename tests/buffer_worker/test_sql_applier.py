@@ -23,7 +23,8 @@ from buffer_worker.side_appliers import SideAppliers
 from buffer_worker.sql_apply import coerce
 from config.settings import Settings
 from routing.phases import Side
-from tests.buffer_worker.conftest import REDIS_URL, WorkerPool, make_settings, wait_until
+from tests.buffer_worker.conftest import WorkerPool, make_settings, wait_until
+from tests.support.redis_keys import REDIS_URL
 
 
 @dataclass
@@ -267,7 +268,7 @@ async def test_the_worker_drains_sql_intents_into_postgres(
         running = workers.start(settings, applier=applier)
 
         async def drained() -> bool:
-            return (await db.rows("SELECT sum(n) FROM {o}"))[0][0] == 50
+            return bool((await db.rows("SELECT sum(n) FROM {o}"))[0][0] == 50)
 
         await wait_until(drained, alive=[running])
         assert await db.rows("SELECT count(*) FROM {o}") == [(10,)]

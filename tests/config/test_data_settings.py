@@ -26,7 +26,8 @@ def test_defaults_and_column_mapping() -> None:
     assert table.old_column("title") == "name"
     assert table.old_column("id") == "id"
     assert settings.covered == ["items"]
-    assert settings.gate.require_verify and settings.gate.since_last_phase_change
+    assert settings.gate.require_verify
+    assert settings.gate.since_last_phase_change
 
 
 def test_settings_without_data_have_nothing_covered() -> None:
@@ -68,7 +69,8 @@ def test_rest_only_configuration() -> None:
 
 def test_a_rest_resource_record_path_is_its_item_path_else_under_the_list() -> None:
     plain = RestResource(name="api", list_path="/items/")
-    assert plain.item_path is None and plain.record_path == "/items/{key}"
+    assert plain.item_path is None
+    assert plain.record_path == "/items/{key}"
     assert (
         RestResource(name="api", list_path="/items", item_path="/item/{key}/v2").record_path
         == "/item/{key}/v2"
@@ -98,5 +100,6 @@ def test_loaded_from_yaml_and_environment(tmp_path: Any) -> None:
 
 def test_path_key_pattern() -> None:
     match = path_key_pattern("/items/{key}").match("/items/abc")
-    assert match is not None and match.group("key") == "abc"
+    assert match is not None
+    assert match.group("key") == "abc"
     assert path_key_pattern("/items/{key}").match("/items/a/b") is None

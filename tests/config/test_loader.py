@@ -35,7 +35,8 @@ def write(tmp_path: Path) -> Writer:
 
 
 def problems_of(info: pytest.ExceptionInfo[ConfigError]) -> list[str]:
-    assert isinstance(info.value.problems, list) and info.value.problems
+    assert isinstance(info.value.problems, list)
+    assert info.value.problems
     return info.value.problems
 
 
@@ -57,7 +58,8 @@ def test_minimal_config_and_defaults(write: Writer) -> None:
     assert settings.log_level == "info"
     assert settings.access_log is False
     assert settings.backends.old.timeout_s == 30.0
-    assert settings.backends.old.headers.set == {} and settings.backends.old.headers.remove == []
+    assert settings.backends.old.headers.set == {}
+    assert settings.backends.old.headers.remove == []
     assert settings.postgres_url.get_secret_value().startswith("postgresql://")
     assert settings.redis_url.get_secret_value().startswith("redis://")
 

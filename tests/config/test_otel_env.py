@@ -32,8 +32,10 @@ def problems(tmp_path: Path, environ: dict[str, str]) -> str:
 
 def test_no_otel_variables_change_nothing(tmp_path: Path) -> None:
     telemetry = load(tmp_path, {}).telemetry
-    assert telemetry.tracing_enabled is False and telemetry.span_exporter == "none"
-    assert telemetry.trace_sampler == "parentbased_traceidratio" and telemetry.service_name == "cutover"
+    assert telemetry.tracing_enabled is False
+    assert telemetry.span_exporter == "none"
+    assert telemetry.trace_sampler == "parentbased_traceidratio"
+    assert telemetry.service_name == "cutover"
 
 
 def test_each_variable_lands_in_its_settings_key(tmp_path: Path) -> None:
@@ -62,10 +64,13 @@ def test_each_variable_lands_in_its_settings_key(tmp_path: Path) -> None:
         "x-org": "other",  # the traces variable wins per key
     }
     assert telemetry.otlp_timeout_s == 2.5
-    assert telemetry.trace_sampler == "traceidratio" and telemetry.trace_sample_rate == 0.25
-    assert telemetry.follows_parent is False and telemetry.root_sample_rate == 0.25
+    assert telemetry.trace_sampler == "traceidratio"
+    assert telemetry.trace_sample_rate == 0.25
+    assert telemetry.follows_parent is False
+    assert telemetry.root_sample_rate == 0.25
     assert telemetry.otlp_export_delay_ms == 200
-    assert telemetry.span_exporter == "otlp" and telemetry.tracing_enabled
+    assert telemetry.span_exporter == "otlp"
+    assert telemetry.tracing_enabled
 
 
 def test_the_traces_endpoint_is_used_as_given_and_the_resource_carries_the_attributes(
@@ -86,8 +91,10 @@ def test_the_traces_endpoint_is_used_as_given_and_the_resource_carries_the_attri
     assert provider is not None
     try:
         resource = dict(provider.resource.attributes)
-        assert resource["service.name"] == "from-attributes" and resource["k8s.pod.name"] == "p-1"
-        assert resource["cutover.component"] == "worker" and resource["service.version"]
+        assert resource["service.name"] == "from-attributes"
+        assert resource["k8s.pod.name"] == "p-1"
+        assert resource["cutover.component"] == "worker"
+        assert resource["service.version"]
     finally:
         provider.shutdown()
 
@@ -96,7 +103,8 @@ def test_otel_service_name_beats_service_name_in_the_attributes(tmp_path: Path) 
     telemetry = load(
         tmp_path, {"OTEL_SERVICE_NAME": "named", "OTEL_RESOURCE_ATTRIBUTES": "service.name=other"}
     ).telemetry
-    assert telemetry.service_name == "named" and "service.name" not in telemetry.resource_attributes
+    assert telemetry.service_name == "named"
+    assert "service.name" not in telemetry.resource_attributes
 
 
 @pytest.mark.parametrize(
@@ -105,12 +113,14 @@ def test_otel_service_name_beats_service_name_in_the_attributes(tmp_path: Path) 
 def test_the_traces_exporter(tmp_path: Path, exporter: str, expected: str, enabled: bool) -> None:
     environ = {"OTEL_TRACES_EXPORTER": exporter, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}
     telemetry = load(tmp_path, environ).telemetry
-    assert telemetry.span_exporter == expected and telemetry.tracing_enabled is enabled
+    assert telemetry.span_exporter == expected
+    assert telemetry.tracing_enabled is enabled
 
 
 def test_otlp_without_an_endpoint_goes_to_the_default_collector(tmp_path: Path) -> None:
     telemetry = load(tmp_path, {"OTEL_TRACES_EXPORTER": "otlp"}).telemetry
-    assert telemetry.tracing_enabled and telemetry.otlp_traces_url == "http://localhost:4318/v1/traces"
+    assert telemetry.tracing_enabled
+    assert telemetry.otlp_traces_url == "http://localhost:4318/v1/traces"
 
 
 def test_precedence_yaml_then_otel_then_cutover_variables(tmp_path: Path) -> None:
@@ -145,7 +155,8 @@ def test_sdk_disabled_turns_tracing_off_over_everything(tmp_path: Path) -> None:
 
 def test_empty_variables_count_as_unset(tmp_path: Path) -> None:
     telemetry = load(tmp_path, {"OTEL_SERVICE_NAME": "", "OTEL_TRACES_SAMPLER": "  "}).telemetry
-    assert telemetry.service_name == "cutover" and telemetry.trace_sampler == "parentbased_traceidratio"
+    assert telemetry.service_name == "cutover"
+    assert telemetry.trace_sampler == "parentbased_traceidratio"
 
 
 @pytest.mark.parametrize(
@@ -171,4 +182,5 @@ def test_a_bad_value_fails_at_start_naming_its_variable(
 
 def test_a_malformed_header_list_is_refused_without_echoing_it(tmp_path: Path) -> None:
     text = problems(tmp_path, {"OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer s3cr3t-value,garbage"})
-    assert "OTEL_EXPORTER_OTLP_HEADERS" in text and "s3cr3t" not in text
+    assert "OTEL_EXPORTER_OTLP_HEADERS" in text
+    assert "s3cr3t" not in text

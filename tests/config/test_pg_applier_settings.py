@@ -24,7 +24,8 @@ def settings(worker: dict[str, Any], **extra: Any) -> Settings:
 
 def test_the_shape_before_sides_is_the_new_side() -> None:
     loaded = PostgresApplierSettings.model_validate({"url": NEW_DB, "resources": RESOURCES})
-    assert loaded.new is not None and loaded.old is None
+    assert loaded.new is not None
+    assert loaded.old is None
     assert loaded.new.url.get_secret_value() == NEW_DB
     assert loaded.state_transfer  # on by default
     worker = settings({"applier": "postgres", "postgres": {"url": NEW_DB, "resources": RESOURCES}}).worker

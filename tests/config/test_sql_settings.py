@@ -32,8 +32,10 @@ def _load(
 
 def test_defaults_route_nothing_as_sql(tmp_path: Path) -> None:
     settings = _load(tmp_path)
-    assert settings.sql.endpoints == [] and settings.sql.covered_tables == []
-    assert settings.backends.old.sql_dialect is None and settings.backends.new.sql_dialect is None
+    assert settings.sql.endpoints == []
+    assert settings.sql.covered_tables == []
+    assert settings.backends.old.sql_dialect is None
+    assert settings.backends.new.sql_dialect is None
     assert (settings.sql.tenant_column, settings.sql.max_text_chars, settings.sql.max_statements) == (
         "tenant_id",
         65_536,

@@ -1,9 +1,9 @@
-"""`python -m tests.docs.jsonlike_stack ENV_FILE`: the demo's served set-up (`cutover demo --serve`: proxy,
-worker, a scratch database and Redis prefix) with json-server-like data services (`tests.jsonlike_server`)
-as old and new, for docs/runbook.md's test. Its settings describe them to cutover as an operator would:
-creates are POSTs with the id in the body (their PUT never creates), lists are bare arrays paged with
-`_page` / `_limit` and a `Link` header. Old starts with `SEEDED` records of tenant acme (string ids), so
-the runbook's copy has pages to walk."""
+"""`python -m tests.docs.jsonlike_stack ENV_FILE`: the demo's served set-up (`cutover demo --serve`:
+proxy, worker, a scratch database and Redis prefix) with json-server-like data services
+(`tests.support.jsonlike_server`) as old and new, for docs/runbook.md's test. Its settings describe them
+to cutover as an operator would: creates are POSTs with the id in the body (their PUT never creates),
+lists are bare arrays paged with `_page` / `_limit` and a `Link` header. Old starts with `SEEDED` records
+of tenant acme (string ids), so the runbook's copy has pages to walk."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def main() -> int:
     seed.write_text(json.dumps({"acme": records}))
 
     def service(side: str, port: int) -> list[str]:
-        return ["-m", "tests.jsonlike_server", str(port), *([str(seed)] if side == "old" else [])]
+        return ["-m", "tests.support.jsonlike_server", str(port), *([str(seed)] if side == "old" else [])]
 
     demo = Demo("postgresql://postgres@127.0.0.1:5432/postgres", "redis://127.0.0.1:6379/0")
     return asyncio.run(serve_stack(demo, env_file, resources=[JSON_SERVER_ITEMS], service=service))

@@ -30,8 +30,11 @@ from buffer_worker.http_applier import HttpApplier
 from buffer_worker.keys import partition_of
 from buffer_worker.worker import Worker
 from routing.phases import Phase
-from tests.conftest import PARTITIONS, DemoBackend, MemorySink, ProxyFactory, wait_for
 from tests.docs.test_grafana_dashboard import _SELECTOR, METRICS, check_expression
+from tests.support.demo_backends import DemoBackend
+from tests.support.proxies import MemorySink, ProxyFactory
+from tests.support.redis_keys import PARTITIONS
+from tests.support.waits import wait_for
 from tests.telemetry.scraping import Samples, fresh_tenant, scrape, total, value
 
 pytestmark = pytest.mark.slow
@@ -66,7 +69,8 @@ def test_every_rule_uses_exported_metrics_and_aggregates_fleet_series_with_max()
     for rule in rules():
         check_expression(rule["alert"], rule["expr"])
         assert rule["labels"]["severity"] in ("warning", "critical")
-        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+        assert rule["annotations"]["summary"]
+        assert rule["annotations"]["description"]
 
 
 @needs_promtool
@@ -177,7 +181,8 @@ async def test_rules_fire_on_real_conditions_and_not_on_a_healthy_fleet(
     assert (await first.client.put("/items/f1", json={"v": 1}, headers=h(falling))).status_code == 200
     await new.control(fail_reads=True)
     refused = await first.client.get("/items/f1", headers=h(falling))
-    assert refused.status_code == 503 and refused.json()["error"] == "fallback_unsafe"
+    assert refused.status_code == 503
+    assert refused.json()["error"] == "fallback_unsafe"
     await new.control(fail_reads=False)
 
     # A dead letter, made by a real worker: old refuses the mirrored write, once is enough.

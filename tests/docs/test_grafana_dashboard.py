@@ -82,7 +82,8 @@ def dashboard() -> dict[str, Any]:
 
 
 def test_dashboard_shape(dashboard: dict[str, Any]) -> None:
-    assert dashboard["uid"] and dashboard["title"]
+    assert dashboard["uid"]
+    assert dashboard["title"]
     ids = [panel["id"] for panel in dashboard["panels"]]
     assert len(ids) == len(set(ids))
     variables = {v["name"] for v in dashboard["templating"]["list"]}
@@ -102,8 +103,10 @@ def test_every_query_uses_known_metrics_and_labels(dashboard: dict[str, Any]) ->
 
 def test_phase_changes_are_annotations(dashboard: dict[str, Any]) -> None:
     [annotation] = [a for a in dashboard["annotations"]["list"] if a["name"] == "Phase changes"]
-    assert annotation["enable"] and annotation["datasource"]["uid"] == "${datasource}"
-    assert "cutover_tenant_phase_info" in annotation["expr"] and "offset" in annotation["expr"]
+    assert annotation["enable"]
+    assert annotation["datasource"]["uid"] == "${datasource}"
+    assert "cutover_tenant_phase_info" in annotation["expr"]
+    assert "offset" in annotation["expr"]
     assert set(annotation["tagKeys"].split(",")) == {"tenant", "phase"}
 
 

@@ -58,7 +58,7 @@ def test_within_budget_passes(tmp_path: Path) -> None:
 
 
 def test_each_broken_budget_is_named(tmp_path: Path) -> None:
-    rows = [
+    rows: list[tuple[str, int, int, float, float, float]] = [
         ("live read", 500, 0, 2, 120, 260),  # p95 and p99 over
         ("live write", 100, 2, 31, 40, 50),  # p50 over, 2 % errors
         ("shadow read", 5, 0, 1, 1, 1),  # too few samples
@@ -78,7 +78,8 @@ def test_each_broken_budget_is_named(tmp_path: Path) -> None:
         "shadow read: 5 requests < 10: too few to judge",
     ]
     text = render(verdict)
-    assert "verdict: FAIL" in text and "  - live read: p99 260 ms > 250 ms" in text
+    assert "verdict: FAIL" in text
+    assert "  - live read: p99 260 ms > 250 ms" in text
 
 
 def test_no_requests_and_missing_percentiles_fail(tmp_path: Path) -> None:
@@ -138,7 +139,8 @@ def test_smoke_run_passes_its_budget_and_fails_a_tight_one(tmp_path: Path) -> No
     for phase in PHASES:
         for kind in ("read", "write"):
             row = stats[f"{phase} {kind}"]
-            assert row.requests >= 10 and row.failures == 0, row
+            assert row.requests >= 10, row
+            assert row.failures == 0, row
     # The same measurements against a budget no real run can keep: the verdict must be FAIL, exit 1.
     tight = budgets_file(tmp_path / "tight.yaml", 'max_error_rate: 0\nlatency_ms:\n  "*": {p50: 0.01}\n')
     check = subprocess.run(
@@ -159,4 +161,5 @@ def test_smoke_run_passes_its_budget_and_fails_a_tight_one(tmp_path: Path) -> No
     )
     assert check.returncode == 1, check.stdout + check.stderr
     assert "verdict: FAIL" in check.stdout
-    assert "shadow read: p50" in check.stdout and "> 0.01 ms" in check.stdout
+    assert "shadow read: p50" in check.stdout
+    assert "> 0.01 ms" in check.stdout

@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from routing.phases import Phase
-from tests.conftest import MemorySink, Proxy, ProxyFactory, Tokens, closed_port, raw_request
+from tests.support.proxies import MemorySink, Proxy, ProxyFactory, Tokens, raw_request
+from tests.support.servers import free_port
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -126,7 +127,8 @@ async def test_rollback_to_any_earlier_phase_is_allowed(proxy: Proxy, tenant: st
     await proxy.set_phase_api(tenant, Phase.LIVE)
     back = await proxy.admin.put(f"/tenants/{tenant}/phase", json=put_phase("legacy", "roll back"))
     assert back.status_code == 200
-    assert back.json()["phase"] == "legacy" and back.json()["version"] == 4
+    assert back.json()["phase"] == "legacy"
+    assert back.json()["version"] == 4
 
 
 async def test_invalid_request_bodies_are_422(proxy: Proxy, tenant: str) -> None:
@@ -155,7 +157,8 @@ async def test_expected_version_mismatch_is_409(proxy: Proxy, tenant: str) -> No
     state = (await proxy.admin.get(f"/tenants/{tenant}")).json()
     assert (state["phase"], state["version"]) == ("dual_write", 1)
     fresh = await proxy.admin.put(f"/tenants/{tenant}/phase", json=put_phase("shadow", expected_version=1))
-    assert fresh.status_code == 200 and fresh.json()["version"] == 2
+    assert fresh.status_code == 200
+    assert fresh.json()["version"] == 2
 
 
 async def test_leaving_complete_needs_force(proxy: Proxy, tenant: str) -> None:
@@ -205,7 +208,8 @@ async def test_every_change_writes_an_audit_row(proxy: Proxy, tokens: Tokens, te
 
 async def test_health_and_readiness(proxy: Proxy) -> None:
     health = await proxy.anon_admin.get("/healthz")
-    assert health.status_code == 200 and health.json() == {"status": "ok"}
+    assert health.status_code == 200
+    assert health.json() == {"status": "ok"}
     ready = await proxy.anon_admin.get("/readyz")
     assert ready.status_code == 200
     body = ready.json()
@@ -222,7 +226,7 @@ async def test_secrets_never_appear_in_admin_responses(
     backend_password = "bk-pass-6b1f0c9e"
     pg_password = "pg-pass-93aa71d2"
     redis_password = "redis-pass-0c4e2f"
-    old_url = f"http://svc-user:{backend_password}@127.0.0.1:{closed_port()}"
+    old_url = f"http://svc-user:{backend_password}@127.0.0.1:{free_port()}"
     proxy = await make_proxy(
         {
             "backends": {"old": {"url": old_url}},
@@ -236,7 +240,8 @@ async def test_secrets_never_appear_in_admin_responses(
     await proxy.set_phase_api(tenant, Phase.DUAL_WRITE, reason="secrets check")
     # Exercise an error path that names the (credentialed) backend.
     failed = await proxy.client.get("/items", headers={"X-Tenant-ID": tenant})
-    assert failed.status_code == 502 and failed.json()["backend"] == "old"
+    assert failed.status_code == 502
+    assert failed.json()["backend"] == "old"
 
     responses: list[httpx.Response] = [failed]
     for path in (
@@ -265,7 +270,8 @@ async def test_secrets_never_appear_in_admin_responses(
     )  # 403
     responses.append(await proxy.anon_admin.get("/stats", headers=bearer(tokens.write + "x")))  # 401
     statuses = sorted(r.status_code for r in responses)
-    assert statuses.count(200) >= 9 and {401, 403, 422, 502} <= set(statuses)
+    assert statuses.count(200) >= 9
+    assert {401, 403, 422, 502} <= set(statuses)
     for response in responses:
         text = response.text + " ".join(f"{k}: {v}" for k, v in response.headers.items())
         for secret in secrets:
@@ -296,7 +302,8 @@ async def test_a_move_whose_mirror_side_has_no_applier_is_422_naming_the_setting
             "worker.postgres.old",
             "old",
         )
-        assert "worker.postgres.old" in body["detail"] and "live" in body["detail"]
+        assert "worker.postgres.old" in body["detail"]
+        assert "live" in body["detail"]
     assert (await proxy.admin.get(f"/tenants/{tenant}")).json()["phase"] == "shadow"
     # Moves that mirror to new, or to nothing, are untouched; a refused move stays refused as such first.
     response = await proxy.admin.put(f"/tenants/{tenant}/phase", json=put_phase("complete"))
@@ -330,7 +337,8 @@ async def test_malformed_body_is_refused_by_token_before_it_is_parsed(proxy: Pro
     ):
         answer = await send_raw(proxy, raw_admin(proxy, "PUT", target, b'{"phase": "dual_wr', token))
         assert answer[0] == status, (token, answer)
-        assert answer[1]["error"] == code and answer[1]["detail"]
+        assert answer[1]["error"] == code
+        assert answer[1]["detail"]
     assert (await proxy.admin.get(f"/tenants/{tenant}")).json()["version"] == 0
 
 
@@ -364,12 +372,12 @@ async def test_nul_in_text_bound_for_postgres_is_422(proxy: Proxy, tenant: str) 
     )
     assert status == 422, answer
     assert answer["error"] == "invalid_request"
-    assert [p["field"] for p in answer["problems"]] == ["reason"] and "NUL" in answer["problems"][0][
-        "problem"
-    ]
+    assert [p["field"] for p in answer["problems"]] == ["reason"]
+    assert "NUL" in answer["problems"][0]["problem"]
     target = f"/tenants/{tenant}/verify-reports?table=orders%00"
     status, answer = await send_raw(proxy, raw_admin(proxy, "GET", target, token=proxy.tokens.read))
-    assert status == 422 and answer["problems"][0]["field"] == "query.table", answer
+    assert status == 422, answer
+    assert answer["problems"][0]["field"] == "query.table", answer
     assert (await proxy.admin.get(f"/tenants/{tenant}")).json()["version"] == 0
 
 
@@ -430,7 +438,9 @@ async def test_phase_change_fields_are_strict(
 
 async def test_routing_errors_have_the_error_shape(proxy: Proxy) -> None:
     missing = await proxy.admin.get("/no-such-route")
-    assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+    assert missing.status_code == 404
+    assert missing.json()["error"] == "not_found"
     wrong_method = await proxy.admin.delete("/stats")
-    assert wrong_method.status_code == 405 and wrong_method.json()["error"] == "method_not_allowed"
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"] == "method_not_allowed"
     assert "GET" in wrong_method.headers["allow"]

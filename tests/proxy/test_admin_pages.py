@@ -17,7 +17,8 @@ from proxy.cli import main
 from proxy.divergences import Sample, insert_samples
 from proxy.seen_tenants import ensure_seen_schema
 from routing.phases import Phase, Side
-from tests.conftest import PARTITIONS, Proxy, ProxyFactory
+from tests.support.proxies import Proxy, ProxyFactory
+from tests.support.redis_keys import PARTITIONS
 
 
 async def follow(proxy: Proxy, path: str, key: str, **params: Any) -> tuple[list[Any], list[int]]:
@@ -74,7 +75,8 @@ async def test_audit_pages_newest_first_without_gaps_or_repeats(proxy: Proxy, te
     assert [e["version"] for e in entries] == list(range(9, 0, -1))
     assert sizes == [2, 2, 2, 2, 1]
     whole = (await proxy.admin.get("/audit", params={"tenant": tenant})).json()
-    assert whole["entries"] == entries and whole["next"] is None
+    assert whole["entries"] == entries
+    assert whole["next"] is None
 
 
 def sample(tenant: str, n: int) -> Sample:
@@ -142,13 +144,15 @@ async def test_dead_letters_page_across_partitions(
     try:
         letters, sizes = await follow(proxy, "/buffer/dead-letters", "dead_letters", limit=3)
         mine = [letter for letter in letters if letter.get("tenant") in tenants]
-        assert len(mine) == 16 and len({letter["cursor"] for letter in letters}) == len(letters)
-        assert all(size <= 3 for size in sizes) and len(sizes) >= 6
+        assert len(mine) == 16
+        assert len({letter["cursor"] for letter in letters}) == len(letters)
+        assert all(size <= 3 for size in sizes)
+        assert len(sizes) >= 6
         one, _ = await follow(proxy, "/buffer/dead-letters", "dead_letters", tenant=tenants[0], limit=1)
         assert [letter["path"] for letter in one] == ["/items/0", "/items/8"]
     finally:
-        for key, entry_id in added:
-            await redis_client.xdel(key, entry_id)
+        for key, added_id in added:
+            await redis_client.xdel(key, added_id)
 
 
 @pytest.mark.parametrize(
@@ -157,7 +161,8 @@ async def test_dead_letters_page_across_partitions(
 )
 async def test_limits_have_a_maximum(proxy: Proxy, path: str, limit: int) -> None:
     response = await proxy.admin.get(path, params={"limit": limit})
-    assert response.status_code == 422 and response.json()["problems"][0]["field"] == "query.limit"
+    assert response.status_code == 422
+    assert response.json()["problems"][0]["field"] == "query.limit"
     assert (await proxy.admin.get(path, params={"limit": limit - 1})).status_code == 200
 
 

@@ -15,7 +15,7 @@ import pytest
 import schemathesis
 from schemathesis.engine import Status, events, from_schema
 
-from tests.conftest import Proxy
+from tests.support.proxies import Proxy
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,6 @@ not remove (an immutable attribute or a read-only mount would need both).
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import uuid
@@ -22,31 +21,17 @@ import yaml
 from proxy import server as proxy_server
 from proxy.cli import main
 from routing.phases import Phase
-from tests.conftest import (
-    PG_ADMIN_DSN,
-    REDIS_URL,
-    RUNTIME_DEFAULT_SINK,
-    DemoBackend,
-    Proxy,
-    ProxyFactory,
-    closed_port,
-    wait_for,
-)
+from tests.support.demo_backends import DemoBackend
+from tests.support.postgres import PG_ADMIN_DSN
+from tests.support.proxies import Proxy, ProxyFactory
+from tests.support.redis_keys import REDIS_URL
+from tests.support.servers import free_port
+from tests.support.spool_dirs import break_directory, repair_directory
+from tests.support.waits import wait_for
 
 
 def h(tenant: str) -> dict[str, str]:
     return {"X-Tenant-ID": tenant}
-
-
-def break_directory(directory: Path) -> None:
-    """Make every file operation under `directory` fail, for root too: it becomes a regular file."""
-    shutil.rmtree(directory)
-    directory.write_text("no longer a directory\n")
-
-
-def repair_directory(directory: Path) -> None:
-    directory.unlink()
-    directory.mkdir()
 
 
 async def readiness(proxy: Proxy) -> tuple[int, dict[str, Any]]:
@@ -77,17 +62,17 @@ async def test_redis_down_and_spool_broken_refuses_the_write_before_it_reaches_o
     directory.mkdir()
     proxy = await make_proxy(
         {
-            "redis_url": f"redis://127.0.0.1:{closed_port()}/0",
+            "redis_url": f"redis://127.0.0.1:{free_port()}/0",
             "buffer": {"spool_path": str(directory / "intents.spool")},
         },
-        sink=RUNTIME_DEFAULT_SINK,
     )
     tenant = f"hole-{uuid.uuid4().hex[:8]}"
     await proxy.set_phase_api(tenant, Phase.DUAL_WRITE)
     # Redis down, spool fine: the proxy serves writes from its spool, and says it is degraded.
     await settled(proxy, {"redis_reachable": False, "spool_writable": True})
     status, body = await readiness(proxy)
-    assert status == 200 and body["status"] == "degraded", body
+    assert status == 200, body
+    assert body["status"] == "degraded", body
 
     break_directory(directory)
     await settled(proxy, {"spool_writable": False})
@@ -97,13 +82,17 @@ async def test_redis_down_and_spool_broken_refuses_the_write_before_it_reaches_o
     assert response.headers["x-cutover-served-by"] == "proxy"
     assert "retry-after" in response.headers
     error = response.json()
-    assert error["error"] == "buffer_unavailable" and error["tenant"] == tenant
+    assert error["error"] == "buffer_unavailable"
+    assert error["tenant"] == tenant
     assert "not sent to old" in error["detail"]
-    assert old.recorder.requests_for(tenant) == [] and await old.items_of(tenant) == {}
+    assert old.recorder.requests_for(tenant) == []
+    assert await old.items_of(tenant) == {}
     assert new.recorder.requests_for(tenant) == []
     status, body = await readiness(proxy)
-    assert status == 503 and body["status"] == "not_ready", body
-    assert body["buffer"]["accepting"] is False and body["buffer_refusal"]["error"] == "buffer_unavailable"
+    assert status == 503, body
+    assert body["status"] == "not_ready", body
+    assert body["buffer"]["accepting"] is False
+    assert body["buffer_refusal"]["error"] == "buffer_unavailable"
     assert str(directory) in body["buffer"]["spool_problem"]
     # Reads are not affected.
     assert (await proxy.client.get("/items", headers=h(tenant))).status_code == 200
@@ -112,7 +101,8 @@ async def test_redis_down_and_spool_broken_refuses_the_write_before_it_reaches_o
     repair_directory(directory)
     assert await settled(proxy, {"spool_writable": True, "accepting": True})
     status, body = await readiness(proxy)
-    assert status == 200 and body["status"] == "degraded", body
+    assert status == 200, body
+    assert body["status"] == "degraded", body
     response = await proxy.client.put("/items/k1", json={"v": 2}, headers=h(tenant))
     assert response.status_code == 200, response.text
     assert proxy.runtime.sink.status()["spooled"] == 1
@@ -126,19 +116,21 @@ async def test_spool_broken_while_redis_is_up_is_degraded_not_refused(
     directory.mkdir()
     proxy = await make_proxy(
         {"buffer": {"spool_path": str(directory / "intents.spool"), "spool_check_interval_s": 0.1}},
-        sink=RUNTIME_DEFAULT_SINK,
     )
     tenant = f"up-{uuid.uuid4().hex[:8]}"
     await proxy.set_phase_api(tenant, Phase.DUAL_WRITE)
     assert await settled(proxy, {"redis_reachable": True, "spool_writable": True})
     status, body = await readiness(proxy)
-    assert status == 200 and body["status"] == "ready", body
+    assert status == 200, body
+    assert body["status"] == "ready", body
 
     break_directory(directory)
     await settled(proxy, {"spool_writable": False})
     status, body = await readiness(proxy)
-    assert status == 200 and body["status"] == "degraded", body
-    assert body["buffer"]["accepting"] is True and body["buffer_refusal"] is None
+    assert status == 200, body
+    assert body["status"] == "degraded", body
+    assert body["buffer"]["accepting"] is True
+    assert body["buffer_refusal"] is None
     response = await proxy.client.put("/items/k1", json={"v": 1}, headers=h(tenant))
     assert response.status_code == 200, response.text
     assert await old.items_of(tenant) == {"k1": {"id": "k1", "v": 1}}
@@ -154,8 +146,8 @@ def _config(tmp_path: Path, spool_path: Path, *, workers: int = 1) -> Path:
                 "backends": {"old": {"url": "http://127.0.0.1:9"}, "new": {"url": "http://127.0.0.1:9"}},
                 "postgres_url": PG_ADMIN_DSN,
                 "redis_url": REDIS_URL,
-                "listen": f"127.0.0.1:{closed_port()}",
-                "admin": {"listen": f"127.0.0.1:{closed_port()}"},
+                "listen": f"127.0.0.1:{free_port()}",
+                "admin": {"listen": f"127.0.0.1:{free_port()}"},
                 "buffer": {"spool_path": str(spool_path)},
                 "workers": workers,
             }

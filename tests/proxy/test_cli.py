@@ -135,20 +135,27 @@ def test_exit_codes_say_refused_usage_and_unavailable(
 ) -> None:
     target = ["--admin-url", admin.url, "--token", TOKEN]
     code, _, err = cli(capsys, "phase", "get", "nobody", *target)
-    assert code == 1 and "cutover: not_found: no such thing" in err
+    assert code == 1
+    assert "cutover: not_found: no such thing" in err
     code, _, err = cli(capsys, "phase", "set", "acme", "shadow", "--reason", "x", *target)
-    assert code == 1 and "allowed moves: dual_write" in err
+    assert code == 1
+    assert "allowed moves: dual_write" in err
     code, _, err = cli(capsys, "phase", "get", "x", "--admin-url", "http://127.0.0.1:1", "--token", TOKEN)
-    assert code == 3 and "cannot reach the admin API" in err
+    assert code == 3
+    assert "cannot reach the admin API" in err
     code, _, err = cli(capsys, "phase", "set", "acme", "nowhere", "--reason", "x", *target)
-    assert code == 2 and "invalid phase 'nowhere'" in err and err.startswith("usage: cutover phase set")
+    assert code == 2
+    assert "invalid phase 'nowhere'" in err
+    assert err.startswith("usage: cutover phase set")
     code, _, err = cli(capsys, "no-such-command")
-    assert code == 2 and "invalid choice" in err
+    assert code == 2
+    assert "invalid choice" in err
 
 
 def test_5xx_is_unavailable(admin: FakeAdmin, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = cli(capsys, "report", "--admin-url", admin.url, "--token", TOKEN, "--json")
-    assert code == 3 and not err
+    assert code == 3
+    assert not err
     assert json.loads(out) == {
         "error": "store_unavailable",
         "detail": "the phase store is down",
@@ -159,7 +166,8 @@ def test_5xx_is_unavailable(admin: FakeAdmin, capsys: pytest.CaptureFixture[str]
 def test_errors_are_json_on_stdout_under_json(admin: FakeAdmin, capsys: pytest.CaptureFixture[str]) -> None:
     target = ["--admin-url", admin.url, "--token", TOKEN, "--json"]
     code, out, err = cli(capsys, "phase", "set", "acme", "shadow", "--reason", "x", *target)
-    assert code == 1 and not err
+    assert code == 1
+    assert not err
     assert json.loads(out) == {
         "error": "phase_move_not_allowed",
         "detail": "one step at a time",
@@ -169,11 +177,16 @@ def test_errors_are_json_on_stdout_under_json(admin: FakeAdmin, capsys: pytest.C
     code, out, err = cli(
         capsys, "phase", "get", "x", "--admin-url", "http://127.0.0.1:1", "--token", "t", "--json"
     )
-    assert code == 3 and json.loads(out)["error"] == "unreachable" and not err
+    assert code == 3
+    assert json.loads(out)["error"] == "unreachable"
+    assert not err
     code, out, err = cli(capsys, "phase", "set", "acme", "nowhere", "--reason", "x", "--json")
-    assert code == 2 and json.loads(out)["error"] == "usage" and not err
+    assert code == 2
+    assert json.loads(out)["error"] == "usage"
+    assert not err
     code, out, _ = cli(capsys, "tenants", "--admin-url", admin.url, "--json")  # no token anywhere
-    assert code == 2 and json.loads(out)["error"] == "no_token"
+    assert code == 2
+    assert json.loads(out)["error"] == "no_token"
 
 
 # -- where the URL and the token come from ----------------------------------------------------------------
@@ -218,13 +231,17 @@ def test_an_ambiguous_or_missing_token_in_the_file_is_a_usage_error(
         {"a": {"token": "a" * 20, "scope": "write"}, "b": {"token": "b" * 20, "scope": "write"}},
     )
     code, _, err = cli(capsys, "tenants", "--config", str(two))
-    assert code == 2 and "several write-scope tokens (a, b)" in err and "--token-name" in err
+    assert code == 2
+    assert "several write-scope tokens (a, b)" in err
+    assert "--token-name" in err
     assert cli(capsys, "tenants", "--config", str(two), "--token-name", "b")[0] == 0
     code, _, err = cli(capsys, "tenants", "--config", str(two), "--token-name", "c")
-    assert code == 2 and "no such token" in err
+    assert code == 2
+    assert "no such token" in err
     assert admin.authorizations == [f"Bearer {'b' * 20}"]
     code, _, err = cli(capsys, "tenants", "--config", str(tmp_path / "missing.yaml"))
-    assert code == 2 and "missing.yaml" in err
+    assert code == 2
+    assert "missing.yaml" in err
 
 
 # -- help and version -----------------------------------------------------------------------------------
@@ -248,7 +265,8 @@ def test_every_command_shows_examples_and_admin_commands_their_environment() -> 
         examples = text.split("examples:\n", 1)[1].split("\n\n", 1)[0]
         assert all(line.startswith("  cutover ") for line in examples.splitlines()), (command, examples)
         if any(a.dest == "admin_url" for a in parser._actions):
-            assert "CUTOVER_ADMIN_URL" in text and "CUTOVER_ADMIN_TOKEN" in text, command
+            assert "CUTOVER_ADMIN_URL" in text, command
+            assert "CUTOVER_ADMIN_TOKEN" in text, command
             # Each example is a command line this parser accepts.
             for line in examples.splitlines():
                 words = line.split()[1 : 1 + len(path)]
@@ -265,7 +283,9 @@ def test_force_help_lists_what_it_overrides() -> None:
 
 def test_version_in_a_fresh_process() -> None:
     done = subprocess.run([CUTOVER, "--version"], capture_output=True, text=True, timeout=30, env=clean_env())
-    assert done.returncode == 0 and done.stdout == f"cutover {version('cutover')}\n" and not done.stderr
+    assert done.returncode == 0
+    assert done.stdout == f"cutover {version('cutover')}\n"
+    assert not done.stderr
 
 
 # -- the pipe -------------------------------------------------------------------------------------------

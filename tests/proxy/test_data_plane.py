@@ -15,22 +15,21 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import redis.asyncio as aioredis
 
+from buffer_worker.spool import SpoolingSink
 from routing.phases import Phase, Side
-from tests.conftest import (
-    BIG_CHUNK,
-    RUNTIME_DEFAULT_SINK,
-    DemoBackend,
+from tests.support.demo_backends import BIG_CHUNK, DemoBackend
+from tests.support.proxies import (
     IntentBuffer,
     MemoryProxy,
     Proxy,
     ProxyBuilder,
     ProxyFactory,
-    RunningServer,
-    closed_port,
     raw_request,
-    wait_for,
 )
+from tests.support.servers import RunningServer, free_port
+from tests.support.waits import wait_for
 
 # phase → (serving side for reads and writes, mirror side of writes, shadow side of reads)
 ROUTES: dict[Phase, tuple[Side, Side | None, Side | None]] = {
@@ -115,7 +114,7 @@ async def test_every_phase_routes_reads_and_writes_to_its_side(
         assert 1 <= len(served_reads) <= 2
     else:
         assert len(served_reads) == 1
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # a shadow read that must not be sent leaves nothing to wait for
         assert backends[other].recorder.requests_for(tenant) == []
 
     # A write the authoritative side refuses (non-2xx) produces no intent.
@@ -153,7 +152,8 @@ async def test_tenants_are_isolated(
     assert_served(read_b, Side.OLD, Phase.LEGACY)
     assert await intent_buffer.intents_for(stayed) == []
     tenant_b = await proxy.admin.get(f"/tenants/{stayed}")
-    assert tenant_b.json()["phase"] == "legacy" and tenant_b.json()["version"] == 0
+    assert tenant_b.json()["phase"] == "legacy"
+    assert tenant_b.json()["version"] == 0
 
 
 async def test_requests_without_tenant_follow_default_phase(
@@ -319,7 +319,8 @@ async def test_hop_by_hop_response_headers_are_dropped(echo_proxy: Proxy, tenant
     # Check the backend really sends them, so the assertion below cannot pass vacuously.
     async with httpx.AsyncClient() as direct:
         raw = await direct.get(echo_proxy.runtime.upstreams[Side.OLD].url_for("/hop", ""))
-    assert raw.headers["x-private-hop"] == "secret" and "keep-alive" in raw.headers
+    assert raw.headers["x-private-hop"] == "secret"
+    assert "keep-alive" in raw.headers
 
     response = await echo_proxy.client.get("/hop", headers=h(tenant))
     assert response.status_code == 200
@@ -429,7 +430,8 @@ async def test_absolute_form_target_is_400(
     assert status == 400
     assert headers["content-type"] == "application/json"
     assert orjson.loads(body)["error"] == "invalid_target"
-    assert old.recorder.requests_for(tenant) == [] and new.recorder.requests_for(tenant) == []
+    assert old.recorder.requests_for(tenant) == []
+    assert new.recorder.requests_for(tenant) == []
 
     # The same request in origin form is fine: the refusal is about the form, not the path.
     origin = f"GET /items HTTP/1.1\r\nHost: x\r\nX-Tenant-ID: {tenant}\r\nConnection: close\r\n\r\n".encode()
@@ -455,7 +457,7 @@ async def test_dot_segments_and_encoded_slashes_are_400(
 @pytest.mark.parametrize("bad", ["", "has space", "a/b", "x" * 129, "é", ".", ".."])
 async def test_invalid_tenant_is_400(proxy: Proxy, old: DemoBackend, bad: str, tenant: str) -> None:
     before = len(old.recorder.seen)
-    response = await proxy.client.get("/items", headers={"X-Tenant-ID": bad.encode()})
+    response = await proxy.client.get("/items", headers=[(b"X-Tenant-ID", bad.encode())])
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_tenant"
     assert len(old.recorder.seen) == before
@@ -474,7 +476,8 @@ async def test_refused_backend_is_502_naming_it(refused_new_proxy: Proxy, tenant
     assert response.headers["x-cutover-served-by"] == "new"
     assert response.headers["x-cutover-phase"] == "complete"
     write = await proxy.client.put("/items/a", json={}, headers=h(tenant))
-    assert write.status_code == 502 and write.json()["backend"] == "new"
+    assert write.status_code == 502
+    assert write.json()["backend"] == "new"
     # Other tenants (legacy → old) are unaffected.
     await assert_still_serves(proxy, "someone-else")
 
@@ -541,7 +544,7 @@ async def test_shadow_read_is_off_the_critical_path_and_equal_answers_are_not_st
     assert proxy.runtime.shadow.in_flight == 1
 
     async def compared() -> bool:
-        return (await proxy.stats())["shadow"]["compared"] == before["compared"] + 1
+        return bool((await proxy.stats())["shadow"]["compared"] == before["compared"] + 1)
 
     await wait_for(compared, timeout_s=5)
     after = (await proxy.stats())["shadow"]
@@ -567,7 +570,7 @@ async def test_shadow_divergence_is_counted_and_stored_with_paths(
     assert response.json()["name"] == "alpha"  # the client always gets the serving side's answer
 
     async def stored() -> bool:
-        return (await proxy.stats())["divergences"]["stored"] == before["divergences"]["stored"] + 1
+        return bool((await proxy.stats())["divergences"]["stored"] == before["divergences"]["stored"] + 1)
 
     await wait_for(stored, timeout_s=5)
     stats = await proxy.stats()
@@ -595,7 +598,7 @@ async def test_shadow_divergence_is_counted_and_stored_with_paths(
 @pytest.fixture(scope="session")
 async def refused_new_proxy(shared_builder: ProxyBuilder) -> Proxy:
     """A proxy whose `new` backend refuses connections."""
-    return await shared_builder.start({"backends": {"new": {"url": f"http://127.0.0.1:{closed_port()}"}}})
+    return await shared_builder.start({"backends": {"new": {"url": f"http://127.0.0.1:{free_port()}"}}})
 
 
 def fallback_counts(stats: dict[str, Any]) -> tuple[dict[str, int], int]:
@@ -693,13 +696,15 @@ async def test_fallback_refused_when_sink_reports_pending(
 
     sink.pending_counts[(tenant, Side.OLD)] = 3
     answer = await proxy.client.get("/items/m1", headers=h(tenant))
-    assert answer.status_code == 503 and answer.json()["error"] == "fallback_unsafe"
+    assert answer.status_code == 503
+    assert answer.json()["error"] == "fallback_unsafe"
     assert "retry-after" in answer.headers
 
     sink.pending_counts[(tenant, Side.OLD)] = 0
     sink.fail_pending = True  # an unknown answer is not safe either
     unknown = await proxy.client.get("/items/m1", headers=h(tenant))
-    assert unknown.status_code == 503 and unknown.json()["error"] == "fallback_unsafe"
+    assert unknown.status_code == 503
+    assert unknown.json()["error"] == "fallback_unsafe"
 
     sink.fail_pending = False
     served = await proxy.client.get("/items/m1", headers=h(tenant))
@@ -742,7 +747,8 @@ async def test_write_is_refused_before_forwarding_when_the_buffer_cannot_accept(
     assert response.status_code == 503
     assert response.json()["error"] == "buffer_full"
     assert "retry-after" in response.headers
-    assert old.recorder.requests_for(tenant) == [] and new.recorder.requests_for(tenant) == []
+    assert old.recorder.requests_for(tenant) == []
+    assert new.recorder.requests_for(tenant) == []
     assert sink.intents == []
     ready = (await proxy.anon_admin.get("/readyz")).json()
     assert ready["buffer"]["accepting"] is False
@@ -752,10 +758,12 @@ async def test_write_is_refused_before_forwarding_when_the_buffer_cannot_accept(
     assert_served(read, Side.OLD, Phase.SHADOW)
 
 
-async def test_runtime_default_sink_buffers_intents_in_redis(
-    make_proxy: ProxyFactory, tenant: str, intent_buffer: IntentBuffer
+async def test_the_production_sink_buffers_intents_in_redis(
+    make_proxy: ProxyFactory, tenant: str, redis_client: aioredis.Redis
 ) -> None:
-    proxy = await make_proxy(sink=RUNTIME_DEFAULT_SINK)
+    proxy = await make_proxy()
+    assert isinstance(proxy.runtime.sink, SpoolingSink)  # what `cutover serve` runs, unless a test says
+    intent_buffer = IntentBuffer.of(proxy, redis_client)
     await proxy.set_phase_api(tenant, Phase.DUAL_WRITE)
     response = await proxy.client.post("/items", json={"v": 1}, headers=h(tenant))
     assert response.status_code == 201
@@ -766,4 +774,5 @@ async def test_runtime_default_sink_buffers_intents_in_redis(
     assert orjson.loads(intents[0].response_body)["id"] == created
     assert ("location", f"/items/{created}") in [(k.lower(), v) for k, v in intents[0].response_headers]
     ready = (await proxy.anon_admin.get("/readyz")).json()
-    assert ready["buffer"]["spooled"] == 0 and ready["buffer"]["accepting"] is True
+    assert ready["buffer"]["spooled"] == 0
+    assert ready["buffer"]["accepting"] is True

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import io
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -22,7 +22,10 @@ from buffer_worker.keys import blocked_key, dead_letter_key, partition_of
 from buffer_worker.worker import Worker
 from proxy.cli import main
 from routing.phases import Phase, Side
-from tests.conftest import PARTITIONS, DemoBackend, Proxy, ProxyFactory
+from tests.support.demo_backends import DemoBackend
+from tests.support.proxies import Proxy, ProxyFactory
+from tests.support.redis_keys import PARTITIONS
+from tests.support.waits import wait_for
 
 OVERRIDES = {
     "worker": {
@@ -51,14 +54,6 @@ async def worker(proxy: Proxy) -> AsyncIterator[Worker]:
     yield running
     stop.set()
     await task
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 10) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not await check():
-        assert loop.time() < deadline, what
-        await asyncio.sleep(0.05)
 
 
 async def letters(proxy: Proxy, tenant: str) -> list[dict[str, Any]]:
@@ -103,7 +98,7 @@ async def dead_lettered_tenant(proxy: Proxy, new: DemoBackend, count: int) -> st
     async def all_dead() -> bool:
         return len(await letters(proxy, tenant)) == count
 
-    await until(all_dead, "the writes were not dead-lettered")
+    await wait_for(all_dead, "the writes were not dead-lettered", timeout_s=10, interval_s=0.05)
     new.faults.fail_writes = False
     return tenant
 
@@ -116,7 +111,9 @@ async def test_resolve_sets_every_dead_letter_from_old_unblocks_and_is_audited(
     assert [d["cause"] for d in dead] == ["apply", "parked", "parked"]
     assert dead[0]["reason"].startswith("apply failed: new answered 503 to PUT /items/k0")
     code, shown = await cli(proxy, "dead-letters", tenant)
-    assert code == 0 and "CAUSE" in shown and "new answered 503 to PUT /items/k0" in shown, shown
+    assert code == 0, shown
+    assert "CAUSE" in shown, shown
+    assert "new answered 503 to PUT /items/k0" in shown, shown
     assert await blocked(proxy, tenant) == dead[0]["intent_id"]
 
     code, shown = await cli(proxy, "dead-letters", "resolve", tenant, "--reason", "new side fixed")
@@ -125,7 +122,7 @@ async def test_resolve_sets_every_dead_letter_from_old_unblocks_and_is_audited(
     async def resolved() -> bool:
         return not await letters(proxy, tenant)
 
-    await until(resolved, "the dead letters were not resolved")
+    await wait_for(resolved, "the dead letters were not resolved", timeout_s=10, interval_s=0.05)
     assert await blocked(proxy, tenant) is None
     assert await new.items_of(tenant) == await old.items_of(tenant) != {}
     [entry] = await audit(proxy, tenant)
@@ -141,7 +138,7 @@ async def test_resolve_sets_every_dead_letter_from_old_unblocks_and_is_audited(
     async def applied() -> bool:
         return "later" in await new.items_of(tenant)
 
-    await until(applied, "the tenant's next write was not applied")
+    await wait_for(applied, "the tenant's next write was not applied", timeout_s=10, interval_s=0.05)
 
 
 async def test_discard_drops_one_dead_letter_audited_and_unblocks_with_the_last(
@@ -152,7 +149,8 @@ async def test_discard_drops_one_dead_letter_audited_and_unblocks_with_the_last(
     missing = await proxy.admin.post(
         f"/buffer/dead-letters/{tenant}/discard", json={"intent_id": "nope", "reason": "typo"}
     )
-    assert missing.status_code == 404 and missing.json()["error"] == "dead_letter_not_found"
+    assert missing.status_code == 404
+    assert missing.json()["error"] == "dead_letter_not_found"
     no_reason = await proxy.admin.post(f"/buffer/dead-letters/{tenant}/discard", json={"intent_id": "x"})
     assert no_reason.status_code == 422
 
@@ -171,7 +169,7 @@ async def test_discard_drops_one_dead_letter_audited_and_unblocks_with_the_last(
     async def one_left() -> bool:
         return [d["intent_id"] for d in await letters(proxy, tenant)] == [second["intent_id"]]
 
-    await until(one_left, "the dead letter was not discarded")
+    await wait_for(one_left, "the dead letter was not discarded", timeout_s=10, interval_s=0.05)
     assert await blocked(proxy, tenant) == second["intent_id"]  # still waits, behind the next one
     response = await proxy.admin.post(
         f"/buffer/dead-letters/{tenant}/discard", json={"intent_id": second["intent_id"], "reason": "same"}
@@ -181,7 +179,7 @@ async def test_discard_drops_one_dead_letter_audited_and_unblocks_with_the_last(
     async def none_left() -> bool:
         return not await letters(proxy, tenant) and await blocked(proxy, tenant) is None
 
-    await until(none_left, "the tenant was not unblocked")
+    await wait_for(none_left, "the tenant was not unblocked", timeout_s=10, interval_s=0.05)
     assert "k0" not in await new.items_of(tenant)  # discarded: never applied
     entries = await audit(proxy, tenant)
     assert [(e["action"], e["intent_ids"], e["reason"]) for e in entries] == [
@@ -231,10 +229,13 @@ async def test_a_redrive_that_would_fail_the_same_way_is_refused_with_the_reason
     response = await proxy.admin.post(f"/buffer/dead-letters/{tenant}/redrive")
     assert response.status_code == 422, response.text
     body = response.json()
-    assert body["error"] == "redrive_refused" and body["intent_id"] == broken.intent_id
-    assert "could not be built" in body["detail"] and f"dead-letters resolve {tenant}" in body["detail"]
+    assert body["error"] == "redrive_refused"
+    assert body["intent_id"] == broken.intent_id
+    assert "could not be built" in body["detail"]
+    assert f"dead-letters resolve {tenant}" in body["detail"]
     code, shown = await cli(proxy, "redrive", tenant)
-    assert code == 1 and "redrive_refused" in shown
+    assert code == 1
+    assert "redrive_refused" in shown
     assert await audit(proxy, tenant) == []  # nothing was requested
 
 
@@ -247,7 +248,8 @@ async def test_a_redrive_is_requested_and_audited(proxy: Proxy, redis_client: ai
     response = await proxy.admin.post(
         f"/buffer/dead-letters/{tenant}/redrive", json={"reason": "outage over"}
     )
-    assert response.status_code == 200 and response.json()["requested"] == 1, response.text
+    assert response.status_code == 200, response.text
+    assert response.json()["requested"] == 1, response.text
     [entry] = await audit(proxy, tenant)
     assert (entry["action"], entry["intent_ids"], entry["reason"]) == (
         "redrive",
@@ -267,9 +269,11 @@ async def test_a_resolution_that_cannot_name_the_record_is_refused(
     )
     response = await proxy.admin.post(f"/buffer/dead-letters/{tenant}/resolve", json={"reason": "try"})
     assert response.status_code == 422, response.text
-    assert response.json()["error"] == "resolve_refused" and "POST /things" in response.json()["detail"]
+    assert response.json()["error"] == "resolve_refused"
+    assert "POST /things" in response.json()["detail"]
     none = await proxy.admin.post(f"/buffer/dead-letters/{tenant}-none/resolve", json={"reason": "try"})
-    assert none.status_code == 404 and none.json()["error"] == "no_dead_letters"
+    assert none.status_code == 404
+    assert none.json()["error"] == "no_dead_letters"
     assert await audit(proxy, tenant) == []
 
 
@@ -302,9 +306,11 @@ async def test_a_dead_letter_has_one_id_in_the_table_behind_parked_ones_and_for_
     first, parked = table_rows(shown, "ID")
     assert (first["STATUS"], first["CAUSE"], first["PARKED BEHIND"]) == ("503", "apply", "-")
     assert '"error":"injected_failure"' in first["ANSWER"], shown
-    assert parked["PARKED BEHIND"] == first["ID"] and parked["STATUS"] == "-"
+    assert parked["PARKED BEHIND"] == first["ID"]
+    assert parked["STATUS"] == "-"
     code, buffer_shown = await cli(proxy, "buffer")
-    assert code == 0 and first["ID"] in buffer_shown, buffer_shown  # BLOCKED BEHIND
+    assert code == 0, buffer_shown
+    assert first["ID"] in buffer_shown, buffer_shown  # BLOCKED BEHIND
     code, as_json = await cli(proxy, "dead-letters", tenant, "--json")
     listed = orjson.loads(as_json)["dead_letters"]
     assert [(d["intent_id"], d["status"], d["parked_behind"]) for d in listed] == [
@@ -319,7 +325,9 @@ async def test_a_dead_letter_has_one_id_in_the_table_behind_parked_ones_and_for_
     async def behind_the_next() -> bool:
         return await blocked(proxy, tenant) == parked["ID"]
 
-    await until(behind_the_next, "the dead letter the table named was not discarded")
+    await wait_for(
+        behind_the_next, "the dead letter the table named was not discarded", timeout_s=10, interval_s=0.05
+    )
 
 
 async def test_dead_letters_written_before_status_and_excerpt_still_display(

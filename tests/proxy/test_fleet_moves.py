@@ -14,8 +14,9 @@ import redis.asyncio as aioredis
 from proxy.cli import main
 from proxy.fleet import bucket_of
 from routing.phases import Phase
-from tests.conftest import Proxy, ProxyFactory, wait_for
 from tests.proxy.test_tenant_health import add_dead_letter
+from tests.support.proxies import Proxy, ProxyFactory
+from tests.support.waits import wait_for
 
 
 @pytest.fixture
@@ -152,7 +153,8 @@ async def test_every_move_is_checked_first_and_nothing_moves_when_one_would_be_r
         assert code == 1
         assert f"{b}  dual_write -> shadow  (REFUSED: dead_letters:" in out
         assert "checked 4 moves with the admin API: 2 would be refused; nothing was moved" in out
-        assert f"REFUSED {c}: phase_move_not_allowed:" in out and "(allowed: dual_write)" in out
+        assert f"REFUSED {c}: phase_move_not_allowed:" in out
+        assert "(allowed: dual_write)" in out
 
         # --continue-on-refusal moves the others, and still exits 1: not everything moved.
         code, out, _ = await cutover(
@@ -185,18 +187,19 @@ async def test_a_tenant_named_by_mistake_is_flagged_before_anything_is_created(
     )
     assert code == 1
     report = json.loads(out)
-    assert report["error"] == "unknown_tenants" and report["unknown"] == [typo]
-    assert typo in report["detail"] and "--create" in report["detail"]
-    assert report["moved"] == [] and await audit_count(proxy) == before
+    assert report["error"] == "unknown_tenants"
+    assert report["unknown"] == [typo]
+    assert typo in report["detail"]
+    assert "--create" in report["detail"]
+    assert report["moved"] == []
+    assert await audit_count(proxy) == before
     assert (await proxy.admin.get(f"/tenants/{typo}")).json()["version"] == 0  # no row was made
     code, out, _ = await cutover(
         proxy, capsys, "phase", "set", "--tenants", f"{known},{typo}", "shadow", "--reason", "w"
     )
-    assert (
-        code == 1
-        and "(UNKNOWN: no phase row, not seen in traffic)" in out
-        and "REFUSED: unknown_tenants" in out
-    )
+    assert code == 1
+    assert "(UNKNOWN: no phase row, not seen in traffic)" in out
+    assert "REFUSED: unknown_tenants" in out
     # --create: the operator means it. The typo is a step behind (legacy), so it needs dual_write first.
     code, out, _ = await cutover(
         proxy,
@@ -229,9 +232,11 @@ async def test_a_dry_run_change_is_checked_like_a_move_and_changes_nothing(proxy
         "dry_run": True,
     }
     conflict = await proxy.admin.put(f"/tenants/{tenant}/phase", json={**body, "expected_version": 7})
-    assert conflict.status_code == 409 and conflict.json()["error"] == "version_conflict"
+    assert conflict.status_code == 409
+    assert conflict.json()["error"] == "version_conflict"
     skip = await proxy.admin.put(f"/tenants/{tenant}/phase", json={**body, "phase": "live"})
-    assert skip.status_code == 422 and skip.json()["error"] == "phase_move_not_allowed"
+    assert skip.status_code == 422
+    assert skip.json()["error"] == "phase_move_not_allowed"
     read_only = await proxy.anon_admin.put(
         f"/tenants/{tenant}/phase", json=body, headers={"Authorization": f"Bearer {proxy.tokens.read}"}
     )
@@ -267,7 +272,8 @@ async def test_a_larger_percentage_only_adds(
     first = {m["tenant"] for m in runs[0]["moved"]}
     second_plan = {step["tenant"]: step["plan"] for step in runs[1]["plan"]}
     assert first == {t for t in fleet if bucket_of(t) < 30}
-    assert first and first < set(second_plan)  # 30 % picked a subset of what 70 % picks
+    assert first
+    assert first < set(second_plan)
     assert {t for t, kind in second_plan.items() if kind == "already_there"} == first
     assert {m["tenant"] for m in runs[1]["moved"]} == set(second_plan) - first
     current = await phases(proxy, fleet)
@@ -276,15 +282,18 @@ async def test_a_larger_percentage_only_adds(
 
 async def test_usage_errors(proxy: Proxy, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = await cutover(proxy, capsys, "phase", "set", "dual_write", "--reason", "x")
-    assert code == 2 and "name a TENANT, or select tenants" in err
+    assert code == 2
+    assert "name a TENANT, or select tenants" in err
     code, _, err = await cutover(
         proxy, capsys, "phase", "set", "a", "dual_write", "--tenants", "b", "--reason", "x"
     )
-    assert code == 2 and "either TENANT or --tenants" in err
+    assert code == 2
+    assert "either TENANT or --tenants" in err
     code, _, err = await cutover(
         proxy, capsys, "phase", "set", "--match", "x*", "--percent", "0", "dual_write", "--reason", "x"
     )
-    assert code == 2 and "percent must be in (0, 100]" in err
+    assert code == 2
+    assert "percent must be in (0, 100]" in err
 
 
 async def test_a_fleet_move_stops_where_the_worker_cannot_apply(

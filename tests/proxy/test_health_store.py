@@ -35,9 +35,10 @@ def name(prefix: str = "h") -> str:
 
 
 async def rows_of(pool: asyncpg.Pool, tenants: list[str]) -> list[asyncpg.Record]:
-    return await pool.fetch(
+    rows: list[asyncpg.Record] = await pool.fetch(
         "SELECT * FROM cutover_health_side WHERE tenant = ANY($1::text[]) ORDER BY tenant, side", tenants
     )
+    return rows
 
 
 async def test_two_processes_add_up_in_one_row_per_tenant_side_and_bucket(pool: asyncpg.Pool) -> None:
@@ -56,7 +57,7 @@ async def test_two_processes_add_up_in_one_row_per_tenant_side_and_bucket(pool: 
     # Both processes write within one transaction's clock reading apart: pin them to the same bucket.
     async with pool.acquire() as conn, conn.transaction():
         for recorder in recorders:
-            recorder._pool = conn  # type: ignore[assignment]
+            recorder._pool = conn
             assert await recorder.flush() > 0
     rows = await rows_of(pool, [tenant])
     assert [(r["side"], r["requests"], r["errors"], r["fallbacks"]) for r in rows] == [
@@ -64,7 +65,8 @@ async def test_two_processes_add_up_in_one_row_per_tenant_side_and_bucket(pool: 
         ("old", 160, 10, 0),
     ]
     assert rows[1]["bucket"] == rows[0]["bucket"], "one bucket for both processes"
-    assert rows[1]["l01"] == 150 and rows[1]["l13"] == 10  # 90 + 60 fast ones summed, 10 slow ones
+    assert rows[1]["l01"] == 150
+    assert rows[1]["l13"] == 10
 
     figures = await window(pool, tenant, SETTINGS, 300)
     old = figures["sides"]["old"]
@@ -82,7 +84,8 @@ async def test_a_failed_write_keeps_its_counts_for_the_next(pool: asyncpg.Pool, 
     down = await asyncpg.create_pool(pg_url, min_size=0, max_size=1)
     await down.close()  # a store that does not answer
     recorder = HealthRecorder(down, SETTINGS, series_, labels=[tenant])
-    assert await recorder.flush() == 0 and recorder.failed_writes == 1
+    assert await recorder.flush() == 0
+    assert recorder.failed_writes == 1
     series_.record(tenant, "old", 0.001, 200, "respond")
     recorder._pool = pool  # the store is back
     assert await recorder.flush() == 1
@@ -112,7 +115,8 @@ def test_a_full_window_counts_new_tenants_as_other_at_once() -> None:
     for n in range(10):
         series_.record(f"t{n}", "old", 0.001, 503, "respond")
     taken = series_.take()
-    assert len(taken) == 5 and series_.overflowed == 6
+    assert len(taken) == 5
+    assert series_.overflowed == 6
     assert taken[(OTHER, "old")][ERRORS] == 6
     # The overflow, though the largest, takes none of the busiest places: t0..t3 keep theirs.
     assert set(fold(taken, labels=[], top_n=4)) == {(f"t{n}", "old") for n in range(4)} | {(OTHER, "old")}
@@ -169,9 +173,11 @@ async def test_series_points_and_shadow_rates(pool: asyncpg.Pool) -> None:
     mine = points["tenants"][tenant]
     assert mine["sides"]["new"]["requests"][-1] == 4
     assert mine["sides"]["new"]["error_rate"][-1] == 0.25
-    assert mine["sides"]["old"]["requests"][-1] == 0 and mine["sides"]["old"]["p99_ms"][-1] is None
+    assert mine["sides"]["old"]["requests"][-1] == 0
+    assert mine["sides"]["old"]["p99_ms"][-1] is None
     # 2 divergent of 8 answered; 3 new-side errors of 10 compared (failed reads are not divergent).
-    assert mine["divergence_rate"][-1] == 0.25 and mine["new_error_rate"][-1] == 0.3
+    assert mine["divergence_rate"][-1] == 0.25
+    assert mine["new_error_rate"][-1] == 0.3
     figures = await window(pool, tenant, SETTINGS, 300)
     assert figures["shadow"] == {
         "compared": 10,
@@ -204,7 +210,8 @@ def test_shadow_and_backlog_folds_keep_the_same_cap() -> None:
     }
     folded = fold_backlog(gauges, 2, [], 1)
     assert set(folded) == {("a", "new"), (OTHER, "new"), (OTHER, "old")}
-    assert folded[("a", "new")][0] == 5 and folded[(OTHER, "new")][0] == 1
+    assert folded[("a", "new")][0] == 5
+    assert folded[(OTHER, "new")][0] == 1
 
 
 def test_quantiles_from_fixed_buckets() -> None:

@@ -16,17 +16,10 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.conftest import (
-    Proxy,
-    ProxyBuilder,
-    Receive,
-    RunningServer,
-    Scope,
-    Send,
-    backend_config,
-    echo_app,
-    start_server,
-)
+from tests.support.asgi import Receive, Scope, Send
+from tests.support.demo_backends import echo_app
+from tests.support.proxies import Proxy, ProxyBuilder
+from tests.support.servers import RunningServer, backend_config, start_server
 
 HEADER_TIMEOUT_S = 1.0
 BODY_TIMEOUT_S = 1.0

@@ -128,7 +128,8 @@ def test_moves_carry_their_details_and_direction() -> None:
     assert (complete["to"], complete["direction"], complete["blocked"]) == ("complete", "forward", True)
     verify, dead = complete["blockers"]
     assert verify["reports"] == [{"table": "orders", "problem": "missing"}]
-    assert dead["count"] == 3 and "3 dead-lettered" in dead["detail"]
+    assert dead["count"] == 3
+    assert "3 dead-lettered" in dead["detail"]
     assert [m["direction"] for m in moves[1:]] == ["back"] * 4
     applier = plan_moves(Phase.SHADOW, NO_OLD_APPLIER)[0]["blockers"][0]
     assert (applier["side"], applier["setting"]) == ("old", "worker.postgres.old")
@@ -137,10 +138,12 @@ def test_moves_carry_their_details_and_direction() -> None:
 def test_what_could_not_be_read_is_unknown_not_clear_and_the_copy_is_always_unknown() -> None:
     moves: dict[str, dict[str, Any]] = {m["to"]: m for m in plan_moves(Phase.SHADOW, UNKNOWN)}
     live = moves["live"]
-    assert live["blockers"] == [] and not live["blocked"]
+    assert live["blockers"] == []
+    assert not live["blocked"]
     assert [u["check"] for u in live["unknown"]] == ["dead_letters", "copy"]
     assert live["copy"] == "unknown"
-    assert moves["dual_write"]["unknown"] == [] and "copy" not in moves["dual_write"]
+    assert moves["dual_write"]["unknown"] == []
+    assert "copy" not in moves["dual_write"]
     complete = plan_moves(Phase.RAMPDOWN, UNKNOWN)[0]
     assert [u["check"] for u in complete["unknown"]] == ["verify_required", "dead_letters"]
     # With everything readable, only the copy stays unknown.

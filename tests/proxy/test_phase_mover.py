@@ -12,7 +12,8 @@ import pytest
 from proxy.cli import main
 from routing.phases import Phase
 from tests.backfill.rest_sides import JSON_SERVER_ITEMS
-from tests.conftest import Proxy, ProxyFactory, wait_for
+from tests.support.proxies import Proxy, ProxyFactory
+from tests.support.waits import wait_for
 
 ROLLBACK = {
     "enabled": True,
@@ -45,7 +46,8 @@ async def test_the_automatic_rollback_leaves_an_archived_tenant_where_it_is(
         await proxy.set_phase_direct(name, Phase.LIVE)
     await archive(proxy, frozen)
     refused = await proxy.admin.put(f"/tenants/{frozen}/phase", json={"phase": "shadow", "reason": "x"})
-    assert refused.status_code == 409 and refused.json()["error"] == "tenant_archived"
+    assert refused.status_code == 409
+    assert refused.json()["error"] == "tenant_archived"
     await proxy.runtime.pool.execute(
         "INSERT INTO cutover_shadow_window (tenant, phase, at, compared, answered, divergent, new_errors)"
         " SELECT t, 'live', now() + interval '1 second', 50, 50, 50, 0 FROM unnest($1::text[]) AS t",

@@ -17,14 +17,19 @@ import pytest
 
 from proxy.phase_store import PhaseStore
 from routing.phases import Phase
-from tests.conftest import PG_ADMIN_DSN, DemoBackend, Proxy, ProxyFactory, closed_port, wait_for
+from tests.support.demo_backends import DemoBackend
+from tests.support.postgres import PG_ADMIN_DSN
+from tests.support.proxies import Proxy, ProxyFactory
+from tests.support.servers import free_port
+from tests.support.waits import wait_for
 
 PHASES_AFTER_LEGACY = [Phase.DUAL_WRITE, Phase.SHADOW, Phase.LIVE, Phase.RAMPDOWN, Phase.COMPLETE]
 
 
 async def phase_seen(proxy: Proxy, tenant: str) -> str | None:
     response = await proxy.client.get("/items", headers={"X-Tenant-ID": tenant})
-    return response.headers.get("x-cutover-phase")
+    phase: str | None = response.headers.get("x-cutover-phase")
+    return phase
 
 
 async def test_change_through_one_proxy_is_in_force_on_another_within_1s(
@@ -120,7 +125,7 @@ class TcpForwarder:
 @pytest.fixture
 async def pg_forwarder() -> AsyncIterator[TcpForwarder]:
     # Requested before `make_proxy`, so it is torn down after the proxies that use it.
-    forwarder = TcpForwarder(closed_port())
+    forwarder = TcpForwarder(free_port())
     yield forwarder
     await forwarder.stop()
 
@@ -158,7 +163,8 @@ async def test_proxy_that_never_loaded_phases_serves_nothing_until_it_does(
         assert response.json()["error"] == "not_ready"
         assert response.headers["retry-after"].isdigit()
     no_tenant = await proxy.client.get("/items")
-    assert no_tenant.status_code == 503 and no_tenant.json()["error"] == "not_ready"
+    assert no_tenant.status_code == 503
+    assert no_tenant.json()["error"] == "not_ready"
     assert old.recorder.requests_for(tenant) == []
 
     store_down = await proxy.admin.get("/tenants")

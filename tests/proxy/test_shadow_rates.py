@@ -11,7 +11,9 @@ import pytest
 
 from proxy.cli import main
 from routing.phases import Phase
-from tests.conftest import DemoBackend, ProxyFactory, wait_for
+from tests.support.demo_backends import DemoBackend
+from tests.support.proxies import ProxyFactory
+from tests.support.waits import wait_for
 
 
 async def test_a_failed_shadow_read_is_failed_not_divergent_in_status_and_report(
@@ -22,10 +24,11 @@ async def test_a_failed_shadow_read_is_failed_not_divergent_in_status_and_report
     await proxy.set_phase_api(tenant, Phase.SHADOW)
     await new.control(delay_ms=1500)  # the shadow read to new times out: nothing to compare
     response = await proxy.client.get("/items", headers={"X-Tenant-ID": tenant})
-    assert response.status_code == 200 and response.headers["x-cutover-served-by"] == "old"
+    assert response.status_code == 200
+    assert response.headers["x-cutover-served-by"] == "old"
 
     async def compared() -> bool:
-        return (await proxy.stats())["shadow"]["compared"] == 1
+        return bool((await proxy.stats())["shadow"]["compared"] == 1)
 
     await wait_for(compared, timeout_s=10)
     shadow = (await proxy.stats())["shadow"]
@@ -38,7 +41,8 @@ async def test_a_failed_shadow_read_is_failed_not_divergent_in_status_and_report
     await wait_for(reported, timeout_s=10)
     totals = (await proxy.admin.get("/divergence/report", params={"tenant": tenant})).json()["tenants"][0]
     assert (totals["totals"]["failed"], totals["totals"]["divergent"]) == (1, 0)
-    assert totals["totals"]["divergence_rate"] is None and totals["totals"]["new_error_rate"] == 1.0
+    assert totals["totals"]["divergence_rate"] is None
+    assert totals["totals"]["new_error_rate"] == 1.0
 
     options = ["--admin-url", proxy.admin_server.url, "--token", proxy.tokens.read]
     assert await asyncio.to_thread(main, ["status", *options]) == 0

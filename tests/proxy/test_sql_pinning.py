@@ -25,20 +25,10 @@ from buffer_worker.pg_applier import PostgresApplier
 from buffer_worker.sql_apply import SqlIntents
 from config.settings import Settings
 from routing.phases import Phase, Side
-from tests.conftest import (
-    DemoBackend,
-    MemorySink,
-    Proxy,
-    ProxyBuilder,
-    Receive,
-    RunningServer,
-    Scope,
-    Send,
-    Tokens,
-    backend_config,
-    read_all,
-    start_server,
-)
+from tests.support.asgi import Receive, Scope, Send, read_body
+from tests.support.demo_backends import DemoBackend
+from tests.support.proxies import MemorySink, Proxy, ProxyBuilder, Tokens
+from tests.support.servers import RunningServer, backend_config, start_server
 
 TABLE = (
     "CREATE TABLE events (id text PRIMARY KEY, tenant_id text NOT NULL, at timestamptz, at_local timestamp,"
@@ -55,7 +45,7 @@ class PostgresSqlApi:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        document = orjson.loads(await read_all(receive))
+        document = orjson.loads(await read_body(receive))
         try:
             result = await self.pool.execute(document["sql"], *document.get("params", []))
             status, payload = 200, orjson.dumps({"status": result})
@@ -94,7 +84,7 @@ class Env:
 async def env(
     demo_backends: dict[Side, DemoBackend],
     pg_url: str,
-    redis_prefix: str,
+    module_redis_prefix: str,
     tokens: Tokens,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Env]:
@@ -110,7 +100,9 @@ async def env(
         for name, schema in schemas.items()
     }
     servers: list[RunningServer] = []
-    builder = ProxyBuilder(demo_backends, pg_url, redis_prefix, tokens, Path(tmp_path_factory.mktemp("pin")))
+    builder = ProxyBuilder(
+        demo_backends, pg_url, module_redis_prefix, tokens, Path(tmp_path_factory.mktemp("pin"))
+    )
     appliers: list[PostgresApplier] = []
     setups: dict[str, Side2] = {}
     try:
@@ -200,7 +192,8 @@ async def test_a_postgres_write_pinned_in_dual_write_lands_the_same_values_on_ne
     assert authoritative == mirrored
     at, _local, _day, token, _text, r = authoritative
     _recent(at)
-    assert token is not None and r is not None, "values were not written: the test proved nothing"
+    assert token is not None, "values were not written: the test proved nothing"
+    assert r is not None, "values were not written: the test proved nothing"
 
 
 async def test_a_mysql_write_pinned_in_live_lands_the_same_values_on_old(env: Env, tenant: str) -> None:
@@ -221,4 +214,5 @@ async def test_a_mysql_write_pinned_in_live_lands_the_same_values_on_old(env: En
     at, local, _day, _token, text, r = authoritative
     _recent(at)
     _recent(local)
-    assert uuid.UUID(text) and r is not None, "values were not written: the test proved nothing"
+    assert uuid.UUID(text), "values were not written: the test proved nothing"
+    assert r is not None, "values were not written: the test proved nothing"

@@ -21,21 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from routing.phases import Phase, Side
-from tests.conftest import (
-    DemoBackend,
-    MemorySink,
-    Proxy,
-    ProxyBuilder,
-    Receive,
-    RunningServer,
-    Scope,
-    Send,
-    Tokens,
-    backend_config,
-    read_all,
-    start_server,
-    wait_for,
-)
+from tests.support.asgi import Receive, Scope, Send, read_body
+from tests.support.demo_backends import DemoBackend
+from tests.support.proxies import MemorySink, Proxy, ProxyBuilder, Tokens
+from tests.support.servers import RunningServer, backend_config, start_server
+from tests.support.waits import wait_for
 
 OLD, NEW = Side.OLD, Side.NEW
 MIRRORING = (Phase.DUAL_WRITE, Phase.SHADOW, Phase.LIVE, Phase.RAMPDOWN)
@@ -51,7 +41,7 @@ class SqlBackend:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        body = await read_all(receive)
+        body = await read_body(receive)
         document = orjson.loads(body) if body else None
         self.received.append({"path": scope["path"], "method": scope["method"], "body": document})
         payload = orjson.dumps({"rows": [[1]], "path": scope["path"]})
@@ -86,13 +76,15 @@ class SqlEnv:
 async def _sql_env(
     demo_backends: dict[Side, DemoBackend],
     pg_url: str,
-    redis_prefix: str,
+    module_redis_prefix: str,
     tokens: Tokens,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[SqlEnv]:
     backends = {side: SqlBackend(side) for side in Side}
     servers: list[RunningServer] = [await start_server(backend_config(backends[side])) for side in Side]
-    builder = ProxyBuilder(demo_backends, pg_url, redis_prefix, tokens, Path(tmp_path_factory.mktemp("sql")))
+    builder = ProxyBuilder(
+        demo_backends, pg_url, module_redis_prefix, tokens, Path(tmp_path_factory.mktemp("sql"))
+    )
     sink = MemorySink()
     proxy = await builder.start(
         {
@@ -124,7 +116,8 @@ def env(_sql_env: SqlEnv) -> SqlEnv:
 
 
 def served_by(response: httpx.Response) -> str | None:
-    return response.headers.get("x-cutover-served-by")
+    served: str | None = response.headers.get("x-cutover-served-by")
+    return served
 
 
 # -- reads and writes in every phase ---------------------------------------------------------------------
@@ -245,7 +238,8 @@ async def test_a_write_to_covered_and_uncovered_tables(env: SqlEnv, tenant: str,
         ["orders"],
         ["audit_log"],
     )
-    assert env.backends[OLD].bodies(tenant) == [] and env.backends[NEW].bodies(tenant) == []
+    assert env.backends[OLD].bodies(tenant) == []
+    assert env.backends[NEW].bodies(tenant) == []
     assert env.sink.intents == []
 
 
@@ -274,9 +268,11 @@ async def test_a_write_with_no_safe_rewrite_is_refused_where_new_needs_it(
         return
     assert response.status_code == 422, response.text
     body = response.json()
-    assert body["error"] == "sql_untranspilable" and "REPLACE" in body["detail"]
+    assert body["error"] == "sql_untranspilable"
+    assert "REPLACE" in body["detail"]
     assert (body["source_dialect"], body["target_dialect"]) == ("mysql", "postgres")
-    assert env.backends[OLD].bodies(tenant) == [] and env.sink.intents == []
+    assert env.backends[OLD].bodies(tenant) == []
+    assert env.sink.intents == []
 
 
 async def test_a_read_with_no_safe_rewrite_is_served_unshadowed_in_shadow_and_refused_in_live(
@@ -288,7 +284,8 @@ async def test_a_read_with_no_safe_rewrite_is_served_unshadowed_in_shadow_and_re
     assert (response.status_code, served_by(response)) == (200, "old")
     await env.proxy.set_phase_direct(tenant, Phase.LIVE)
     response = await env.post(tenant, sql)
-    assert response.status_code == 422 and response.json()["error"] == "sql_untranspilable"
+    assert response.status_code == 422
+    assert response.json()["error"] == "sql_untranspilable"
     assert env.backends[NEW].bodies(tenant) == []
 
 
@@ -305,20 +302,25 @@ async def test_a_mirrored_write_sends_both_sides_the_same_literals(
     (served,) = env.backends[authoritative].bodies(tenant)
     if phase not in MIRRORING:
         assert env.sink.intents == []
-        assert "NOW()" in served["sql"] and "UUID()" in served["sql"]  # nothing changes
+        assert "NOW()" in served["sql"]
+        assert "UUID()" in served["sql"]
         return
     (intent,) = env.sink.intents
     replayed = orjson.loads(intent.body)
     old_sql, new_sql = (served, replayed) if authoritative is OLD else (replayed, served)
     # The client's MySQL, with literals in place of the calls; new's PostgreSQL with the same literals.
     prefix = "INSERT INTO orders (id, tenant_id, at, token, r) VALUES "
-    assert old_sql["sql"].startswith(prefix + "(?, ?, CAST('") and "NOW" not in old_sql["sql"]
-    assert new_sql["sql"].startswith(prefix + "($1, $2, CAST('") and "NOW" not in new_sql["sql"]
+    assert old_sql["sql"].startswith(prefix + "(?, ?, CAST('")
+    assert "NOW" not in old_sql["sql"]
+    assert new_sql["sql"].startswith(prefix + "($1, $2, CAST('")
+    assert "NOW" not in new_sql["sql"]
     at = old_sql["sql"].split("CAST('")[1].split("'")[0]
     token, r = old_sql["sql"].split("'")[3], old_sql["sql"].rsplit(", ", 1)[1].rstrip(")")
-    assert f"CAST('{at}' AS TIMESTAMP)" in new_sql["sql"] and f"'{token}'" in new_sql["sql"]
+    assert f"CAST('{at}' AS TIMESTAMP)" in new_sql["sql"]
+    assert f"'{token}'" in new_sql["sql"]
     assert float(r) == float(new_sql["sql"].split("CAST('")[-1].split("'")[0])
-    assert str(uuid.UUID(token)) == token and len(at) == len("2024-05-06 07:08:09")
+    assert str(uuid.UUID(token)) == token
+    assert len(at) == len("2024-05-06 07:08:09")
     assert old_sql["params"] == new_sql["params"] == [1, tenant]
 
 
@@ -330,7 +332,8 @@ async def test_each_request_gets_its_own_values(env: SqlEnv, tenant: str) -> Non
         )
         assert response.status_code == 200, response.text
     first, second = (body["sql"] for body in env.backends[OLD].bodies(tenant))
-    assert first != second and "UUID()" not in first + second
+    assert first != second
+    assert "UUID()" not in first + second
 
 
 REFUSED_IN_MIRRORING = [
@@ -361,9 +364,11 @@ async def test_writes_that_cannot_mean_the_same_on_both_sides_are_refused_while_
     assert response.status_code == 422, response.text
     body = response.json()
     assert {key: body[key] for key in expected} == expected
-    assert body["phase"] == phase.value and body["detail"]
+    assert body["phase"] == phase.value
+    assert body["detail"]
     assert served_by(response) == "proxy"
-    assert env.backends[OLD].bodies(tenant) == [] and env.backends[NEW].bodies(tenant) == []
+    assert env.backends[OLD].bodies(tenant) == []
+    assert env.backends[NEW].bodies(tenant) == []
     assert env.sink.intents == []
 
 
@@ -553,7 +558,6 @@ async def fuzz_tenants(_sql_env: SqlEnv) -> dict[Phase, str]:
 @settings(
     max_examples=250,
     deadline=None,
-    database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(sql=SQL_VALUES, params=PARAMS, phase=st.sampled_from(list(Phase)), header=st.booleans())

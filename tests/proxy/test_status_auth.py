@@ -24,7 +24,9 @@ def test_issued_cookie_verifies_to_its_name_and_scope_and_holds_no_token() -> No
     cookie = sessions.issue("dash", now=1000)
     assert "r" * 20 not in cookie
     viewer = sessions.verify(cookie, now=1059)
-    assert viewer is not None and viewer.name == "dash" and viewer.scope is TokenScope.READ
+    assert viewer is not None
+    assert viewer.name == "dash"
+    assert viewer.scope is TokenScope.READ
 
 
 def test_expired_tampered_or_foreign_cookies_are_refused() -> None:
@@ -62,7 +64,8 @@ def test_a_configured_key_keeps_sessions_across_restarts_and_replicas(
         other_proxy = StatusSessions.from_settings(TOKENS, settings)  # another replica, or a restart
     assert not caplog.records  # nothing to warn about
     viewer = other_proxy.verify(cookie, now=1300)
-    assert viewer is not None and viewer.name == "dash"
+    assert viewer is not None
+    assert viewer.name == "dash"
     assert other_proxy.verify(cookie, now=1601) is None  # the ttl still holds
     # A proxy whose clock runs a little behind the issuer's still takes a fresh cookie.
     assert other_proxy.verify(first.issue("ops", now=1030), now=1000) is not None
@@ -76,7 +79,8 @@ def test_without_a_key_each_process_signs_alone_and_says_so(caplog: pytest.LogCa
     assert second.verify(first.issue("dash", now=1000), now=1000) is None
     assert first.verify(first.issue("dash", now=1000), now=1000) is not None
     warnings = [r.getMessage() for r in caplog.records]
-    assert len(warnings) == 2 and "session_key is not set" in warnings[0]
+    assert len(warnings) == 2
+    assert "session_key is not set" in warnings[0]
 
 
 def test_the_session_key_is_checked_at_start() -> None:

@@ -9,12 +9,11 @@ import os
 import shutil
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -22,7 +21,9 @@ from selenium.webdriver.common.by import By
 from buffer_worker.http_applier import HttpApplier
 from buffer_worker.worker import Worker
 from routing.phases import Phase
-from tests.conftest import REDIS_URL, DemoBackend, Proxy, ProxyFactory, wait_for
+from tests.support.demo_backends import DemoBackend
+from tests.support.proxies import Proxy, ProxyFactory
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -58,21 +59,14 @@ async def in_thread(call: Callable[..., T], *args: Any) -> T:
 
 
 @pytest.fixture
-async def status_proxy(make_proxy: ProxyFactory) -> AsyncIterator[Proxy]:
-    """A proxy with its own buffer prefix (this test runs a worker on it) and a fast-refreshing page."""
-    prefix = f"cutover_status_{uuid.uuid4().hex[:10]}"
-    yield await make_proxy(
+async def status_proxy(make_proxy: ProxyFactory) -> Proxy:
+    """A proxy (the test's own buffer prefix: this test runs a worker on it) and a fast-refreshing page."""
+    return await make_proxy(
         {
-            "buffer": {"key_prefix": prefix},
             "worker": {"max_attempts": 1, "retry_initial_s": 0.01, "retry_max_s": 0.05, "block_ms": 50},
             "operator": {"status_page": {"refresh_s": 0.5}, "seen_tenants": {"flush_interval_s": 0.1}},
         }
     )
-    client = aioredis.Redis.from_url(REDIS_URL)
-    keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 async def api_snapshot(proxy: Proxy, tenants: list[str]) -> dict[str, Any]:
@@ -200,7 +194,9 @@ async def test_status_page_shows_what_the_admin_api_says(
     await in_thread(browser.get, f"{proxy.admin_server.url}/status?token={proxy.tokens.read}")
     assert browser.current_url == f"{proxy.admin_server.url}/status"
     cookie = browser.get_cookie("cutover_status")
-    assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert cookie is not None
+    assert cookie["httpOnly"]
+    assert cookie["sameSite"] == "Strict"
     assert proxy.tokens.read not in cookie["value"]
     assert proxy.tokens.read_name in browser.find_element(By.TAG_NAME, "header").text
 
@@ -221,13 +217,12 @@ async def test_status_page_shows_what_the_admin_api_says(
         raise AssertionError("the admin API's figures kept changing")
 
     assert {k: page["figures"][k] for k in after["figures"]} == after["figures"]
-    assert (
-        int(after["figures"]["shadow.divergent"]) >= 8
-        and after["figures"]["buffer.dead_letters.total"] != "0"
-    )
+    assert int(after["figures"]["shadow.divergent"]) >= 8
+    assert after["figures"]["buffer.dead_letters.total"] != "0"
     assert {t: page["phases"][t] for t in tenants} == after["phases"]
     assert proxy.tokens.write_name in page["who"][shadowed]  # who made the last change
-    assert page["dead"] == after["dead"] and page["dead"][mirrored] == "1"
+    assert page["dead"] == after["dead"]
+    assert page["dead"][mirrored] == "1"
     assert page["divergent"][shadowed] == after["divergent"][shadowed]
     assert page["top_fields"][shadowed] == after["top_fields"][shadowed]
     assert "status (8)" in page["top_fields"][shadowed]  # old has the item, new does not (no worker)
@@ -243,24 +238,31 @@ async def test_status_page_shows_what_the_admin_api_says(
 async def test_sign_in_and_what_the_cookie_is_good_for(status_proxy: Proxy) -> None:
     proxy = status_proxy
     anonymous = await proxy.anon_admin.get("/status")
-    assert anonymous.status_code == 401 and "/status?token=" in anonymous.text
+    assert anonymous.status_code == 401
+    assert "/status?token=" in anonymous.text
     assert (await proxy.anon_admin.get("/status/data")).json()["error"] == "unauthorized"
     wrong = await proxy.anon_admin.get("/status", params={"token": "not-a-token-of-this-proxy"})
-    assert wrong.status_code == 401 and "set-cookie" not in wrong.headers
+    assert wrong.status_code == 401
+    assert "set-cookie" not in wrong.headers
 
     signed_in = await proxy.anon_admin.get("/status", params={"token": proxy.tokens.read})
-    assert signed_in.status_code == 303 and signed_in.headers["location"] == "/status"
+    assert signed_in.status_code == 303
+    assert signed_in.headers["location"] == "/status"
     set_cookie = signed_in.headers["set-cookie"]
-    assert "HttpOnly" in set_cookie and "SameSite=strict" in set_cookie and "Path=/status" in set_cookie
+    assert "HttpOnly" in set_cookie
+    assert "SameSite=strict" in set_cookie
+    assert "Path=/status" in set_cookie
     cookie = signed_in.cookies["cutover_status"]
     async with httpx.AsyncClient(
         base_url=proxy.admin_server.url, cookies={"cutover_status": cookie}
     ) as browser:
         page = await browser.get("/status")
-        assert page.status_code == 200 and "<title>cutover status</title>" in page.text
+        assert page.status_code == 200
+        assert "<title>cutover status</title>" in page.text
         assert page.headers["cache-control"] == "no-store"
         data = await browser.get("/status/data")
-        assert data.status_code == 200 and data.json()["viewer"] == proxy.tokens.read_name
+        assert data.status_code == 200
+        assert data.json()["viewer"] == proxy.tokens.read_name
         # The cookie opens the page and nothing else of the admin API: no read, and above all no write.
         assert (await browser.get("/stats")).status_code == 401
         change = await browser.put(
@@ -268,7 +270,8 @@ async def test_sign_in_and_what_the_cookie_is_good_for(status_proxy: Proxy) -> N
         )
         assert change.status_code == 401
     bearer = await proxy.admin.get("/status/data")  # a bearer token works too (scripts)
-    assert bearer.status_code == 200 and set(bearer.json()) >= {"tenants", "requests", "shadow", "buffer"}
+    assert bearer.status_code == 200
+    assert set(bearer.json()) >= {"tenants", "requests", "shadow", "buffer"}
 
 
 _READ_SERIES = """
@@ -320,7 +323,7 @@ async def test_series_of_the_last_hour_divergence_links_and_a_phone_screen(
 
     async def settled() -> bool:
         bodies = [(await proxy.admin.get(f"/tenants/{t}/health")).json() for t in (shadowed, live)]
-        return (
+        return bool(
             bodies[0]["traffic"]["sides"]["old"]["requests"] == 6
             and bodies[0]["shadow"]["divergent"] == 6
             and bodies[1]["traffic"]["sides"]["new"]["requests"] == 4
@@ -344,9 +347,11 @@ async def test_series_of_the_last_hour_divergence_links_and_a_phone_screen(
         raise AssertionError("the series were not drawn")
     assert page["cards"][:2] == tenants  # pinned first
     mine, other = page["series"][shadowed], page["series"][live]
-    assert mine["totals"] == {"old": 6, "new": 0} and other["totals"] == {"old": 0, "new": 4}
+    assert mine["totals"] == {"old": 6, "new": 0}
+    assert other["totals"] == {"old": 0, "new": 4}
     for line in (mine["rate_old"], other["rate_new"], other["p99_new"], mine["divergence"]):
-        assert line["n"] >= 1 and line["points"], line
+        assert line["n"] >= 1, line
+        assert line["points"], line
         assert max(v for v in line["values"] if v is not None) > 0
     assert max(v for v in mine["divergence"]["values"] if v is not None) == 1.0  # 6 of 6 answered
     assert set(mine["rate_new"]["values"]) == {0}  # nothing was sent to new for this tenant
@@ -408,18 +413,24 @@ async def test_series_and_sample_routes_need_a_viewer_and_check_their_input(stat
     proxy = status_proxy
     for path in ("/status/series", "/status/divergence/t1/1/data"):
         response = await proxy.anon_admin.get(path)
-        assert response.status_code == 401 and response.json()["error"] == "unauthorized"
+        assert response.status_code == 401
+        assert response.json()["error"] == "unauthorized"
     page = await proxy.anon_admin.get("/status/divergence/t1/1")
-    assert page.status_code == 401 and "/status?token=" in page.text
+    assert page.status_code == 401
+    assert "/status?token=" in page.text
     pinned = [f"pin-{uuid.uuid4().hex[:6]}", f"pin-{uuid.uuid4().hex[:6]}"]
     series = (await proxy.admin.get("/status/series", params={"tenants": ",".join(pinned)})).json()
     assert [t["tenant"] for t in series["tenants"][:2]] == pinned  # shown even without traffic
-    assert series["tenants"][0]["phase"] == "legacy" and series["tenants"][0]["divergences"] == []
+    assert series["tenants"][0]["phase"] == "legacy"
+    assert series["tenants"][0]["divergences"] == []
     bad = await proxy.admin.get("/status/series", params={"tenants": "ok,not ok"})
-    assert bad.status_code == 400 and bad.json()["error"] == "invalid_tenant"
+    assert bad.status_code == 400
+    assert bad.json()["error"] == "invalid_tenant"
     many = await proxy.admin.get("/status/series", params={"tenants": ",".join(f"t{n}" for n in range(11))})
-    assert many.status_code == 422 and many.json()["problems"][0]["field"] == "query.tenants"
+    assert many.status_code == 422
+    assert many.json()["problems"][0]["field"] == "query.tenants"
     missing = await proxy.admin.get("/status/divergence/t1/987654321/data")
-    assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+    assert missing.status_code == 404
+    assert missing.json()["error"] == "not_found"
     assert (await proxy.admin.get("/status/divergence/t1/0")).status_code == 404
     assert (await proxy.admin.get("/status/divergence/not%20ok/1/data")).status_code == 400

@@ -11,7 +11,8 @@ import pytest
 
 from proxy.cli import main
 from routing.phases import Phase
-from tests.conftest import Proxy, ProxyFactory, wait_for
+from tests.support.proxies import Proxy, ProxyFactory
+from tests.support.waits import wait_for
 
 
 @pytest.fixture
@@ -46,18 +47,26 @@ async def test_an_archived_tenant_is_hidden_frozen_and_kept(
     await wait_for(recorded, timeout_s=5)
 
     code, out = await cutover(proxy, capsys, "tenant", "archive", gone, "--reason", "load test over")
-    assert code == 0 and f"{gone} archived (by {proxy.tokens.write_name}" in out
+    assert code == 0
+    assert f"{gone} archived (by {proxy.tokens.write_name}" in out
     code, out = await cutover(proxy, capsys, "tenant", "archive", seen, "--reason", "made up", "--json")
-    assert code == 0 and json.loads(out)["changed"] is True
+    assert code == 0
+    assert json.loads(out)["changed"] is True
     # Twice is not an error, and audits nothing more.
     again = await proxy.admin.post(f"/tenants/{gone}/archive", json={"reason": "again"})
-    assert again.status_code == 200 and again.json()["changed"] is False
+    assert again.status_code == 200
+    assert again.json()["changed"] is False
 
     # Listings and fleet selection leave them out; the archive lists them.
     names = await listed(proxy)
-    assert kept in names and gone not in names and seen not in names
+    assert kept in names
+    assert gone not in names
+    assert seen not in names
     code, out = await cutover(proxy, capsys, "tenants", "--archived")
-    assert code == 0 and gone in out and seen in out and "load test over" in out
+    assert code == 0
+    assert gone in out
+    assert seen in out
+    assert "load test over" in out
     code, out = await cutover(
         proxy,
         capsys,
@@ -77,11 +86,13 @@ async def test_an_archived_tenant_is_hidden_frozen_and_kept(
     # The status page does not show them.
     data = (await proxy.admin.get("/status/data")).json()
     shown = {t["tenant"] for entry in data["tenants"]["by_phase"].values() for t in entry["tenants"]}
-    assert kept in shown and gone not in shown
+    assert kept in shown
+    assert gone not in shown
 
     # Its phase is frozen, by name too (a fleet move's check refuses it the same way)...
     refused = await proxy.admin.put(f"/tenants/{gone}/phase", json={"phase": "shadow", "reason": "x"})
-    assert refused.status_code == 409 and refused.json()["error"] == "tenant_archived"
+    assert refused.status_code == 409
+    assert refused.json()["error"] == "tenant_archived"
     assert "load test over" in refused.json()["detail"]
     # ... and its record is kept: the phase row, its audit, and the archive's own audit.
     assert (await proxy.admin.get(f"/tenants/{gone}")).json()["phase"] == "dual_write"
@@ -91,7 +102,8 @@ async def test_an_archived_tenant_is_hidden_frozen_and_kept(
     assert [(e["action"], e["actor"]) for e in state["audit"]] == [("archive", proxy.tokens.write_name)]
 
     code, out = await cutover(proxy, capsys, "tenant", "unarchive", gone, "--reason", "needed again")
-    assert code == 0 and f"{gone} unarchived" in out
+    assert code == 0
+    assert f"{gone} unarchived" in out
     assert gone in await listed(proxy)
     await proxy.set_phase_api(gone, Phase.SHADOW)
     state = (await proxy.admin.get(f"/archive/{gone}")).json()
@@ -101,7 +113,8 @@ async def test_an_archived_tenant_is_hidden_frozen_and_kept(
 
 async def test_archive_needs_a_known_tenant_a_reason_and_write_scope(proxy: Proxy, prefix: str) -> None:
     unknown = await proxy.admin.post(f"/tenants/{prefix}-typo/archive", json={"reason": "x"})
-    assert unknown.status_code == 404 and unknown.json()["error"] == "unknown_tenant"
+    assert unknown.status_code == 404
+    assert unknown.json()["error"] == "unknown_tenant"
     tenant = f"{prefix}-t"
     await proxy.set_phase_api(tenant, Phase.DUAL_WRITE)
     no_reason = await proxy.admin.post(f"/tenants/{tenant}/archive", json={})

@@ -9,11 +9,10 @@ import asyncio
 import datetime as dt
 import json
 import signal
-import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -27,16 +26,11 @@ from buffer_worker.intent import Intent
 from buffer_worker.keys import dead_letter_key, partition_of
 from proxy.cli import main
 from routing.phases import Phase, Side
-from tests.conftest import (
-    PARTITIONS,
-    REDIS_URL,
-    DemoBackend,
-    Proxy,
-    ProxyFactory,
-    Tokens,
-    closed_port,
-    wait_for,
-)
+from tests.support.demo_backends import DemoBackend
+from tests.support.proxies import Proxy, ProxyFactory, Tokens
+from tests.support.redis_keys import PARTITIONS, REDIS_URL
+from tests.support.servers import free_port
+from tests.support.waits import wait_for
 
 FAST = {"operator": {"health": {"flush_interval_s": 0.1}}}
 
@@ -75,7 +69,8 @@ async def test_traffic_of_two_proxies_adds_up_per_side(make_proxy: ProxyFactory,
     new.faults.fail_reads = True  # new fails; nothing is pending toward old, so old serves (fallback)
     for _ in range(3):
         response = await second.client.get("/items", headers=headers)
-        assert response.status_code == 200 and response.headers["x-cutover-served-by"] == "old"
+        assert response.status_code == 200
+        assert response.headers["x-cutover-served-by"] == "old"
 
     async def counted() -> bool:
         sides = (await health(first, tenant))["traffic"]["sides"]
@@ -88,11 +83,14 @@ async def test_traffic_of_two_proxies_adds_up_per_side(make_proxy: ProxyFactory,
     # The three reads new failed count against new (the side they were sent to), served or not.
     assert (new_side["errors"], new_side["fallbacks"], new_side["error_rate"]) == (3, 3, 0.375)
     for side in (old, new_side):
-        assert side["p50_ms"] is not None and side["p99_ms"] >= side["p50_ms"] > 0
+        assert side["p50_ms"] is not None
+        assert side["p99_ms"] >= side["p50_ms"] > 0
         assert side["rate_per_s"] > 0
     assert "note" not in body["traffic"]
-    assert body["phase"]["phase"] == "live" and body["phase"]["changed_by"] == first.tokens.write_name
-    assert 0 <= body["phase"]["in_phase_s"] < 60 and body["phase"]["from"] == "shadow"
+    assert body["phase"]["phase"] == "live"
+    assert body["phase"]["changed_by"] == first.tokens.write_name
+    assert 0 <= body["phase"]["in_phase_s"] < 60
+    assert body["phase"]["from"] == "shadow"
     history = body["history"]
     assert sum(n or 0 for n in history["sides"]["old"]["requests"]) == 20
     assert len(history["t"]) == len(history["sides"]["new"]["rate_per_s"])
@@ -100,12 +98,15 @@ async def test_traffic_of_two_proxies_adds_up_per_side(make_proxy: ProxyFactory,
 
 async def test_an_unknown_tenant_has_no_traffic_and_says_why(proxy: Proxy) -> None:
     body = await health(proxy, tenant_id())
-    assert body["phase"]["default"] and body["phase"]["version"] == 0
+    assert body["phase"]["default"]
+    assert body["phase"]["version"] == 0
     assert all(side["requests"] == 0 for side in body["traffic"]["sides"].values())
     assert "operator.health.top_tenants" in body["traffic"]["note"]
-    assert body["shadow"]["divergence_rate"] is None and "answered" in body["shadow"]["definition"]
+    assert body["shadow"]["divergence_rate"] is None
+    assert "answered" in body["shadow"]["definition"]
     assert [m["to"] for m in body["moves"]] == ["dual_write"]
-    assert body["copy"]["state"] == "ok" and "nothing to copy" in body["copy"]["detail"]
+    assert body["copy"]["state"] == "ok"
+    assert "nothing to copy" in body["copy"]["detail"]
 
 
 @pytest.fixture
@@ -143,7 +144,8 @@ async def add_dead_letter(client: aioredis.Redis, proxy: Proxy, tenant: str) -> 
         response_body=b"{}",
     )
     fields = {**intent.to_fields(), b"reason": b"test", b"source_id": b"0-1"}
-    return key, await client.xadd(key, fields)  # type: ignore[arg-type]
+    entry_id = await client.xadd(key, fields)  # type: ignore[arg-type]
+    return key, cast(bytes, entry_id)
 
 
 async def verify_report(proxy: Proxy, tenant: str, *, started_at: dt.datetime, different: int) -> int:
@@ -166,7 +168,8 @@ async def test_each_blocker_appears_exactly_while_its_condition_holds(
     # live mirrors writes to old, which the worker cannot apply to here.
     assert blockers(body) == {"live": ["applier_not_configured"], "dual_write": [], "legacy": []}
     live = body["moves"][0]
-    assert live["blockers"][0]["setting"] == "worker.postgres.old" and live["copy"] == "unknown"
+    assert live["blockers"][0]["setting"] == "worker.postgres.old"
+    assert live["copy"] == "unknown"
     assert [u["check"] for u in live["unknown"]] == ["copy"]
     assert "tables (orders)" in live["unknown"][0]["detail"]  # a table copy's progress cannot be read
 
@@ -177,11 +180,13 @@ async def test_each_blocker_appears_exactly_while_its_condition_holds(
         assert body["buffer"]["dead_letters"] == 1
         # The API refuses the move for the same reason (its first check).
         refused = await proxy.admin.put(f"/tenants/{tenant}/phase", json={"phase": "live", "reason": "try"})
-        assert refused.status_code == 422 and refused.json()["error"] == "dead_letters"
+        assert refused.status_code == 422
+        assert refused.json()["error"] == "dead_letters"
     finally:
         await redis_client.xdel(key, entry)
     body = await health(proxy, tenant)
-    assert blockers(body)["live"] == ["applier_not_configured"] and body["buffer"]["dead_letters"] == 0
+    assert blockers(body)["live"] == ["applier_not_configured"]
+    assert body["buffer"]["dead_letters"] == 0
 
     # In rampdown (set in the store: the rules would not let this configuration move into live).
     await proxy.set_phase_direct(tenant, Phase.RAMPDOWN)
@@ -198,7 +203,8 @@ async def test_each_blocker_appears_exactly_while_its_condition_holds(
     assert [(r["table"], r["problem"]) for r in body["moves"][0]["blockers"][0]["reports"]] == [
         ("orders", "missing")
     ]
-    assert body["verify"]["required"] and body["verify"]["last"] is None
+    assert body["verify"]["required"]
+    assert body["verify"]["last"] is None
 
     stale = await verify_report(proxy, tenant, started_at=changed_at - dt.timedelta(minutes=1), different=0)
     body = await health(proxy, tenant)
@@ -209,11 +215,13 @@ async def test_each_blocker_appears_exactly_while_its_condition_holds(
     body = await health(proxy, tenant)
     assert body["moves"][0]["blockers"][0]["reports"][0]["problem"] == "failed"
     assert body["verify"]["tables"] == [{"table": "orders", "report": body["verify"]["last"]}]
-    assert body["verify"]["last"]["id"] == failed and not body["verify"]["last"]["passed"]
+    assert body["verify"]["last"]["id"] == failed
+    assert not body["verify"]["last"]["passed"]
 
     passed = await verify_report(proxy, tenant, started_at=dt.datetime.now(dt.UTC), different=0)
     body = await health(proxy, tenant)
-    assert blockers(body)["complete"] == [] and body["verify"]["gate"] == {"passed": True, "problems": []}
+    assert blockers(body)["complete"] == []
+    assert body["verify"]["gate"] == {"passed": True, "problems": []}
     assert body["verify"]["last"]["id"] == passed
 
     await proxy.set_phase_direct(tenant, Phase.COMPLETE)
@@ -234,14 +242,16 @@ async def test_the_backlog_is_the_tenants_own(proxy: Proxy, redis_client: aiored
     for n in range(3):
         response = await proxy.client.put(f"/items/b{n}", json={"n": n}, headers={"X-Tenant-ID": tenant})
         assert response.status_code == 200
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # the subject: the oldest intent ages (oldest_s below)
     body = await health(proxy, tenant)
     toward = body["buffer"]["toward"]
-    assert toward["new"]["pending"] == 3 and toward["new"]["exact"]
+    assert toward["new"]["pending"] == 3
+    assert toward["new"]["exact"]
     assert 0.3 <= toward["new"]["oldest_s"] < 30
     assert toward["old"] == {"pending": 0, "oldest_s": None, "exact": True}
     shadow_move = body["moves"][0]
-    assert shadow_move["to"] == "shadow" and shadow_move["notes"] == []
+    assert shadow_move["to"] == "shadow"
+    assert shadow_move["notes"] == []
 
 
 async def test_cli_table_and_json(gated_proxy: Proxy, capsys: pytest.CaptureFixture[str]) -> None:
@@ -252,7 +262,7 @@ async def test_cli_table_and_json(gated_proxy: Proxy, capsys: pytest.CaptureFixt
         await proxy.client.get("/items", headers={"X-Tenant-ID": tenant})
 
     async def counted() -> bool:
-        return (await health(proxy, tenant))["traffic"]["sides"]["old"]["requests"] == 4
+        return bool((await health(proxy, tenant))["traffic"]["sides"]["old"]["requests"] == 4)
 
     await wait_for(counted, timeout_s=10)
     options = ["--admin-url", proxy.admin_server.url, "--token", proxy.tokens.read]
@@ -263,7 +273,9 @@ async def test_cli_table_and_json(gated_proxy: Proxy, capsys: pytest.CaptureFixt
     assert "from dual_write: 'compare reads'" in lines[0]
     moves = lines[lines.index("") + 1 :]
     assert moves[0].split() == ["NEXT", "MOVE", "BLOCKED", "WHY"]
-    assert moves[1].startswith("-> live") and " yes " in moves[1] and "applier_not_configured" in moves[1]
+    assert moves[1].startswith("-> live")
+    assert " yes " in moves[1]
+    assert "applier_not_configured" in moves[1]
     assert "copy unknown" in moves[1]
     assert moves[2].split()[:3] == ["<-", "dual_write", "no"]
     old_row = next(line for line in lines if line.startswith("old "))
@@ -284,17 +296,21 @@ async def test_cli_table_and_json(gated_proxy: Proxy, capsys: pytest.CaptureFixt
         k: v for k, v in api.items() if k not in volatile
     }
     assert printed["traffic"]["sides"]["old"]["requests"] == 4
-    assert set(printed) == set(api) and printed["phase"]["version"] == api["phase"]["version"]
+    assert set(printed) == set(api)
+    assert printed["phase"]["version"] == api["phase"]["version"]
 
     refused = await asyncio.to_thread(main, ["tenant", "show", "bad tenant", *options])
-    assert refused == 1 and "invalid_tenant" in capsys.readouterr().err
+    assert refused == 1
+    assert "invalid_tenant" in capsys.readouterr().err
 
 
 async def test_bad_parameters_are_refused_with_the_field_named(proxy: Proxy) -> None:
     response = await proxy.admin.get("/tenants/x/health", params={"window_s": 7200})
-    assert response.status_code == 422 and response.json()["problems"][0]["field"] == "query.window_s"
+    assert response.status_code == 422
+    assert response.json()["problems"][0]["field"] == "query.window_s"
     response = await proxy.admin.get("/tenants/x/health", params={"step_s": 2})
-    assert response.status_code == 422 and response.json()["problems"][0]["field"] == "query.step_s"
+    assert response.status_code == 422
+    assert response.json()["problems"][0]["field"] == "query.step_s"
     assert (await proxy.anon_admin.get("/tenants/x/health")).status_code == 401
 
 
@@ -303,7 +319,7 @@ async def test_every_process_of_serve_workers_adds_to_the_history(
 ) -> None:
     """`cutover serve --workers 2`: requests spread over both data-plane processes (SO_REUSEPORT); the
     health view (served by process 0) counts all of them, while process 0's own /stats sees only its share."""
-    data_port, admin_port = closed_port(), closed_port()
+    data_port, admin_port = free_port(), free_port()
     config = tmp_path / "cutover.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -323,10 +339,10 @@ async def test_every_process_of_serve_workers_adds_to_the_history(
             }
         )
     )
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    serve = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "proxy.cli", "serve", "--config", str(config)),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     admin = httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{admin_port}", headers={"Authorization": f"Bearer {tokens.read}"}
@@ -334,7 +350,9 @@ async def test_every_process_of_serve_workers_adds_to_the_history(
     try:
 
         async def ready() -> bool:
-            assert serve.poll() is None, serve.stderr.read() if serve.stderr else ""
+            if serve.returncode is not None:
+                errors = await serve.stderr.read() if serve.stderr else b""
+                raise AssertionError(f"serve exited with {serve.returncode}: {errors.decode()}")
             try:
                 return (await admin.get("/readyz")).status_code == 200
             except httpx.TransportError:
@@ -357,14 +375,13 @@ async def test_every_process_of_serve_workers_adds_to_the_history(
         assert by_process_0 < sent, "process 0 served every request: the test proved nothing"
     finally:
         await admin.aclose()
-        serve.send_signal(signal.SIGTERM)
+        if serve.returncode is None:
+            serve.send_signal(signal.SIGTERM)
         try:
-            serve.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+            await asyncio.wait_for(serve.wait(), 30)
+        except TimeoutError:
             serve.kill()
-            serve.wait()
-        if serve.stderr is not None:
-            serve.stderr.close()
+            await serve.wait()
 
 
 async def test_the_move_into_live_is_blocked_by_an_unfinished_rest_copy_as_the_gate_refuses_it(
@@ -381,11 +398,14 @@ async def test_the_move_into_live_is_blocked_by_an_unfinished_rest_copy_as_the_g
     live = body["moves"][0]
     assert (live["to"], live["copy"], body["copy"]["state"]) == ("live", "blocked", "blocked")
     [blocker] = live["blockers"]
-    assert blocker["blocker"] == "copy_unfinished" and "items: not copied" in blocker["detail"]
-    assert [r["resource"] for r in blocker["resources"]] == ["items"] and live["unknown"] == []
+    assert blocker["blocker"] == "copy_unfinished"
+    assert "items: not copied" in blocker["detail"]
+    assert [r["resource"] for r in blocker["resources"]] == ["items"]
+    assert live["unknown"] == []
     dry_run = {"phase": "live", "reason": "check", "dry_run": True}
     refused = await proxy.admin.put(f"/tenants/{tenant}/phase", json=dry_run)
-    assert refused.status_code == 422 and refused.json()["error"] == "copy_unfinished", refused.text
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"] == "copy_unfinished", refused.text
     assert refused.json()["detail"] == blocker["detail"]
 
     async with proxy.runtime.pool.acquire() as conn:
@@ -398,5 +418,6 @@ async def test_the_move_into_live_is_blocked_by_an_unfinished_rest_copy_as_the_g
     body = await health(proxy, tenant)
     live = body["moves"][0]
     assert (live["copy"], live["blockers"], live["unknown"]) == ("ok", [], [])
-    assert body["copy"]["state"] == "ok" and body["copy"]["resources"] == []
+    assert body["copy"]["state"] == "ok"
+    assert body["copy"]["resources"] == []
     assert (await proxy.admin.put(f"/tenants/{tenant}/phase", json=dry_run)).status_code == 200

@@ -115,7 +115,8 @@ def test_tables_are_complete() -> None:
     assert set(PLANS) == set(itertools.product(Phase, RequestKind))
     assert set(ACTIONS) == set(itertools.product(Phase, RequestKind, Outcome))
     assert len(RESOLVE_CASES) == 6 * 2 * 4 * 2
-    assert len(list(Outcome)) == 4 and len(list(Action)) == 5
+    assert len(list(Outcome)) == 4
+    assert len(list(Action)) == 5
 
 
 @pytest.mark.parametrize(("phase", "kind"), [pytest.param(p, k, id=f"{p}-{k}") for p, k in PLANS])
@@ -138,7 +139,8 @@ def test_plan_invariants(phase: Phase, kind: RequestKind) -> None:
     for side in (plan.shadow, plan.fallback, plan.mirror):
         assert side is None or side is plan.serving.other
     if kind is WRITE:
-        assert plan.shadow is None and plan.fallback is None
+        assert plan.shadow is None
+        assert plan.fallback is None
         assert plan.serving is phase.authoritative
         assert (plan.mirror is not None) is phase.mirrors
     else:

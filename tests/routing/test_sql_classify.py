@@ -422,8 +422,10 @@ def test_bad_sql_reports_the_parsers_message_and_position(analyzer: SqlAnalyzer)
     with pytest.raises(SqlSyntaxError) as caught:
         _request(analyzer, PG, "SELECT *\nFROM\n  WHERE x = 1")
     assert (caught.value.line, caught.value.col) == (3, 7)
-    assert "Expected table name" in caught.value.detail and "WHERE" in caught.value.detail
-    assert "\x1b" not in caught.value.detail and "<Token" not in caught.value.detail
+    assert "Expected table name" in caught.value.detail
+    assert "WHERE" in caught.value.detail
+    assert "\x1b" not in caught.value.detail
+    assert "<Token" not in caught.value.detail
 
 
 def test_positions_refer_to_the_text_sent_even_with_positional_placeholders(analyzer: SqlAnalyzer) -> None:
@@ -509,7 +511,9 @@ def test_a_repeated_statement_is_a_cache_hit_and_the_cache_is_bounded() -> None:
     b = analyzer.request(MY, ["SELECT * FROM t WHERE tenant_id = ?"], [["globex"]])
     assert (a.tenant, b.tenant) == ("acme", "globex")
     info = analyzer.cache_info()
-    assert info.hits >= 2 and info.currsize == 2 and info.maxsize == 2
+    assert info.hits >= 2
+    assert info.currsize == 2
+    assert info.maxsize == 2
 
 
 def test_errors_are_cached_and_raised_fresh_each_time() -> None:

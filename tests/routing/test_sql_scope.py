@@ -99,7 +99,8 @@ def test_scope(shape: str, phase: Phase) -> None:
         assert caught.value.code == expected
         return
     plan = route_sql(phase, request, COVERED)
-    assert isinstance(plan, Plan) and plan.phase is phase
+    assert isinstance(plan, Plan)
+    assert plan.phase is phase
     assert (plan.serving, plan.shadow, plan.fallback, plan.mirror) == expected
     assert needs_new(plan) == (NEW in expected)
 
@@ -110,7 +111,8 @@ def test_a_mixed_write_names_both_kinds_of_table() -> None:
         route_sql(Phase.SHADOW, request, COVERED)
     assert caught.value.fields["covered"] == ["orders"]
     assert caught.value.fields["uncovered"] == ["audit_log"]
-    assert "orders" in caught.value.detail and "audit_log" in caught.value.detail
+    assert "orders" in caught.value.detail
+    assert "audit_log" in caught.value.detail
 
 
 # -- locking reads: writes without a mirror --------------------------------------------------------------
@@ -169,7 +171,8 @@ def test_a_locking_read_of_covered_and_uncovered_tables_is_served_by_old_while_o
     if isinstance(expected, str):
         with pytest.raises(SqlRefusedError) as caught:
             route_sql(phase, request, COVERED)
-        assert caught.value.code == expected and "no side holds both current" in caught.value.detail
+        assert caught.value.code == expected
+        assert "no side holds both current" in caught.value.detail
         return
     plan = route_sql(phase, request, COVERED)
     assert (plan.serving, plan.shadow, plan.fallback, plan.mirror) == expected

@@ -156,7 +156,8 @@ def test_every_call_gets_its_own_random_value_and_one_clock_reading_serves_the_r
         assert parsed is not None
         texts.append(ANALYZER.transpile_pinned(parsed, PG, MY, result.pins, keep_style=False).text)
     assert readings == [AT]
-    assert "0.25e0, 0.5e0" in texts[0] and f"'{U1}'" in texts[1]
+    assert "0.25e0, 0.5e0" in texts[0]
+    assert f"'{U1}'" in texts[1]
     assert texts[0].count(LITERALS["DT6"]) == 2
 
 
@@ -167,7 +168,8 @@ def test_a_text_without_calls_is_left_as_the_client_sent_it() -> None:
         [None, None],
     )
     result = ANALYZER.pin(found, entropy())
-    assert result.parsed[0] is None and result.parsed[1] is not None
+    assert result.parsed[0] is None
+    assert result.parsed[1] is not None
 
 
 def test_a_placeholder_style_and_parameter_order_survive_the_rewrite_for_the_clients_own_side() -> None:
@@ -185,7 +187,8 @@ def test_pinned_literals_never_enter_the_plan_cache() -> None:
     later = AT + datetime.timedelta(seconds=5)
     first = pinned(sql, MY, PG, entropy(AT))
     second = pinned(sql, MY, PG, entropy(later))
-    assert "07:08:09" in first and "07:08:14" in second
+    assert "07:08:09" in first
+    assert "07:08:14" in second
     # The cached analysis and its cached rewrite still hold the call, not a literal of either request.
     cached = ANALYZER.transpile(ANALYZER.analyze(MY, sql), PG)
     assert cached.text == "INSERT INTO events (id, at) VALUES ($1, NOW())"
@@ -247,7 +250,8 @@ def test_calls_that_cannot_be_pinned_are_refused_while_writes_are_mirrored(
 def test_calls_evaluated_once_are_pinned(dialect: str, sql: str) -> None:
     found = request(sql, dialect)
     plan = route_sql(Phase.SHADOW, found, COVERED)
-    assert plan.mirror is not None and found.volatile
+    assert plan.mirror is not None
+    assert found.volatile
     result = ANALYZER.pin(found, entropy())
     assert result.pins, "nothing was pinned: the test proved nothing"
 
@@ -335,7 +339,9 @@ async def test_postgres_reads_the_literals_back_as_the_same_values(conn: asyncpg
         assert row is not None
         at, number, token, day, clock = tuple(row)
         assert at.replace(tzinfo=datetime.UTC) == AT
-        assert number == 0.25 and str(token) == str(U1) and day == AT.date()
+        assert number == 0.25
+        assert str(token) == str(U1)
+        assert day == AT.date()
         assert clock == (AT.time() if source == PG else AT.time().replace(microsecond=0))
 
 
@@ -370,8 +376,10 @@ def test_mysql_reads_the_literals_back_as_the_same_values() -> None:
     )
     select = sql[sql.index("SELECT") :].replace("SELECT 1, ", "SELECT ")
     at, number, token, day, clock, seconds = _mariadb(f"SET time_zone = '+00:00'; {select}")
-    assert at == "2024-05-06 07:08:09.123456" and seconds == "2024-05-06 07:08:09"
-    assert float(number) == value and token == str(U1)
+    assert at == "2024-05-06 07:08:09.123456"
+    assert seconds == "2024-05-06 07:08:09"
+    assert float(number) == value
+    assert token == str(U1)
     assert (day, clock) == ("2024-05-06", "07:08:09.123456")
     # The double literal is a DOUBLE in MySQL, not a DECIMAL rounded to its digits.
     assert _mariadb(f"SET time_zone = '+00:00'; SELECT ({number.split()[0]}e0) = 0.1e0 + 0.2e0") == ["1"]

@@ -10,7 +10,9 @@ from typing import Any
 
 from config.settings import Settings
 from routing.phases import Phase
-from tests.conftest import DemoBackend, ProxyFactory, closed_port
+from tests.support.demo_backends import DemoBackend
+from tests.support.proxies import ProxyFactory
+from tests.support.servers import free_port
 from tests.telemetry.scraping import fresh_tenant
 from tests.telemetry.test_logs import capture, lines, restore_logging  # noqa: F401 - a fixture
 
@@ -39,21 +41,25 @@ async def test_one_access_line_per_request_with_its_story(
     assert served.status_code == 200
     await new.control(fail_reads=True)
     fallen = await proxy.client.get("/items/a1", headers={"X-Tenant-ID": tenant, "X-Request-ID": "r-2"})
-    assert fallen.status_code == 200 and fallen.headers["x-cutover-served-by"] == "old"
+    assert fallen.status_code == 200
+    assert fallen.headers["x-cutover-served-by"] == "old"
     bad = await proxy.client.get("/items/a1", headers={"X-Tenant-ID": "no good", "X-Request-ID": "r-3"})
     assert bad.status_code == 400
 
     records = lines(stream)
     access = {r["request_id"]: r for r in by_logger(records, "cutover.access") if "api" not in r}
     admin = [r for r in by_logger(records, "cutover.access") if r.get("api") == "admin"]
-    assert admin and all(r["request_id"] and r["status"] == 200 for r in admin)  # the phase moves
+    assert admin
+    assert all(r["request_id"] and r["status"] == 200 for r in admin)
     assert set(access) == {"r-1", "r-2", "r-3"}, "one line per request"
     assert not by_logger(records, "uvicorn.access"), "the data plane's requests are logged once, by cutover"
     first = access["r-1"]
     assert first["level"] == "info"
     assert (first["tenant"], first["phase"], first["kind"]) == (tenant, "rampdown", "read")
     assert (first["decision"], first["served_by"], first["status"]) == ("respond", "new", 200)
-    assert first["method"] == "GET" and first["path"] == "/items/a1" and "secret" not in str(first)
+    assert first["method"] == "GET"
+    assert first["path"] == "/items/a1"
+    assert "secret" not in str(first)
     assert first["duration_ms"] >= first["backend_ms"]["serving"] > 0
     assert len(first["trace_id"]) == 32
     second = access["r-2"]
@@ -69,9 +75,11 @@ async def test_one_access_line_per_request_with_its_story(
 
     # The fallback and the refusal, once each, with their reasons.
     [fallback] = [r for r in by_logger(records, "cutover.executor") if r.get("fallback")]
-    assert fallback["request_id"] == "r-2" and fallback["level"] == "info"
+    assert fallback["request_id"] == "r-2"
+    assert fallback["level"] == "info"
     assert (fallback["tenant"], fallback["failed"], fallback["fallback"]) == (tenant, "new", "old")
-    assert fallback["reason"] == "server_error" and fallback["backend_status"] >= 500
+    assert fallback["reason"] == "server_error"
+    assert fallback["backend_status"] >= 500
     [refusal] = [r for r in by_logger(records, "cutover.proxy") if r.get("error")]
     assert (refusal["request_id"], refusal["status"], refusal["error"], refusal["level"]) == (
         "r-3",
@@ -86,7 +94,7 @@ async def test_phase_changes_and_backend_failures_are_logged_once(
     restore_logging: None,  # noqa: F811
 ) -> None:
     proxy = await make_proxy(
-        {"log_level": "info", "backends": {"old": {"url": f"http://127.0.0.1:{closed_port()}"}}}
+        {"log_level": "info", "backends": {"old": {"url": f"http://127.0.0.1:{free_port()}"}}}
     )
     assert proxy.runtime.settings.access_log is False
     stream = capture(proxy.runtime.settings)
@@ -145,6 +153,9 @@ def test_refusal_levels_follow_the_status(caplog: Any) -> None:
             _log_refusal({"method": "PUT", "path": "/items/1"}, exc, "acme")
         _log_refusal({"method": "GET", "path": "/x"}, BadRequest("no", code="bad_request"), None)
     warning, info = caplog.records
-    assert warning.levelno == logging.WARNING and warning.__dict__["cause"] == "OSError: disk full"
-    assert warning.__dict__["error"] == "buffer_unavailable" and warning.__dict__["tenant"] == "acme"
-    assert info.levelno == logging.INFO and info.__dict__["status"] == 400
+    assert warning.levelno == logging.WARNING
+    assert warning.__dict__["cause"] == "OSError: disk full"
+    assert warning.__dict__["error"] == "buffer_unavailable"
+    assert warning.__dict__["tenant"] == "acme"
+    assert info.levelno == logging.INFO
+    assert info.__dict__["status"] == 400

@@ -18,7 +18,8 @@ from opentelemetry.trace import SpanKind
 from config.settings import Settings
 from routing.phases import Phase
 from telemetry.logs import JsonFormatter, Scrubber, configure_logging, secret_values
-from tests.conftest import DemoBackend, ProxyFactory
+from tests.support.demo_backends import DemoBackend
+from tests.support.proxies import ProxyFactory
 from tests.telemetry.scraping import fresh_tenant
 
 
@@ -120,7 +121,8 @@ async def test_requests_and_admin_calls_leave_no_secret_in_logs(
     assert fallback["request_id"] == "req-42"
     assert fallback["trace_id"] == f"{server.context.trace_id:032x}"
     assert fallback["span_id"] == f"{server.context.span_id:016x}"
-    assert fallback["component"] == "proxy" and fallback["level"] == "info"
+    assert fallback["component"] == "proxy"
+    assert fallback["level"] == "info"
     [oops] = [r for r in records if r["logger"] == "cutover.test"]
     assert oops["authorization"] == "***"
     assert oops["message"] == "oops *** ***"
@@ -131,12 +133,14 @@ def test_request_id_is_made_once_per_request_and_lines_without_one_have_none() -
 
     scope: dict[str, Any] = {"headers": [(b"x-request-id", b"bad id with spaces")]}
     first = request_id(scope)
-    assert first != "bad id with spaces" and request_id(scope) == first
+    assert first != "bad id with spaces"
+    assert request_id(scope) == first
     assert request_id({"headers": []}) != first
     formatter = JsonFormatter(Scrubber([]), component="worker")
     record = logging.LogRecord("cutover.x", logging.INFO, __file__, 1, "plain", (), None)
     document = json.loads(formatter.format(record))
-    assert "request_id" not in document and "trace_id" not in document
+    assert "request_id" not in document
+    assert "trace_id" not in document
     token = LOG_CONTEXT.set(scope)
     try:
         assert json.loads(formatter.format(record))["request_id"] == first
@@ -155,7 +159,8 @@ def test_request_id_is_made_once_per_request_and_lines_without_one_have_none() -
 )
 def test_credential_shapes_are_scrubbed(message: str, kept: str) -> None:
     line = Scrubber([]).scrub(message)
-    assert "***" in line and kept in line
+    assert "***" in line
+    assert kept in line
     for secret in ("abcdef123456", "hunter2hunter2", "dXNlcjpwYXNzd29yZA==", "ZZZZZZZZZZ"):
         assert secret not in line
 

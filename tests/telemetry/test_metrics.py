@@ -18,18 +18,11 @@ from buffer_worker.worker import Worker
 from proxy.metrics import FLEET, SHADOW_OUTCOMES
 from routing.phases import Phase, Side
 from telemetry.tracing import cutover_version
-from tests.conftest import (
-    PARTITIONS,
-    REDIS_URL,
-    DemoBackend,
-    MemorySink,
-    Proxy,
-    ProxyBuilder,
-    ProxyFactory,
-    Tokens,
-    closed_port,
-    wait_for,
-)
+from tests.support.demo_backends import DemoBackend
+from tests.support.proxies import MemorySink, Proxy, ProxyBuilder, ProxyFactory, Tokens
+from tests.support.redis_keys import PARTITIONS, REDIS_URL
+from tests.support.servers import free_port
+from tests.support.waits import wait_for
 from tests.telemetry.scraping import fresh_tenant, scrape, total, value
 
 LABELLED = [fresh_tenant("lab") for _ in range(6)]
@@ -111,7 +104,7 @@ async def test_rejected_requests_are_the_proxys_own(metrics_proxy: Proxy) -> Non
 
 
 async def test_mirrored_write_shows_in_buffer_and_phase_metrics(
-    metrics_proxy: Proxy, redis_prefix: str
+    metrics_proxy: Proxy,
 ) -> None:
     proxy, tenant = metrics_proxy, LABELLED[2]
     before = await scrape(proxy.admin)
@@ -252,9 +245,10 @@ async def test_shadow_outcomes_are_one_metric_and_the_noise_hook(
 
 
 async def test_worker_counters_and_dead_letters_come_from_redis(
-    metrics_proxy: Proxy, redis_client: aioredis.Redis, redis_prefix: str
+    metrics_proxy: Proxy, redis_client: aioredis.Redis
 ) -> None:
     proxy, tenant = metrics_proxy, fresh_tenant()
+    redis_prefix = proxy.runtime.settings.buffer.key_prefix
     before = await scrape(proxy.admin)
     worker = Worker(proxy.runtime.settings, applier=None, client=aioredis.Redis.from_url(REDIS_URL))  # type: ignore[arg-type]
     worker.stats.retries, worker.stats.applied, worker.stats.dead_lettered = 3, 5, 1
@@ -314,7 +308,9 @@ async def test_open_metrics_and_metrics_off(make_proxy: ProxyFactory) -> None:
     # The health history counts per request on its own: metrics off, it still does.
     health_only = await make_proxy({"telemetry": {"metrics": False}})
     telemetry = health_only.runtime.data_plane._telemetry
-    assert telemetry is not None and telemetry.series is not None and not telemetry.metrics
+    assert telemetry is not None
+    assert telemetry.series is not None
+    assert not telemetry.metrics
 
 
 async def test_top_n_promotes_the_busiest_tenant_at_a_scrape(make_proxy: ProxyFactory) -> None:
@@ -381,7 +377,8 @@ async def test_sql_requests_are_counted_by_what_their_statements_do(shared_build
 async def test_build_info_and_process_metrics(metrics_proxy: Proxy) -> None:
     samples = await scrape(metrics_proxy.admin)
     [build] = [dict(labels) for name, labels in samples if name == "cutover_build_info"]
-    assert build["version"] == cutover_version() and build["python"] == platform.python_version()
+    assert build["version"] == cutover_version()
+    assert build["python"] == platform.python_version()
     assert value(samples, "cutover_build_info", **build) == 1
     for name in ("process_cpu_seconds_total", "process_open_fds", "process_max_fds"):
         assert value(samples, name) > 0, name
@@ -412,7 +409,7 @@ async def test_a_502_is_counted_as_served_by_the_backend_its_header_names(make_p
     tenant = fresh_tenant("bad")
     proxy = await make_proxy(
         {
-            "backends": {"old": {"url": f"http://127.0.0.1:{closed_port()}"}},
+            "backends": {"old": {"url": f"http://127.0.0.1:{free_port()}"}},
             "telemetry": {"tenant_labels": [tenant]},
         }
     )
@@ -427,7 +424,8 @@ async def test_a_502_is_counted_as_served_by_the_backend_its_header_names(make_p
         if name == "cutover_requests_total" and dict(found)["tenant"] == tenant
     ]
     assert count == 1
-    assert labels["served_by"] == served_by and labels["decision"] == "bad_gateway"
+    assert labels["served_by"] == served_by
+    assert labels["decision"] == "bad_gateway"
     assert labels["status_class"] == "5xx"
 
 
@@ -457,7 +455,10 @@ async def test_fleet_series_are_the_same_on_every_proxy(
 ) -> None:
     """Summed over replicas, a fleet-wide gauge would count N times: every proxy reports the very same
     series (labelled scope="fleet", for max()), even where their own top-N tenant labels differ."""
-    second = await make_proxy({"telemetry": {"tenant_labels": LABELLED, "tenant_top_n": 3}})
+    fleet = metrics_proxy.runtime.settings.buffer.key_prefix  # one fleet: one buffer
+    second = await make_proxy(
+        {"telemetry": {"tenant_labels": LABELLED, "tenant_top_n": 3}, "buffer": {"key_prefix": fleet}}
+    )
     busy = fresh_tenant("busy")  # promoted to its own label by `second` only
     await second.set_phase_api(busy, Phase.DUAL_WRITE)
     for n in range(3):

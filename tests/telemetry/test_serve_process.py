@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,19 +23,14 @@ import httpx
 import orjson
 import pytest
 
-from tests.conftest import REDIS_URL, closed_port
+from tests.support.redis_keys import REDIS_URL
+from tests.support.servers import free_port
 from tests.telemetry.test_tracing import unreachable_collector
 
 pytestmark = pytest.mark.slow
 
 TOKEN = f"serve-test-{uuid.uuid4().hex}"
 CUTOVER = Path(sys.executable).with_name("cutover")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -76,8 +70,8 @@ def serve(tmp_path: Path, pg_url: str, otel: dict[str, str]) -> Iterator[ServePr
                 "listen": f"127.0.0.1:{data}",
                 "admin": {"listen": f"127.0.0.1:{admin}", "tokens": {"t": {"token": TOKEN}}},
                 "backends": {
-                    "old": {"url": f"http://127.0.0.1:{closed_port()}", "timeout_s": 2},
-                    "new": {"url": f"http://127.0.0.1:{closed_port()}", "timeout_s": 2},
+                    "old": {"url": f"http://127.0.0.1:{free_port()}", "timeout_s": 2},
+                    "new": {"url": f"http://127.0.0.1:{free_port()}", "timeout_s": 2},
                 },
                 "postgres_url": pg_url,
                 "redis_url": REDIS_URL,
@@ -179,8 +173,11 @@ def test_console_spans_and_clean_logs(tmp_path: Path, pg_url: str) -> None:
     assert not repeated, repeated
     starts = [line for line in logs if line["message"].startswith("proxy process 0 serving")]
     data, admin = running.data_url.removeprefix("http://"), running.admin_url.removeprefix("http://")
-    assert len(starts) == 1 and data in starts[0]["message"] and admin in starts[0]["message"]
-    assert starts[0]["data_plane"] == data and starts[0]["admin"] == admin
+    assert len(starts) == 1
+    assert data in starts[0]["message"]
+    assert admin in starts[0]["message"]
+    assert starts[0]["data_plane"] == data
+    assert starts[0]["admin"] == admin
     assert not [line for line in logs if line["logger"].startswith("uvicorn")], (
         "uvicorn's own lifecycle lines"
     )

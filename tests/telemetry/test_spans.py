@@ -86,7 +86,8 @@ def test_an_unsampled_new_trace_makes_nothing() -> None:
     tel, exporter = telemetry(0.0)
     request = scope()
     exchange = tel.begin(request)
-    assert exchange.trace_id == 0 and exchange.traceparent is None
+    assert exchange.trace_id == 0
+    assert exchange.traceparent is None
     assert TRACE_IDS_KEY not in request  # log lines of this request carry no trace
     tel.finish(exchange, OK)
     assert exporter.get_finished_spans() == ()
@@ -111,11 +112,17 @@ def test_a_callers_sampled_trace_is_recorded_whatever_the_rate() -> None:
     tel.finish(exchange, outcome)
     [span] = exporter.get_finished_spans()
     # No resource configured: named by the path's first segment and depth, as divergence reports do.
-    assert span.kind is SpanKind.SERVER and span.name == "cutover GET /v1/*/*"
-    assert span.context.trace_id == int(TRACE, 16) and span.context.span_id == exchange.span_id
-    assert span.parent is not None and span.parent.span_id == int(SPAN, 16) and span.parent.is_remote
+    assert span.kind is SpanKind.SERVER
+    assert span.name == "cutover GET /v1/*/*"
+    assert span.context.trace_id == int(TRACE, 16)
+    assert span.context.span_id == exchange.span_id
+    assert span.parent is not None
+    assert span.parent.span_id == int(SPAN, 16)
+    assert span.parent.is_remote
     assert span.context.trace_state == parse_tracestate("vendor=a1,x=y")
-    assert span.start_time is not None and span.end_time is not None and span.start_time <= span.end_time
+    assert span.start_time is not None
+    assert span.end_time is not None
+    assert span.start_time <= span.end_time
     assert dict(span.attributes or {}) == {
         "http.request.method": "GET",
         "url.path": "/v1/orders/42",
@@ -139,7 +146,8 @@ def test_a_callers_unsampled_trace_is_propagated_not_recorded() -> None:
     exchange = tel.begin(request)
     assert exchange.traceparent is not None
     version, trace_hex, span_hex, flags = exchange.traceparent.split("-")
-    assert (version, trace_hex, flags) == ("00", TRACE, "00") and span_hex != SPAN
+    assert (version, trace_hex, flags) == ("00", TRACE, "00")
+    assert span_hex != SPAN
     tel.finish(exchange, OK)
     assert exporter.get_finished_spans() == ()
 
@@ -150,9 +158,11 @@ def test_an_exception_marks_the_server_span_and_unknown_methods_are_other() -> N
     tel.finish(exchange, RequestOutcome(), ConnectionAbortedError("cut"))
     [span] = exporter.get_finished_spans()
     attributes = dict(span.attributes or {})
-    assert span.name == "cutover HTTP /v1/*/*" and attributes["http.request.method"] == "_OTHER"
+    assert span.name == "cutover HTTP /v1/*/*"
+    assert attributes["http.request.method"] == "_OTHER"
     assert attributes["error.type"] == "ConnectionAbortedError"
-    assert attributes["cutover.decision"] == "rejected" and attributes["cutover.served_by"] == "proxy"
+    assert attributes["cutover.decision"] == "rejected"
+    assert attributes["cutover.served_by"] == "proxy"
     assert span.status.status_code is StatusCode.ERROR
 
 
@@ -167,7 +177,8 @@ def test_recorded_spans_encode_as_otlp() -> None:
     [scope_spans] = resource_spans.scope_spans
     assert scope_spans.scope.name == "cutover.proxy"
     [span] = scope_spans.spans
-    assert span.trace_id.hex() == TRACE and span.parent_span_id.hex() == SPAN
+    assert span.trace_id.hex() == TRACE
+    assert span.parent_span_id.hex() == SPAN
     assert span.kind == 2  # SERVER
     attributes = {kv.key: kv.value for kv in span.attributes}
     assert attributes["http.response.status_code"].int_value == 200

@@ -28,18 +28,11 @@ from buffer_worker.worker import Worker
 from config.telemetry import TelemetrySettings
 from routing.phases import Phase
 from telemetry.tracing import build_tracer_provider
-from tests.conftest import (
-    DemoBackend,
-    MemorySink,
-    Proxy,
-    ProxyFactory,
-    RunningServer,
-    backend_config,
-    closed_port,
-    read_all,
-    start_server,
-    wait_for,
-)
+from tests.support.asgi import read_body
+from tests.support.demo_backends import DemoBackend
+from tests.support.proxies import MemorySink, Proxy, ProxyFactory
+from tests.support.servers import RunningServer, backend_config, free_port, start_server
+from tests.support.waits import wait_for
 from tests.telemetry.scraping import fresh_tenant
 
 INCOMING_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -94,7 +87,8 @@ async def test_server_and_client_spans_continue_the_callers_trace(
     assert server.name == client.name == "cutover GET /items/{id}"
     assert dict(server.attributes or {})["http.route"] == "/items/{id}"
     assert f"{server.context.trace_id:032x}" == INCOMING_TRACE
-    assert server.parent is not None and f"{server.parent.span_id:016x}" == INCOMING_SPAN
+    assert server.parent is not None
+    assert f"{server.parent.span_id:016x}" == INCOMING_SPAN
     attributes = dict(server.attributes or {})
     assert attributes["http.request.method"] == "GET"
     assert attributes["url.path"] == "/items/a1"
@@ -104,7 +98,8 @@ async def test_server_and_client_spans_continue_the_callers_trace(
     assert attributes["cutover.decision"] == "respond"
     assert attributes["cutover.served_by"] == "old"
 
-    assert client.parent is not None and client.parent.span_id == server.context.span_id
+    assert client.parent is not None
+    assert client.parent.span_id == server.context.span_id
     assert client.context.trace_id == server.context.trace_id
     client_attributes = dict(client.attributes or {})
     assert client_attributes["cutover.backend"] == "old"
@@ -147,7 +142,7 @@ async def test_tracestate_passes_through_and_is_kept_on_the_spans(
 
 async def test_backend_failure_marks_both_spans(make_proxy: ProxyFactory) -> None:
     proxy, exporter = await traced_proxy(
-        make_proxy, {"backends": {"old": {"url": f"http://127.0.0.1:{closed_port()}"}}}
+        make_proxy, {"backends": {"old": {"url": f"http://127.0.0.1:{free_port()}"}}}
     )
     response = await proxy.client.get("/items/x", headers=h(fresh_tenant()))
     assert response.status_code == 502
@@ -198,7 +193,8 @@ async def test_tracing_off_creates_no_spans_and_adds_no_header(
 ) -> None:
     proxy = await make_proxy()  # default: no endpoint, tracing unset → off; metrics on
     telemetry = proxy.runtime.telemetry
-    assert telemetry.tracer_provider is None and telemetry.enabled
+    assert telemetry.tracer_provider is None
+    assert telemetry.enabled
     tenant = fresh_tenant()
     assert (await proxy.client.get("/items/o", headers=h(tenant))).status_code == 404
     [seen] = old.recorder.requests_for(tenant)
@@ -219,7 +215,7 @@ class Collector:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = await read_all(receive)
+        body = await read_body(receive)
         if scope["path"] == "/v1/traces":
             request = ExportTraceServiceRequest.FromString(body)
             for resource_spans in request.resource_spans:
@@ -404,7 +400,7 @@ def unreachable_collector(kind: str) -> Iterator[Unreachable]:
     """`blackhole`: a socket that listens (the kernel completes connections into its backlog) and never
     answers; `closed`: a port nothing listens on (connections are refused)."""
     if kind == "closed":
-        yield Unreachable(f"http://127.0.0.1:{closed_port()}", None)
+        yield Unreachable(f"http://127.0.0.1:{free_port()}", None)
         return
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -12,7 +12,8 @@ import pytest
 
 from proxy.schema import ensure_schema
 from routing.phases import Side
-from tests.conftest import Receive, RunningServer, Scope, Send, backend_config, start_server
+from tests.support.asgi import Receive, Scope, Send
+from tests.support.servers import RunningServer, backend_config, start_server
 
 
 @dataclass

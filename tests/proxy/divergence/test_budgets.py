@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from routing.phases import Phase, Side
-from tests.conftest import Proxy, ProxyFactory, wait_for
 from tests.proxy.divergence.conftest import Answer, ScriptedPair
+from tests.support.proxies import Proxy, ProxyFactory
+from tests.support.waits import wait_for
 
 
 def h(tenant: str) -> dict[str, str]:
@@ -83,7 +84,8 @@ async def test_backlog_stays_bounded_when_the_new_side_hangs(
     started = time.monotonic()
     for _ in range(40):
         response = await proxy.client.get("/items/1", headers=h(tenant))
-        assert response.status_code == 200 and response.headers["x-cutover-served-by"] == "old"
+        assert response.status_code == 200
+        assert response.headers["x-cutover-served-by"] == "old"
         peak = max(peak, shadow.in_flight_to(Side.NEW))
     elapsed = time.monotonic() - started
     assert elapsed < 2.5, f"clients waited for the hanging shadow side ({elapsed:.2f} s for 40 reads)"
@@ -116,7 +118,7 @@ async def test_backlog_stays_bounded_when_the_new_side_hangs(
         )
 
     async def recorded() -> bool:
-        return await skipped_in_store() == 40 - cap
+        return bool(await skipped_in_store() == 40 - cap)
 
     await wait_for(recorded, timeout_s=5)
     # Admission works again once the slots are back.

@@ -17,8 +17,9 @@ from proxy.divergence.noise import NoiseLearner
 from proxy.divergence.rules import compile_rules
 from proxy.shadow_job import Verdict
 from routing.phases import Phase, Side
-from tests.conftest import Proxy, ProxyFactory, wait_for
 from tests.proxy.divergence.conftest import Answer, ScriptedPair
+from tests.support.proxies import Proxy, ProxyFactory
+from tests.support.waits import wait_for
 
 RULES = compile_rules(CompareRules())
 clock = itertools.count(1_700_000_000)
@@ -137,7 +138,7 @@ async def test_timestamp_learned_as_noise_through_the_proxy(
             assert (await proxy.client.get(path, headers={"X-Tenant-ID": tenant})).status_code == 200
 
     async def compared() -> bool:
-        return (await proxy.stats())["shadow"]["compared"] - before["compared"] == 50
+        return bool((await proxy.stats())["shadow"]["compared"] - before["compared"] == 50)
 
     await wait_for(compared, timeout_s=10)
     after = (await proxy.stats())["shadow"]

@@ -17,8 +17,9 @@ from proxy.divergence.tally import Outcome, Tally, write_tally
 from proxy.divergences import Sample, insert_samples
 from proxy.shadow_job import Verdict
 from routing.phases import Phase
-from tests.conftest import Proxy, ProxyFactory, wait_for
 from tests.proxy.divergence.conftest import Answer, ScriptedPair
+from tests.support.proxies import Proxy, ProxyFactory
+from tests.support.waits import wait_for
 
 
 def sample(tenant: str, resource: str, fields: list[str]) -> Sample:
@@ -87,7 +88,8 @@ async def test_report_counts_rates_and_top_fields(pg_pool: asyncpg.Pool, tenant:
     assert items["divergence_rate"] == round(2 / 9, 4)  # divergent / answered (failed ones excluded)
     assert items["new_error_rate"] == 0.1
     assert (resources["/orders/*"]["compared"], resources["/orders/*"]["equal"]) == (4, 1)
-    assert entry["totals"]["compared"] == 14 and entry["totals"]["divergent"] == 5
+    assert entry["totals"]["compared"] == 14
+    assert entry["totals"]["divergent"] == 5
     assert entry["top_fields"] == [
         {
             "resource": "/orders/*",
@@ -152,7 +154,8 @@ async def reported(make_proxy: ProxyFactory, scripted: ScriptedPair, tenant: str
 async def test_report_and_one_divergence_through_the_api(reported: Proxy, tenant: str) -> None:
     body = (await reported.admin.get("/divergence/report", params={"tenant": tenant})).json()
     [entry] = body["tenants"]
-    assert entry["totals"]["equal"] == 5 and entry["totals"]["divergent"] == 5
+    assert entry["totals"]["equal"] == 5
+    assert entry["totals"]["divergent"] == 5
     [top] = entry["top_fields"]
     assert (top["resource"], top["field"], top["divergent"]) == ("/items/*", "$.name", 5)
     assert len(top["example_ids"]) == 3
@@ -166,7 +169,8 @@ async def test_report_and_one_divergence_through_the_api(reported: Proxy, tenant
     assert {d["path"]: d["noise"] for d in shown["differences"]} == {"$.name": False, "$.at": True}
 
     missing = await reported.admin.get(f"/tenants/{tenant}/divergences/999999999")
-    assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+    assert missing.status_code == 404
+    assert missing.json()["error"] == "not_found"
     other = await reported.admin.get(f"/tenants/{tenant}-other/divergences/{top['example_ids'][0]}")
     assert other.status_code == 404  # another tenant's id is not found through this tenant
     assert (await reported.anon_admin.get("/divergence/report")).status_code == 401
@@ -183,7 +187,9 @@ async def test_cli_report_show_and_reset(
 
     code, out = await cli("report", tenant)
     assert code == 0
-    assert "/items/*" in out and "$.name" in out and "noise" in out
+    assert "/items/*" in out
+    assert "$.name" in out
+    assert "noise" in out
     assert f"{tenant}: divergence rate 50.0%" in out
     report: dict[str, Any] = (
         await reported.admin.get("/divergence/report", params={"tenant": tenant})
@@ -191,10 +197,12 @@ async def test_cli_report_show_and_reset(
     example = report["tenants"][0]["top_fields"][0]["example_ids"][0]
     code, out = await cli("show-divergence", tenant, str(example), "--width", "120")
     assert code == 0
-    assert "GET /items/1" in out and "serving (old)" in out
+    assert "GET /items/1" in out
+    assert "serving (old)" in out
     assert any('"alpha"' in line and "*" in line and '"beta"' in line for line in out.splitlines())
     code, out = await cli("reset-counters", tenant)
-    assert code == 0 and "reset (1 resources)" in out
+    assert code == 0
+    assert "reset (1 resources)" in out
     assert (await reported.admin.get("/divergence/report", params={"tenant": tenant})).json() == {
         "tenants": []
     }

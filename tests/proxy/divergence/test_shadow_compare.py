@@ -11,8 +11,9 @@ import pytest
 
 from proxy.shadow import PolicyReloadError
 from routing.phases import Phase
-from tests.conftest import Proxy, ProxyBuilder, ProxyFactory, wait_for
 from tests.proxy.divergence.conftest import ScriptedPair
+from tests.support.proxies import Proxy, ProxyBuilder, ProxyFactory
+from tests.support.waits import wait_for
 
 POLICY: dict[str, Any] = {
     "defaults": {"headers": ["etag"]},
@@ -43,7 +44,7 @@ async def read_and_compare(
         assert response.json() is not None  # the client got old's answer (httpx undoes its gzip)
 
     async def counted() -> bool:
-        return (await proxy.stats())["shadow"]["compared"] > before["compared"]
+        return bool((await proxy.stats())["shadow"]["compared"] > before["compared"])
 
     await wait_for(counted, timeout_s=5)
     after = (await proxy.stats())["shadow"]

@@ -30,7 +30,9 @@ import asyncpg
 import orjson
 
 from routing.phases import Side
-from tests.conftest import Receive, RunningServer, Scope, Send, backend_config, read_all, start_server
+from tests.support.asgi import Receive, Scope, Send, read_body
+from tests.support.postgres import create_database, database_url, drop_database
+from tests.support.servers import RunningServer, backend_config, start_server
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (tenant_id text, id text, doc jsonb NOT NULL, PRIMARY KEY (tenant_id, id));
@@ -83,7 +85,7 @@ class PgDataService:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        body = await read_all(receive)
+        body = await read_body(receive)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         method: str = scope["method"]
         key = headers.get("idempotency-key")
@@ -172,26 +174,6 @@ async def _send(send: Send, status: int, payload: bytes, headers: list[tuple[byt
     await send({"type": "http.response.body", "body": payload})
 
 
-async def create_database(prefix: str) -> str:
-    """A fresh database; its URL."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return f"postgresql://postgres@127.0.0.1:5432/{name}"
-
-
-async def drop_database(url: str) -> None:
-    name = url.rsplit("/", 1)[1]
-    conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 @contextlib.asynccontextmanager
 async def pg_sides(jitter_ms: float = 0.0) -> AsyncIterator[dict[Side, PgDataService]]:
     """Old and new, each a `PgDataService` over a fresh database (dropped afterwards)."""
@@ -199,11 +181,11 @@ async def pg_sides(jitter_ms: float = 0.0) -> AsyncIterator[dict[Side, PgDataSer
     try:
         for side in Side:
             services[side] = PgDataService(
-                side.value, await create_database(f"cutover_{side.value}"), jitter_ms
+                side.value, database_url(await create_database(f"cutover_{side.value}")), jitter_ms
             )
             await services[side].start()
         yield services
     finally:
         for service in services.values():
             await service.stop()
-            await drop_database(service.url)
+            await drop_database(service.url.rsplit("/", 1)[1])

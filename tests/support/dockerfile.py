@@ -32,7 +32,7 @@ from pathlib import Path
 from docker.utils.build import exclude_paths
 from packaging.requirements import Requirement
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ tests of replay against a service that gives cutover no help:
 `Idempotency-Key` is ignored, as json-server ignores it. Unlike json-server, records are scoped by the
 `X-Tenant-ID` header (one collection per tenant). Ids compare as strings, as json-server's do.
 
-`python -m tests.jsonlike_server PORT [SEED]` serves it on 127.0.0.1:PORT until terminated; SEED is a JSON
-file `{tenant: [record, ...]}` loaded before the first request (json-server's db.json, per tenant), so a
-test can start a backend that already holds many records without writing them one by one.
+`python -m tests.support.jsonlike_server PORT [SEED]` serves it on 127.0.0.1:PORT until terminated; SEED
+is a JSON file `{tenant: [record, ...]}` loaded before the first request (json-server's db.json, per
+tenant), so a test can start a backend that already holds many records without writing them one by one.
 """
 
 from __future__ import annotations
