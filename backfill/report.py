@@ -215,7 +215,7 @@ TablePrinter = Callable[[list[str], list[list[str]]], str]
 
 def render(run: dict[str, Any], table: TablePrinter, *, keys_shown: int = 5) -> str:
     """A human table of a run's JSON form, then the differing keys and sample diffs of each table.
-    `table` is the CLI's table printer (`proxy.cli_support.format_table`), handed down: the CLI composes
+    `table` is the CLI's table printer (`proxy.cli.support.format_table`), handed down: the CLI composes
     this package, not the other way round."""
     header = [
         "TABLE",

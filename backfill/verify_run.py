@@ -68,7 +68,7 @@ async def run_verify(settings: Settings, options: VerifyOptions) -> VerifyRun:
             rest = [r for r in data.rest.resources if r.name in names]
             if rest:
                 # Imported here: HTTP clients and the worker's applier, for deployments that have REST
-                # resources (`cutover verify` loads what it needs only; see proxy/data_cli.py).
+                # resources (`cutover verify` loads what it needs only; see proxy/cli/data.py).
                 from backfill.rest_verify import verify_resources
 
                 run.tables.extend(await verify_resources(settings, rest, options.tenant, pending, source))

@@ -61,7 +61,7 @@ from backfill.runner import BackfillOptions, run_backfill
 from backfill.verify_run import VerifyOptions, run_verify
 from backfill.verify_sql import prepare_session
 from config.settings import Settings
-from proxy.schema import ensure_schema
+from proxy.control.schema import ensure_schema
 
 MARK_START = "<!-- bench_backfill:start -->"
 MARK_END = "<!-- bench_backfill:end -->"

@@ -40,7 +40,7 @@ import asyncpg
 import yaml
 from harness import cpu_model, cpu_seconds, export_tree, log, shown_path, write_section  # this folder's
 
-from proxy.schema import ensure_schema
+from proxy.control.schema import ensure_schema
 
 MARK_START = "<!-- bench_cli:start -->"
 MARK_END = "<!-- bench_cli:end -->"

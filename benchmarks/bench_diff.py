@@ -44,9 +44,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from config.divergence import CompareRules  # noqa: E402
-from proxy.divergence.differ import diff  # noqa: E402
-from proxy.divergence.lift import lift  # noqa: E402
-from proxy.divergence.rules import compile_rules  # noqa: E402
+from proxy.shadow.differ import diff  # noqa: E402
+from proxy.shadow.lift import lift  # noqa: E402
+from proxy.shadow.rules import compile_rules  # noqa: E402
 
 MARK_START = "<!-- bench_diff:start -->"
 MARK_END = "<!-- bench_diff:end -->"

@@ -192,7 +192,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     import redis.asyncio as aioredis
 
     from config.settings import Settings
-    from proxy.schema import ensure_schema
+    from proxy.control.schema import ensure_schema
 
     ports = {"old": free_port(), "new": free_port()}
     here = str(Path(__file__).resolve())  # noqa: ASYNC240 - set-up: nothing else runs on the loop yet

@@ -9,7 +9,7 @@ second time (the PostgreSQL ledger, the HTTP replay's `Idempotency-Key`).
 
 A side with no applier (`worker.applier` names postgres for it but `worker.postgres.<side>` is not
 configured) fails its intents for good, naming the setting: they are dead-lettered, never applied
-elsewhere. The admin API refuses the phase moves that would produce them (`proxy.phase_moves`).
+elsewhere. The admin API refuses the phase moves that would produce them (`proxy.control.phase_moves`).
 
 An HTTP side keeps its exactly-once machinery: the dispatcher offers `resolve` and
 `resolve_dead_letter` (so the worker keeps its ledger and settles intents in doubt), and says which

@@ -2,9 +2,9 @@
 `{"error": code, "detail": text, ...fields}`.
 
 CodedError
-├── proxy.errors.ProxyError            the data plane's answers (with an HTTP status)
-├── proxy.admin_errors.AdminError      the admin API's answers (with an HTTP status)
-├── proxy.cli_support.CommandError     a `cutover` command that cannot go on (with an exit code)
+├── proxy.dataplane.errors.ProxyError            the data plane's answers (with an HTTP status)
+├── proxy.admin.errors.AdminError      the admin API's answers (with an HTTP status)
+├── proxy.cli.support.CommandError     a `cutover` command that cannot go on (with an exit code)
 └── routing.sql_errors.SqlError        SQL that cannot be routed (a ValueError; `proxy` maps it to a status)
 
 `code` is stable (scripts and tests match on it), `detail` is for people, `fields` name what a client needs

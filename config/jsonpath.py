@@ -1,5 +1,5 @@
 """Syntax of the JSON path patterns used in settings (pure parsing; matching is in
-`proxy.divergence.paths`).
+`proxy.shadow.paths`).
 
     $                      the document
     .name  or ["name"]     an object member (the quoted form for names with dots, brackets or spaces)

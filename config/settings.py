@@ -193,7 +193,7 @@ class WorkerSettings(_Frozen):
 
 class ClientLimits(_Frozen):
     """What one client connection may take of the proxy's time and memory. Named after, and defaulting
-    like, the nginx directives they mirror (`proxy.edge` enforces them)."""
+    like, the nginx directives they mirror (`proxy.dataplane.edge` enforces them)."""
 
     # The whole request head must arrive within this (nginx `client_header_timeout`); 408 and close.
     client_header_timeout_s: float = Field(default=60.0, gt=0)

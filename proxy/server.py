@@ -22,8 +22,8 @@ import uvicorn
 
 from buffer_worker.spool_check import check_spool, spool_file
 from config.settings import ListenAddress, Settings
-from proxy.admin import create_admin_app
-from proxy.edge import edge_protocol
+from proxy.admin.app import create_admin_app
+from proxy.dataplane.edge import edge_protocol
 from proxy.runtime import Runtime
 from telemetry.logs import configure_logging
 from telemetry.process import run_async, settle_heap
@@ -62,7 +62,7 @@ def _uvicorn_config(app: Any, settings: Settings, *, data_plane: bool) -> uvicor
         http=edge_protocol(settings.limits),
         loop="none",
         lifespan="off",
-        # cutover writes its own access lines (proxy.request_telemetry, proxy.admin_access_log); uvicorn's
+        # cutover writes its own access lines (proxy.dataplane.request_telemetry, proxy.admin.access_log); uvicorn's
         # would be a second line per request, and its switch is one logger for every server in the process.
         access_log=False,
         log_config=None,

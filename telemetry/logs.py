@@ -39,7 +39,7 @@ REQUEST_SCOPE = LOG_CONTEXT  # the data plane's name for it
 REQUEST_ID_KEY = "cutover.request_id"
 # (trace id, span id) of the request's server span, put in the scope by the data plane when the request
 # has a trace context; the data plane attaches nothing to OpenTelemetry's context (see
-# proxy.request_telemetry). Other processes' spans are found as the current span.
+# proxy.dataplane.request_telemetry). Other processes' spans are found as the current span.
 TRACE_IDS_KEY = "cutover.trace_ids"
 MASK = "***"
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from config.loader import load_settings
-from proxy.cli import _parser
+from proxy.cli.main import _parser
 from tests.support.dockerfile import ROOT, read_dockerfile
 
 IMAGE = "cutover:local"

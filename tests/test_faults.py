@@ -142,7 +142,7 @@ def _worker_config(proxy: Proxy, prefix: str, path: Path) -> Path:
 
 def _start_worker(config: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "proxy.cli", "worker", "--config", str(config)],
+        [sys.executable, "-m", "proxy.cli.main", "worker", "--config", str(config)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

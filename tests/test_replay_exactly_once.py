@@ -165,7 +165,7 @@ async def _faults(
         victim = workers.pop(0)
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=10)
-        workers.append(processes.start("worker", "-m", "proxy.cli", "worker", "--config", str(config)))
+        workers.append(processes.start("worker", "-m", "proxy.cli.main", "worker", "--config", str(config)))
         done.append("worker killed")
     return done
 
@@ -200,7 +200,7 @@ async def test_replay_is_exactly_once_in_effect_against_a_json_server_like_backe
     for side in ("old", "new"):
         processes.start(side, "-m", "tests.support.jsonlike_server", str(ports[side]))
     config = _config(tmp_path, ports, redis_url, pg_url)
-    processes.start("proxy", "-m", "proxy.cli", "serve", "--config", str(config))
+    processes.start("proxy", "-m", "proxy.cli.main", "serve", "--config", str(config))
     admin = httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{ports['admin']}",
         headers={"Authorization": f"Bearer {TOKEN}"},
@@ -232,7 +232,7 @@ async def test_replay_is_exactly_once_in_effect_against_a_json_server_like_backe
             )
             assert response.status_code == 200, response.text
         workers = [
-            processes.start("worker", "-m", "proxy.cli", "worker", "--config", str(config)) for _ in range(2)
+            processes.start("worker", "-m", "proxy.cli.main", "worker", "--config", str(config)) for _ in range(2)
         ]
         writers = [Writer(n, tenants[n % TENANTS]) for n in range(WRITERS)]
         stop_at = asyncio.get_running_loop().time() + scenario.duration_s

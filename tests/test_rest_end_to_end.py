@@ -282,7 +282,7 @@ async def _cli(processes: Processes, name: str, *argv: str, timeout_s: float = 6
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "proxy.cli",
+        "proxy.cli.main",
         *argv,
         "--json",
         stdout=asyncio.subprocess.PIPE,
@@ -342,8 +342,8 @@ async def test_an_http_data_api_migrates_end_to_end_with_real_processes_under_tr
         "new": processes.start("new", "-m", "tests.support.jsonlike_server", str(ports["new"])),
     }
     config = _config(tmp_path, ports, pg_url, f"{redis_prefix}-e2e-{run}", tenants)
-    servers["proxy"] = processes.start("proxy", "-m", "proxy.cli", "serve", "--config", str(config))
-    servers["worker"] = processes.start("worker", "-m", "proxy.cli", "worker", "--config", str(config))
+    servers["proxy"] = processes.start("proxy", "-m", "proxy.cli.main", "serve", "--config", str(config))
+    servers["worker"] = processes.start("worker", "-m", "proxy.cli.main", "worker", "--config", str(config))
 
     admin = httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{ports['admin']}",

@@ -20,7 +20,7 @@ from backfill.runner import BackfillOptions, run_backfill
 from backfill.verify_run import VerifyOptions, run_verify
 from buffer_worker.http_applier import HttpApplier
 from buffer_worker.worker import Worker
-from proxy.cli import main as cli
+from proxy.cli.main import main as cli
 from routing.phases import Phase, Side
 from tests.backfill.rest_sides import JSON_SERVER_ITEMS, JsonSide, json_sides
 from tests.support.proxies import Proxy, ProxyFactory

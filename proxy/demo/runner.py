@@ -239,8 +239,8 @@ async def start_stack(
     config = _config(demo, directory, resources)
     for side in ("old", "new"):
         demo.spawn(side, *service(side, demo.ports[side]), log_dir=directory)
-    demo.spawn("proxy", "-m", "proxy.cli", "serve", "--config", str(config), log_dir=directory)
-    demo.spawn("worker", "-m", "proxy.cli", "worker", "--config", str(config), log_dir=directory)
+    demo.spawn("proxy", "-m", "proxy.cli.main", "serve", "--config", str(config), log_dir=directory)
+    demo.spawn("worker", "-m", "proxy.cli.main", "worker", "--config", str(config), log_dir=directory)
     for name in ("old", "new"):
         await _wait_http(f"http://127.0.0.1:{demo.ports[name]}/items")
     await _wait_http(f"http://127.0.0.1:{demo.ports['admin']}/readyz")

@@ -15,7 +15,7 @@ import yaml
 
 from backfill import checkpoint
 from config.settings import Settings
-from proxy.schema import ensure_schema
+from proxy.control.schema import ensure_schema
 from routing.phases import Phase
 from tests.support.postgres import create_database, drop_database
 

@@ -11,7 +11,7 @@ import pytest
 
 from backfill.runner import BackfillOptions, run_backfill
 from backfill.verify_run import VerifyOptions, run_verify
-from proxy.cli import main
+from proxy.cli.main import main
 from routing.phases import Phase
 from tests.backfill.conftest import DataEnv, create_orders, fill_orders, orders_table, unique
 from tests.support.proxies import Proxy, ProxyFactory

@@ -17,8 +17,8 @@ from backfill.runner import BackfillOptions, run_backfill
 from backfill.verify_run import VerifyOptions, run_verify
 from buffer_worker.mirror_lock import applier_locks_sql
 from config.settings import Settings
-from proxy.cli import main
-from proxy.cli_support import format_table
+from proxy.cli.main import main
+from proxy.cli.support import format_table
 from routing.phases import Phase
 from tests.backfill.conftest import (
     DataEnv,

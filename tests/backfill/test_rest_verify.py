@@ -25,7 +25,7 @@ from backfill.verify_run import VerifyOptions, run_verify
 from buffer_worker.intent import Intent
 from buffer_worker.producer import RedisIntentProducer
 from config.settings import Settings
-from proxy.cli_support import format_table
+from proxy.cli.support import format_table
 from routing.phases import Phase, Side
 from tests.backfill.conftest import DataEnv
 from tests.support.servers import RunningServer, backend_config, start_server

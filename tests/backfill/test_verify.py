@@ -19,7 +19,7 @@ from buffer_worker.pg_applier import PostgresApplier
 from buffer_worker.producer import RedisIntentProducer
 from buffer_worker.worker import Worker
 from config.settings import Settings
-from proxy.cli_support import format_table
+from proxy.cli.support import format_table
 from routing.phases import Phase, Side
 from tests.backfill.conftest import DataEnv, create_orders, fill_orders, orders_table, unique
 

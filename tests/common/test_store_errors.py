@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from proxy.status_data import guarded
+from proxy.admin.status_data import guarded
 
 
 async def _store_busy() -> None:

@@ -138,8 +138,8 @@ def test_every_shell_block_is_run_or_says_why_not() -> None:
 
 
 def test_commands_quoted_in_the_prose_are_accepted_as_written() -> None:
-    from proxy.cli import _parser
-    from proxy.cli_support import UsageError
+    from proxy.cli.main import _parser
+    from proxy.cli.support import UsageError
 
     quoted = inline_commands(RUNBOOK.read_text())
     assert len(quoted) >= 10, "the test proved nothing"

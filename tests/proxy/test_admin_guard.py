@@ -11,9 +11,9 @@ from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel
 
 from config.settings import AdminToken
-from proxy.admin_auth import TokenAuthenticator
-from proxy.admin_errors import install_error_handlers
-from proxy.admin_guard import AdminGuard, Reader, Writer
+from proxy.admin.auth import TokenAuthenticator
+from proxy.admin.errors import install_error_handlers
+from proxy.admin.guard import AdminGuard, Reader, Writer
 
 WRITE, READ = "w-token-0123456789abcdef", "r-token-0123456789abcdef"
 

@@ -12,10 +12,10 @@ import redis.asyncio as aioredis
 
 from buffer_worker.intent import Intent
 from buffer_worker.keys import dead_letter_key, partition_of
-from proxy.admin_client import AdminClient
-from proxy.cli import main
-from proxy.divergences import Sample, insert_samples
-from proxy.seen_tenants import ensure_seen_schema
+from proxy.cli.admin_client import AdminClient
+from proxy.cli.main import main
+from proxy.shadow.divergences import Sample, insert_samples
+from proxy.control.seen_tenants import ensure_seen_schema
 from routing.phases import Phase, Side
 from tests.support.proxies import Proxy, ProxyFactory
 from tests.support.redis_keys import PARTITIONS

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from proxy import server as proxy_server
-from proxy.cli import main
+from proxy.cli.main import main
 from routing.phases import Phase
 from tests.support.demo_backends import DemoBackend
 from tests.support.postgres import PG_ADMIN_DSN
@@ -159,7 +159,7 @@ def _config(tmp_path: Path, spool_path: Path, *, workers: int = 1) -> Path:
 def test_serve_refuses_to_start_with_a_missing_spool_directory(tmp_path: Path) -> None:
     spool_path = tmp_path / "absent" / "intents.spool"
     result = subprocess.run(
-        [sys.executable, "-m", "proxy.cli", "serve", "--config", str(_config(tmp_path, spool_path))],
+        [sys.executable, "-m", "proxy.cli.main", "serve", "--config", str(_config(tmp_path, spool_path))],
         capture_output=True,
         text=True,
         timeout=30,

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from proxy.cli import _parser, main
+from proxy.cli.main import _parser, main
 
 CUTOVER = str(Path(sys.executable).with_name("cutover"))
 TOKEN = "w" * 24

@@ -26,7 +26,7 @@ HEAVY = (
 )
 PROBE = """
 import json, sys
-from proxy.cli import main
+from proxy.cli.main import main
 try:
     main(sys.argv[1:])
 except SystemExit:
@@ -45,7 +45,7 @@ def _modules_after(*argv: str) -> set[str]:
 @pytest.mark.parametrize("argv", [["--help"], ["verify", "--help"], ["backfill", "--help"]], ids=" ".join)
 def test_help_loads_no_heavy_library(argv: list[str]) -> None:
     modules = _modules_after(*argv)
-    assert "proxy.cli" in modules, "the probe proved nothing"
-    assert "proxy.data_cli" in modules, "the probe proved nothing"
+    assert "proxy.cli.main" in modules, "the probe proved nothing"
+    assert "proxy.cli.data" in modules, "the probe proved nothing"
     loaded = sorted(m for m in modules if m.split(".")[0] in HEAVY)
     assert not loaded, f"`cutover {' '.join(argv)}` imported {loaded}"

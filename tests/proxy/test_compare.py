@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from proxy.compare import MAX_DIFFERENCES, Comparison, Difference, Observation, compare
+from proxy.shadow.compare import MAX_DIFFERENCES, Comparison, Difference, Observation, compare
 
 
 def ok(body: bytes | None, status: int = 200) -> Observation:

@@ -20,7 +20,7 @@ from buffer_worker.http_applier import HttpApplier
 from buffer_worker.intent import Intent
 from buffer_worker.keys import blocked_key, dead_letter_key, partition_of
 from buffer_worker.worker import Worker
-from proxy.cli import main
+from proxy.cli.main import main
 from routing.phases import Phase, Side
 from tests.support.demo_backends import DemoBackend
 from tests.support.proxies import Proxy, ProxyFactory

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from proxy.fleet import (
+from proxy.control.fleet import (
     Selector,
     StepKind,
     TenantState,
@@ -27,7 +27,7 @@ def test_bucket_is_in_range_and_the_same_in_another_process() -> None:
     names = FLEET[:20]
     here = [bucket_of(name) for name in names]
     assert all(0 <= b < 100 for b in here)
-    code = f"from proxy.fleet import bucket_of; print([bucket_of(n) for n in {names!r}])"
+    code = f"from proxy.control.fleet import bucket_of; print([bucket_of(n) for n in {names!r}])"
     # A different PYTHONHASHSEED would change `hash()`; the bucket must not depend on it.
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)

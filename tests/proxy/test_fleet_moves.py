@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from proxy.cli import main
-from proxy.fleet import bucket_of
+from proxy.cli.main import main
+from proxy.control.fleet import bucket_of
 from routing.phases import Phase
 from tests.proxy.test_tenant_health import add_dead_letter
 from tests.support.proxies import Proxy, ProxyFactory

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from proxy.move_blockers import MoveFacts, plan_moves
+from proxy.control.move_blockers import MoveFacts, plan_moves
 from routing.phases import Phase, Side
 
 CLEAN = MoveFacts(dead_letters=0, gate_problems=[])

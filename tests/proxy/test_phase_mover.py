@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from proxy.cli import main
+from proxy.cli.main import main
 from routing.phases import Phase
 from tests.backfill.rest_sides import JSON_SERVER_ITEMS
 from tests.support.proxies import Proxy, ProxyFactory

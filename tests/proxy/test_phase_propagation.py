@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from proxy.phase_store import PhaseStore
+from proxy.control.phase_store import PhaseStore
 from routing.phases import Phase
 from tests.support.demo_backends import DemoBackend
 from tests.support.postgres import PG_ADMIN_DSN

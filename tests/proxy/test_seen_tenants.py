@@ -11,8 +11,8 @@ import asyncpg
 import pytest
 
 from config.operator import SeenTenantSettings
-from proxy.cli import main
-from proxy.seen_tenants import SeenTenants
+from proxy.cli.main import main
+from proxy.control.seen_tenants import SeenTenants
 from tests.support.proxies import Proxy, ProxyFactory, raw_request
 from tests.support.waits import wait_for
 

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from proxy.cli import main
+from proxy.cli.main import main
 from routing.phases import Phase
 from tests.support.demo_backends import DemoBackend
 from tests.support.proxies import ProxyFactory

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy.shadow_slots import ShadowSlots
+from proxy.shadow.slots import ShadowSlots
 from routing.phases import Side
 
 

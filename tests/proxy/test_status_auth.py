@@ -11,7 +11,7 @@ from pydantic import SecretStr, ValidationError
 
 from config.operator import StatusPageSettings
 from config.settings import AdminToken, TokenScope
-from proxy.status_auth import StatusSessions
+from proxy.admin.status_auth import StatusSessions
 
 TOKENS = {
     "dash": AdminToken(token=SecretStr("r" * 20), scope=TokenScope.READ),

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from proxy.cli import main
+from proxy.cli.main import main
 from routing.phases import Phase
 from tests.support.proxies import Proxy, ProxyFactory
 from tests.support.waits import wait_for

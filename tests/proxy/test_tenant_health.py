@@ -24,7 +24,7 @@ from backfill.report import TableReport, VerifyRun, store
 from backfill.rest_checkpoint import PageDone
 from buffer_worker.intent import Intent
 from buffer_worker.keys import dead_letter_key, partition_of
-from proxy.cli import main
+from proxy.cli.main import main
 from routing.phases import Phase, Side
 from tests.support.demo_backends import DemoBackend
 from tests.support.proxies import Proxy, ProxyFactory, Tokens
@@ -340,7 +340,7 @@ async def test_every_process_of_serve_workers_adds_to_the_history(
         )
     )
     serve = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "proxy.cli", "serve", "--config", str(config)),
+        *(sys.executable, "-m", "proxy.cli.main", "serve", "--config", str(config)),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )

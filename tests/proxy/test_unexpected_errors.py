@@ -15,7 +15,7 @@ import aiohttp
 import httpx
 import pytest
 
-from proxy import executor as executor_module
+from proxy.dataplane import executor as executor_module
 from tests.support.proxies import Proxy, ProxyBuilder
 from tests.support.servers import RunningServer
 

@@ -17,7 +17,7 @@ from buffer_worker.intent import Intent
 from buffer_worker.keys import partition_of, pending_field, pending_key, stream_key
 from buffer_worker.sink import BufferUnavailableError, Refusal
 from config.settings import Settings
-from proxy.admin import create_admin_app
+from proxy.admin.app import create_admin_app
 from proxy.runtime import Runtime
 from proxy.server import _uvicorn_config
 from routing.phases import Phase, Side

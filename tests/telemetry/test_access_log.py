@@ -128,7 +128,7 @@ async def test_phase_changes_and_backend_failures_are_logged_once(
 def test_access_log_off_costs_no_exchange() -> None:
     """With tracing, metrics, the health history and the access log off, the data plane never builds
     the per-request telemetry record; the access log alone turns it on."""
-    from proxy.request_telemetry import RequestTelemetry
+    from proxy.dataplane.request_telemetry import RequestTelemetry
 
     settings = Settings.model_validate(
         {
@@ -141,8 +141,8 @@ def test_access_log_off_costs_no_exchange() -> None:
 
 
 def test_refusal_levels_follow_the_status(caplog: Any) -> None:
-    from proxy.app import _log_refusal
-    from proxy.errors import BadRequest, ServiceUnavailable
+    from proxy.dataplane.app import _log_refusal
+    from proxy.dataplane.errors import BadRequest, ServiceUnavailable
 
     with caplog.at_level(logging.INFO, logger="cutover.proxy"):
         try:

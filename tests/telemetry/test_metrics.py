@@ -15,7 +15,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from buffer_worker.intent import Intent
 from buffer_worker.keys import dead_letter_key, partition_of
 from buffer_worker.worker import Worker
-from proxy.metrics import FLEET, SHADOW_OUTCOMES
+from proxy.admin.metrics import FLEET, SHADOW_OUTCOMES
 from routing.phases import Phase, Side
 from telemetry.tracing import cutover_version
 from tests.support.demo_backends import DemoBackend

@@ -10,7 +10,7 @@ import asyncpg
 import orjson
 import pytest
 
-from proxy.schema import ensure_schema
+from proxy.control.schema import ensure_schema
 from routing.phases import Side
 from tests.support.asgi import Receive, Scope, Send
 from tests.support.servers import RunningServer, backend_config, start_server

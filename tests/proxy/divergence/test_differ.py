@@ -9,9 +9,9 @@ import orjson
 import pytest
 
 from config.divergence import CompareRules
-from proxy.divergence.differ import diff
-from proxy.divergence.lift import lift
-from proxy.divergence.rules import compile_rules
+from proxy.shadow.differ import diff
+from proxy.shadow.lift import lift
+from proxy.shadow.rules import compile_rules
 
 
 def run(serving: Any, shadow: Any, **rules: Any) -> list[tuple[str, str]]:

@@ -9,8 +9,8 @@ import brotli
 import orjson
 import pytest
 
-from proxy.divergence.differ import diff
-from proxy.divergence.lift import BodyKind, lift
+from proxy.shadow.differ import diff
+from proxy.shadow.lift import BodyKind, lift
 
 DOC = {"items": [{"id": i, "name": f"item {i}"} for i in range(20)]}
 RAW = orjson.dumps(DOC)

@@ -11,11 +11,11 @@ import orjson
 import pytest
 
 from config.divergence import CompareRules, NoisePolicy
-from proxy.divergence.analysis import analyse
-from proxy.divergence.lift import lift
-from proxy.divergence.noise import NoiseLearner
-from proxy.divergence.rules import compile_rules
-from proxy.shadow_job import Verdict
+from proxy.shadow.analysis import analyse
+from proxy.shadow.lift import lift
+from proxy.shadow.noise import NoiseLearner
+from proxy.shadow.rules import compile_rules
+from proxy.shadow.job import Verdict
 from routing.phases import Phase, Side
 from tests.proxy.divergence.conftest import Answer, ScriptedPair
 from tests.support.proxies import Proxy, ProxyFactory

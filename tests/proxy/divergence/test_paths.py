@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from config.jsonpath import PathSyntaxError, Step, parse_pattern
-from proxy.divergence.paths import ANY_ELEMENT, PathMatcher, Segment, SetElement, field_of, render
+from proxy.shadow.paths import ANY_ELEMENT, PathMatcher, Segment, SetElement, field_of, render
 
 PARSED = [
     ("$", ()),

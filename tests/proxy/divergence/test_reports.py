@@ -11,11 +11,11 @@ import asyncpg
 import orjson
 import pytest
 
-from proxy.cli import main
-from proxy.divergence.report import side_by_side, tenant_report
-from proxy.divergence.tally import Outcome, Tally, write_tally
-from proxy.divergences import Sample, insert_samples
-from proxy.shadow_job import Verdict
+from proxy.cli.main import main
+from proxy.shadow.report import side_by_side, tenant_report
+from proxy.shadow.tally import Outcome, Tally, write_tally
+from proxy.shadow.divergences import Sample, insert_samples
+from proxy.shadow.job import Verdict
 from routing.phases import Phase
 from tests.proxy.divergence.conftest import Answer, ScriptedPair
 from tests.support.proxies import Proxy, ProxyFactory

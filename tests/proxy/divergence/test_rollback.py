@@ -11,10 +11,10 @@ import asyncpg
 import pytest
 
 from config.divergence import DivergencePolicy, RollbackPolicy
-from proxy.divergence.rollback import RollbackMonitor, WindowFigures, decide, window_figures
-from proxy.divergence.tally import Outcome, Tally, write_tally
-from proxy.shadow_job import Verdict
-from proxy.stats import DataPlaneStats
+from proxy.control.rollback import RollbackMonitor, WindowFigures, decide, window_figures
+from proxy.shadow.tally import Outcome, Tally, write_tally
+from proxy.shadow.job import Verdict
+from proxy.dataplane.stats import DataPlaneStats
 from routing.phases import Phase
 from tests.proxy.divergence.conftest import ScriptedPair
 from tests.support.proxies import Proxy, ProxyFactory
@@ -220,7 +220,7 @@ async def test_rollback_end_to_end_through_the_proxy(
     cli = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "proxy.cli",
+        "proxy.cli.main",
         "audit",
         tenant,
         "--admin-url",

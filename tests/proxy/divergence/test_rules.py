@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from config.divergence import DivergencePolicy, DivergenceSettings, load_policy
-from proxy.divergence.rules import Ruleset, merge
+from proxy.shadow.rules import Ruleset, merge
 
 POLICY = DivergencePolicy.model_validate(
     {

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from proxy.shadow import PolicyReloadError
+from proxy.shadow.runner import PolicyReloadError
 from routing.phases import Phase
 from tests.proxy.divergence.conftest import ScriptedPair
 from tests.support.proxies import Proxy, ProxyBuilder, ProxyFactory
