@@ -86,7 +86,16 @@ def start_proxy(harness: Harness, args: argparse.Namespace, backend_port: int) -
     )
     python = REPO / ".venv" / "bin" / "python"
     source = str(Path(args.source).resolve()) if args.source else str(REPO)
-    argv = ["env", f"PYTHONPATH={source}", str(python), "-m", "proxy.cli.main", "serve", "--config", str(config)]
+    argv = [
+        "env",
+        f"PYTHONPATH={source}",
+        str(python),
+        "-m",
+        "proxy.cli.main",
+        "serve",
+        "--config",
+        str(config),
+    ]
     proc = harness.start("proxy", argv, "0")
     admin_url = f"http://127.0.0.1:{admin}"
     harness.wait(f"{admin_url}/readyz", proc, timeout_s=90)

@@ -3,8 +3,8 @@
 
 The end-to-end benchmark (`bench_telemetry.py`) measures what the proxy pays as a whole, but on a shared
 2-vCPU machine its noise (±3 % and more between identical instances) is as large as the pieces being
-compared. This one runs `proxy.dataplane.request_telemetry.RequestTelemetry` exactly as the data plane calls it
-(`begin`, `call_backend` around one backend call, `finish`) against a backend stand-in that answers at
+compared. This one runs `proxy.dataplane.request_telemetry.RequestTelemetry` exactly as the data plane calls
+it (`begin`, `call_backend` around one backend call, `finish`) against a backend stand-in that answers at
 once, and reports CPU time per request (`time.process_time`: all threads, so the OTLP exporter's
 background thread is counted):
 
@@ -42,9 +42,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from config.telemetry import TelemetrySettings  # noqa: E402
-from proxy.health.series import SideSeries  # noqa: E402
 from proxy.dataplane.request_outcome import RequestOutcome  # noqa: E402
 from proxy.dataplane.request_telemetry import RequestTelemetry  # noqa: E402
+from proxy.health.series import SideSeries  # noqa: E402
 from telemetry.tracing import build_tracer_provider  # noqa: E402
 
 MARK_START = "<!-- bench_telemetry_micro:start -->"

@@ -37,8 +37,8 @@ class StatusPageSettings(_Frozen):
     enabled: bool = True
     refresh_s: float = Field(default=2.0, ge=0.5, le=60)  # how often the page polls its data
     session_ttl_s: int = Field(default=8 * 3600, ge=60)  # lifetime of the cookie set by `?token=`
-    # Signs the session cookie (proxy.admin.status_auth). The same on every proxy serving the page, or a cookie
-    # one issued is refused by the next (and a restart signs everyone out); unset: a key per process.
+    # Signs the session cookie (proxy.admin.status_auth). The same on every proxy serving the page, or a
+    # cookie one issued is refused by the next (and a restart signs everyone out); unset: a key per process.
     session_key: SecretStr | None = Field(default=None, min_length=32)
     divergence_window_s: int = Field(default=900, ge=60)  # divergences counted over this window
     tenants_per_phase: int = Field(default=200, ge=1, le=10_000)  # listed per phase; the rest are counted

@@ -19,22 +19,22 @@ from buffer_worker.sink import IntentSink
 from buffer_worker.spool import SpoolingSink
 from buffer_worker.spool_check import spool_file
 from config.settings import Settings
-from proxy.dataplane.app import DataPlane
-from proxy.control.rollback import RollbackMonitor
-from proxy.dataplane.executor import Executor
-from proxy.health.recorder import HealthRecorder, window_capacity
-from proxy.health.series import SideSeries
-from proxy.dataplane.phase_cache import PhaseCache
 from proxy.control.phase_moves import PhaseMover
 from proxy.control.phase_store import PhaseStore
 from proxy.control.presence import ProxyPresence
+from proxy.control.rollback import RollbackMonitor
+from proxy.control.seen_tenants import SeenTenants
+from proxy.dataplane.app import DataPlane
+from proxy.dataplane.executor import Executor
+from proxy.dataplane.phase_cache import PhaseCache
 from proxy.dataplane.request_router import RequestRouter
 from proxy.dataplane.request_telemetry import RequestTelemetry
-from proxy.control.seen_tenants import SeenTenants
-from proxy.shadow.runner import ShadowRunner
 from proxy.dataplane.sql_endpoint import SqlRouter
 from proxy.dataplane.stats import DataPlaneStats
 from proxy.dataplane.write_gate import WriteGate
+from proxy.health.recorder import HealthRecorder, window_capacity
+from proxy.health.series import SideSeries
+from proxy.shadow.runner import ShadowRunner
 from routing.phases import Side
 from telemetry.tracing import build_tracer_provider
 

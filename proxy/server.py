@@ -62,8 +62,9 @@ def _uvicorn_config(app: Any, settings: Settings, *, data_plane: bool) -> uvicor
         http=edge_protocol(settings.limits),
         loop="none",
         lifespan="off",
-        # cutover writes its own access lines (proxy.dataplane.request_telemetry, proxy.admin.access_log); uvicorn's
-        # would be a second line per request, and its switch is one logger for every server in the process.
+        # cutover writes its own access lines (proxy.dataplane.request_telemetry, proxy.admin.access_log);
+        # uvicorn's would be a second line per request, and its switch is one logger for every server in the
+        # process.
         access_log=False,
         log_config=None,
         log_level=settings.log_level,

@@ -232,7 +232,8 @@ async def test_replay_is_exactly_once_in_effect_against_a_json_server_like_backe
             )
             assert response.status_code == 200, response.text
         workers = [
-            processes.start("worker", "-m", "proxy.cli.main", "worker", "--config", str(config)) for _ in range(2)
+            processes.start("worker", "-m", "proxy.cli.main", "worker", "--config", str(config))
+            for _ in range(2)
         ]
         writers = [Writer(n, tenants[n % TENANTS]) for n in range(WRITERS)]
         stop_at = asyncio.get_running_loop().time() + scenario.duration_s

@@ -18,11 +18,17 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from proxy.admin.access_log import AdminAccessLog
+from proxy.admin.archive import register_archive_routes
 from proxy.admin.auth import TokenAuthenticator
+from proxy.admin.copy import register_copy_routes
+from proxy.admin.dead_letters import register_dead_letter_routes
+from proxy.admin.divergence import register_divergence_routes
 from proxy.admin.docs import admin_app
 from proxy.admin.errors import AdminError, install_error_handlers
 from proxy.admin.guard import AdminGuard, Reader, Writer
+from proxy.admin.health import register_health_routes
 from proxy.admin.limits import AUDIT_PAGE_MAX, DIVERGENCES_PAGE_MAX, TENANTS_PAGE_MAX
+from proxy.admin.metrics_api import register_metrics
 from proxy.admin.openapi import install_openapi
 from proxy.admin.pages import AFTER_HELP, LIMIT_HELP, PageResponse, page_of, page_schema
 from proxy.admin.params import (
@@ -33,20 +39,14 @@ from proxy.admin.params import (
     TenantFilter,
     checked_tenant,
 )
-from proxy.admin.archive import register_archive_routes
-from proxy.admin.copy import register_copy_routes
-from proxy.admin.dead_letters import register_dead_letter_routes
-from proxy.admin.divergence import register_divergence_routes
-from proxy.shadow.divergences import list_divergences
-from proxy.admin.health import register_health_routes
-from proxy.admin.metrics_api import register_metrics
-from proxy.control.phase_moves import MoveRefused, MoveRequest
 from proxy.admin.readiness import Readiness, readiness
-from proxy.runtime import Runtime
 from proxy.admin.status_page import create_status_router
 from proxy.admin.tenant_listing import list_tenants
-from proxy.dataplane.unexpected import CatchUnexpected
 from proxy.admin.verify import register_verify_routes
+from proxy.control.phase_moves import MoveRefused, MoveRequest
+from proxy.dataplane.unexpected import CatchUnexpected
+from proxy.runtime import Runtime
+from proxy.shadow.divergences import list_divergences
 from routing.phases import Phase
 
 __all__ = ["AdminError", "Reader", "Tenant", "TenantFilter", "Writer", "create_admin_app"]

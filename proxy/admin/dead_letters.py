@@ -1,8 +1,8 @@
 """Admin API for dead letters: list them, and ask the partition's worker to re-drive, resolve or discard
 them. Imported by `create_admin_app` once `proxy.admin.app` is loaded (it reuses its dependencies).
 
-Every action needs write scope and is audited (`proxy.control.dead_letter_audit`) in the transaction that queues
-it for the worker, which carries it out in the partition's own loop (`buffer_worker.dead_letters`).
+Every action needs write scope and is audited (`proxy.control.dead_letter_audit`) in the transaction that
+queues it for the worker, which carries it out in the partition's own loop (`buffer_worker.dead_letters`).
 Refused, with the reason, before anything is queued:
 - a re-drive that would fail the same way: a dead letter whose cause is a property of the intent itself
   (a request that cannot be built, a write no resource maps);

@@ -16,8 +16,8 @@ from fastapi import APIRouter, FastAPI, Path, Query
 from proxy.admin.errors import AdminError
 from proxy.admin.guard import Reader, Writer
 from proxy.admin.params import ROW_ID_SCHEMA, Tenant, TenantFilter, row_id_or_404
-from proxy.shadow.report import reset_counters, side_by_side, tenant_report
 from proxy.shadow.divergences import get_divergence
+from proxy.shadow.report import reset_counters, side_by_side, tenant_report
 from proxy.shadow.runner import PolicyReloadError
 
 if TYPE_CHECKING:

@@ -73,7 +73,9 @@ async def _tenants(runtime: Runtime, settings: StatusPageSettings) -> dict[str, 
     rendered stays bounded however many tenants there are (the database does the counting)."""
     store = runtime.store
     pool = store.pool
-    visible = f"WHERE {not_archived('p.tenant')}"  # archived tenants are not shown (proxy.control.tenant_archive)
+    visible = (
+        f"WHERE {not_archived('p.tenant')}"  # archived tenants are not shown (proxy.control.tenant_archive)
+    )
     counts = {
         row["phase"]: row["n"]
         for row in await pool.fetch(

@@ -17,12 +17,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from proxy.admin.auth import TokenAuthenticator
 from proxy.admin.errors import AdminError
 from proxy.admin.params import ROW_ID_SCHEMA, Tenant, checked_tenant, row_id_or_404
-from proxy.shadow.report import side_by_side
-from proxy.shadow.divergences import get_divergence
 from proxy.admin.status_auth import COOKIE_NAME, COOKIE_PATH, StatusSessions, Viewer
 from proxy.admin.status_data import gather, guarded
 from proxy.admin.status_html import render_divergence_page, render_page
 from proxy.admin.status_series import gather_series
+from proxy.shadow.divergences import get_divergence
+from proxy.shadow.report import side_by_side
 from routing.tenant import TENANT_PATTERN
 
 if TYPE_CHECKING:

@@ -27,9 +27,9 @@ from backfill.gate import check_complete_gate
 from backfill.report import latest_per_table, list_reports
 from common.store_errors import BUFFER_ERRORS, STORE_ERRORS
 from proxy.admin.copy import copy_verdict_of
-from proxy.shadow.rates import DEFINITION
-from proxy.health.figures import series, window
 from proxy.control.move_blockers import MoveFacts, plan_moves
+from proxy.health.figures import series, window
+from proxy.shadow.rates import DEFINITION
 from routing.phases import Side
 
 if TYPE_CHECKING:

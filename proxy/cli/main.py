@@ -16,6 +16,10 @@ from typing import Any, NoReturn
 from buffer_worker.spool_check import SpoolUnusableError
 from config.loader import ConfigError, load_settings
 from proxy.cli.admin_client import AdminClientError
+from proxy.cli.data import add_data_commands
+from proxy.cli.divergence import add_divergence_commands
+from proxy.cli.health import add_tenant_commands
+from proxy.cli.phase import add_phase_commands
 from proxy.cli.support import (
     ADMIN_ENVIRONMENT_HELP,
     EXIT_BROKEN_PIPE,
@@ -33,10 +37,6 @@ from proxy.cli.support import (
     report_error,
 )
 from proxy.cli.target import add_admin_options, admin_client
-from proxy.cli.data import add_data_commands
-from proxy.cli.divergence import add_divergence_commands
-from proxy.cli.health import add_tenant_commands
-from proxy.cli.phase import add_phase_commands
 from routing.phases import Phase
 
 __all__ = ["format_table", "main", "print_json"]

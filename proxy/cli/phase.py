@@ -7,9 +7,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from proxy.cli.fleet import add_fleet_arguments, is_fleet_move, run_fleet_move
 from proxy.cli.support import EXIT_OK, EXIT_REFUSED, CommandError, examples, format_table, print_json
 from proxy.cli.target import add_admin_options, admin_client
-from proxy.cli.fleet import add_fleet_arguments, is_fleet_move, run_fleet_move
 
 # Every guard `force` lifts, as `PUT /tenants/{tenant}/phase` applies them (proxy.admin.app's set_phase,
 # routing.phases.allowed_moves); what it never lifts is listed too, so nobody reaches for it in vain.

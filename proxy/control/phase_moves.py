@@ -34,9 +34,9 @@ from backfill.gate import check_complete_gate
 from buffer_worker.inspect import BufferInspector
 from config.settings import Settings
 from proxy.control.barrier import BarrierAbortedError, changes_authority, switch_authority
-from proxy.dataplane.phase_cache import PhaseCache
 from proxy.control.phase_store import PhaseStore, TenantPhase, VersionConflictError
 from proxy.control.tenant_archive import archived
+from proxy.dataplane.phase_cache import PhaseCache
 from routing.phases import Phase, PhaseMoveError, check_move
 
 log = logging.getLogger("cutover.phases")

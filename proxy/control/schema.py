@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncpg
 
 from proxy.control.dead_letter_audit import DEAD_LETTER_AUDIT_SCHEMA
-from proxy.shadow.schema import DIVERGENCE_SCHEMA
-from proxy.health.store import HEALTH_SCHEMA
 from proxy.control.tenant_archive import ARCHIVE_SCHEMA
+from proxy.health.store import HEALTH_SCHEMA
+from proxy.shadow.schema import DIVERGENCE_SCHEMA
 
 PHASE_CHANNEL = "cutover_phase"
 BARRIER_CHANNEL = "cutover_barrier"

@@ -15,14 +15,14 @@ from backends.errors import BackendFailure
 from backends.headers import response_headers
 from buffer_worker.intent import Intent
 from buffer_worker.sink import BufferUnavailableError, IntentSink
-from proxy.shadow.compare import Observation
 from proxy.dataplane.errors import BackendError, ProxyError, ServiceUnavailable
 from proxy.dataplane.request import ProxyRequest
 from proxy.dataplane.request_outcome import REJECTED, RequestOutcome, ResponseAborted, served_by
 from proxy.dataplane.request_telemetry import Exchange, RequestTelemetry
-from proxy.shadow.runner import ShadowRunner
 from proxy.dataplane.stats import DataPlaneStats
 from proxy.dataplane.types import Send
+from proxy.shadow.compare import Observation
+from proxy.shadow.runner import ShadowRunner
 from routing.classify import RequestKind
 from routing.decide import Action, Outcome, Plan, resolve
 from routing.phases import Phase, Side
@@ -56,7 +56,8 @@ class Executor:
         # Chosen once: with telemetry off, no backend call is timed or traced.
         self._telemetry = telemetry if telemetry is not None and telemetry.enabled else None
         self._timed = self._telemetry is not None and self._telemetry.access_log  # backend times kept
-        # Told of each tenant a backend answered with a 2xx (proxy.control.seen_tenants): made-up ids never are.
+        # Told of each tenant a backend answered with a 2xx (proxy.control.seen_tenants): made-up ids never
+        # are.
         self._note_tenant = note_tenant
 
     async def run(

@@ -4,7 +4,8 @@ latency histograms. Everything here runs on the hot path, so it is written for c
 - when tracing, metrics, the health history and the access log are all off, the data plane never calls
   into this module (no `Exchange`, no span, no clock read);
 - what happened to the request comes in once, when it ends, as one immutable `RequestOutcome`
-  (`proxy.dataplane.request_outcome`); what records it (metrics, the health history, the server span, the access
+  (`proxy.dataplane.request_outcome`); what records it (metrics, the health history, the server span, the
+access
   log) is chosen when this object is built, and the access log (`access_log: true`) is one structured
   line per request made from that record;
 - metrics are plain counters and `FastHistogram`s, read by the scrape (see `telemetry.prometheus`);
@@ -42,10 +43,10 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from backends.client import BackendClient
 from backends.errors import BackendFailure
 from config.telemetry import TelemetrySettings
-from proxy.shadow.rules import auto_resource
-from proxy.health.series import SideSeries
 from proxy.dataplane.request_outcome import RequestOutcome
 from proxy.dataplane.types import Scope
+from proxy.health.series import SideSeries
+from proxy.shadow.rules import auto_resource
 from telemetry.labels import TenantLabels
 from telemetry.logs import REQUEST_SCOPE, TRACE_IDS_KEY
 from telemetry.prometheus import FastHistogram

@@ -16,9 +16,9 @@ from typing import Any
 import asyncpg
 
 from config.operator import HealthSettings
-from proxy.shadow.rates import divergence_rate, new_error_rate
 from proxy.health.series import LATENCY_BOUNDS_S, SIDES
 from proxy.health.store import LATENCY_COLUMNS, backlog_points, clock, shadow_points, side_points
+from proxy.shadow.rates import divergence_rate, new_error_rate
 
 BACKLOG_SIDES = ("old", "new")
 

@@ -26,8 +26,8 @@ from typing import Any
 
 import asyncpg
 
-from proxy.health.series import BUCKETS, ERRORS, FALLBACKS, SUM, Row
 from proxy.control.tenant_archive import not_archived
+from proxy.health.series import BUCKETS, ERRORS, FALLBACKS, SUM, Row
 
 LATENCY_COLUMNS = tuple(f"l{index:02d}" for index in range(BUCKETS))
 _LATENCY_DDL = ",\n".join(f"    {column} bigint NOT NULL DEFAULT 0" for column in LATENCY_COLUMNS)

@@ -16,9 +16,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from proxy.shadow.differ import Comparison, Rules, diff
+from proxy.shadow.job import Verdict
 from proxy.shadow.lift import Lifted
 from proxy.shadow.noise import NoiseLearner
-from proxy.shadow.job import Verdict
 from routing.phases import Side
 
 

@@ -19,8 +19,8 @@ from enum import IntEnum
 
 import orjson
 
-from proxy.shadow.compare import Observation
 from proxy.dataplane.request import ProxyRequest
+from proxy.shadow.compare import Observation
 from routing.decide import Plan
 from routing.phases import Phase, Side
 

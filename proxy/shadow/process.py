@@ -28,15 +28,10 @@ from common.store_errors import STORE_ERRORS
 from common.tasks import cancel_and_wait
 from config.divergence import DivergencePolicy
 from config.settings import Settings
-from proxy.shadow.compare import Observation, lift_observation
-from proxy.shadow.analysis import analyse
-from proxy.shadow.mask import Masker
-from proxy.shadow.noise import NoiseLearner
-from proxy.shadow.rules import Ruleset
-from proxy.shadow.sample import build_sample
-from proxy.shadow.tally import Outcome, Tally, write_tally
-from proxy.shadow.divergences import DivergenceRecorder
 from proxy.dataplane.request import ProxyRequest
+from proxy.shadow.analysis import analyse
+from proxy.shadow.compare import Observation, lift_observation
+from proxy.shadow.divergences import DivergenceRecorder
 from proxy.shadow.job import (
     DROPPED,
     FRAME_HEADER,
@@ -49,6 +44,11 @@ from proxy.shadow.job import (
     completion,
     decode_job,
 )
+from proxy.shadow.mask import Masker
+from proxy.shadow.noise import NoiseLearner
+from proxy.shadow.rules import Ruleset
+from proxy.shadow.sample import build_sample
+from proxy.shadow.tally import Outcome, Tally, write_tally
 from routing.phases import Side
 from telemetry.logs import configure_logging
 from telemetry.process import run_async, settle_heap

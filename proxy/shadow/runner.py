@@ -37,9 +37,9 @@ from pydantic import ValidationError
 from common.tasks import cancel_and_wait
 from config.divergence import DivergencePolicy, load_policy
 from config.settings import Settings
-from proxy.shadow.compare import Observation
-from proxy.shadow.rules import Ruleset
 from proxy.dataplane.request import ProxyRequest
+from proxy.dataplane.stats import DataPlaneStats
+from proxy.shadow.compare import Observation
 from proxy.shadow.job import (
     DROPPED,
     POLICY,
@@ -51,8 +51,8 @@ from proxy.shadow.job import (
     parse_completion,
 )
 from proxy.shadow.process import shadow_process_main
+from proxy.shadow.rules import Ruleset
 from proxy.shadow.slots import ShadowSlot, ShadowSlots
-from proxy.dataplane.stats import DataPlaneStats
 from routing.decide import Plan
 from routing.phases import Side
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import orjson
 
 from config.divergence import DivergencePolicy
+from proxy.dataplane.request import ProxyRequest
 from proxy.shadow.analysis import Analysis
 from proxy.shadow.differ import Rules
+from proxy.shadow.divergences import Sample
 from proxy.shadow.lift import BodyKind, Lifted
 from proxy.shadow.mask import Masker
-from proxy.shadow.divergences import Sample
-from proxy.dataplane.request import ProxyRequest
 
 
 def build_sample(

@@ -58,7 +58,16 @@ async def test_sigkilled_three_times_then_resumed_equals_an_uninterrupted_run(
     await fill_orders(data_env, old_table, f"{tenant}-bystander", 1_000)
     await data_env.set_phase(tenant, Phase.DUAL_WRITE)
     config = data_env.config_file(tmp_path, [orders_table("orders", old_table, killed_table)])
-    command = [sys.executable, "-m", "proxy.cli.main", "backfill", "--config", str(config), "--tenant", tenant]
+    command = [
+        sys.executable,
+        "-m",
+        "proxy.cli.main",
+        "backfill",
+        "--config",
+        str(config),
+        "--tenant",
+        tenant,
+    ]
     command += ["--chunk-rows", "5000"]
     new = await data_env.new()
     try:

@@ -288,7 +288,16 @@ async def test_interrupted_then_sigkilled_then_resumed_copies_every_record_once(
     # Claims of a killed run hold until they lapse: the resumed run waits for them at most this long.
     raw = rest_raw(data_env, sides, prefix, data={"rest": {"copy": {"claim_ttl_s": 1}}})
     config.write_text(yaml.safe_dump(raw))
-    command = [sys.executable, "-m", "proxy.cli.main", "backfill", "--config", str(config), "--tenant", tenant]
+    command = [
+        sys.executable,
+        "-m",
+        "proxy.cli.main",
+        "backfill",
+        "--config",
+        str(config),
+        "--tenant",
+        tenant,
+    ]
     command += ["--rows-per-s", "1500", "--parallel", "4"]
     previous = 0
     for threshold, stop in ((250, signal.SIGINT), (700, signal.SIGKILL)):

@@ -14,8 +14,8 @@ from buffer_worker.intent import Intent
 from buffer_worker.keys import dead_letter_key, partition_of
 from proxy.cli.admin_client import AdminClient
 from proxy.cli.main import main
-from proxy.shadow.divergences import Sample, insert_samples
 from proxy.control.seen_tenants import ensure_seen_schema
+from proxy.shadow.divergences import Sample, insert_samples
 from routing.phases import Phase, Side
 from tests.support.proxies import Proxy, ProxyFactory
 from tests.support.redis_keys import PARTITIONS

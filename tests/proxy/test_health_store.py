@@ -12,11 +12,11 @@ import asyncpg
 import pytest
 
 from config.operator import HealthSettings
+from proxy.control.schema import ensure_schema
 from proxy.health.figures import quantile_ms, series, window
 from proxy.health.recorder import HealthRecorder, fold_backlog
 from proxy.health.series import BUCKETS, ERRORS, NO_TENANT, OTHER, SideSeries, fold, fold_shadow
 from proxy.health.store import prune, write_shadow
-from proxy.control.schema import ensure_schema
 
 SETTINGS = HealthSettings(bucket_s=10, top_tenants=2)
 

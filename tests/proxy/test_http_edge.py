@@ -1,5 +1,5 @@
-"""The HTTP edge against hostile clients (`proxy.dataplane.edge`), over raw sockets: a client library would tidy
-the requests these tests send (no trailers, one Host, no underscores, whole heads at once).
+"""The HTTP edge against hostile clients (`proxy.dataplane.edge`), over raw sockets: a client library would
+tidy the requests these tests send (no trailers, one Host, no underscores, whole heads at once).
 
 Every test sends to a path of its own and checks what reached the backends under that path: a refused
 request must reach neither.

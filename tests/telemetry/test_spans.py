@@ -1,5 +1,5 @@
-"""The data plane's spans built after the fact (`telemetry.spans`, `proxy.dataplane.request_telemetry`): the same
-trace-context rules as the SDK's propagator, sampling decided before anything is made, and spans that
+"""The data plane's spans built after the fact (`telemetry.spans`, `proxy.dataplane.request_telemetry`): the
+same trace-context rules as the SDK's propagator, sampling decided before anything is made, and spans that
 the SDK's exporters take as their own."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from config.divergence import DivergencePolicy
 from config.telemetry import TelemetrySettings
-from proxy.shadow.rules import Ruleset
 from proxy.dataplane.request_outcome import RequestOutcome
 from proxy.dataplane.request_telemetry import RequestTelemetry
+from proxy.shadow.rules import Ruleset
 from telemetry.logs import TRACE_IDS_KEY
 from telemetry.spans import parse_traceparent, parse_tracestate
 from telemetry.tracing import build_tracer_provider

@@ -12,10 +12,10 @@ import pytest
 
 from config.divergence import CompareRules, NoisePolicy
 from proxy.shadow.analysis import analyse
+from proxy.shadow.job import Verdict
 from proxy.shadow.lift import lift
 from proxy.shadow.noise import NoiseLearner
 from proxy.shadow.rules import compile_rules
-from proxy.shadow.job import Verdict
 from routing.phases import Phase, Side
 from tests.proxy.divergence.conftest import Answer, ScriptedPair
 from tests.support.proxies import Proxy, ProxyFactory

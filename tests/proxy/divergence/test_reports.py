@@ -12,10 +12,10 @@ import orjson
 import pytest
 
 from proxy.cli.main import main
-from proxy.shadow.report import side_by_side, tenant_report
-from proxy.shadow.tally import Outcome, Tally, write_tally
 from proxy.shadow.divergences import Sample, insert_samples
 from proxy.shadow.job import Verdict
+from proxy.shadow.report import side_by_side, tenant_report
+from proxy.shadow.tally import Outcome, Tally, write_tally
 from routing.phases import Phase
 from tests.proxy.divergence.conftest import Answer, ScriptedPair
 from tests.support.proxies import Proxy, ProxyFactory

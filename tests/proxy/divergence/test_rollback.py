@@ -12,9 +12,9 @@ import pytest
 
 from config.divergence import DivergencePolicy, RollbackPolicy
 from proxy.control.rollback import RollbackMonitor, WindowFigures, decide, window_figures
-from proxy.shadow.tally import Outcome, Tally, write_tally
-from proxy.shadow.job import Verdict
 from proxy.dataplane.stats import DataPlaneStats
+from proxy.shadow.job import Verdict
+from proxy.shadow.tally import Outcome, Tally, write_tally
 from routing.phases import Phase
 from tests.proxy.divergence.conftest import ScriptedPair
 from tests.support.proxies import Proxy, ProxyFactory

@@ -11,15 +11,15 @@ import orjson
 import pytest
 
 from config.divergence import CompareRules, DivergencePolicy, RetentionSettings
+from proxy.dataplane.request import ProxyRequest
 from proxy.shadow.analysis import analyse
+from proxy.shadow.divergences import DivergenceRecorder, Sample, insert_samples, prune, prune_older_than
 from proxy.shadow.lift import lift
 from proxy.shadow.mask import Masker
 from proxy.shadow.noise import NoiseLearner
 from proxy.shadow.paths import PathMatcher
 from proxy.shadow.rules import compile_rules
 from proxy.shadow.sample import build_sample
-from proxy.shadow.divergences import DivergenceRecorder, Sample, insert_samples, prune, prune_older_than
-from proxy.dataplane.request import ProxyRequest
 from routing.phases import Phase, Side
 from tests.proxy.divergence.conftest import ScriptedPair
 from tests.support.proxies import Proxy, ProxyFactory
