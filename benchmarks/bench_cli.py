@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark how soon a `cutover` command gets to work: wall-clock time from process start to the first
 database connection of `cutover verify`, the run time of `cutover --help` and `cutover verify --help`, and
-the cumulative import time of `proxy.cli` (`python -X importtime`).
+the cumulative import time of the CLI's module (`python -X importtime`).
 
 The first connection is seen by a TCP relay in this process: every database URL in the verify's settings
 points at the relay, which notes when it accepts its first connection and forwards the bytes to the real
@@ -10,7 +10,8 @@ zero is taken just before the process is spawned, so interpreter start-up counts
 run of every command compiles each tree's modules to bytecode. The relay also reads the process's CPU
 time (user + system, /proc) when it connects: about what an idle machine's clock shows.
 
-Each command runs as `python -m proxy.cli ...` from the tree it measures. `--baseline REF` also measures
+Each command runs as `python -m MODULE ...` from the tree it measures, MODULE being `proxy.cli.main`, or
+`proxy.cli` in a tree from before the CLI became a package (`cli_module`). `--baseline REF` also measures
 the tree of git commit REF (exported with `git archive` into a temporary directory), interleaved with this
 tree, round by round; `--write PATH` replaces the `bench_cli` section of PATH.
 
@@ -86,6 +87,11 @@ class Relay:
         await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
 
 
+def cli_module(tree: Path) -> str:
+    """The `cutover` module of `tree`: `proxy.cli.main`, or `proxy.cli` where the CLI was one module."""
+    return "proxy.cli.main" if (tree / "proxy" / "cli" / "main.py").is_file() else "proxy.cli"
+
+
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while data := await reader.read(65536):
@@ -151,14 +157,14 @@ class Bench:
             await _execute(PG_BASE + "postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     async def _spawn(self, tree: Path, *args: str) -> tuple[float, float | None]:
-        """Run `python -m proxy.cli ARGS` in `tree`: (seconds to exit, seconds to the first connection);
+        """Run `python -m MODULE ARGS` in `tree`: (seconds to exit, seconds to the first connection);
         the process's CPU time at its first connection is left in `relay.first_cpu_s`."""
         self.relay.reset()
         started = time.perf_counter()
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "proxy.cli",
+            cli_module(tree),
             *args,
             cwd=tree,
             stdout=asyncio.subprocess.PIPE,
@@ -173,22 +179,23 @@ class Bench:
         return ended - started, first
 
     async def importtime(self, tree: Path) -> float:
-        """Cumulative import time of `proxy.cli`, in ms, as `python -X importtime` reports it."""
+        """Cumulative import time of the tree's CLI module, in ms, as `python -X importtime` reports it."""
+        module = cli_module(tree)
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-X",
             "importtime",
             "-c",
-            "import proxy.cli",
+            f"import {module}",
             cwd=tree,
             stderr=asyncio.subprocess.PIPE,
         )
         _, err = await process.communicate()
         for line in err.decode().splitlines():
-            match = re.match(r"import time:\s+\d+ \|\s+(\d+) \| proxy\.cli$", line)
-            if match:
+            match = re.match(r"import time:\s+\d+ \|\s+(\d+) \| (\S+)$", line)
+            if match and match.group(2) == module:
                 return int(match.group(1)) / 1000
-        raise RuntimeError(f"no proxy.cli line in the importtime output of {tree}")
+        raise RuntimeError(f"no {module} line in the importtime output of {tree}")
 
     async def run(self) -> None:
         with tempfile.TemporaryDirectory(prefix="cutover-bench-cli-") as workdir:
@@ -278,7 +285,8 @@ def section(bench: Bench, command: str) -> str:
         f" jobs while measuring (1-minute load average {bench.load[0]:.1f} at the start,"
         f" {bench.load[-1]:.1f} at the end); the CPU-time row is about what an idle machine's clock shows",
         f"- Python: `{shown_path(sys.executable)}` ({platform.python_version()}); each command runs as"
-        " `python -m proxy.cli ...` from the tree measured; time zero just before the spawn; the first"
+        " `python -m proxy.cli.main ...` (`proxy.cli` in a tree before the CLI became a package) from the"
+        " tree measured; time zero just before the spawn; the first"
         " connection is noted by a TCP relay to PostgreSQL that every database URL points at",
         f"- {bench.rounds} rounds, trees interleaved, medians",
         "",
@@ -297,7 +305,8 @@ def section(bench: Bench, command: str) -> str:
         )
     imports = " | ".join(f"{statistics.median(bench.importtime_ms[label]):.0f} ms" for label in labels)
     lines += [
-        f"| `python -X importtime -c 'import proxy.cli'`: cumulative for `proxy.cli` | {imports} | none"
+        f"| `python -X importtime -c 'import proxy.cli.main'`: cumulative for the CLI's module | {imports}"
+        " | none"
         " | info |",
         "",
         "Per round, first connection (s): "
@@ -308,7 +317,7 @@ def section(bench: Bench, command: str) -> str:
         + ".",
         "",
         "Before, every command imported the settings model (pydantic, PyYAML), httpx, asyncpg and asyncio"
-        " through `proxy.cli`'s imports, and `cutover verify` also Redis, aiohttp and OpenTelemetry (REST"
+        " through the CLI module's imports, and `cutover verify` also Redis, aiohttp and OpenTelemetry (REST"
         " verification and the worker's HTTP applier) before its first query. Now a command imports what"
         " it runs when it runs (`tests/proxy/test_cli_imports.py`: `--help` loads none of them). What"
         " `cutover verify` still loads before its first query is what it needs: on this machine, idle,"
