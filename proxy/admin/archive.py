@@ -12,7 +12,7 @@ Archiving twice (or unarchiving a tenant that is not archived) is not an error: 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Query
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,9 +23,7 @@ from proxy.admin.limits import TENANTS_PAGE_MAX
 from proxy.admin.pages import LIMIT_HELP, page_of, page_schema
 from proxy.admin.params import PgText, Tenant, TenantCursor, checked_tenant
 from proxy.control.tenant_archive import archive_audit, archived, is_known, list_archived, set_archived
-
-if TYPE_CHECKING:
-    from proxy.runtime import Runtime
+from proxy.runtime import Runtime
 
 _UNKNOWN: dict[int | str, dict[str, Any]] = {
     404: {"description": "`unknown_tenant`: neither a phase row nor seen in traffic"}

@@ -11,18 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 import asyncpg
 from redis.exceptions import RedisError
 
 from backfill.rest_checkpoint import counts as copy_counts
 from buffer_worker.copy_marks import all_facts
+from proxy.runtime import Runtime
 from telemetry.labels import OTHER
 from telemetry.prometheus import MetricsExposition
-
-if TYPE_CHECKING:
-    from proxy.runtime import Runtime
 
 log = logging.getLogger("cutover.metrics")
 _STORE_TIMEOUT_S = 3.0

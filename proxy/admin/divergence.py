@@ -9,19 +9,17 @@ POST   /divergence/reload                   re-read divergence.policy_file here 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Path, Query
 
 from proxy.admin.errors import AdminError
 from proxy.admin.guard import Reader, Writer
 from proxy.admin.params import ROW_ID_SCHEMA, Tenant, TenantFilter, row_id_or_404
+from proxy.runtime import Runtime
 from proxy.shadow.divergences import get_divergence
 from proxy.shadow.report import reset_counters, side_by_side, tenant_report
 from proxy.shadow.runner import PolicyReloadError
-
-if TYPE_CHECKING:
-    from proxy.runtime import Runtime
 
 
 def register_divergence_routes(app: FastAPI, runtime: Runtime) -> None:

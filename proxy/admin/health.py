@@ -5,16 +5,14 @@ GET /tenants/{tenant}/health?window_s=&step_s=   one tenant's health (`proxy.adm
 
 # No `from __future__ import annotations`: the route's parameter bounds come from the settings, and
 # FastAPI must see them as objects (a string annotation could not reach this function's locals).
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Query
 
 from proxy.admin.guard import Reader
 from proxy.admin.params import Tenant
 from proxy.admin.tenant_health import tenant_health
-
-if TYPE_CHECKING:
-    from proxy.runtime import Runtime
+from proxy.runtime import Runtime
 
 MAX_POINTS = 720  # per series: a bound on the body, whatever the step asked for
 

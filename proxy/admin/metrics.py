@@ -30,18 +30,16 @@ import logging
 import platform
 from collections.abc import Iterable
 from importlib.metadata import version
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from common.store_errors import BUFFER_ERRORS, STORE_ERRORS
 from proxy.admin.copy_metrics import CopyMetrics
 from proxy.admin.readiness import Readiness, readiness
+from proxy.runtime import Runtime
 from routing.phases import Phase
 from telemetry.labels import OTHER
 from telemetry.prometheus import MetricsExposition
 from telemetry.tracing import cutover_version
-
-if TYPE_CHECKING:
-    from proxy.runtime import Runtime
 
 log = logging.getLogger("cutover.metrics")
 _STORE_TIMEOUT_S = 3.0

@@ -8,17 +8,15 @@ leaves the endpoint open to whoever reaches the admin port.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from fastapi import FastAPI, Header, Request, Response
 from fastapi.responses import JSONResponse
 
 from proxy.admin.auth import TokenAuthenticator
 from proxy.admin.metrics import ProxyMetrics
+from proxy.runtime import Runtime
 from telemetry.prometheus import CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE
-
-if TYPE_CHECKING:
-    from proxy.runtime import Runtime
 
 
 def register_metrics(app: FastAPI, runtime: Runtime) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter, defaultdict
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from redis.exceptions import RedisError
 
@@ -18,10 +18,8 @@ from config.operator import StatusPageSettings
 from proxy.admin.copy import copy_overview
 from proxy.control.seen_tenants import count_seen_only
 from proxy.control.tenant_archive import not_archived
+from proxy.runtime import Runtime
 from routing.phases import Phase
-
-if TYPE_CHECKING:
-    from proxy.runtime import Runtime
 
 _TOP_FIELDS = 3
 

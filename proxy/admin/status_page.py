@@ -9,7 +9,7 @@ JSON and draws it (time series as inline SVG): no external assets, so they work 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -21,12 +21,10 @@ from proxy.admin.status_auth import COOKIE_NAME, COOKIE_PATH, StatusSessions, Vi
 from proxy.admin.status_data import gather, guarded
 from proxy.admin.status_html import render_divergence_page, render_page
 from proxy.admin.status_series import gather_series
+from proxy.runtime import Runtime
 from proxy.shadow.divergences import get_divergence
 from proxy.shadow.report import side_by_side
 from routing.tenant import TENANT_PATTERN
-
-if TYPE_CHECKING:
-    from proxy.runtime import Runtime
 
 
 def create_status_router(runtime: Runtime) -> APIRouter:

@@ -10,13 +10,11 @@ health view. Bounded: `operator.status_page.series_tenants` tenants, points of `
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from proxy.health.figures import series
 from proxy.health.store import busiest, clock
-
-if TYPE_CHECKING:
-    from proxy.runtime import Runtime
+from proxy.runtime import Runtime
 
 _SAMPLES = 5
 

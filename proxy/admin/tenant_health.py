@@ -20,7 +20,7 @@ they cover the fleet, a few seconds behind. A section whose store does not answe
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from backfill.copy_status import UNKNOWN, CopyVerdict
 from backfill.gate import check_complete_gate
@@ -29,11 +29,9 @@ from common.store_errors import BUFFER_ERRORS, STORE_ERRORS
 from proxy.admin.copy import copy_verdict_of
 from proxy.control.move_blockers import MoveFacts, plan_moves
 from proxy.health.figures import series, window
+from proxy.runtime import Runtime
 from proxy.shadow.rates import DEFINITION
 from routing.phases import Side
-
-if TYPE_CHECKING:
-    from proxy.runtime import Runtime
 
 _STORE_DOWN = "the phase store is unavailable"
 _BUFFER_DOWN = "the intent buffer (Redis) is unavailable"
