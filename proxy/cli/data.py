@@ -11,8 +11,11 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from backfill.errors import DataError
+from backfill.progress import NoProgress, Progress, progress_for
 from config.limits import CHUNK_ROWS_MAX, CHUNK_ROWS_MIN
 from config.loader import load_settings
+from proxy.cli.copy import print_report, show_copies
 from proxy.cli.support import (
     EXIT_OK,
     EXIT_REFUSED,
@@ -102,16 +105,13 @@ def _database_errors() -> tuple[type[BaseException], ...]:
 
 
 def _backfill(args: argparse.Namespace) -> int:
-    from backfill.errors import DataError
-    from backfill.progress import NoProgress, Progress, progress_for
+    # lazy: the copy brings asyncpg, Redis, aiohttp, pydantic, OpenTelemetry; asyncio with them
     from backfill.runner import BackfillOptions, run_backfill
     from telemetry.process import run_async, settle_heap
 
     if args.words:
         if args.words[0] != "status" or len(args.words) > 2:
             raise UsageError(f"backfill takes `status [TENANT]`, not {' '.join(args.words)!r}")
-        from proxy.cli.copy import show_copies
-
         return show_copies(args, args.words[1] if len(args.words) == 2 else None)
     if not args.tenant:
         raise UsageError("backfill needs --tenant (or `backfill status [TENANT]`)")
@@ -149,8 +149,6 @@ def _backfill(args: argparse.Namespace) -> int:
         ) from None
     if args.json:
         return print_json(report.as_json())
-    from proxy.cli.copy import print_report
-
     print_report(report)
     return EXIT_OK
 
@@ -204,7 +202,7 @@ def add_verify_commands(commands: Any, admin_command: AdminCommand) -> None:
 def _verify(args: argparse.Namespace) -> int:
     import asyncio
 
-    from backfill.errors import DataError
+    # lazy: the verifier brings asyncpg, pydantic and PyYAML
     from backfill.report import render
     from backfill.verify_run import VerifyOptions, run_verify
 
@@ -251,7 +249,7 @@ def _verify_reports(args: argparse.Namespace) -> int:
 
 
 def _show_report(body: dict[str, Any], *, as_json: bool) -> int:
-    from backfill.report import render
+    from backfill.report import render  # lazy: asyncpg, asyncio
 
     if as_json:
         return print_json(body)

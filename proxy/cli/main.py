@@ -16,7 +16,9 @@ from typing import Any, NoReturn
 from buffer_worker.spool_check import SpoolUnusableError
 from config.loader import ConfigError, load_settings
 from proxy.cli.admin_client import AdminClientError
+from proxy.cli.archive import print_archived
 from proxy.cli.data import add_data_commands
+from proxy.cli.dead_letters import run_dead_letters
 from proxy.cli.divergence import add_divergence_commands
 from proxy.cli.health import add_tenant_commands
 from proxy.cli.phase import add_phase_commands
@@ -251,7 +253,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from proxy.server import serve
+    from proxy.server import serve  # lazy: uvicorn, FastAPI, asyncpg, Redis; only `serve` needs them
 
     settings = load_settings(args.config)
     if args.workers is not None:
@@ -262,18 +264,18 @@ def _serve(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     if args.check:
-        from buffer_worker.liveness import check_worker
+        from buffer_worker.liveness import check_worker  # lazy: Redis, OpenTelemetry
 
         alive, why = check_worker(settings)
         print(why, file=sys.stdout if alive else sys.stderr)
         return EXIT_OK if alive else EXIT_REFUSED
-    from buffer_worker.runner import run_worker
+    from buffer_worker.runner import run_worker  # lazy: Redis, asyncpg, aiohttp, OpenTelemetry
 
     return run_worker(settings)
 
 
 def _demo_backend(args: argparse.Namespace) -> int:
-    from proxy.demo.backend import serve_backend
+    from proxy.demo.backend import serve_backend  # lazy: FastAPI
 
     serve_backend(args.name, host=args.host, port=args.port)
     return EXIT_OK
@@ -281,18 +283,16 @@ def _demo_backend(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     if args.serve:
-        from proxy.demo.serve import serve_demo
+        from proxy.demo.serve import serve_demo  # lazy: asyncpg, Redis, httpx
 
         return serve_demo(postgres_url=args.postgres_url, redis_url=args.redis_url, env_file=args.env_file)
-    from proxy.demo.runner import run_demo
+    from proxy.demo.runner import run_demo  # lazy: asyncpg, Redis, httpx
 
     return run_demo(postgres_url=args.postgres_url, redis_url=args.redis_url)
 
 
 def _tenants(args: argparse.Namespace) -> int:
     if args.archived:
-        from proxy.cli.archive import print_archived
-
         return print_archived(args)
     body = admin_client(args).tenants(limit=args.limit)
     if args.json:
@@ -403,8 +403,6 @@ def _buffer(args: argparse.Namespace) -> int:
 
 
 def _dead_letters(args: argparse.Namespace) -> int:
-    from proxy.cli.dead_letters import run_dead_letters
-
     return run_dead_letters(args, admin_client(args))
 
 

@@ -20,11 +20,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from config.loader import load_settings
+from proxy.cli.admin_client import AdminClient
 from proxy.cli.support import CONFIG_ENV, EXIT_USAGE, TOKEN_ENV, URL_ENV, CommandError, UsageError
 
 if TYPE_CHECKING:
     from config.settings import Settings
-    from proxy.cli.admin_client import AdminClient
 
 DEFAULT_ADMIN_URL = "http://127.0.0.1:8081"
 
@@ -83,8 +84,6 @@ def admin_client(args: argparse.Namespace) -> AdminClient:
     Raises `CommandError` (exit 2) when no token can be found: every operator route needs one."""
     client: AdminClient | None = getattr(args, "admin_client", None)
     if client is None:
-        from proxy.cli.admin_client import AdminClient
-
         target = resolve_target(args)
         if target.token is None:
             raise CommandError(
@@ -98,8 +97,6 @@ def admin_client(args: argparse.Namespace) -> AdminClient:
 
 
 def _load(path: str) -> Settings:
-    from config.loader import load_settings
-
     return load_settings(path)
 
 
@@ -112,7 +109,7 @@ def _url_of(settings: Settings) -> str:
 
 
 def _token_of(settings: Settings, name: str | None, path: str) -> tuple[str, str]:
-    from config.settings import TokenScope
+    from config.settings import TokenScope  # lazy: pydantic and PyYAML, for a settings file only
 
     tokens = settings.admin.tokens
     if name is not None:
