@@ -1,10 +1,11 @@
-"""No proxy module hides an import of the project's own packages inside a function.
+"""No proxy module hides an import of the project's own packages inside a function, and the planes
+below the process (data plane, control plane, shadow, health) never import what composes them.
 
 An import moved into a function to dodge a circle hides a dependency that runs back up the layers; the
 fix is a lower module both sides import (`proxy.admin.errors`, `proxy.cli.support`). The one accepted
 reason is cost: a command that must not load a slow library until it runs (`cutover --help` loads none,
 `tests/proxy/test_cli_imports.py`). Such an import says so with a `# lazy: <what it brings>` comment on
-its line or just above its group of imports. Source only (an AST walk), no import: ~0.2 s.
+its line or just above its group of imports. Source only (AST walks), no import: ~0.5 s.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ PROJECT_PACKAGES = frozenset(
     p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file() and p.name not in {"tests"}
 )
 SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+PLANES = ("dataplane", "control", "shadow", "health")
+ABOVE_THE_PLANES = ("proxy.runtime", "proxy.server", "proxy.admin", "proxy.cli")
 
 
 def _imported(node: ast.Import | ast.ImportFrom) -> list[str]:
@@ -98,3 +101,24 @@ def test_the_walk_flags_a_hidden_import_and_passes_a_stated_one(tmp_path: Path) 
     )
     expected = f"{tmp_path.name}/example.py:6: imports proxy.server inside a function"
     assert hidden_imports(tmp_path) == [expected]
+
+
+def upward_imports(root: Path) -> list[str]:
+    problems = []
+    for plane in PLANES:
+        for path in sorted((root / plane).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    for name in _imported(node):
+                        if name.startswith(ABOVE_THE_PLANES):
+                            problems.append(f"{path.relative_to(root.parent)}:{node.lineno}: imports {name}")
+    return problems
+
+
+def test_the_planes_import_nothing_that_composes_them() -> None:
+    assert all((ROOT / "proxy" / plane).is_dir() for plane in PLANES), "a plane moved: update PLANES"
+    problems = upward_imports(ROOT / "proxy")
+    assert not problems, (
+        "a plane imports the process, the admin API or the CLI above it (move what both need into the "
+        "plane):\n  " + "\n  ".join(problems)
+    )
