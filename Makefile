@@ -48,7 +48,8 @@ unit: $(STAMP) browser-tools
 
 # The 60 s adversity run of replay against json-server-like backends (20 writers, 5 worker SIGKILLs, a
 # 10 s Redis pause); `make test` runs its 20 s variant. Prints the counts (lost, duplicated, divergent).
-# And the end-to-end migration of three tenants of 50,000 records each (`make test`: 10,200 each).
+# And the end-to-end migration of three tenants of 50,000 records each (`make test`: 10,200 each), and a
+# 30 s outage of the mirror under the worker (`make test`: 10 s).
 soak: $(STAMP)
 	$(BIN)/pytest -m soak -s
 
