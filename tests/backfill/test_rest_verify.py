@@ -147,6 +147,29 @@ def _settings(
     )
 
 
+async def _mirrored_put_pending(settings: Settings, prefix: str, tenant: str, record: dict[str, Any]) -> None:
+    """A mirrored PUT of `record` toward new, still in the buffer (no worker runs in these tests)."""
+    producer = RedisIntentProducer.from_url(
+        settings.redis_url.get_secret_value(), prefix=prefix, partitions=4
+    )
+    try:
+        await producer.append(
+            Intent(
+                tenant=tenant,
+                target=Side.NEW,
+                method="PUT",
+                path=f"/things/{record['id']}",
+                query="",
+                headers=(),
+                body=orjson.dumps(record),
+                status=200,
+                response_body=b"",
+            )
+        )
+    finally:
+        await producer.close()
+
+
 async def test_pages_both_sides_and_names_exactly_the_differing_ids(
     data_env: DataEnv, backends: Any, tenant: str, prefix: str
 ) -> None:
@@ -188,26 +211,7 @@ async def test_ids_with_pending_intents_are_unsettled_and_errors_are_named(
     new[tenant] = {i: {"id": i, "v": 1} for i in range(1, 50)}
     new[tenant][7] = {"id": 7, "v": 0}  # its mirrored write is still in the buffer
     settings = _settings(data_env, old_server, new_server, prefix)
-    producer = RedisIntentProducer.from_url(
-        settings.redis_url.get_secret_value(), prefix=prefix, partitions=4
-    )
-    try:
-        body = orjson.dumps({"id": 7, "v": 1})
-        await producer.append(
-            Intent(
-                tenant=tenant,
-                target=Side.NEW,
-                method="PUT",
-                path="/things/7",
-                query="",
-                headers=(),
-                body=body,
-                status=200,
-                response_body=b"",
-            )
-        )
-    finally:
-        await producer.close()
+    await _mirrored_put_pending(settings, prefix, tenant, {"id": 7, "v": 1})
     report = (await run_verify(settings, VerifyOptions(tenant, ("things",), store=False))).tables[0]
     assert report.keys["unsettled"] == [["7"]]
     assert report.counts["different"] == 0
@@ -227,26 +231,7 @@ async def test_repair_names_the_records_it_skipped_and_why(
     new[tenant] = {i: {"id": i, "v": 0 if i in (7, 8, 9) else 1} for i in range(1, 50)}
     await data_env.set_phase(tenant, Phase.SHADOW)
     settings = _settings(data_env, old_server, new_server, prefix)
-    producer = RedisIntentProducer.from_url(
-        settings.redis_url.get_secret_value(), prefix=prefix, partitions=4
-    )
-    try:
-        body = orjson.dumps({"id": 7, "v": 1})
-        await producer.append(
-            Intent(
-                tenant=tenant,
-                target=Side.NEW,
-                method="PUT",
-                path="/things/7",
-                query="",
-                headers=(),
-                body=body,
-                status=200,
-                response_body=b"",
-            )
-        )
-    finally:
-        await producer.close()
+    await _mirrored_put_pending(settings, prefix, tenant, {"id": 7, "v": 1})
     verify = asyncio.create_task(run_verify(settings, VerifyOptions(tenant, ("things",), repair=True)))
     for _ in range(500):  # both sides listed: verification now waits for record 7's intent
         if sum(s["tenant"] == tenant for s in seen) >= 2:
