@@ -29,7 +29,10 @@ lock:
 demo: $(STAMP)
 	$(BIN)/cutover demo
 
-test: $(STAMP) lint typecheck unit
+# Lint, types and the suite side by side (the suite mostly waits on servers and processes, mypy takes a
+# core for most of a minute); each one's output is printed whole when it ends.
+test: $(STAMP)
+	$(MAKE) --no-print-directory -j3 --output-sync=target lint typecheck unit
 
 # The edit-test loop's fast tier (under a minute): lint, types and the tests that start no server, proxy
 # or worker (`integration` is marked by fixture in tests/conftest.py) and are not slow, fault, browser or load.

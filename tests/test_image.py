@@ -19,7 +19,7 @@ import sys
 import sysconfig
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from tests.support.dockerfile import (
     read_dockerfile,
     reproduce_build_stage,
 )
+from tests.support.postgres import create_database, database_url, drop_database
 from tests.support.redis_keys import REDIS_URL
 from tests.support.servers import free_port
 
@@ -182,10 +183,40 @@ def test_installed_packages_come_from_the_image_not_the_checkout(processes: Proc
     assert all(path.startswith(str(processes.built.site_packages)) for path in paths), paths
 
 
+@pytest.fixture
+async def own_pg_url() -> AsyncIterator[str]:
+    """A database of the image test's own: what other tests of the session left in theirs (an open
+    transaction, a lock) cannot hold up the image's first start and its schema creation."""
+    name = await create_database("cutover_image")
+    try:
+        yield database_url(name)
+    finally:
+        await drop_database(name)
+
+
+def sessions_of(url: str) -> str:
+    """What every session of the database is doing: the first thing to read when a start hangs."""
+    done = subprocess.run(
+        [
+            "psql",
+            url,
+            "-Atc",
+            "SELECT pid, state, wait_event_type, wait_event, left(query, 100) "
+            "FROM pg_stat_activity WHERE datname = current_database()",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    return f"sessions of its database:\n{done.stdout}{done.stderr}"
+
+
 @pytest.mark.timeout(3 * STARTUP_S)
 def test_serve_worker_and_demo_backends_run_from_the_image(
-    processes: Processes, pg_url: str, redis_prefix: str, tmp_path: Path
+    processes: Processes, own_pg_url: str, redis_prefix: str, tmp_path: Path
 ) -> None:
+    pg_url = own_pg_url
     ports = {name: free_port() for name in ("old", "new", "data", "admin")}
     backends = {
         side: processes.start(side, "demo-backend", side, "--host", "127.0.0.1", "--port", str(ports[side]))
@@ -224,8 +255,12 @@ def test_serve_worker_and_demo_backends_run_from_the_image(
             f"http://127.0.0.1:{ports[side]}/docs", process, side, functools.partial(processes.output, side)
         )
     admin = f"http://127.0.0.1:{ports['admin']}"
-    wait_until_answered(f"{admin}/healthz", serve, "cutover serve", lambda: processes.output("serve"))
-    wait_until_answered(f"{admin}/readyz", serve, "cutover serve", lambda: processes.output("serve"))
+
+    def serve_log() -> str:
+        return f"{processes.output('serve')}\n{sessions_of(pg_url)}"
+
+    wait_until_answered(f"{admin}/healthz", serve, "cutover serve", serve_log)
+    wait_until_answered(f"{admin}/readyz", serve, "cutover serve", serve_log)
 
     tenant = f"image-{uuid.uuid4().hex[:6]}"
     moved = httpx.put(
