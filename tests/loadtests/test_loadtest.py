@@ -118,7 +118,7 @@ def test_smoke_run_passes_its_budget_and_fails_a_tight_one(tmp_path: Path) -> No
             "--profile",
             "mixed",
             "--run-time",
-            "20s",
+            "10s",
             "--out",
             str(out),
             "--run-id",
