@@ -22,12 +22,11 @@ from backfill.errors import DataError
 from backfill.report import render
 from backfill.rest_verify import _sample_values, compare
 from backfill.verify_run import VerifyOptions, run_verify
-from buffer_worker.intent import Intent
-from buffer_worker.producer import RedisIntentProducer
 from config.settings import Settings
 from proxy.cli.support import format_table
-from routing.phases import Phase, Side
+from routing.phases import Phase
 from tests.backfill.conftest import DataEnv
+from tests.support.intents import append_mirrored_put
 from tests.support.servers import RunningServer, backend_config, start_server
 
 Records = dict[str, dict[int, dict[str, Any]]]  # tenant -> id -> record
@@ -147,29 +146,6 @@ def _settings(
     )
 
 
-async def _mirrored_put_pending(settings: Settings, prefix: str, tenant: str, record: dict[str, Any]) -> None:
-    """A mirrored PUT of `record` toward new, still in the buffer (no worker runs in these tests)."""
-    producer = RedisIntentProducer.from_url(
-        settings.redis_url.get_secret_value(), prefix=prefix, partitions=4
-    )
-    try:
-        await producer.append(
-            Intent(
-                tenant=tenant,
-                target=Side.NEW,
-                method="PUT",
-                path=f"/things/{record['id']}",
-                query="",
-                headers=(),
-                body=orjson.dumps(record),
-                status=200,
-                response_body=b"",
-            )
-        )
-    finally:
-        await producer.close()
-
-
 async def test_pages_both_sides_and_names_exactly_the_differing_ids(
     data_env: DataEnv, backends: Any, tenant: str, prefix: str
 ) -> None:
@@ -211,7 +187,7 @@ async def test_ids_with_pending_intents_are_unsettled_and_errors_are_named(
     new[tenant] = {i: {"id": i, "v": 1} for i in range(1, 50)}
     new[tenant][7] = {"id": 7, "v": 0}  # its mirrored write is still in the buffer
     settings = _settings(data_env, old_server, new_server, prefix)
-    await _mirrored_put_pending(settings, prefix, tenant, {"id": 7, "v": 1})
+    await append_mirrored_put(settings, tenant, "/things/7", orjson.dumps({"id": 7, "v": 1}))
     report = (await run_verify(settings, VerifyOptions(tenant, ("things",), store=False))).tables[0]
     assert report.keys["unsettled"] == [["7"]]
     assert report.counts["different"] == 0
@@ -231,7 +207,7 @@ async def test_repair_names_the_records_it_skipped_and_why(
     new[tenant] = {i: {"id": i, "v": 0 if i in (7, 8, 9) else 1} for i in range(1, 50)}
     await data_env.set_phase(tenant, Phase.SHADOW)
     settings = _settings(data_env, old_server, new_server, prefix)
-    await _mirrored_put_pending(settings, prefix, tenant, {"id": 7, "v": 1})
+    await append_mirrored_put(settings, tenant, "/things/7", orjson.dumps({"id": 7, "v": 1}))
     verify = asyncio.create_task(run_verify(settings, VerifyOptions(tenant, ("things",), repair=True)))
     for _ in range(500):  # both sides listed: verification now waits for record 7's intent
         if sum(s["tenant"] == tenant for s in seen) >= 2:

@@ -14,14 +14,13 @@ from backfill.pending import PendingIntents, PendingSnapshot
 from backfill.report import render
 from backfill.runner import BackfillOptions, run_backfill
 from backfill.verify_run import VerifyOptions, run_verify
-from buffer_worker.intent import Intent
 from buffer_worker.pg_applier import PostgresApplier
-from buffer_worker.producer import RedisIntentProducer
 from buffer_worker.worker import Worker
 from config.settings import Settings
 from proxy.cli.support import format_table
-from routing.phases import Phase, Side
+from routing.phases import Phase
 from tests.backfill.conftest import DataEnv, create_orders, fill_orders, orders_table, unique
+from tests.support.intents import append_mirrored_put
 
 ROWS = 200_000
 
@@ -203,25 +202,7 @@ async def _write_old_and_buffer(
         key,
         orjson.dumps(body).decode(),
     )
-    producer = RedisIntentProducer.from_url(
-        settings.redis_url.get_secret_value(), prefix=settings.buffer.key_prefix, partitions=4
-    )
-    try:
-        await producer.append(
-            Intent(
-                tenant=tenant,
-                target=Side.NEW,
-                method="PUT",
-                path=f"/items/{key}",
-                query="",
-                headers=(),
-                body=orjson.dumps(body),
-                status=200,
-                response_body=b"",
-            )
-        )
-    finally:
-        await producer.close()
+    await append_mirrored_put(settings, tenant, f"/items/{key}", orjson.dumps(body))
 
 
 async def test_keys_with_pending_intents_are_rechecked_after_the_buffer_drains(
