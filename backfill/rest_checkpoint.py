@@ -245,6 +245,7 @@ class PageDone:
     total: int | None
     seconds: float
     sweep: bool = False  # a page of a sweep: its records were listed (and counted) by the first pass
+    again: bool = False  # a page read back after a boundary check (`rest_pages`): counted as listed once
     end: str | None = None  # the pass's last page: "pass" (a sweep follows) or "done"
     intents: int = 0  # at the end of a pass: the mirrored intents counted (the next pass compares)
 
@@ -264,10 +265,10 @@ async def advance(conn: asyncpg.Connection, tenant: str, resource: str, done: Pa
         resource,
         None if done.end is not None else orjson.dumps(done.next_position).decode(),
         done.end == "done",
-        0 if done.sweep else done.listed,
+        0 if done.sweep or done.again else done.listed,
         done.copied,
-        0 if done.sweep else done.skipped,
-        0 if done.sweep else done.without_id,
+        0 if done.sweep or done.again else done.skipped,
+        0 if done.sweep or done.again else done.without_id,
         done.total,
         done.seconds,
         1 if done.end == "pass" else 0,

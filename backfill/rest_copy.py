@@ -27,7 +27,7 @@ import orjson
 
 from backfill.rate import RateLimit
 from backfill.rest_checkpoint import PageDone
-from backfill.rest_pages import Page
+from backfill.rest_pages import Page, record_id
 from backfill.rest_writer import REPLACED, ClaimLapsing, RecordWriter
 from buffer_worker.copy_marks import Claim, CopyClaims
 from common.tasks import cancel_and_wait
@@ -44,6 +44,7 @@ class ResourceRun:
     run: str  # new, resumed, done (already), dry run
     pages: int = 0
     items_listed: int = 0  # by the first pass (a sweep lists again)
+    pages_again: int = 0  # read back after a boundary check found the collection shifted
     items_copied: int = 0
     items_replaced: int = 0  # of the copied: a create found them there (a page written again on resume)
     items_skipped: int = 0
@@ -62,6 +63,7 @@ class ResourceRun:
             "done": self.done,
             "pages": self.pages,
             "items_listed": self.items_listed,
+            "pages_again": self.pages_again,
             "items_copied": self.items_copied,
             "items_replaced": self.items_replaced,
             "items_skipped": self.items_skipped,
@@ -93,14 +95,11 @@ def entries_of(resource: RestResource, items: list[Any]) -> tuple[list[Entry], i
     found: dict[str, Entry] = {}
     without_id = 0
     for item in items:
-        value = item.get(resource.id_field) if isinstance(item, dict) else None
-        if isinstance(value, orjson.Fragment):
-            contents = value.contents
-            value = contents.decode() if isinstance(contents, bytes) else contents
-        if value is None or isinstance(value, bool | dict | list) or str(value) == "":
+        value = record_id(resource, item)
+        if value is None:
             without_id += 1
             continue
-        key = quote(str(value), safe="")
+        key = quote(value, safe="")
         found[key] = Entry(key, orjson.dumps(item))
     return list(found.values()), without_id
 
@@ -181,6 +180,9 @@ class ResourceCopy:
         self._advance = advance
         self._hook = hook
         self._sweeps = resource.sweeps
+        # The records written stay marked copied until the copy is done when a page may be read again
+        # (a page read back, a sweep): it writes only the ones it missed.
+        self._keep_copied = resource.sweeps or resource.checks_boundaries
         self.next_intents = 0  # the intents count the pass after the one run ends compares with
 
     async def run(self, pages: AsyncIterator[Page], first: Page, report: ResourceRun, now: Pass) -> bool:
@@ -197,7 +199,9 @@ class ResourceCopy:
                 # The next page is read while this one is written: listing and writing overlap.
                 following = asyncio.ensure_future(anext(pages)) if page.next is not None else None
                 await self._check_phase()
-                in_flight.append(await self._claim(page, queue))
+                # A page read back holds records a page in flight is writing: that page writes them.
+                writing = {key for work in in_flight for key in work.keys} if page.again else set()
+                in_flight.append(await self._claim(page, queue, writing))
                 while len(in_flight) >= _IN_FLIGHT_PAGES or (in_flight and following is None):
                     # A record listed again on the next page (pages shift) keeps that page's claim.
                     later = {key for other in in_flight[1:] for key in other.keys}
@@ -215,9 +219,10 @@ class ResourceCopy:
             await cancel_and_wait(*writers, following, reraise=False)
         return report.done
 
-    async def _claim(self, page: Page, queue: _Jobs) -> _PageWork:
-        """Claim a page's records and queue the writes of those claimed."""
+    async def _claim(self, page: Page, queue: _Jobs, writing: set[str]) -> _PageWork:
+        """Claim a page's records (but those in `writing`) and queue the writes of those claimed."""
         entries, without_id = entries_of(self._resource, page.items)
+        entries = [entry for entry in entries if entry.key not in writing]
         keys = [e.key for e in entries]
         if self._hook is not None:
             await self._hook("listed", page)
@@ -293,13 +298,14 @@ class ResourceCopy:
                     page.total,
                     seconds,
                     sweep=sweep,
+                    again=page.again,
                     end=end,
                     intents=intents,
                 )
             )
         finally:
             # After the commit: a record marked copied is one a committed page counted.
-            written = [key for key in work.written if key not in later] if self._sweeps else []
+            written = [key for key in work.written if key not in later] if self._keep_copied else []
             await self._claims.release(keys, written=written)
         report.pages += 1
         report.items_copied += result.copied
@@ -307,6 +313,8 @@ class ResourceCopy:
         report.seconds += seconds
         if sweep:
             report.items_swept += result.copied
+        elif page.again:
+            report.pages_again += 1
         else:
             report.items_listed += len(page.items)
             report.items_skipped += result.skipped

@@ -20,13 +20,33 @@ the paging parameters (and `tenant_query`) are added to it.
 
 A position (where a page starts) is a small JSON object (`{"page": 3}`, `{"offset": 1000}`,
 `{"cursor": "..."}`, `{"link": "/items?page=3"}`): the copy's checkpoint keeps the next page's.
+
+Boundary checks (page, offset and link paging; `check_boundaries`). Pages by position shift while they
+are read: a delete of a record listed already moves every later record one place forward, and the
+first record of the page not read yet lands on the page before, which was read. Sweeping the whole
+collection again finds such a record only if nothing moves during the sweep, which a tenant that keeps
+deleting never grants. So each page is checked where it is read: after reading the page that starts at
+index `i`, the lister reads the one record at `i - 1` (a page of size 1) and takes the page only if that
+is still the record it listed last (the anchor). Why that proves the page follows the anchor: a record
+that stays in the collection only moves forward (records before it go; new records join at the end),
+so the anchor found at `i - 1` again sat there the whole time, the page's read included. When it is not
+there, the lister reads back, a page at a time, to a page holding a record it listed no later in the
+order than where it found it then (or to the first page): that page is contiguous with what was listed,
+and is yielded again (`Page.again`: the copy skips the records it wrote already), and paging goes on
+from it, checked the same way.
+
+What this assumes, as json-server and most list endpoints give it (insertion order, ascending ids or
+creation times): a new record joins at the end, and an update moves no record. For an order that an
+update changes, `sweep` is the remedy, and `cutover verify` proves the end state. A record deleted and
+created again under the same id, landing at the very index it is checked at, within the milliseconds
+between one page's read and its check, could pass a check it should fail.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -65,6 +85,27 @@ class Page:
     position: Position  # where this page starts
     next: Position | None  # where the next page starts; None: this is the last
     total: int | None  # the collection's size, when the backend says it
+    # A page read back after a boundary check failed: it holds records listed already.
+    again: bool = False
+
+
+def record_id(resource: RestResource, item: Any) -> str | None:
+    """A listed record's id as text (None: no usable id)."""
+    value = item.get(resource.id_field) if isinstance(item, dict) else None
+    if isinstance(value, orjson.Fragment):
+        contents = value.contents
+        value = contents.decode() if isinstance(contents, bytes) else contents
+    if value is None or isinstance(value, bool | dict | list) or str(value) == "":
+        return None
+    return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class _Anchor:
+    """The last record listed with an id, and its index in the collection's order when it was read."""
+
+    key: str
+    index: int
 
 
 def dotted(document: Any, path: str) -> Any:
@@ -109,27 +150,113 @@ class RestLister:
                 return {}
 
     async def pages(self, start: Position | None = None) -> AsyncIterator[Page]:
-        """Every page from `start` (the first page when None) to the last, at most `max_pages`."""
+        """Every page from `start` (the first page when None) to the last, at most `max_pages` reads;
+        with boundary checks, a page read back is yielded again (see the module's doc)."""
+        if not self.resource.checks_boundaries:
+            position: Position | None = self.first() if start is None else start
+            read = 0
+            while position is not None:
+                self._count_read(read)
+                page = await self.page(position)
+                read += 1
+                yield page
+                position = page.next
+            return
+        async for page in self._checked_pages(start):
+            yield page
+
+    async def _checked_pages(self, start: Position | None) -> AsyncIterator[Page]:
         position: Position | None = self.first() if start is None else start
+        # What was listed: each record's id and its index when read (a record found later at a greater
+        # index is not the one listed: deleted and created again, at the end).
+        listed: dict[str, int] = {}
+        anchor: _Anchor | None = None
+        if start is not None and "after" in start:  # a resumed copy: the record its last page ended with
+            anchor = _Anchor(str(start["after"]), int(start["after_at"]))
+            listed[anchor.key] = anchor.index
+        reached = 0  # pages that start before this index were read already
         read = 0
         while position is not None:
-            if read >= self.resource.max_pages:
-                raise DataError(
-                    f"{self.resource.name}: the {self._label} side has more than max_pages"
-                    f" ({self.resource.max_pages}) pages"
-                )
+            self._count_read(read)
+            index = self._index_of(position)
             page = await self.page(position)
             read += 1
-            yield page
-            position = page.next
+            if index is None:  # a link kept by a copy from before the checks: nothing to check against
+                anchor = None
+                yield page
+                position = page.next
+                continue
+            if anchor is not None and not await self._anchor_holds(anchor):
+                page, index, more = await self._read_back(index, listed)
+                read += more
+            start_index = index
+            for offset, item in enumerate(page.items):
+                key = record_id(self.resource, item)
+                if key is not None:
+                    listed[key] = start_index + offset
+                    anchor = _Anchor(key, start_index + offset)
+            following = page.next
+            if following is not None:
+                following = {**following, "at": start_index + len(page.items)}
+                if anchor is not None:
+                    following |= {"after": anchor.key, "after_at": anchor.index}
+            yield replace(page, next=following, again=start_index < reached)
+            reached = max(reached, start_index + len(page.items))
+            position = following
+
+    def _count_read(self, read: int) -> None:
+        if read >= self.resource.max_pages:
+            raise DataError(
+                f"{self.resource.name}: the {self._label} side has more than max_pages"
+                f" ({self.resource.max_pages}) pages"
+            )
+
+    def _index_of(self, position: Position) -> int | None:
+        """Where a position starts in the collection's order (None: a link not followed from here)."""
+        if "at" in position:
+            return int(position["at"])
+        if "offset" in position:
+            return int(position["offset"])
+        if "page" in position:
+            return (int(position["page"]) - self.resource.first_page) * self.resource.page_size
+        return None
+
+    def _at(self, index: int, size: int) -> Position:
+        """The position of the page of `size` records starting at `index` (a multiple of `size` for page
+        numbers; link paging asks for pages by number, as for its first page)."""
+        if self._style == "offset":
+            return {"offset": index, "size": size}
+        return {"page": index // size + self.resource.first_page, "size": size, "at": index}
+
+    async def _anchor_holds(self, anchor: _Anchor) -> bool:
+        """Whether the record at the anchor's index is still the anchor."""
+        answer = await self._get(*self._request(self._at(anchor.index, 1)))
+        items = self._items(self._body(answer))
+        return len(items) == 1 and record_id(self.resource, items[0]) == anchor.key
+
+    async def _read_back(self, index: int, listed: dict[str, int]) -> tuple[Page, int, int]:
+        """The page before `index`, or the one before it, and so on, until one holds a record listed
+        no later in the order than it is found now (or is the first page): that page, its index and
+        the pages read."""
+        size = self.resource.page_size
+        back = index
+        read = 0
+        while True:
+            back = max(back - size, 0)
+            self._count_read(read)
+            page = await self.page(self._at(back, size))
+            read += 1
+            if back == 0 or any(
+                listed.get(key, -1) >= back + offset
+                for offset, item in enumerate(page.items)
+                if (key := record_id(self.resource, item)) is not None
+            ):
+                return page, back, read
 
     async def page(self, position: Position) -> Page:
         path, query = self._request(position)
         answer = await self._get(path, query)
-        try:
-            body = self._decode(answer.body)
-        except ValueError:
-            raise DataError(f"{self.resource.name}: the {self._label} side's page is not JSON") from None
+        body = self._body(answer)
         items = self._items(body)
         total = self._total(answer)
         return Page(items, position, self._next(position, body, answer, len(items), total), total)
@@ -139,7 +266,7 @@ class RestLister:
         if "link" in position:
             path, _, query = str(position["link"]).partition("?")
             return path, query
-        params: dict[str, Any] = {resource.size_param: resource.page_size}
+        params: dict[str, Any] = {resource.size_param: position.get("size", resource.page_size)}
         match self._style:
             case "page" | "link":
                 params[resource.page_param] = position["page"]
@@ -168,6 +295,12 @@ class RestLister:
         if answer.status != 200:
             raise DataError(f"{name}: the {self._label} side answered {answer.status} to the list")
         return answer
+
+    def _body(self, answer: Answer) -> Any:
+        try:
+            return self._decode(answer.body)
+        except ValueError:
+            raise DataError(f"{self.resource.name}: the {self._label} side's page is not JSON") from None
 
     def _items(self, body: Any) -> list[Any]:
         items = body if isinstance(body, list) else dotted(body, self.resource.items_field)

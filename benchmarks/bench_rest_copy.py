@@ -11,7 +11,8 @@ bytes each) and pages them by page number with `X-Total-Count`; new takes `PUT /
 - `cutover backfill`: `run_backfill` (what the command runs) with `create: put`, from a fresh checkpoint
   (`--restart`), the tenant in dual_write: its checkpoint per page in PostgreSQL, claims in Redis, the
   phase read before each page, the next page listed while one is written, numbers kept as old wrote
-  them. No client writes meanwhile, so no sweep follows (nothing can have moved across a page).
+  them, each page's boundary checked (one record read where the page before ended), and the records
+  written kept marked until the copy ends. No client writes meanwhile, so no page is read back.
 
 Each round runs each target twice, in the order minimal, copy, copy, minimal, and keeps the better run
 of each (the machine is shared: a run disturbed by another job's burst is slower, never faster); the
@@ -296,8 +297,9 @@ def section(args: argparse.Namespace, result: dict[str, Any], load_before: float
     ]
     what = (
         f"What the copy does beyond the minimal loop, per page of {PAGE_SIZE}: one Redis script claiming"
-        " the page's records and one releasing them, its checkpoint committed in PostgreSQL, the tenant's"
-        " phase read, the records parsed with their numbers kept as old wrote them (`json` with"
+        " the page's records and one releasing them (marking them copied), the boundary check (old's"
+        " record before the page, read as a page of one), its checkpoint committed in PostgreSQL, the"
+        " tenant's phase read, the records parsed with their numbers kept as old wrote them (`json` with"
         " `orjson.Fragment`) and written through the backend client every component shares. It is a"
         " pipeline: the next page is listed while one is written and claimed before its last writes are"
         " answered, so the writes in flight do not drop at page boundaries (the minimal loop's do)."

@@ -32,11 +32,12 @@ A claim has a deadline so that a copy that died (SIGKILL) stops blocking the wor
 free. The copy sends no write of a claim with less than a third of `claim_ttl_s` left (its write timeout
 is at most that), so its writes land while the claim holds; it claims the rest again first.
 
-A copy whose paging can shift (page numbers, offsets: a delete, or an update that reorders, moves later
-records across a page boundary) lists the collection once more when mirroring wrote to the resource
-while it paged (the `intents` count moved): a *sweep*, for records it missed. For it the records it wrote
-stay marked `k` (copied) until it is done, so the sweep writes only what it missed (~60 bytes per record
-in Redis meanwhile). A mirrored write turns `k` into `m` as it does an unmarked record.
+A copy whose paging can shift (page numbers, offsets: a delete moves later records across a page
+boundary) reads a page again when its boundary check fails (`backfill.rest_pages`), and with `sweep` lists
+the collection once more when mirroring wrote to the resource while it paged (the `intents` count moved).
+For them the records it wrote stay marked `k` (copied) until it is done, so a page read again writes only
+what it missed (~60 bytes per record in Redis meanwhile). A mirrored write turns `k` into `m` as it does
+an unmarked record.
 
 Every key of a tenant lives in its partition's hash slot (`{p<N>}`), so the worker's script and the
 copy's touch one slot. Marks go when the copy is done (`close`); the counts stay (`copy_facts_key`):

@@ -161,10 +161,15 @@ class RestResource(_Frozen):
     # services whose PUT only replaces), or a request of its own (`{method: PUT, path: /v2/items/{key}}`).
     # The copy creates every record this way; the worker when it settles an intent.
     create: Literal["put", "post"] | CreateRequest = "put"
-    # After its last page the copy lists the collection again, up to 3 times until a pass finds nothing,
-    # for records a delete moved across a page boundary while it paged (None: for page, offset and link
-    # paging, whose pages shift; cursors do not).
-    sweep: bool | None = None
+    # Page, offset and link paging count positions: a delete before the next page moves its first
+    # record onto a page listed already. Before it takes a page, the lister checks that the record it
+    # listed last still sits where the page begins, and reads back to a page that overlaps what it
+    # listed when not (`backfill.rest_pages`). None: on for those paging styles; cursors do not shift.
+    check_boundaries: bool | None = None
+    # After its last page the copy lists the collection again, up to 3 times until a pass finds nothing:
+    # for orders in which an update moves a record to an earlier page (a sort by a field clients write),
+    # which the boundary check does not see. Off by default.
+    sweep: bool = False
 
     @model_validator(mode="after")
     def _paging_complete(self) -> RestResource:
@@ -180,7 +185,16 @@ class RestResource(_Frozen):
 
     @property
     def sweeps(self) -> bool:
-        return self.sweep if self.sweep is not None else self.paging_style != "cursor"
+        return self.sweep
+
+    @property
+    def positional(self) -> bool:
+        """Pages are positions in the collection's order: a delete shifts the records after it."""
+        return self.paging_style != "cursor"
+
+    @property
+    def checks_boundaries(self) -> bool:
+        return self.positional if self.check_boundaries is None else self.check_boundaries and self.positional
 
     @property
     def record_path(self) -> str:

@@ -317,6 +317,8 @@ async def test_writers_racing_the_copy_leave_old_and_new_equal(
         run = report.resources[0]
         assert run.items_skipped, "nothing raced the copy: the test proved nothing"
         assert facts["mirrored"], "nothing raced the copy: the test proved nothing"
+        # Deletes moved records across page boundaries the copy had passed: the checks read back.
+        assert run.pages_again, "no delete moved a record onto a page read already: the test proved nothing"
         assert sum(len(w.done) for w in writers) > 100
         assert not await buffer.inspector.dead_letter_count(tenant)
 
@@ -377,20 +379,26 @@ async def test_the_postgresql_applier_is_covered_too(data_env: DataEnv, prefix: 
         assert results[False]["k4"]["v"] == 0, "the copy did not race the applier: the test proved nothing"
 
 
-@pytest.mark.parametrize("sweep", [True, False])
-async def test_a_record_a_delete_moves_across_a_page_boundary_is_found_by_the_sweep(
-    data_env: DataEnv, prefix: str, buffer: Buffer, sweep: bool
+@pytest.mark.parametrize("guard", ["boundary check", "sweep", "none"])
+async def test_a_record_a_delete_moves_across_a_page_boundary_is_still_copied(
+    data_env: DataEnv, prefix: str, buffer: Buffer, guard: str
 ) -> None:
     """json-server pages by position: a record deleted on page 1 after the copy read it moves every
     later record one place forward, so the first record of the next page not listed yet lands on the
-    page before, which was listed already. The sweep lists again and copies it; without it, it is
-    missing on new (the control)."""
-    tenant = f"sweep-{uuid.uuid4().hex[:8]}"
+    page before, which was listed already. The boundary check sees that the record listed last is no
+    longer where the next page begins and reads page 1 again; a sweep lists the whole collection again;
+    without either, the record is missing on new (the control)."""
+    tenant = f"shift-{uuid.uuid4().hex[:8]}"
     async with json_sides() as sides:
         old, new = sides[Side.OLD], sides[Side.NEW]
         old.seed(tenant, 120)
         await data_env.set_phase(tenant, Phase.DUAL_WRITE)
-        settings = rest_settings(data_env, sides, prefix, resources=[{**JSON_SERVER_ITEMS, "sweep": sweep}])
+        items = {
+            **JSON_SERVER_ITEMS,
+            "check_boundaries": guard == "boundary check",
+            "sweep": guard == "sweep",
+        }
+        settings = rest_settings(data_env, sides, prefix, resources=[items])
         worker = start_worker(settings)
         raced: list[bool] = []
 
@@ -405,15 +413,19 @@ async def test_a_record_a_delete_moves_across_a_page_boundary_is_found_by_the_sw
         finally:
             await worker.close()
         run = report.resources[0]
-        if sweep:
-            assert new.records(tenant) == old.records(tenant)
-            assert len(old.records(tenant)) == 119
-            # One sweep found it; nothing was mirrored while it ran, so nothing moved: the copy is done.
-            assert (run.sweeps, run.items_swept) == (1, 1)
-        else:
+        if guard == "none":
             missing = old.records(tenant).keys() - new.records(tenant).keys()
             assert len(missing) == 1, "the delete moved nothing: the test proved nothing"
-            assert run.sweeps == 0
+            return
+        assert new.records(tenant) == old.records(tenant)
+        assert len(old.records(tenant)) == 119
+        # Each record written once: the 119 and the one deleted after it was copied.
+        assert run.items_copied == 120
+        if guard == "sweep":
+            # One sweep found it; nothing was mirrored while it ran, so nothing moved: the copy is done.
+            assert (run.sweeps, run.items_swept, run.pages_again) == (1, 1, 0)
+        else:
+            assert (run.sweeps, run.pages_again) == (0, 1)
 
 
 def patch_creates_app(store: dict[str, dict[str, Any]]) -> Any:

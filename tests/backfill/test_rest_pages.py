@@ -5,6 +5,7 @@ a server of each style and against the json-server-like backend; and verificatio
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -134,7 +135,11 @@ async def test_every_paging_style_lists_every_record_once(
     pages = await _list_all(url, resource)
     ids = [item["id"] for page in pages for item in page.items]
     assert ids == list(range(1, COUNT + 1))
-    assert len(pages) == len(requests) == PAGES[style]
+    assert len(pages) == PAGES[style]
+    # Positional paging checks each boundary: one record read where the page before ended.
+    peeks = [r for r in requests if re.search(r"[?&](limit|per_page)=1(&|$)", r)]
+    assert len(peeks) == (0 if style == "cursor" else PAGES[style] - 1)
+    assert len(requests) == PAGES[style] + len(peeks)
     assert pages[-1].next is None
     assert all(page.next is not None for page in pages[:-1])
     # Numbers reach the copy as old wrote them (`"n.50"` strings here; see test_rest_copy for floats).
@@ -147,8 +152,9 @@ async def test_positions_resume_where_a_page_starts(paging_server: tuple[str, li
     pages = await _list_all(url, resource)
     # The checkpoint keeps the next page's position: a link's path and query on the backend, without
     # its base path or its origin (credentials never leave the configured backend).
-    assert pages[0].next == {"link": "/link/items?p=2&per_page=4"}
-    assert pages[1].next == {"link": "/link/items?p=3&per_page=4"}
+    # With it, where that page starts and the record the one before ended with (its boundary check).
+    assert pages[0].next == {"link": "/link/items?p=2&per_page=4", "at": 4, "after": "4", "after_at": 3}
+    assert pages[1].next == {"link": "/link/items?p=3&per_page=4", "at": 8, "after": "8", "after_at": 7}
     client = BackendClient(Side.OLD, BackendSettings.model_validate({"url": url}))
     await client.start()
     try:
@@ -160,7 +166,9 @@ async def test_positions_resume_where_a_page_starts(paging_server: tuple[str, li
     finally:
         await client.close()
     assert [item["id"] for page in rest for item in page.items] == list(range(13, COUNT + 1))
-    assert requests[-1].startswith("/base/link/items?p=6&per_page=4")
+    # The resumed run checks its first boundary too: record 12 is still the 12th.
+    assert "/base/link/items?per_page=1&p=12" in requests
+    assert requests[-2].startswith("/base/link/items?p=6&per_page=4")
 
 
 async def test_page_paging_stops_at_the_announced_total_and_names_a_broken_page(
@@ -217,3 +225,101 @@ async def test_verify_reads_bare_arrays_and_every_paging_style(data_env: DataEnv
     assert items.keys["missing_on_new"] == [["7"]]
     assert items.keys["missing_on_old"] == [["500"]]
     assert items.keys["different"] == [["80"]]
+
+
+# -- boundary checks: deletes moving records across page boundaries while the lister pages ---------------
+class ShiftingList:
+    """A json-server-like list (insertion order, `_page`/`_limit`) that makes the changes `after[n]`
+    once it has answered its n-th request (pages and one-record checks alike): a delete there shifts
+    every later record."""
+
+    def __init__(self, count: int) -> None:
+        self.rows: list[dict[str, Any]] = [{"id": n} for n in range(1, count + 1)]
+        self.pages_served = 0
+        self.checks = 0
+        self.after: dict[int, list[Any]] = {}
+
+    def delete(self, *ids: int) -> None:
+        self.rows = [row for row in self.rows if row["id"] not in ids]
+
+    def recreate(self, record_id: int) -> None:
+        self.delete(record_id)
+        self.rows.append({"id": record_id})
+
+    def app(self) -> web.Application:
+        async def listing(request: web.Request) -> web.Response:
+            page, limit = int(request.query["_page"]), int(request.query["_limit"])
+            rows = self.rows[(page - 1) * limit : page * limit]
+            if limit == 1:
+                self.checks += 1
+            else:
+                self.pages_served += 1
+            for change in self.after.get(self.pages_served + self.checks, []):
+                change(self)
+            return web.json_response(rows, headers={"X-Total-Count": str(len(self.rows))})
+
+        app = web.Application()
+        app.router.add_get("/items", listing)
+        return app
+
+
+async def _list_shifting(data: ShiftingList, *, check: bool) -> list[Page]:
+    runner = web.AppRunner(data.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        resource = RestResource.model_validate(
+            {**JSON_SERVER_ITEMS, "paging": "page", "page_size": 10, "check_boundaries": check}
+        )
+        return await _list_all(f"http://127.0.0.1:{runner.addresses[0][1]}", resource)
+    finally:
+        await runner.cleanup()
+
+
+# Unshifted, the requests go: page 1, page 2, check, page 3, check, ... (10 records a page).
+SHIFTS = {
+    # request answered → what changes right after it
+    "one delete on a page read": {2: [lambda d: d.delete(3)]},
+    "the anchor itself goes": {4: [lambda d: d.delete(20)]},
+    "more than a page goes": {4: [lambda d: d.delete(*range(2, 16))]},
+    "deletes at two boundaries": {2: [lambda d: d.delete(1)], 6: [lambda d: d.delete(12, 25)]},
+    # Between page 2's check and page 3: everything listed goes but record 5, which comes back at the
+    # end, alone on the page read back first. Found at a later index than it was listed at, it is not
+    # the record listed; taken for it, the lister would go on from there and miss 21-30.
+    "a listed record created again": {
+        3: [lambda d: d.delete(*range(1, 21), *range(31, 46)), lambda d: d.recreate(5)]
+    },
+}
+
+
+# Cases of where to read back from rather than of the check: without checks the same requests fall
+# elsewhere (no one-record reads), so they have no unchecked control.
+READ_BACK_ONLY = {"a listed record created again"}
+
+
+@pytest.mark.parametrize("shift", list(SHIFTS))
+async def test_a_boundary_check_finds_every_record_a_delete_moved_onto_a_page_read_already(
+    shift: str,
+) -> None:
+    for check in (True, False) if shift not in READ_BACK_ONLY else (True,):
+        data = ShiftingList(45)
+        data.after = SHIFTS[shift]
+        before = {row["id"] for row in data.rows}
+        pages = await _list_shifting(data, check=check)
+        stayed = before & {row["id"] for row in data.rows}
+        listed = {item["id"] for page in pages for item in page.items}
+        if check:
+            assert stayed <= listed, f"missed {sorted(stayed - listed)}"
+            assert any(page.again for page in pages)  # read back: the shift was seen
+            assert data.checks >= len([p for p in pages if not p.again]) - 1
+        else:
+            assert stayed - listed, "the shift moved nothing across a boundary: the test proved nothing"
+
+
+async def test_an_unshifted_collection_is_read_once() -> None:
+    data = ShiftingList(45)
+    pages = await _list_shifting(data, check=True)
+    assert [item["id"] for page in pages for item in page.items] == list(range(1, 46))
+    assert not any(page.again for page in pages)
+    assert (data.pages_served, data.checks) == (5, 4)
