@@ -243,9 +243,12 @@ class _RestRun:
         page: Page | None = item.first
         while page is not None:
             report.pages += 1
-            report.items_listed += len(page.items)
+            if page.again:  # read back after a boundary check: its records were listed
+                report.pages_again += 1
+            else:
+                report.items_listed += len(page.items)
+                self._progress.advance(len(page.items))
             report.total = page.total if page.total is not None else report.total
-            self._progress.advance(len(page.items))
             page = await anext(item.pages) if page.next is not None else None
         report.seconds = time.monotonic() - started
 
