@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: demo test check soak lock lint typecheck unit bench bench-tools bench-proxy bench-buffer bench-telemetry \
-	bench-sql bench-backfill bench-rest-copy bench-diff bench-cli bench-admin clean loadtest browser-tools
+	bench-sql bench-backfill bench-rest-copy bench-diff bench-cli bench-admin clean loadtest browser-tools \
+	json-server
 
 # Dependencies come from the lock (exact versions, hashes checked); the project itself is installed
 # editable on top, without resolving anything again.
@@ -46,15 +47,21 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) browser-tools
+unit: $(STAMP) browser-tools json-server
 	$(BIN)/pytest
 
 # The 60 s adversity run of replay against json-server-like backends (20 writers, 5 worker SIGKILLs, a
 # 10 s Redis pause); `make test` runs its 20 s variant. Prints the counts (lost, duplicated, divergent).
 # And the end-to-end migration of three tenants of 50,000 records each (`make test`: 10,200 each), and a
 # 30 s outage of the mirror under the worker (`make test`: 10 s).
-soak: $(STAMP)
+soak: $(STAMP) json-server
 	$(BIN)/pytest -m soak -s
+
+# json-server 0.17 itself (Node.js and npm), locked in tests/support/json-server: the REST copy's tests
+# against the backend whose PUT does not create and whose list is a bare array.
+json-server:
+	test -x tests/support/json-server/node_modules/.bin/json-server || \
+	  npm ci --prefix tests/support/json-server --no-audit --no-fund --loglevel=error
 
 # The status page's end-to-end test drives headless Chromium (Debian packages); installed when missing.
 browser-tools:

@@ -17,6 +17,7 @@ import asyncio
 import random
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -44,6 +45,7 @@ from tests.backfill.rest_sides import (
     start_worker,
 )
 from tests.support.pg_service import pg_sides
+from tests.support.real_json_server import json_server, records
 
 
 @dataclass
@@ -320,6 +322,40 @@ async def test_writers_racing_the_copy_leave_old_and_new_equal(
         # Deletes moved records across page boundaries the copy had passed: the checks read back.
         assert run.pages_again, "no delete moved a record onto a page read already: the test proved nothing"
         assert sum(len(w.done) for w in writers) > 100
+        assert not await buffer.inspector.dead_letter_count(tenant)
+
+
+async def test_writers_racing_the_copy_between_two_real_json_servers_leave_them_equal(
+    data_env: DataEnv, prefix: str, buffer: Buffer, tenant: str, tmp_path: Path
+) -> None:
+    """The same race between json-server 0.17 processes: its PUT does not create (the copy and the
+    settling worker create by POST with the id), its list is a bare array paged by `_page`/`_limit` with
+    `Link` headers, and the one-record reads of the boundary checks are `_page=N&_limit=1`."""
+    seeded = [{"id": n, "name": f"item {n}", "v": 0} for n in range(1, 201)]
+    async with json_server(tmp_path, seeded) as old_url, json_server(tmp_path, []) as new_url:
+        old, new = JsonSide(old_url), JsonSide(new_url)
+        await data_env.set_phase(tenant, Phase.DUAL_WRITE)
+        items = {**JSON_SERVER_ITEMS, "page_size": 10}
+        settings = rest_settings(data_env, {Side.OLD: old, Side.NEW: new}, prefix, resources=[items])
+        worker = start_worker(settings)
+        stop = asyncio.Event()
+        live = set(range(1, 201))
+        writers = [Writer(n, tenant, {k for k in live if k % WRITERS == n}) for n in range(WRITERS)]
+        tasks = [asyncio.create_task(w.run(old, buffer, stop)) for w in writers]
+        try:
+            await asyncio.sleep(0.2)
+            report = await run_backfill(settings, BackfillOptions(tenant, rows_per_s=400, concurrency=4))
+            stop.set()
+            await asyncio.gather(*tasks)
+            await buffer.drained(tenant)
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await worker.close()
+        assert await records(new_url) == await records(old_url)
+        run = report.resources[0]
+        assert run.pages_again, "no delete moved a record onto a page read already: the test proved nothing"
+        assert (await buffer.facts(tenant))["mirrored"], "nothing raced the copy: the test proved nothing"
         assert not await buffer.inspector.dead_letter_count(tenant)
 
 
