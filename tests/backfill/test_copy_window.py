@@ -24,6 +24,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from backfill.rest_copy import ResourceRun
 from backfill.rest_pages import Page
 from backfill.runner import BackfillOptions, BackfillReport, run_backfill
 from buffer_worker.copy_marks import read_facts
@@ -289,6 +290,37 @@ class Writer:
 
 
 WRITERS = 4
+SEEDED = 200  # records of old before the copy; writers write ids 1-240 (re-creating deleted ones)
+
+
+async def copy_under_writers(
+    settings: Settings, old: JsonSide, buffer: Buffer, tenant: str
+) -> tuple[ResourceRun, list[Writer]]:
+    """Copy the tenant's records (10 a page) while `WRITERS` clients update, create and delete through
+    the buffer, mirroring since before the copy began; then stop the writers and drain."""
+    worker = start_worker(settings)
+    stop = asyncio.Event()
+    writers = [
+        Writer(n, tenant, {k for k in range(1, SEEDED + 1) if k % WRITERS == n}) for n in range(WRITERS)
+    ]
+    tasks = [asyncio.create_task(w.run(old, buffer, stop)) for w in writers]
+    try:
+        await asyncio.sleep(0.2)  # mirroring before the copy, as the runbook orders it
+        report = await run_backfill(settings, BackfillOptions(tenant, rows_per_s=400, concurrency=4))
+        stop.set()
+        await asyncio.gather(*tasks)
+        await buffer.drained(tenant)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await worker.close()
+    run = report.resources[0]
+    assert (await buffer.facts(tenant))["mirrored"], "nothing raced the copy: the test proved nothing"
+    # Deletes moved records across page boundaries the copy had passed: the checks read back.
+    assert run.pages_again, "no delete moved a record onto a page read already: the test proved nothing"
+    assert sum(len(w.done) for w in writers) > 100
+    assert not await buffer.inspector.dead_letter_count(tenant)
+    return run, writers
 
 
 async def test_writers_racing_the_copy_leave_old_and_new_equal(
@@ -296,33 +328,12 @@ async def test_writers_racing_the_copy_leave_old_and_new_equal(
 ) -> None:
     async with json_sides() as sides:
         old, new = sides[Side.OLD], sides[Side.NEW]
-        old.seed(tenant, 200)
+        old.seed(tenant, SEEDED)
         await data_env.set_phase(tenant, Phase.DUAL_WRITE)
         settings = rest_settings(data_env, sides, prefix, resources=[{**JSON_SERVER_ITEMS, "page_size": 10}])
-        worker = start_worker(settings)
-        stop = asyncio.Event()
-        live = {n for n in range(1, 201)}
-        writers = [Writer(n, tenant, {k for k in live if k % WRITERS == n}) for n in range(WRITERS)]
-        tasks = [asyncio.create_task(w.run(old, buffer, stop)) for w in writers]
-        try:
-            await asyncio.sleep(0.2)  # mirroring before the copy, as the runbook orders it
-            report = await run_backfill(settings, BackfillOptions(tenant, rows_per_s=400, concurrency=4))
-            stop.set()
-            await asyncio.gather(*tasks)
-            await buffer.drained(tenant)
-        finally:
-            stop.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await worker.close()
+        run, _writers = await copy_under_writers(settings, old, buffer, tenant)
         assert new.records(tenant) == old.records(tenant)
-        facts = await buffer.facts(tenant)
-        run = report.resources[0]
         assert run.items_skipped, "nothing raced the copy: the test proved nothing"
-        assert facts["mirrored"], "nothing raced the copy: the test proved nothing"
-        # Deletes moved records across page boundaries the copy had passed: the checks read back.
-        assert run.pages_again, "no delete moved a record onto a page read already: the test proved nothing"
-        assert sum(len(w.done) for w in writers) > 100
-        assert not await buffer.inspector.dead_letter_count(tenant)
 
 
 async def test_writers_racing_the_copy_between_two_real_json_servers_leave_them_equal(
@@ -331,32 +342,14 @@ async def test_writers_racing_the_copy_between_two_real_json_servers_leave_them_
     """The same race between json-server 0.17 processes: its PUT does not create (the copy and the
     settling worker create by POST with the id), its list is a bare array paged by `_page`/`_limit` with
     `Link` headers, and the one-record reads of the boundary checks are `_page=N&_limit=1`."""
-    seeded = [{"id": n, "name": f"item {n}", "v": 0} for n in range(1, 201)]
+    seeded = [{"id": n, "name": f"item {n}", "v": 0} for n in range(1, SEEDED + 1)]
     async with json_server(tmp_path, seeded) as old_url, json_server(tmp_path, []) as new_url:
         old, new = JsonSide(old_url), JsonSide(new_url)
         await data_env.set_phase(tenant, Phase.DUAL_WRITE)
         items = {**JSON_SERVER_ITEMS, "page_size": 10}
         settings = rest_settings(data_env, {Side.OLD: old, Side.NEW: new}, prefix, resources=[items])
-        worker = start_worker(settings)
-        stop = asyncio.Event()
-        live = set(range(1, 201))
-        writers = [Writer(n, tenant, {k for k in live if k % WRITERS == n}) for n in range(WRITERS)]
-        tasks = [asyncio.create_task(w.run(old, buffer, stop)) for w in writers]
-        try:
-            await asyncio.sleep(0.2)
-            report = await run_backfill(settings, BackfillOptions(tenant, rows_per_s=400, concurrency=4))
-            stop.set()
-            await asyncio.gather(*tasks)
-            await buffer.drained(tenant)
-        finally:
-            stop.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await worker.close()
+        await copy_under_writers(settings, old, buffer, tenant)
         assert await records(new_url) == await records(old_url)
-        run = report.resources[0]
-        assert run.pages_again, "no delete moved a record onto a page read already: the test proved nothing"
-        assert (await buffer.facts(tenant))["mirrored"], "nothing raced the copy: the test proved nothing"
-        assert not await buffer.inspector.dead_letter_count(tenant)
 
 
 # -- the PostgreSQL applier ------------------------------------------------------------------------------
