@@ -10,7 +10,6 @@ index on `applied_at` finds the old ones while costing inserts almost nothing, u
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import asyncpg
@@ -48,14 +47,12 @@ async def prune_ledger(pool: asyncpg.Pool, retention_s: float, *, chunk: int = _
             return deleted
 
 
-async def prune_forever(pool: asyncpg.Pool, retention_s: float, interval_s: float) -> None:
-    """Prune every `interval_s` (first after one interval), until cancelled; errors wait for the next."""
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            deleted = await prune_ledger(pool, retention_s)
-        except PG_ERRORS as exc:
-            log.warning("ledger pruning failed (%s); retrying in %.0f s", type(exc).__name__, interval_s)
-            continue
-        if deleted:
-            log.info("pruned %d applied-intent ids older than %.0f h", deleted, retention_s / 3600)
+async def prune_or_log(pool: asyncpg.Pool, retention_s: float) -> None:
+    """`prune_ledger` run periodically: a failure is logged and waits for the next run."""
+    try:
+        deleted = await prune_ledger(pool, retention_s)
+    except PG_ERRORS as exc:
+        log.warning("ledger pruning failed (%s); trying again at the next interval", type(exc).__name__)
+        return
+    if deleted:
+        log.info("pruned %d applied-intent ids older than %.0f h", deleted, retention_s / 3600)

@@ -27,7 +27,7 @@ batch transaction and under the same ledger (always on the intent-by-intent path
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,7 +39,7 @@ import orjson
 
 from buffer_worker.apply_errors import ApplyError, PermanentApplyError, UnapplicableIntentError
 from buffer_worker.intent import Intent
-from buffer_worker.ledger import LEDGER_DDL, prune_forever
+from buffer_worker.ledger import LEDGER_DDL, prune_or_log
 from buffer_worker.mirror_lock import applier_locks_sql
 from buffer_worker.pg_batch import (
     REQUIRE_FRESH_DDL,
@@ -53,7 +53,7 @@ from buffer_worker.pg_batch import (
 from buffer_worker.pg_errors import UNREACHABLE, database_error
 from buffer_worker.pg_state import RowKey, StateSource
 from buffer_worker.sql_apply import SqlIntents, coerce
-from common.tasks import cancel_and_wait
+from common.periodic import Periodic
 from config.pg_applier import PostgresApplierSettings, PostgresResource
 from routing.phases import Side
 
@@ -116,7 +116,7 @@ class PostgresApplier:
         self._sql = sql  # writes to SQL endpoints: executed as the statements they carry
         self._retention_s = settings.ledger_retention_h * 3600
         self._pool: asyncpg.Pool | None = None
-        self._pruning: asyncio.Task[None] | None = None
+        self._pruning: Periodic | None = None
 
     @property
     def target(self) -> Side:
@@ -135,12 +135,13 @@ class PostgresApplier:
             await conn.execute(LEDGER_DDL)
             await conn.execute(REQUIRE_FRESH_DDL)
         if self._retention_s > 0:
-            self._pruning = asyncio.create_task(
-                prune_forever(self._pool, self._retention_s, _PRUNE_INTERVAL_S), name="ledger-pruning"
-            )
+            prune = functools.partial(prune_or_log, self._pool, self._retention_s)
+            self._pruning = Periodic("ledger-pruning", _PRUNE_INTERVAL_S, prune)
+            self._pruning.start()
 
     async def close(self) -> None:
-        await cancel_and_wait(self._pruning)
+        if self._pruning is not None:
+            await self._pruning.stop()
         if self._pool is not None:
             await self._pool.close()
         if self._state is not None:

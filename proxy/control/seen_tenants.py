@@ -15,15 +15,13 @@ pass it by at most one batch each). Rows not seen for `retention_s` are deleted,
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from contextlib import suppress
 
 import asyncpg
 
+from common.periodic import Periodic
 from common.store_errors import STORE_ERRORS
-from common.tasks import cancel_and_wait
 from config.operator import SeenTenantSettings
 from proxy.control.tenant_archive import not_archived
 
@@ -67,7 +65,9 @@ class SeenTenants:
         self._refreshed_at = time.monotonic()
         self._pruned_at = float("-inf")
         self._schema_ready = False
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic(
+            "seen-tenants", settings.flush_interval_s, self._tick, final=self.flush, final_errors=STORE_ERRORS
+        )
         self.dropped = 0  # names not noted: more than max_pending between two flushes
         self.written = 0  # names inserted or touched
         self.not_inserted = 0  # new names left out: the table was at max_tenants
@@ -86,25 +86,18 @@ class SeenTenants:
     # -- background -----------------------------------------------------------------------------------
     def start(self) -> None:
         if self._settings.enabled:
-            self._task = asyncio.create_task(self._run(), name="seen-tenants")
+            self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is None:
-            return
-        await cancel_and_wait(self._task)
-        self._task = None
-        with suppress(*STORE_ERRORS):
-            await asyncio.wait_for(self.flush(), 2)  # what arrived since the last flush
+        await self._periodic.stop()  # and a last flush: what arrived since the one before
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._settings.flush_interval_s)
-            try:
-                await self.flush()
-                if time.monotonic() - self._pruned_at >= self._settings.refresh_s:
-                    await self.prune()
-            except STORE_ERRORS as exc:
-                log.debug("could not record seen tenants: %s", type(exc).__name__)
+    async def _tick(self) -> None:
+        try:
+            await self.flush()
+            if time.monotonic() - self._pruned_at >= self._settings.refresh_s:
+                await self.prune()
+        except STORE_ERRORS as exc:
+            log.debug("could not record seen tenants: %s", type(exc).__name__)
 
     async def flush(self) -> int:
         """Write the tenants noted since the last flush; return how many rows were inserted or touched."""

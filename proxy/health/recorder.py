@@ -21,8 +21,8 @@ from typing import Any
 import asyncpg
 
 from buffer_worker.keys import partition_of
+from common.periodic import Periodic
 from common.store_errors import BUFFER_ERRORS, STORE_ERRORS
-from common.tasks import cancel_and_wait
 from config.operator import HealthSettings
 from proxy.health.series import SideSeries, fold, keep_apart, label_of
 from proxy.health.store import prune, write_backlog, write_requests
@@ -80,35 +80,34 @@ class HealthRecorder:
         self._labels = tuple(labels)
         self._backlog = backlog
         self._partitions = partitions
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic(
+            "health-recorder",
+            settings.flush_interval_s,
+            self._tick,
+            final=self.flush,
+            final_errors=STORE_ERRORS,
+        )
         self._sampled_at = float("-inf")
         self._pruned_at = float("-inf")
         self.written = 0  # rows written (requests and backlog)
         self.failed_writes = 0
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="health-recorder")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is None:
-            return
-        await cancel_and_wait(self._task)
-        self._task = None
-        with suppress(*STORE_ERRORS):
-            await asyncio.wait_for(self.flush(), 2)  # what arrived since the last write
+        await self._periodic.stop()  # and a last write: what arrived since the one before
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._settings.flush_interval_s)
-            await self.flush()
-            now = time.monotonic()
-            if self._backlog is not None and now - self._sampled_at >= self._settings.bucket_s:
-                self._sampled_at = now
-                await self.sample_backlog()
-            if now - self._pruned_at >= _PRUNE_EVERY_S:
-                self._pruned_at = now
-                with suppress(*STORE_ERRORS):
-                    await prune(self._pool, self._settings.retention_s)
+    async def _tick(self) -> None:
+        await self.flush()
+        now = time.monotonic()
+        if self._backlog is not None and now - self._sampled_at >= self._settings.bucket_s:
+            self._sampled_at = now
+            await self.sample_backlog()
+        if now - self._pruned_at >= _PRUNE_EVERY_S:
+            self._pruned_at = now
+            with suppress(*STORE_ERRORS):
+                await prune(self._pool, self._settings.retention_s)
 
     async def flush(self) -> int:
         """Add the counts gathered since the last write to the current bucket; return the rows written."""

@@ -13,6 +13,7 @@ divergent and failed reads are stored, masked (`proxy.shadow.sample`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from contextlib import suppress
@@ -24,6 +25,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer
 
 from backends.client import BackendClient
 from backends.errors import BackendFailure
+from common.periodic import Periodic
 from common.store_errors import STORE_ERRORS
 from common.tasks import cancel_and_wait
 from config.divergence import DivergencePolicy
@@ -255,11 +257,6 @@ async def serve_shadow(settings: Settings, socket_path: str) -> None:
             verdict = Verdict.INTERNAL
         emit(completion(verdict, job.shadow_side))
 
-    async def flush_forever() -> None:
-        while True:
-            await asyncio.sleep(settings.divergence.flush_interval_s)
-            await flush_tally(pool, tally, settings)
-
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer_ref.append(writer)
         with suppress(asyncio.IncompleteReadError, ConnectionError):
@@ -278,7 +275,9 @@ async def serve_shadow(settings: Settings, socket_path: str) -> None:
         done.set()
 
     recorder.start()
-    flusher = asyncio.create_task(flush_forever(), name="shadow-tally-flusher")
+    flush = functools.partial(flush_tally, pool, tally, settings)
+    flusher = Periodic("shadow-tally-flusher", settings.divergence.flush_interval_s, flush, final=flush)
+    flusher.start()
     server = await asyncio.start_unix_server(handle, path=socket_path)
     settle_heap()
     try:
@@ -286,8 +285,7 @@ async def serve_shadow(settings: Settings, socket_path: str) -> None:
     finally:
         server.close()
         await cancel_and_wait(*tasks, reraise=False)
-        await cancel_and_wait(flusher)
-        await flush_tally(pool, tally, settings)
+        await flusher.stop()  # and a last flush
         await recorder.stop()
         for upstream in upstreams.values():
             await upstream.close()

@@ -34,6 +34,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from common.periodic import Periodic
 from common.tasks import cancel_and_wait
 from config.divergence import DivergencePolicy, load_policy
 from config.settings import Settings
@@ -81,7 +82,12 @@ class ShadowRunner:
         self._writer: asyncio.StreamWriter | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
         self._supervisor: asyncio.Task[None] | None = None
-        self._flusher: asyncio.Task[None] | None = None
+        self._flusher = Periodic(
+            "shadow-skip-flusher",
+            settings.divergence.flush_interval_s,
+            self._hand_over_skips,
+            final=self._hand_over_skips,
+        )
         self._directory = tempfile.TemporaryDirectory(prefix="cutover-shadow-")
         self._socket_path = str(Path(self._directory.name) / "shadow.sock")
         self._connected = asyncio.Event()
@@ -203,27 +209,26 @@ class ShadowRunner:
     # -- lifecycle ------------------------------------------------------------------------------------
     async def start(self, wait_s: float = _CONNECT_TIMEOUT_S) -> None:
         self._supervisor = asyncio.create_task(self._supervise(), name="shadow-supervisor")
-        self._flusher = asyncio.create_task(self._flush_skips(), name="shadow-skip-flusher")
+        self._flusher.start()
         with suppress(TimeoutError):
             await asyncio.wait_for(self._connected.wait(), wait_s)
         if not self.available:
             log.warning("shadow process not up after %.0f s; reads are not shadowed until it is", wait_s)
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._flusher)  # first: it hands counts to the process the supervisor runs
+        # First, with a last hand-over: it gives counts to the process the supervisor runs.
+        await self._flusher.stop()
         await cancel_and_wait(self._supervisor)
         await self._close_process()
         self._directory.cleanup()
 
-    async def _flush_skips(self) -> None:
+    async def _hand_over_skips(self) -> None:
         """Hand skip counts to the shadow process, which writes them with the other counters. While it is
         down they accumulate here (bounded) until it is back."""
-        while True:
-            await asyncio.sleep(self._settings.divergence.flush_interval_s)
-            if self._writer is not None and self._skips:
-                rows = [[tenant, resource, count] for (tenant, resource), count in self._skips.items()]
-                self._skips.clear()
-                self._writer.write(encode_control(SKIPS, orjson.dumps(rows)))
+        if self._writer is not None and self._skips:
+            rows = [[tenant, resource, count] for (tenant, resource), count in self._skips.items()]
+            self._skips.clear()
+            self._writer.write(encode_control(SKIPS, orjson.dumps(rows)))
 
     async def _supervise(self) -> None:
         """Run the shadow process; restart it whenever it (or its connection) dies."""
