@@ -8,10 +8,13 @@ its admin API). Tests talk to all of them over loopback HTTP with `httpx.AsyncCl
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Generator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -242,3 +245,35 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
         if _FAULT_FIXTURES.intersection(fixtures):
             item.add_marker(pytest.mark.fault)
+        _cancel_at_deadline(config, item)
+
+
+# pytest-timeout's alarm raises in whatever the event loop is running when it fires: often a server's or
+# a worker's task, which keeps the exception to itself, and the test then waits on for ever (the run hangs
+# instead of failing). So an async test is cancelled where it waits, this long before that alarm: it fails
+# with the traceback of what it was waiting for, and the run goes on.
+DEADLINE_MARGIN_S = 5.0
+
+
+def _cancel_at_deadline(config: pytest.Config, item: pytest.Item) -> None:
+    function = getattr(item, "obj", None)
+    if not isinstance(item, pytest.Function) or not inspect.iscoroutinefunction(function):
+        return  # sync tests, and async ones run through hypothesis: the alarm serves them as it is
+    marker = item.get_closest_marker("timeout")
+    timeout = marker.args[0] if marker is not None and marker.args else config.getini("timeout")
+    seconds = float(timeout or 0) - DEADLINE_MARGIN_S
+    if seconds <= 0:
+        return
+
+    @functools.wraps(function)
+    async def within_deadline(*args: Any, **kwargs: Any) -> Any:
+        deadline = asyncio.timeout(seconds)
+        try:
+            async with deadline:
+                return await function(*args, **kwargs)
+        except TimeoutError as exc:
+            if not deadline.expired():
+                raise  # the test's own
+            raise TimeoutError(f"still waiting after {seconds:.0f} s, where the traceback shows") from exc
+
+    item.obj = within_deadline
