@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
+from typing import Any
 
 import pytest
 
@@ -50,9 +52,17 @@ async def test_the_worker_sleeps_jittered_delays_within_retry_max_s(monkeypatch:
     """The worker's retry loop draws its waits from the jittered backoff: an outage of 30 attempts never
     waits longer than `retry_max_s`, and the waits are not the fixed doubling schedule."""
     slept: list[float] = []
+    # `asyncio.sleep` is one function for the whole process: only this test's task records instead of
+    # sleeping. Servers other tests left running in this loop keep sleeping for real (a uvicorn server's
+    # tick loop that never suspends would hold the loop, and the run, for ever).
+    real_sleep = asyncio.sleep
+    test_task = asyncio.current_task()
 
-    async def record(delay_s: float) -> None:
+    async def record(delay_s: float, result: Any = None) -> Any:
+        if asyncio.current_task() is not test_task:
+            return await real_sleep(delay_s, result)
         slept.append(delay_s)
+        return result
 
     monkeypatch.setattr("buffer_worker.worker.asyncio.sleep", record)
     worker = Worker.__new__(Worker)  # only the retry loop runs: no Redis, no applier
