@@ -205,7 +205,7 @@ class _RestRun:
             claims=item.claims,
             throttle=self._limit,
             concurrency=self._concurrency,
-            check_phase=self._check_phase,
+            check_phase=self._before_page,
             commit=commit,
             advance=self._progress.advance,
             hook=self._hook,
@@ -251,6 +251,16 @@ class _RestRun:
             report.total = page.total if page.total is not None else report.total
             page = await anext(item.pages) if page.next is not None else None
         report.seconds = time.monotonic() - started
+
+    async def _before_page(self) -> None:
+        """Before each page is claimed: stop if the run was cancelled, then read the phase again."""
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # Cancelled (Ctrl-C) and not stopped: a call on the way swallowed the cancellation (Python
+            # 3.11's `asyncio.wait_for`, which redis-py sends each command through, does when the call
+            # finishes as it arrives). Stopped here, before the next page: the checkpoint resumes.
+            raise asyncio.CancelledError
+        await self._check_phase()
 
     async def _check_phase(self) -> None:
         assert self._control is not None

@@ -29,7 +29,21 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         loop_factory = None
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(coro)
+        return runner.run(_cancellable(coro))
+
+
+async def _cancellable(coro: Coroutine[Any, Any, T]) -> T:
+    """`coro`, ending as cancelled if it returns while its cancellation is still requested.
+
+    Ctrl-C cancels the main task (`asyncio.Runner`), which then exits through KeyboardInterrupt; but a
+    call that swallows the cancellation lets the coroutine carry on and return as if it had not been
+    interrupted. Python 3.11's `asyncio.wait_for` does when the call it waits for finishes as the
+    cancellation arrives, and redis-py sends each command through it (with a socket timeout)."""
+    result = await coro
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+    return result
 
 
 def settle_heap() -> None:

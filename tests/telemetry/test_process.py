@@ -1,8 +1,10 @@
-"""Process start-up: the heap settled before serving."""
+"""Process start-up: the heap settled before serving; Ctrl-C ends the main coroutine as interrupted."""
 
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -57,3 +59,30 @@ def test_cyclic_garbage_stays_bounded_after_the_heap_is_settled() -> None:
     assert _Cycle.most_alive < 2 * YOUNG_GENERATION_THRESHOLD
     gc.collect()
     assert _Cycle.alive == 0
+
+
+# Ctrl-C while the main task runs (`signal.raise_signal` runs the handler before it returns): the task
+# is cancelled, and the cancellation is delivered where it next waits, which swallows it, as Python
+# 3.11's `asyncio.wait_for` does when the call it waits for has finished by then.
+SWALLOWED = """
+import asyncio, signal
+from telemetry.process import run_async
+
+async def main() -> str:
+    signal.raise_signal(signal.SIGINT)
+    try:
+        await asyncio.sleep(0)
+    except asyncio.CancelledError:
+        pass
+    return "finished"
+
+try:
+    print(run_async(main()))
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+def test_ctrl_c_is_not_lost_when_the_main_coroutine_swallows_its_cancellation() -> None:
+    out = subprocess.run([sys.executable, "-c", SWALLOWED], capture_output=True, text=True, timeout=30)
+    assert (out.stdout.strip(), out.returncode) == ("interrupted", 0), out.stderr
