@@ -318,7 +318,7 @@ async def copy_under_writers(
     assert (await buffer.facts(tenant))["mirrored"], "nothing raced the copy: the test proved nothing"
     # Deletes moved records across page boundaries the copy had passed: the checks read back.
     assert run.pages_again, "no delete moved a record onto a page read already: the test proved nothing"
-    assert sum(len(w.done) for w in writers) > 100
+    assert sum(len(w.done) for w in writers) > 40  # some 100-300 on this machine, fewer when loaded
     assert not await buffer.inspector.dead_letter_count(tenant)
     return run, writers
 
