@@ -639,7 +639,8 @@ class Bench:
         finally:
             stop.set()
             try:
-                await asyncio.wait_for(task, 30)
+                async with asyncio.timeout(30):
+                    await task
             except TimeoutError:
                 self.report.notes.append(f"worker {worker.worker_id} did not stop within 30 s")
         if worker.stats.retries or worker.stats.dead_lettered:
@@ -1207,7 +1208,8 @@ class Bench:
                         log(f"switch to {phase}: {status} in {1000 * (t1 - t0):.0f} ms")
                         await asyncio.sleep(1.0)
                 stop.set()
-                await asyncio.wait_for(writer, 30)
+                async with asyncio.timeout(30):
+                    await writer
         finally:
             self.procs.stop(worker)
             self.procs.stop(proxy)

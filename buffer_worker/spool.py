@@ -286,7 +286,8 @@ class SpoolingSink:
         intents, valid = await asyncio.to_thread(_read_records, self._draining_path)
         for index, intent in enumerate(intents):
             try:
-                await asyncio.wait_for(self._producer.append(intent), self._append_timeout_s * 4)
+                async with asyncio.timeout(self._append_timeout_s * 4):
+                    await self._producer.append(intent)
             except Exception:
                 # Keep what is left, in order, for the next attempt (written off the event loop).
                 await asyncio.to_thread(self._rewrite_draining, intents[index:])

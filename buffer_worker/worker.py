@@ -249,9 +249,8 @@ class Worker:
         if graceful:
             self._releasing.add(partition)
             with suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(
-                    asyncio.shield(task), self._config.block_ms / 1000 + self._config.lease_ttl_s
-                )
+                async with asyncio.timeout(self._config.block_ms / 1000 + self._config.lease_ttl_s):
+                    await asyncio.shield(task)
             self._releasing.discard(partition)
         # Without bound: the lease is released below, and a drain still running must not outlive it.
         await cancel_and_wait(task, timeout_s=None)
@@ -329,10 +328,11 @@ class Worker:
 
     async def _bounded(self, call: Awaitable[T]) -> T:
         """Every Redis round trip gets a hard deadline (block time + socket timeout). A call stuck beyond
-        it (seen after Redis was paused while commands were being cancelled) is abandoned: wait_for
+        it (seen after Redis was paused while commands were being cancelled) is abandoned: the timeout
         cancels it, which makes redis-py drop that connection, and the caller retries."""
         try:
-            return await asyncio.wait_for(call, self._redis_deadline_s)
+            async with asyncio.timeout(self._redis_deadline_s):
+                return await call
         except TimeoutError as exc:
             raise RedisTimeoutError(f"no answer from Redis within {self._redis_deadline_s:.1f} s") from exc
 
@@ -610,7 +610,8 @@ class Worker:
         deadline_s = 2 * self._config.apply_timeout_s + 1
         while True:
             try:
-                await asyncio.wait_for(attempt(doubt), deadline_s)
+                async with asyncio.timeout(deadline_s):
+                    await attempt(doubt)
                 return None
             except TimeoutError:
                 self.stats.retries += 1

@@ -55,7 +55,8 @@ class Periodic:
         await cancel_and_wait(task)
         if self._final is not None:
             with suppress(TimeoutError, *self._final_errors):
-                await asyncio.wait_for(self._final(), self._final_timeout_s)
+                async with asyncio.timeout(self._final_timeout_s):
+                    await self._final()
 
     async def _run(self) -> None:
         while True:

@@ -5,7 +5,7 @@ PG_ERRORS       PostgreSQL unreachable (OSError, asyncpg.InterfaceError) or refu
                 InternalClientError is asyncpg's "another operation is in progress", seen at shutdown on a
                 pooled connection: the next attempt gets another connection, so it is a failed call too.
 REDIS_ERRORS    Redis unreachable or refusing (redis-py raises RedisError, the socket layer OSError).
-STORE_ERRORS    PG_ERRORS of a call bounded by a timeout (`asyncio.wait_for`, a pool's acquire timeout).
+STORE_ERRORS    PG_ERRORS of a call bounded by a timeout (`asyncio.timeout`, a pool's acquire timeout).
 BUFFER_ERRORS   REDIS_ERRORS of a call bounded by a timeout.
 """
 

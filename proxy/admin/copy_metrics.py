@@ -44,8 +44,8 @@ class CopyMetrics:
         runtime = self._runtime
         found: dict[tuple[str, str, str], int] = {}
         try:
-            async with runtime.pool.acquire() as conn:
-                rows = await asyncio.wait_for(copy_counts(conn), _STORE_TIMEOUT_S)
+            async with runtime.pool.acquire() as conn, asyncio.timeout(_STORE_TIMEOUT_S):
+                rows = await copy_counts(conn)
             for tenant, resource, copied, skipped in rows:
                 found[(tenant, resource, "copied")] = copied
                 found[(tenant, resource, "skipped")] = skipped
@@ -56,7 +56,8 @@ class CopyMetrics:
             facts = all_facts(
                 runtime.inspector.client, prefix=buffer.key_prefix, partitions=buffer.partitions
             )
-            found.update(await asyncio.wait_for(facts, _STORE_TIMEOUT_S))
+            async with asyncio.timeout(_STORE_TIMEOUT_S):
+                found.update(await facts)
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("metrics: copy facts unavailable (%s)", type(exc).__name__)
         self._counts = found

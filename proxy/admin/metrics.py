@@ -352,14 +352,16 @@ class ProxyMetrics:
     # -- async reads before a collection --------------------------------------------------------------
     async def _refresh_buffer(self) -> None:
         try:
-            self._buffer = await asyncio.wait_for(self._runtime.inspector.gauges(), _STORE_TIMEOUT_S)
+            async with asyncio.timeout(_STORE_TIMEOUT_S):
+                self._buffer = await self._runtime.inspector.gauges()
         except BUFFER_ERRORS as exc:
             log.warning("metrics: buffer figures unavailable (%s)", type(exc).__name__)
             self._buffer = None
 
     async def _refresh_phase_changes(self) -> None:
         try:
-            counts = await asyncio.wait_for(self._runtime.store.change_counts(), _STORE_TIMEOUT_S)
+            async with asyncio.timeout(_STORE_TIMEOUT_S):
+                counts = await self._runtime.store.change_counts()
         except STORE_ERRORS as exc:
             log.warning("metrics: phase-change counts unavailable (%s)", type(exc).__name__)
             self._phase_changes = None

@@ -33,9 +33,8 @@ class ProxyPresence:
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
         with suppress(*STORE_ERRORS):
-            await asyncio.wait_for(
-                self._pool.execute("DELETE FROM cutover_proxy WHERE proxy_id = $1", self.proxy_id), 2
-            )
+            async with asyncio.timeout(2):
+                await self._pool.execute("DELETE FROM cutover_proxy WHERE proxy_id = $1", self.proxy_id)
 
     async def confirm(self, barrier_id: int) -> None:
         await self._pool.execute(

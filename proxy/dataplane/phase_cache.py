@@ -77,7 +77,8 @@ class PhaseCache:
         """Start syncing; wait up to `wait_s` for the first load (the cache stays not-ready otherwise)."""
         self._task = asyncio.create_task(self._run(), name="phase-cache")
         with suppress(TimeoutError):
-            await asyncio.wait_for(self._first_load.wait(), wait_s)
+            async with asyncio.timeout(wait_s):
+                await self._first_load.wait()
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)

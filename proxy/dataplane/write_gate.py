@@ -49,7 +49,8 @@ class WriteGate:
         if released is not None:
             self.held_writes += 1
             with suppress(TimeoutError):
-                await asyncio.wait_for(released.wait(), self._hold_timeout_s + 1.0)
+                async with asyncio.timeout(self._hold_timeout_s + 1.0):
+                    await released.wait()
         self._in_flight[tenant] += 1
 
     def exit(self, tenant: str) -> None:

@@ -14,6 +14,7 @@ import asyncio
 import json
 import signal
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +62,9 @@ async def serve_stack(
             if dead:
                 demo.say(f"a demo process exited: {dead[0]!r}; stopping")
                 return 1
-            try:
-                await asyncio.wait_for(stop.wait(), 0.5)
-            except TimeoutError:
-                pass
+            with suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await stop.wait()
         demo.say("stopping")
     if env_file is not None:
         await asyncio.to_thread(env_file.unlink, missing_ok=True)

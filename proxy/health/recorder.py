@@ -131,7 +131,8 @@ class HealthRecorder:
         """Record each tenant's backlog toward each side in the current bucket; return the rows written."""
         assert self._backlog is not None
         try:
-            gauges = await asyncio.wait_for(self._backlog(), 5)
+            async with asyncio.timeout(5):
+                gauges = await self._backlog()
         except BUFFER_ERRORS as exc:
             log.debug("buffer backlog not sampled: %s", type(exc).__name__)
             return 0

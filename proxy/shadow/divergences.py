@@ -85,7 +85,8 @@ class DivergenceRecorder:
         if self._task is None:
             return
         with suppress(TimeoutError):
-            await asyncio.wait_for(self._queue.join(), drain_timeout_s)
+            async with asyncio.timeout(drain_timeout_s):
+                await self._queue.join()
         await cancel_and_wait(self._task)
         if not self._queue.empty():
             log.warning("abandoned %d unrecorded divergence samples at shutdown", self._queue.qsize())
@@ -93,7 +94,8 @@ class DivergenceRecorder:
     async def _run(self) -> None:
         while True:
             try:
-                batch = [await asyncio.wait_for(self._queue.get(), self._retention.prune_interval_s)]
+                async with asyncio.timeout(self._retention.prune_interval_s):
+                    batch = [await self._queue.get()]
             except TimeoutError:
                 await self._prune_by_age()
                 continue

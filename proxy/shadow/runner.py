@@ -211,7 +211,8 @@ class ShadowRunner:
         self._supervisor = asyncio.create_task(self._supervise(), name="shadow-supervisor")
         self._flusher.start()
         with suppress(TimeoutError):
-            await asyncio.wait_for(self._connected.wait(), wait_s)
+            async with asyncio.timeout(wait_s):
+                await self._connected.wait()
         if not self.available:
             log.warning("shadow process not up after %.0f s; reads are not shadowed until it is", wait_s)
 

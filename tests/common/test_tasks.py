@@ -72,3 +72,29 @@ async def test_the_callers_own_cancellation_is_not_swallowed() -> None:
         await stopping
     release.set()
     await stubborn
+
+
+async def test_wait_for_on_this_python_drops_a_cancellation_that_asyncio_timeout_keeps() -> None:
+    """Why ruff bans `asyncio.wait_for` outside the tests (pyproject.toml, TID251): on Python 3.11, when
+    the awaited call finishes in the same turn as the waiting task is cancelled, wait_for returns the
+    result and the cancellation is gone. `asyncio.timeout` raises it. (Python 3.12 fixed wait_for; on
+    it this test fails and the ban can go.)"""
+
+    async def waiting(bounded: str, done: asyncio.Future[str]) -> str:
+        if bounded == "wait_for":
+            return await asyncio.wait_for(done, 10)
+        async with asyncio.timeout(10):
+            return await done
+
+    outcomes: dict[str, str] = {}
+    for bounded in ("wait_for", "timeout"):
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(waiting(bounded, done))
+        await asyncio.sleep(0)  # the task now waits on `done`
+        done.set_result("answer")
+        task.cancel()  # in the same turn: the answer and the cancellation race
+        try:
+            outcomes[bounded] = await task
+        except asyncio.CancelledError:
+            outcomes[bounded] = "cancelled"
+    assert outcomes == {"wait_for": "answer", "timeout": "cancelled"}
