@@ -16,7 +16,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
@@ -24,6 +23,7 @@ from buffer_worker.http_applier import HttpApplier
 from buffer_worker.worker import Worker
 from routing.phases import Phase, Side
 from tests.support.demo_backends import DemoBackend
+from tests.support.http import loopback_client
 from tests.support.proxies import Proxy, ProxyFactory
 from tests.support.waits import wait_for
 
@@ -34,7 +34,7 @@ REDIS_PAUSE_S = float(os.environ.get("CUTOVER_TEST_REDIS_PAUSE_S", "10"))
 
 
 async def _items(backend: DemoBackend, tenant: str) -> dict[str, Any]:
-    async with httpx.AsyncClient() as client:
+    async with loopback_client() as client:
         dump = (await client.get(f"{backend.url}/_dump")).json()
     items: dict[str, Any] = dump["items"].get(tenant, {})
     return items

@@ -19,6 +19,7 @@ from buffer_worker.worker import Worker
 from config.settings import Settings
 from routing.phases import Side
 from tests.backfill.conftest import DataEnv
+from tests.support.http import loopback_client
 from tests.support.jsonlike_server import Store, create_app
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -54,7 +55,7 @@ class JsonSide:
             records[str(n)] = {"id": n, "name": f"item {n}", "v": 0}
 
     async def call(self, tenant: str, method: str, path: str, body: Any = None) -> httpx.Response:
-        async with httpx.AsyncClient(base_url=self.url, timeout=10) as client:
+        async with loopback_client(base_url=self.url, timeout=10) as client:
             return await client.request(method, path, json=body, headers={"X-Tenant-ID": tenant})
 
 

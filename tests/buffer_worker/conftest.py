@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 import redis.asyncio as aioredis
@@ -26,6 +25,7 @@ from buffer_worker.worker import Worker
 from config.settings import Settings
 from routing.phases import Side
 from tests.support.asgi import Receive, Scope, Send, read_body
+from tests.support.http import loopback_client
 from tests.support.redis_keys import PARTITIONS, REDIS_URL
 from tests.support.servers import QuietServer, backend_config, bind_loopback, serve_on
 from tests.support.waits import wait_for
@@ -82,13 +82,13 @@ class Backend:
             self.sock = bind_loopback(self.port)
 
     async def get_json(self, path: str) -> Any:
-        async with httpx.AsyncClient(base_url=self.url, timeout=10) as client:
+        async with loopback_client(base_url=self.url, timeout=10) as client:
             response = await client.get(path)
             response.raise_for_status()
             return response.json()
 
     async def post_json(self, path: str, body: Any) -> Any:
-        async with httpx.AsyncClient(base_url=self.url, timeout=10) as client:
+        async with loopback_client(base_url=self.url, timeout=10) as client:
             response = await client.post(path, json=body)
             response.raise_for_status()
             return response.json()

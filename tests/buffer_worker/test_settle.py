@@ -19,6 +19,7 @@ from buffer_worker.intent import Intent
 from proxy.demo.backend import create_backend_app
 from routing.phases import Side
 from tests.buffer_worker.conftest import BackendFactory, make_settings
+from tests.support.http import loopback_client
 from tests.support.jsonlike_server import create_app
 
 TENANT = "acme"
@@ -34,7 +35,7 @@ class JsonLike:
     headers: list[dict[str, str]] = field(default_factory=list)  # of each request in `seen`
 
     async def call(self, method: str, path: str, body: Any = None) -> httpx.Response:
-        async with httpx.AsyncClient(base_url=self.url) as client:
+        async with loopback_client(base_url=self.url) as client:
             return await client.request(method, path, json=body, headers=HEADERS)
 
     async def record(self, key: str) -> Any:

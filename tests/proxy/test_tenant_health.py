@@ -27,6 +27,7 @@ from buffer_worker.keys import dead_letter_key, partition_of
 from proxy.cli.main import main
 from routing.phases import Phase, Side
 from tests.support.demo_backends import DemoBackend
+from tests.support.http import loopback_client
 from tests.support.proxies import Proxy, ProxyFactory, Tokens
 from tests.support.redis_keys import PARTITIONS, REDIS_URL
 from tests.support.servers import free_port
@@ -362,7 +363,7 @@ async def test_every_process_of_serve_workers_adds_to_the_history(
         tenant = tenant_id()
         sent = 40
         for _ in range(sent):  # a connection each: the kernel spreads connections over the processes
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{data_port}") as client:
+            async with loopback_client(base_url=f"http://127.0.0.1:{data_port}") as client:
                 assert (await client.get("/items", headers={"X-Tenant-ID": tenant})).status_code == 200
 
         async def counted() -> bool:

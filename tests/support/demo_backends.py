@@ -6,11 +6,11 @@ import base64
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import orjson
 
 from proxy.demo.backend import Faults
 from tests.support.asgi import Receive, Scope, Send, read_body
+from tests.support.http import loopback_client
 from tests.support.servers import RunningServer
 
 
@@ -72,12 +72,12 @@ class DemoBackend:
         return self.app.state.faults  # type: ignore[no-any-return]
 
     async def control(self, **faults: Any) -> None:
-        async with httpx.AsyncClient(base_url=self.url) as client:
+        async with loopback_client(base_url=self.url) as client:
             response = await client.post("/_control", json=faults)
             assert response.status_code == 200, response.text
 
     async def dump(self) -> dict[str, Any]:
-        async with httpx.AsyncClient(base_url=self.url) as client:
+        async with loopback_client(base_url=self.url) as client:
             response = await client.get("/_dump")
             assert response.status_code == 200
             return response.json()  # type: ignore[no-any-return]
@@ -87,7 +87,7 @@ class DemoBackend:
 
     async def seed(self, tenant: str, item_id: str, body: dict[str, Any]) -> None:
         """Write straight to this backend, bypassing the proxy."""
-        async with httpx.AsyncClient(base_url=self.url) as client:
+        async with loopback_client(base_url=self.url) as client:
             response = await client.put(f"/items/{item_id}", json=body, headers={"X-Tenant-ID": tenant})
             assert response.status_code == 200, response.text
 
