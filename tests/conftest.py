@@ -24,7 +24,7 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 from proxy.demo.backend import Faults, create_backend_app
 from routing.phases import Side
 from tests.support.demo_backends import DemoBackend, RecordingApp, echo_app
-from tests.support.postgres import create_database, database_url, drop_database
+from tests.support.postgres import SessionDatabases, database_url
 from tests.support.proxies import (
     IntentBuffer,
     MemoryProxy,
@@ -98,11 +98,17 @@ async def private_redis(tmp_path: Path) -> AsyncIterator[tuple[str, asyncio.subp
 
 
 @pytest.fixture(scope="session")
-async def pg_database() -> AsyncIterator[str]:
-    """A fresh database for the session (dropped at the end); yields its name."""
-    name = await create_database("cutover_test")
-    yield name
-    await drop_database(name)
+async def session_databases() -> AsyncIterator[SessionDatabases]:
+    """Where session- and module-scoped fixtures create their databases; all dropped at the end."""
+    databases = SessionDatabases()
+    yield databases
+    await databases.drop_all()
+
+
+@pytest.fixture(scope="session")
+async def pg_database(session_databases: SessionDatabases) -> str:
+    """A fresh database for the session (dropped at the end); its name."""
+    return await session_databases.create("cutover_test")
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ from buffer_worker.runner import build_applier
 from buffer_worker.worker import Worker
 from routing.phases import Phase, Side
 from tests.support.pg_service import PgDataService, pg_sides
+from tests.support.postgres import SessionDatabases
 from tests.support.proxies import Proxy, ProxyFactory
 
 pytestmark = pytest.mark.slow
@@ -39,8 +40,8 @@ RESOURCES = [{"path": "/items/{key}", "table": "items"}]
 
 
 @pytest.fixture(scope="module")
-async def sides() -> AsyncIterator[dict[Side, PgDataService]]:
-    async with pg_sides(jitter_ms=JITTER_MS) as services:
+async def sides(session_databases: SessionDatabases) -> AsyncIterator[dict[Side, PgDataService]]:
+    async with pg_sides(JITTER_MS, session_databases) as services:
         yield services
 
 

@@ -4,7 +4,6 @@ the end), the session's control-plane database with the phase tables, and table 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from backfill import checkpoint
 from config.settings import Settings
 from proxy.control.schema import ensure_schema
 from routing.phases import Phase
-from tests.support.postgres import create_database, drop_database
+from tests.support.postgres import SessionDatabases
 
 PG_BASE = "postgresql://postgres@127.0.0.1:5432/"
 
@@ -75,8 +74,9 @@ class DataEnv:
 
 
 @pytest.fixture(scope="session")
-async def data_env(pg_url: str) -> AsyncIterator[DataEnv]:
-    old, new = await create_database("cutover_data"), await create_database("cutover_data")
+async def data_env(pg_url: str, session_databases: SessionDatabases) -> DataEnv:
+    old = await session_databases.create("cutover_data")
+    new = await session_databases.create("cutover_data")
     conn = await asyncpg.connect(pg_url)
     try:
         await ensure_schema(conn)
@@ -87,9 +87,7 @@ async def data_env(pg_url: str) -> AsyncIterator[DataEnv]:
         await checkpoint.ensure_schema(conn)
     finally:
         await conn.close()
-    yield DataEnv(PG_BASE + old, PG_BASE + new, pg_url)
-    await drop_database(old)
-    await drop_database(new)
+    return DataEnv(PG_BASE + old, PG_BASE + new, pg_url)
 
 
 ORDERS_OLD = """

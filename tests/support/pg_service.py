@@ -31,7 +31,7 @@ import orjson
 
 from routing.phases import Side
 from tests.support.asgi import Receive, Scope, Send, read_body
-from tests.support.postgres import create_database, database_url, drop_database
+from tests.support.postgres import SessionDatabases, database_url
 from tests.support.servers import RunningServer, backend_config, start_server
 
 SCHEMA = """
@@ -175,17 +175,21 @@ async def _send(send: Send, status: int, payload: bytes, headers: list[tuple[byt
 
 
 @contextlib.asynccontextmanager
-async def pg_sides(jitter_ms: float = 0.0) -> AsyncIterator[dict[Side, PgDataService]]:
-    """Old and new, each a `PgDataService` over a fresh database (dropped afterwards)."""
+async def pg_sides(
+    jitter_ms: float = 0.0, databases: SessionDatabases | None = None
+) -> AsyncIterator[dict[Side, PgDataService]]:
+    """Old and new, each a `PgDataService` over a fresh database, dropped on the way out (with
+    `databases`: with the session's, at its end)."""
+    store = SessionDatabases() if databases is None else databases
     services: dict[Side, PgDataService] = {}
     try:
         for side in Side:
-            services[side] = PgDataService(
-                side.value, database_url(await create_database(f"cutover_{side.value}")), jitter_ms
-            )
+            name = await store.create(f"cutover_{side.value}")
+            services[side] = PgDataService(side.value, database_url(name), jitter_ms)
             await services[side].start()
         yield services
     finally:
         for service in services.values():
             await service.stop()
-            await drop_database(service.url.rsplit("/", 1)[1])
+        if databases is None:
+            await store.drop_all()
