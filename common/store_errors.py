@@ -12,7 +12,6 @@ BUFFER_ERRORS   REDIS_ERRORS of a call bounded by a timeout.
 from __future__ import annotations
 
 import asyncpg
-from redis.exceptions import RedisError
 
 PG_ERRORS: tuple[type[Exception], ...] = (
     OSError,
@@ -20,6 +19,17 @@ PG_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.InterfaceError,
     asyncpg.InternalClientError,
 )
-REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError, OSError)
 STORE_ERRORS: tuple[type[Exception], ...] = (*PG_ERRORS, TimeoutError)
-BUFFER_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, TimeoutError)
+
+
+def __getattr__(name: str) -> tuple[type[Exception], ...]:
+    """REDIS_ERRORS and BUFFER_ERRORS, made on first use: importing redis costs some 0.2 s of CPU, and
+    the shadow process (started with every serving process, and again after each restart) needs only
+    the PostgreSQL ones."""
+    if name not in ("REDIS_ERRORS", "BUFFER_ERRORS"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from redis.exceptions import RedisError  # lazy: redis, for the callers of the Redis tuples only
+
+    redis_errors: tuple[type[Exception], ...] = (RedisError, OSError)
+    globals().update(REDIS_ERRORS=redis_errors, BUFFER_ERRORS=(*redis_errors, TimeoutError))
+    return globals()[name]  # type: ignore[no-any-return]
