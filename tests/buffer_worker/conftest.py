@@ -160,7 +160,7 @@ class RecordingApp:
         async def replay() -> dict[str, Any]:
             nonlocal sent
             if sent:
-                return {"type": "http.disconnect"}
+                return await receive()  # the body is read: the server's next message is the disconnect
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
 

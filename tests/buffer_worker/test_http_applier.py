@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,15 +24,24 @@ BINARY = bytes(range(256)) * 4
 
 
 async def status_app(scope: Scope, receive: Receive, send: Send) -> None:
-    """`/status/<code>` answers that code, `/sleep` answers after 2 s, anything else 200 `{}`."""
+    """`/status/<code>` answers that code, `/sleep` answers after 2 s (unless the client is gone by then),
+    anything else 200 `{}`."""
     path: str = scope["path"]
     if path.startswith("/status/"):
         code = int(path.rsplit("/", 1)[1])
         await respond(send, code, b"" if code in (204, 304) else orjson.dumps({"status": code}))
         return
     if path == "/sleep":
-        await asyncio.sleep(2)
+        # Waiting for the disconnect, not just sleeping: stopping the server waits for this handler.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(_disconnected(receive), 2)
+            return
     await respond(send, 200, b"{}")
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 @dataclass
