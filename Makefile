@@ -47,8 +47,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# `python -m pytest`, not the pytest script: a process the code under test spawns (the shadow process of
+# every proxy a test starts) first re-runs its parent's main script, which would import pytest there.
 unit: $(STAMP) browser-tools json-server
-	$(BIN)/pytest
+	$(BIN)/python -m pytest
 
 # The 60 s adversity run of replay against json-server-like backends (20 writers, 5 worker SIGKILLs, a
 # 10 s Redis pause); `make test` runs its 20 s variant. Prints the counts (lost, duplicated, divergent).
