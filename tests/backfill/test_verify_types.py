@@ -11,6 +11,7 @@ tables equal again.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -83,20 +84,20 @@ class Tables:
 async def tables(data_env: DataEnv) -> AsyncIterator[Tables]:
     old = {family: unique(f"{family}_old") for family in FAMILIES}
     new = {family: unique(f"{family}_new") for family in FAMILIES}
+
+    async def create(url: str, table: str, ddl: str, columns: str, values: str) -> None:
+        await data_env.execute(url, ddl.format(name=table, columns=columns))
+        await data_env.execute(url, FILL.format(name=table, values=values), TENANT, 1, ROWS)
+        await data_env.execute(url, f"ANALYZE {table}")
+
     for family, spec in FAMILIES.items():
-        await data_env.execute(data_env.old_url, OLD.format(name=old[family], columns=spec.old))
-        await data_env.execute(data_env.new_url, NEW.format(name=new[family], columns=spec.new))
         # The same expressions on both sides: new's column types take old's values as an assignment
-        # would (numeric(12,2) rounds, real widens); json is cast to jsonb explicitly.
-        old_values, new_values = spec.values.format(jsonb=""), spec.values.format(jsonb="::jsonb")
-        await data_env.execute(
-            data_env.old_url, FILL.format(name=old[family], values=old_values), TENANT, 1, ROWS
+        # would (numeric(12,2) rounds, real widens); json is cast to jsonb explicitly. The two sides
+        # are separate databases, filled at once.
+        await asyncio.gather(
+            create(data_env.old_url, old[family], OLD, spec.old, spec.values.format(jsonb="")),
+            create(data_env.new_url, new[family], NEW, spec.new, spec.values.format(jsonb="::jsonb")),
         )
-        await data_env.execute(
-            data_env.new_url, FILL.format(name=new[family], values=new_values), TENANT, 1, ROWS
-        )
-        await data_env.execute(data_env.old_url, f"ANALYZE {old[family]}")
-        await data_env.execute(data_env.new_url, f"ANALYZE {new[family]}")
     await data_env.set_phase(TENANT, Phase.SHADOW)
     config = [
         {
