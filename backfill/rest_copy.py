@@ -105,6 +105,7 @@ def entries_of(resource: RestResource, items: list[Any]) -> tuple[list[Entry], i
 
 
 MAX_SWEEPS = 3  # a sweep that finds nothing ends the copy; so does the last one
+SETTLE_S = 5.0  # at most, for the worker to apply what mirroring buffered before a pass ends
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +279,11 @@ class ResourceCopy:
         intents = 0
         if page.next is None:
             # A sweep is needed only if the collection may have shifted under the pass: mirroring wrote
-            # to it meanwhile (every client write goes through the proxy).
+            # to it meanwhile (every client write goes through the proxy). The worker counts a write
+            # when it applies it: give it a moment to apply what is in the buffer (a tenant that keeps
+            # writing never gets there, and the count read then is the best there is).
+            if self._sweeps:
+                await self._claims.intents_settled(SETTLE_S)
             intents = await self._claims.intents()
             final = (
                 not self._sweeps

@@ -48,6 +48,7 @@ settled from the authoritative side (`transferred`) and deletes of records new d
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections import Counter
@@ -63,7 +64,10 @@ from buffer_worker.keys import (
     copy_name,
     copy_open_key,
     partition_of,
+    pending_field,
+    pending_key,
 )
+from routing.phases import Side
 
 MIRRORED = "m"
 WORKER_HOWS = ("mirrored", "intents", "transferred", "delete_absent")
@@ -227,6 +231,8 @@ class CopyClaims:
         self._open = copy_open_key(prefix, self._partition)
         self._items = copy_items_key(prefix, self._partition, self.copy)
         self._facts = copy_facts_key(prefix, self._partition)
+        self._pending = pending_key(prefix, self._partition)
+        self._pending_field = pending_field(tenant, Side.NEW.value)
         self._ttl_s = ttl_s
         self._token = os.urandom(8).hex()  # this run's claims
         self._claim = client.register_script(_CLAIM_LUA)
@@ -257,6 +263,17 @@ class CopyClaims:
     async def intents(self) -> int:
         """Mirrored intents applied to this resource's records since the copy's facts began."""
         return int(await self._redis.hget(self._facts, f"{self.copy}|intents") or 0)
+
+    async def intents_settled(self, within_s: float) -> bool:
+        """Wait, at most `within_s`, until the tenant has no intent toward new appended and not applied
+        yet (the worker counts an intent when it applies it, not when a client's write lands on old);
+        whether it got there."""
+        deadline = time.monotonic() + within_s
+        while int(await self._redis.hget(self._pending, self._pending_field) or 0) > 0:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
 
     async def claim(self, keys: Sequence[str]) -> Claim:
         if not keys:

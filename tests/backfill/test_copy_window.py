@@ -457,6 +457,40 @@ async def test_a_record_a_delete_moves_across_a_page_boundary_is_still_copied(
             assert (run.sweeps, run.pages_again) == (0, 1)
 
 
+async def test_a_sweep_waits_for_the_worker_to_apply_what_the_pass_buffered(
+    data_env: DataEnv, prefix: str, buffer: Buffer
+) -> None:
+    """The worker counts a mirrored write when it applies it, not when it lands on old: a delete that
+    moved a record across a boundary, still in the buffer when the pass ends, must still bring a sweep.
+    Here the worker starts only after the pass has ended (a worker some batches behind)."""
+    tenant = f"lag-{uuid.uuid4().hex[:8]}"
+    async with json_sides() as sides:
+        old, new = sides[Side.OLD], sides[Side.NEW]
+        old.seed(tenant, 120)
+        await data_env.set_phase(tenant, Phase.DUAL_WRITE)
+        items = {**JSON_SERVER_ITEMS, "check_boundaries": False, "sweep": True}
+        settings = rest_settings(data_env, sides, prefix, resources=[items])
+        workers: list[RunningWorker] = []
+        raced: list[bool] = []
+
+        async def race(stage: str, page: Page) -> None:
+            if stage == "claimed" and not raced:
+                raced.append(True)
+                assert await buffer.write(old, tenant, "DELETE", "/items/2") == 200
+                # The worker comes once the copy has listed its last page.
+                asyncio.get_running_loop().call_later(0.5, lambda: workers.append(start_worker(settings)))
+
+        try:
+            report = await run_backfill(settings, BackfillOptions(tenant), hook=race)
+            await buffer.drained(tenant)
+        finally:
+            for worker in workers:
+                await worker.close()
+        assert workers, "the race never ran"
+        assert new.records(tenant) == old.records(tenant)
+        assert report.resources[0].sweeps == 1
+
+
 def patch_creates_app(store: dict[str, dict[str, Any]]) -> Any:
     """A new side whose PATCH creates a record it lacks from the patch alone (as some services' merge
     does), whose PUT upserts, and whose list is a bare array."""
