@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 from collections.abc import Generator
 from contextlib import contextmanager
@@ -89,8 +90,26 @@ def bind_loopback(port: int = 0) -> socket.socket:
     return sock
 
 
+# Ports handed out below Linux's ephemeral range (32768-60999 by default). A port the kernel picks for
+# a bind to 0 comes from that range, the one the suite's many outgoing connections take their local
+# ports from: one of them could take it before the server meant for it binds, which then never starts.
+_PORTS = range(20_000, 32_768)
+_handed_out: set[int] = set()
+_pick = random.Random()
+
+
 def free_port() -> int:
-    """A loopback port nothing listens on: connecting to it is refused, a server started later may bind it."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on: connecting to it is refused, a server started later may bind it.
+    Never the same one twice in a run."""
+    for _ in range(1_000):
+        port = _pick.choice(_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use (another service, another run)
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free loopback port in {_PORTS.start}-{_PORTS.stop - 1}")
