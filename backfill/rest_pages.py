@@ -190,11 +190,14 @@ class RestLister:
                 page, index, more = await self._read_back(index, listed)
                 read += more
             start_index = index
+            last: tuple[str, int] | None = None  # the page's last record with an id, and its index
             for offset, item in enumerate(page.items):
                 key = record_id(self.resource, item)
                 if key is not None:
                     listed[key] = start_index + offset
-                    anchor = _Anchor(key, start_index + offset)
+                    last = key, start_index + offset
+            if last is not None:
+                anchor = _Anchor(*last)
             following = page.next
             if following is not None:
                 following = {**following, "at": start_index + len(page.items)}

@@ -34,6 +34,7 @@ from backfill.rest_copy import PageHook, Pass, ResourceCopy, ResourceRun
 from backfill.rest_pages import Page, Position, RestLister, decode_verbatim
 from backfill.rest_writer import RecordWriter
 from buffer_worker.copy_marks import CopyClaims
+from common.tasks import stop_if_cancelled
 from config.data import RestResource
 from config.settings import Settings
 from routing.phases import Side
@@ -254,12 +255,9 @@ class _RestRun:
 
     async def _before_page(self) -> None:
         """Before each page is claimed: stop if the run was cancelled, then read the phase again."""
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            # Cancelled (Ctrl-C) and not stopped: a call on the way swallowed the cancellation (Python
-            # 3.11's `asyncio.wait_for`, which redis-py sends each command through, does when the call
-            # finishes as it arrives). Stopped here, before the next page: the checkpoint resumes.
-            raise asyncio.CancelledError
+        # Cancelled (Ctrl-C) and not stopped, a call on the way having swallowed the cancellation:
+        # stopped here, before the next page, and the checkpoint resumes.
+        stop_if_cancelled()
         await self._check_phase()
 
     async def _check_phase(self) -> None:

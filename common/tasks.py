@@ -52,3 +52,12 @@ async def cancel_and_wait(
 
 def _name(task: asyncio.Future[Any]) -> str:
     return task.get_name() if isinstance(task, asyncio.Task) else repr(task)
+
+
+def stop_if_cancelled() -> None:
+    """Raise CancelledError when the current task's cancellation is still requested though the call that
+    should have delivered it returned: Python 3.11's `asyncio.wait_for` (redis-py sends each command
+    through it) swallows a cancellation that arrives as the call it waits for finishes."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

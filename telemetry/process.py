@@ -11,6 +11,8 @@ import gc
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from common.tasks import stop_if_cancelled
+
 T = TypeVar("T")
 
 # Collect the young generation after this many net allocations of tracked objects, not CPython's 700.
@@ -40,9 +42,7 @@ async def _cancellable(coro: Coroutine[Any, Any, T]) -> T:
     interrupted. Python 3.11's `asyncio.wait_for` does when the call it waits for finishes as the
     cancellation arrives, and redis-py sends each command through it (with a socket timeout)."""
     result = await coro
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
+    stop_if_cancelled()
     return result
 
 
